@@ -1,0 +1,217 @@
+"""Single-head attention: Bahdanau (additive), Luong (dot/general/concat) and scaled dot-product.
+
+All three share one shape contract and one masking rule; they differ only in how a query is
+scored against the keys:
+
+    weights = masked_softmax(score(query, key))        # (B, Tq, Tv), 0 exactly on masked keys
+    context = weights @ value                           # (B, Tq, Dv)
+
+A query of shape `(B, Dq)` (one decoder step) gives a context `(B, Dv)` and weights `(B, Tv)`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_s2s.layers.masking import masked_softmax, merge_masks
+
+
+class _ScoredAttention(keras.layers.Layer):
+    """Shared call path; subclasses implement `score(query, key) -> (B, Tq, Tv)`."""
+
+    def __init__(self, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.dropout = dropout
+        self._dropout_layer = keras.layers.Dropout(dropout)
+
+    def score(self, query, key):
+        raise NotImplementedError
+
+    def call(self, query, value, key=None, value_mask=None, attention_mask=None,
+             use_causal_mask=False, return_attention_scores=False, training=None):
+        """Attend from `query` over `value`.
+
+        Args:
+            query: `(B, Dq)` or `(B, Tq, Dq)`.
+            value: `(B, Tv, Dv)`.
+            key: `(B, Tv, Dk)`; defaults to `value`.
+            value_mask: `(B, Tv)`, True where a value may be attended (False on padding).
+            attention_mask: `(B, Tq, Tv)` extra mask, True where attention is allowed.
+            use_causal_mask: query `i` sees only values `<= i` (self-attention).
+            return_attention_scores: also return the attention weights.
+
+        Returns:
+            context `(B, Dv)` / `(B, Tq, Dv)`, and with `return_attention_scores` the weights
+            `(B, Tv)` / `(B, Tq, Tv)`.
+        """
+        single_step = len(query.shape) == 2
+        if single_step:
+            query = ops.expand_dims(query, -2)  # (B, 1, Dq)
+        key = value if key is None else key
+        scores = self.score(query, key)  # (..., Tq, Tv)
+        mask = merge_masks(
+            value_mask=value_mask, attention_mask=attention_mask, causal=use_causal_mask,
+            query_length=ops.shape(query)[-2], value_length=ops.shape(key)[-2],
+        )
+        weights = masked_softmax(scores, mask)
+        context = ops.matmul(self._dropout_layer(weights, training=training), value)
+        if single_step:
+            context = ops.squeeze(context, -2)  # (B, Dv)
+            weights = ops.squeeze(weights, -2)  # (B, Tv)
+        if return_attention_scores:
+            return context, weights
+        return context
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        return tuple(query_shape[:-1]) + (value_shape[-1],)
+
+    def get_config(self):
+        return {**super().get_config(), "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class BahdanauAttention(_ScoredAttention):
+    """Additive attention (Bahdanau et al., 2015): score(s, hⱼ) = vᵀ tanh(W₁ s + W₂ hⱼ).
+
+    Args:
+        units: size of the hidden layer inside the score (the width of W₁, W₂ and v).
+        dropout: dropout on the attention weights.
+
+    Call arguments and shapes: see `_ScoredAttention.call`; query `(B, Dq)` or `(B, Tq, Dq)`,
+    value `(B, Tv, Dv)`, key `(B, Tv, Dk)` (defaults to value). Weights `W₁: (Dq, units)`,
+    `W₂: (Dk, units)`, `v: (units, 1)`, no biases, as in the equation.
+
+    Example:
+    >>> layer = BahdanauAttention(units=16)
+    >>> context, weights = layer(ops.ones((2, 8)), ops.ones((2, 5, 12)), return_attention_scores=True)
+    >>> tuple(context.shape), tuple(weights.shape)
+    ((2, 12), (2, 5))
+
+    Reference: Bahdanau, Cho, Bengio. Neural Machine Translation by Jointly Learning to Align
+    and Translate. ICLR 2015.
+    """
+
+    def __init__(self, units, dropout=0.0, **kwargs):
+        super().__init__(dropout=dropout, **kwargs)
+        if not isinstance(units, int) or units <= 0:
+            raise ValueError(f"units must be a positive int, got {units!r}")
+        self.units = units
+        self.query_dense = keras.layers.Dense(units, use_bias=False, name="query_dense")
+        self.key_dense = keras.layers.Dense(units, use_bias=False, name="key_dense")
+        self.score_dense = keras.layers.Dense(1, use_bias=False, name="score_dense")
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self.query_dense.build(query_shape)
+        self.key_dense.build(key_shape)
+        self.score_dense.build(tuple(key_shape[:-1]) + (self.units,))
+
+    def score(self, query, key):
+        processed_query = ops.expand_dims(self.query_dense(query), -2)  # (B, Tq, 1, units)
+        processed_key = ops.expand_dims(self.key_dense(key), -3)  # (B, 1, Tv, units)
+        hidden = ops.tanh(processed_query + processed_key)  # (B, Tq, Tv, units)
+        return ops.squeeze(self.score_dense(hidden), -1)  # (B, Tq, Tv)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class LuongAttention(_ScoredAttention):
+    """Multiplicative attention (Luong et al., 2015) with its three score functions.
+
+    - `"dot"`:     score(hₜ, h̄ₛ) = hₜᵀ h̄ₛ            (requires Dq == Dk)
+    - `"general"`: score(hₜ, h̄ₛ) = hₜᵀ Wₐ h̄ₛ         (Wₐ: (Dk, Dq))
+    - `"concat"`:  score(hₜ, h̄ₛ) = vₐᵀ tanh(Wₐ [hₜ; h̄ₛ])  (Wₐ split into query and key halves)
+
+    Args:
+        score: one of "dot", "general", "concat".
+        scale: multiply the scores by a learned scalar (initialised to 1), as
+            `keras.layers.Attention(use_scale=True)` does.
+        units: width of the "concat" hidden layer; defaults to the query size.
+        dropout: dropout on the attention weights.
+
+    Shapes: query `(B, Dq)` or `(B, Tq, Dq)`, value `(B, Tv, Dv)`, key defaults to value.
+
+    Reference: Luong, Pham, Manning. Effective Approaches to Attention-based Neural Machine
+    Translation. EMNLP 2015.
+    """
+
+    SCORES = ("dot", "general", "concat")
+
+    def __init__(self, score="general", scale=False, units=None, dropout=0.0, **kwargs):
+        super().__init__(dropout=dropout, **kwargs)
+        if score not in self.SCORES:
+            raise ValueError(f"score must be one of {self.SCORES}, got {score!r}")
+        if units is not None and (not isinstance(units, int) or units <= 0):
+            raise ValueError(f"units must be a positive int or None, got {units!r}")
+        self.score_mode = score
+        self.scale = scale
+        self.units = units
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        query_dim, key_dim = query_shape[-1], key_shape[-1]
+        if self.score_mode == "dot" and query_dim != key_dim:
+            raise ValueError(
+                f"LuongAttention(score='dot') needs query and key of the same size, got query "
+                f"size {query_dim} and key size {key_dim}; use score='general' instead"
+            )
+        if self.score_mode == "general":
+            self.key_dense = keras.layers.Dense(query_dim, use_bias=False, name="key_dense")
+            self.key_dense.build(key_shape)
+        elif self.score_mode == "concat":
+            units = self.units or query_dim
+            self.query_dense = keras.layers.Dense(units, use_bias=False, name="query_dense")
+            self.key_dense = keras.layers.Dense(units, use_bias=False, name="key_dense")
+            self.score_dense = keras.layers.Dense(1, use_bias=False, name="score_dense")
+            self.query_dense.build(query_shape)
+            self.key_dense.build(key_shape)
+            self.score_dense.build(tuple(key_shape[:-1]) + (units,))
+        if self.scale:
+            self.scale_weight = self.add_weight(name="scale", shape=(), initializer="ones")
+
+    def score(self, query, key):
+        if self.score_mode == "concat":
+            processed_query = ops.expand_dims(self.query_dense(query), -2)  # (B, Tq, 1, U)
+            processed_key = ops.expand_dims(self.key_dense(key), -3)  # (B, 1, Tv, U)
+            hidden = ops.tanh(processed_query + processed_key)  # (B, Tq, Tv, U)
+            scores = ops.squeeze(self.score_dense(hidden), -1)  # (B, Tq, Tv)
+        else:
+            if self.score_mode == "general":
+                key = self.key_dense(key)  # (B, Tv, Dq)
+            scores = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, Tq, Tv)
+        if self.scale:
+            scores = scores * ops.cast(self.scale_weight, scores.dtype)
+        return scores
+
+    def get_config(self):
+        return {**super().get_config(), "score": self.score_mode, "scale": self.scale,
+                "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class ScaledDotProductAttention(_ScoredAttention):
+    """softmax(Q Kᵀ / √d_k) · V (Vaswani et al., 2017). No weights.
+
+    Works on any leading dimensions: `(B, Tq, d)` or, inside multi-head attention,
+    `(B, H, Tq, d)` with masks broadcastable to `(B, H, Tq, Tv)`.
+
+    Args:
+        dropout: dropout on the attention weights.
+    """
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        if query_shape[-1] != key_shape[-1]:
+            raise ValueError(
+                f"query and key must have the same last dimension, got {query_shape[-1]} and "
+                f"{key_shape[-1]}"
+            )
+
+    def score(self, query, key):
+        scores = ops.matmul(query, ops.swapaxes(key, -1, -2))  # (..., Tq, Tv)
+        return scores * (1.0 / math.sqrt(key.shape[-1]))

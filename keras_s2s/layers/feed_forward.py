@@ -1,0 +1,56 @@
+"""Position-wise feed-forward network (Vaswani et al., 2017, §3.3)."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class PositionwiseFeedForward(keras.layers.Layer):
+    """FFN(x) = dropout(W₂ · activation(W₁ x + b₁) + b₂), applied to every position alike.
+
+    Args:
+        d_model: input and output size.
+        d_ff: inner size (2048 in the base model).
+        activation: activation of the inner layer.
+        dropout: dropout on the output (before the residual connection).
+
+    Shapes: `(B, T, d_model)` → `(B, T, d_model)`.
+    """
+
+    def __init__(self, d_model, d_ff, activation="relu", dropout=0.0,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("d_model", d_model), ("d_ff", d_ff)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.d_model = d_model
+        self.d_ff = d_ff
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.inner_dense = keras.layers.Dense(
+            d_ff, activation=self.activation, kernel_initializer=self.kernel_initializer,
+            name="inner_dense")
+        self.output_dense = keras.layers.Dense(
+            d_model, kernel_initializer=self.kernel_initializer, name="output_dense")
+        self.output_dropout = keras.layers.Dropout(dropout)
+
+    def build(self, inputs_shape):
+        self.inner_dense.build(inputs_shape)
+        self.output_dense.build(tuple(inputs_shape[:-1]) + (self.d_ff,))
+
+    def call(self, inputs, training=None):
+        hidden = self.inner_dense(inputs)  # (B, T, d_ff)
+        return self.output_dropout(self.output_dense(hidden), training=training)
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape[:-1]) + (self.d_model,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "d_ff": self.d_ff,
+            "activation": keras.activations.serialize(self.activation),
+            "dropout": self.dropout,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,163 @@
+"""Multi-head attention with an incremental-decoding key/value cache."""
+
+import keras
+from keras import ops
+
+from keras_s2s.layers.attention import ScaledDotProductAttention
+from keras_s2s.layers.masking import merge_masks
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class MultiHeadAttention(keras.layers.Layer):
+    """MultiHead(Q, K, V) = Concat(head₁ … head_h) Wᴼ, headᵢ = Attention(Q Wᵢᑫ, K Wᵢᴷ, V Wᵢⱽ).
+
+    Call-compatible with `keras.layers.MultiHeadAttention` and with the same weight layout
+    (kernels `(D, H, key_dim)`, biases `(H, key_dim)`, output kernel `(H, value_dim, D)`), so
+    `set_weights(keras_mha.get_weights())` gives identical outputs.
+
+    Args:
+        num_heads: number of heads H.
+        key_dim: size of each query/key head.
+        value_dim: size of each value head; defaults to `key_dim`.
+        dropout: dropout on the attention weights.
+        use_bias: whether the projections have biases.
+        output_dim: size of the output; defaults to the query's last dimension.
+
+    Call arguments:
+        query: `(B, Tq, Dq)`. value: `(B, Tv, Dv)`. key: `(B, Tv, Dk)`, defaults to value.
+        query_mask / value_mask / key_mask: `(B, Tq)` / `(B, Tv)` padding masks (True = keep).
+        attention_mask: `(B, Tq, Tv)` boolean, True where attention is allowed.
+        use_causal_mask: query `i` attends only to positions `<= i` (+ `cache_update_index`).
+        return_attention_scores: also return the weights `(B, H, Tq, Tv)`.
+        cache: `(B, 2, T_cache, H, key_dim)` stacked keys and values. With
+            `cache_update_index`, the new keys/values of `query`'s positions are written at
+            that index (self-attention, one step at a time) and attention runs over the whole
+            cache — mask the unwritten tail with `attention_mask` or `use_causal_mask`. Without
+            it the cache is used as precomputed keys/values (cross-attention; see
+            `compute_cache`). The layout is keras-hub's `CachedMultiHeadAttention`'s.
+
+    Returns:
+        `output (B, Tq, output_dim)`, then the scores if asked for, then the updated cache if a
+        cache was given.
+
+    Reference: Vaswani et al. Attention Is All You Need. NeurIPS 2017, §3.2.2.
+    """
+
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
+                 output_dim=None, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_heads", num_heads), ("key_dim", key_dim)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if value_dim is not None and (not isinstance(value_dim, int) or value_dim <= 0):
+            raise ValueError(f"value_dim must be a positive int or None, got {value_dim!r}")
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim or key_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.output_dim = output_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.attention = ScaledDotProductAttention(dropout=dropout, name="attention")
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        output_dim = self.output_dim or query_shape[-1]
+        heads = self.num_heads
+        # Weights are created in keras.layers.MultiHeadAttention's order (kernel, bias for
+        # query, key, value, output) so that get_weights/set_weights line up.
+        specs = (
+            ("query", (query_shape[-1], heads, self.key_dim), (heads, self.key_dim)),
+            ("key", (key_shape[-1], heads, self.key_dim), (heads, self.key_dim)),
+            ("value", (value_shape[-1], heads, self.value_dim), (heads, self.value_dim)),
+            ("output", (heads, self.value_dim, output_dim), (output_dim,)),
+        )
+        for name, kernel_shape, bias_shape in specs:
+            setattr(self, f"{name}_kernel", self.add_weight(
+                name=f"{name}_kernel", shape=kernel_shape, initializer=self.kernel_initializer))
+            if self.use_bias:
+                setattr(self, f"{name}_bias", self.add_weight(
+                    name=f"{name}_bias", shape=bias_shape, initializer="zeros"))
+
+    def _project(self, inputs, name):
+        """(B, T, D) → (B, T, H, d) with the `name` projection."""
+        outputs = ops.einsum("btd,dhk->bthk", inputs, getattr(self, f"{name}_kernel"))
+        if self.use_bias:
+            outputs = outputs + getattr(self, f"{name}_bias")
+        return outputs
+
+    def compute_cache(self, value, key=None):
+        """Precompute `(B, 2, Tv, H, key_dim)` keys and values, e.g. of an encoder output."""
+        self._check_cacheable()
+        key = value if key is None else key
+        return ops.stack([self._project(key, "key"), self._project(value, "value")], axis=1)
+
+    def _check_cacheable(self):
+        if self.value_dim != self.key_dim:
+            raise ValueError(
+                f"a key/value cache needs value_dim == key_dim, got value_dim={self.value_dim} "
+                f"and key_dim={self.key_dim}"
+            )
+
+    def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
+             attention_mask=None, return_attention_scores=False, training=None,
+             use_causal_mask=False, cache=None, cache_update_index=None):
+        key = value if key is None else key
+        query_heads = self._project(query, "query")  # (B, Tq, H, dk)
+        if cache is None:
+            if cache_update_index is not None:
+                raise ValueError("cache_update_index was given without a cache")
+            key_heads = self._project(key, "key")  # (B, Tv, H, dk)
+            value_heads = self._project(value, "value")  # (B, Tv, H, dv)
+        elif cache_update_index is None:
+            key_heads, value_heads = cache[:, 0], cache[:, 1]
+        else:
+            self._check_cacheable()
+            start = [0, cache_update_index, 0, 0]
+            key_heads = ops.slice_update(cache[:, 0], start, self._project(key, "key"))
+            value_heads = ops.slice_update(cache[:, 1], start, self._project(value, "value"))
+            cache = ops.stack([key_heads, value_heads], axis=1)
+
+        if key_mask is not None:
+            value_mask = key_mask if value_mask is None else ops.logical_and(
+                ops.cast(value_mask, "bool"), ops.cast(key_mask, "bool"))
+        mask = merge_masks(
+            query_mask=query_mask, value_mask=value_mask, attention_mask=attention_mask,
+            causal=use_causal_mask, query_length=ops.shape(query)[1],
+            value_length=ops.shape(key_heads)[1],
+            query_offset=0 if cache_update_index is None else cache_update_index,
+        )
+        if mask is not None:
+            mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv), broadcast over heads
+
+        context, scores = self.attention(
+            ops.transpose(query_heads, (0, 2, 1, 3)),  # (B, H, Tq, dk)
+            ops.transpose(value_heads, (0, 2, 1, 3)),  # (B, H, Tv, dv)
+            key=ops.transpose(key_heads, (0, 2, 1, 3)),  # (B, H, Tv, dk)
+            attention_mask=mask, return_attention_scores=True, training=training,
+        )  # context (B, H, Tq, dv), scores (B, H, Tq, Tv)
+        output = ops.einsum("bhtv,hvo->bto", context, self.output_kernel)
+        if self.use_bias:
+            output = output + self.output_bias
+
+        results = (output,)
+        if return_attention_scores:
+            results += (scores,)
+        if cache is not None:
+            results += (cache,)
+        return results[0] if len(results) == 1 else results
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "output_dim": self.output_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

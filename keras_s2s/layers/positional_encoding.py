@@ -1,0 +1,57 @@
+"""Sinusoidal positional encoding (Vaswani et al., 2017, §3.5)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class SinusoidalPositionalEncoding(keras.layers.Layer):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
+
+    Interleaved as in the paper. Returns the encoding only (same shape as the inputs), so the
+    caller decides how to combine it: `embeddings * sqrt(d) + encoding(embeddings)`.
+
+    Args:
+        max_length: the longest sequence this model supports; longer static lengths raise.
+        max_wavelength: the 10000 of the formula.
+
+    Call arguments:
+        inputs: `(B, T, d)` (only the shape and dtype are used); `d` must be even.
+        start_index: position of the first element, for step-by-step decoding (int or scalar
+            tensor).
+
+    Returns:
+        `(B, T, d)` encoding of positions `start_index .. start_index + T - 1`.
+    """
+
+    def __init__(self, max_length, max_wavelength=10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        self.max_length = max_length
+        self.max_wavelength = max_wavelength
+
+    def build(self, inputs_shape):
+        depth = inputs_shape[-1]
+        if depth is None or depth % 2:
+            raise ValueError(f"the feature size must be even, got {depth!r}")
+
+    def call(self, inputs, start_index=0):
+        length, depth = inputs.shape[-2], inputs.shape[-1]
+        if isinstance(length, int) and isinstance(start_index, int) and (
+                start_index + length > self.max_length):
+            raise ValueError(
+                f"positions up to {start_index + length} exceed max_length={self.max_length}"
+            )
+        positions = ops.cast(ops.arange(ops.shape(inputs)[-2]), "float32") + ops.cast(
+            start_index, "float32")  # (T,)
+        pair_index = ops.cast(ops.arange(depth) // 2, "float32")  # i for columns 2i and 2i+1
+        inverse_frequency = ops.power(self.max_wavelength, -2.0 * pair_index / depth)  # (d,)
+        angles = ops.expand_dims(positions, 1) * ops.expand_dims(inverse_frequency, 0)  # (T, d)
+        is_even = ops.arange(depth) % 2 == 0
+        encoding = ops.where(is_even, ops.sin(angles), ops.cos(angles))  # (T, d)
+        return ops.broadcast_to(ops.cast(encoding, self.compute_dtype), ops.shape(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "max_length": self.max_length,
+                "max_wavelength": self.max_wavelength}

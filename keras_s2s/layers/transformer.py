@@ -1,0 +1,212 @@
+"""Transformer encoder and decoder layers (Vaswani et al., 2017, §3.1).
+
+Each sub-layer is wrapped as `LayerNorm(x + Dropout(Sublayer(x)))` (post-norm, the paper's
+placement) or, with `normalize_first=True`, `x + Dropout(Sublayer(LayerNorm(x)))` (pre-norm,
+which trains more stably in deep stacks; the model then needs a final LayerNorm).
+"""
+
+import keras
+
+from keras_s2s.layers.feed_forward import PositionwiseFeedForward
+from keras_s2s.layers.multi_head_attention import MultiHeadAttention
+
+
+class _TransformerLayer(keras.layers.Layer):
+    """Shared arguments and the residual + layer-norm wrapper of both layer kinds."""
+
+    def __init__(self, d_model, num_heads, d_ff, dropout=0.0, activation="relu",
+                 normalize_first=False, layer_norm_epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("d_model", d_model), ("num_heads", num_heads), ("d_ff", d_ff)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if d_model % num_heads:
+            raise ValueError(
+                f"d_model must be divisible by num_heads, got d_model={d_model} and "
+                f"num_heads={num_heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.d_ff = d_ff
+        self.dropout = dropout
+        self.activation = activation
+        self.normalize_first = normalize_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.feed_forward = PositionwiseFeedForward(
+            d_model, d_ff, activation=activation, dropout=dropout, name="feed_forward")
+        self.feed_forward_norm = self._layer_norm("feed_forward_norm")
+
+    def _attention(self, name):
+        return MultiHeadAttention(
+            self.num_heads, self.d_model // self.num_heads, dropout=self.dropout, name=name)
+
+    def _layer_norm(self, name):
+        return keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)
+
+    def _check_width(self, shape, what):
+        if shape[-1] != self.d_model:
+            raise ValueError(f"{what} must have last dimension d_model={self.d_model}, got "
+                             f"shape {tuple(shape)}")
+
+    def _residual(self, inputs, norm, sublayer, dropout=None, training=None):
+        """Apply `sublayer` with a residual connection and layer norm (pre or post).
+
+        `sublayer` may return `(output, *extras)`; the extras are passed through.
+        """
+        outputs = sublayer(norm(inputs) if self.normalize_first else inputs)
+        outputs, extras = (outputs[0], outputs[1:]) if isinstance(outputs, tuple) else (
+            outputs, ())
+        if dropout is not None:
+            outputs = dropout(outputs, training=training)
+        outputs = inputs + outputs
+        if not self.normalize_first:
+            outputs = norm(outputs)
+        return (outputs, *extras)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "num_heads": self.num_heads,
+            "d_ff": self.d_ff,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "normalize_first": self.normalize_first,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class TransformerEncoderLayer(_TransformerLayer):
+    """Self-attention → feed-forward, each with residual + layer norm.
+
+    Args:
+        d_model: model width. num_heads: heads (d_model must divide by it). d_ff: FFN width.
+        dropout: on attention weights and on each sub-layer's output.
+        activation: FFN activation. normalize_first: pre-norm instead of the paper's post-norm.
+        layer_norm_epsilon: epsilon of the layer norms.
+
+    Call arguments:
+        inputs: `(B, T, d_model)`.
+        padding_mask: `(B, T)`, True on real tokens.
+        return_attention_scores: also return the self-attention weights `(B, H, T, T)`.
+
+    Returns:
+        `(B, T, d_model)` (and the weights).
+
+    Example:
+    >>> layer = TransformerEncoderLayer(d_model=16, num_heads=2, d_ff=32)
+    >>> tuple(layer(ops.ones((2, 5, 16))).shape)
+    (2, 5, 16)
+    """
+
+    def __init__(self, d_model, num_heads, d_ff, **kwargs):
+        super().__init__(d_model, num_heads, d_ff, **kwargs)
+        self.self_attention = self._attention("self_attention")
+        self.self_attention_norm = self._layer_norm("self_attention_norm")
+        self.self_attention_dropout = keras.layers.Dropout(self.dropout)
+
+    def build(self, inputs_shape):
+        self._check_width(inputs_shape, "the encoder input")
+        self.self_attention.build(inputs_shape, inputs_shape)
+        for layer in (self.self_attention_norm, self.feed_forward, self.feed_forward_norm):
+            layer.build(inputs_shape)
+
+    def call(self, inputs, padding_mask=None, return_attention_scores=False, training=None):
+        outputs, scores = self._residual(
+            inputs, self.self_attention_norm,
+            lambda x: self.self_attention(
+                x, x, query_mask=padding_mask, value_mask=padding_mask,
+                return_attention_scores=True, training=training),
+            self.self_attention_dropout, training,
+        )  # (B, T, d_model)
+        (outputs,) = self._residual(
+            outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
+        return (outputs, scores) if return_attention_scores else outputs
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class TransformerDecoderLayer(_TransformerLayer):
+    """Masked self-attention → encoder–decoder cross-attention → feed-forward.
+
+    Each sub-layer has a residual connection and layer norm. Arguments as for
+    `TransformerEncoderLayer`.
+
+    Call arguments:
+        decoder_sequence: `(B, T, d_model)`.
+        encoder_sequence: `(B, S, d_model)`; may be omitted when `cross_attention_cache` is given.
+        decoder_padding_mask: `(B, T)`; encoder_padding_mask: `(B, S)` (True on real tokens).
+        self_attention_cache: `(B, 2, T_max, H, d_model/H)` keys/values of earlier steps;
+            with `self_attention_cache_update_index` the step's keys/values are written there
+            and the causal mask is offset by that index (step-by-step decoding).
+        cross_attention_cache: `(B, 2, S, H, d_model/H)` from `compute_cross_attention_cache`,
+            so the encoder output is projected once per sentence, not once per step.
+        use_causal_mask: mask future positions in self-attention (default True).
+
+    Returns:
+        `(outputs (B, T, d_model), cross_attention_weights (B, H, T, S))`, plus the updated
+        self-attention cache when one was given.
+    """
+
+    def __init__(self, d_model, num_heads, d_ff, **kwargs):
+        super().__init__(d_model, num_heads, d_ff, **kwargs)
+        self.self_attention = self._attention("self_attention")
+        self.self_attention_norm = self._layer_norm("self_attention_norm")
+        self.self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self.cross_attention = self._attention("cross_attention")
+        self.cross_attention_norm = self._layer_norm("cross_attention_norm")
+        self.cross_attention_dropout = keras.layers.Dropout(self.dropout)
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        self._check_width(decoder_sequence_shape, "the decoder input")
+        encoder_sequence_shape = encoder_sequence_shape or decoder_sequence_shape
+        self._check_width(encoder_sequence_shape, "the encoder output")
+        self.self_attention.build(decoder_sequence_shape, decoder_sequence_shape)
+        self.cross_attention.build(decoder_sequence_shape, encoder_sequence_shape)
+        for layer in (self.self_attention_norm, self.cross_attention_norm, self.feed_forward,
+                      self.feed_forward_norm):
+            layer.build(decoder_sequence_shape)
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """`(B, S, d_model)` → `(B, 2, S, H, d_model/H)` cross-attention keys and values."""
+        if not self.built:
+            self.build(encoder_sequence.shape, encoder_sequence.shape)
+        return self.cross_attention.compute_cache(encoder_sequence)
+
+    def call(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
+             encoder_padding_mask=None, self_attention_cache=None,
+             self_attention_cache_update_index=None, cross_attention_cache=None,
+             use_causal_mask=True, training=None):
+        if encoder_sequence is None and cross_attention_cache is None:
+            raise ValueError("pass encoder_sequence or cross_attention_cache")
+        self_attention_extras = {}
+        if self_attention_cache is not None:
+            self_attention_extras = dict(
+                cache=self_attention_cache, cache_update_index=self_attention_cache_update_index)
+        outputs, *new_cache = self._residual(
+            decoder_sequence, self.self_attention_norm,
+            lambda x: self.self_attention(
+                x, x, query_mask=decoder_padding_mask,
+                value_mask=None if self_attention_cache is not None else decoder_padding_mask,
+                use_causal_mask=use_causal_mask, training=training, **self_attention_extras),
+            self.self_attention_dropout, training,
+        )  # (B, T, d_model)
+        memory = encoder_sequence if cross_attention_cache is None else None
+        outputs, cross_weights = self._residual(
+            outputs, self.cross_attention_norm,
+            lambda x: self.cross_attention(
+                x, memory, value_mask=encoder_padding_mask, cache=cross_attention_cache,
+                return_attention_scores=True, training=training)[:2],
+            self.cross_attention_dropout, training,
+        )  # (B, T, d_model), (B, H, T, S)
+        (outputs,) = self._residual(
+            outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
+        return (outputs, cross_weights, *new_cache)
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return decoder_sequence_shape

@@ -1,0 +1,84 @@
+"""The one contract every encoder–decoder family keeps.
+
+- `call((source_ids, target_in_ids), training)` → logits `(B, T, target_vocab_size)`: teacher
+  forcing, for `model.fit`.
+- `encode(source_ids, training)` → memory: a dict of batch-first tensors (encoder outputs, the
+  source padding mask, whatever the decoder needs that does not change per step).
+- `initial_state(memory, max_length)` → state: a dict of batch-first tensors of fixed shape
+  (RNN states, or the Transformer's key/value cache for `max_length` steps).
+- `decode_step(token_ids, memory, state, step)` → `(logits (B, V), new_state,
+  attention (B, S) or None)`: one output position, given the previous token `(B,)`.
+
+Decoding (greedy, beam, sampling), export and TFLite are written once against these four
+methods. Every tensor in memory and state has the batch on axis 0, so a beam search can tile
+and reorder them without knowing the family.
+
+Padding id 0 is masked out of attention, loss and metrics; see `keras_s2s.special_tokens`.
+"""
+
+import keras
+from keras import ops
+
+from keras_s2s.special_tokens import PAD_ID
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_dropout(value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1), got {value!r}")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def padding_mask(token_ids):
+    """`(B, T)` ids → `(B, T)` bool, True on real tokens."""
+    return ops.not_equal(token_ids, PAD_ID)
+
+
+class Seq2SeqModel(keras.Model):
+    """Base class: vocabulary sizes, the teacher-forcing `call`, building and config."""
+
+    #: Whether `decode_step` returns attention weights over the source.
+    has_attention = True
+
+    def __init__(self, source_vocab_size, target_vocab_size, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("source_vocab_size", source_vocab_size)
+        check_positive_int("target_vocab_size", target_vocab_size)
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+
+    def build(self, input_shape=None):
+        """Create every weight by running one tiny batch through the teacher-forcing path."""
+        ids = ops.ones((1, 2), dtype="int32")
+        self.call((ids, ids), training=False)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        source_ids, target_in_ids = inputs
+        memory = self.encode(source_ids, training=training)
+        return self.teacher_forced_logits(target_in_ids, memory, training=training)
+
+    def encode(self, source_ids, training=None):
+        raise NotImplementedError
+
+    def teacher_forced_logits(self, target_in_ids, memory, training=None):
+        """`(B, T)` decoder inputs → `(B, T, V)` logits, all positions at once."""
+        raise NotImplementedError
+
+    def initial_state(self, memory, max_length):
+        raise NotImplementedError
+
+    def decode_step(self, token_ids, memory, state, step, training=None):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {**super().get_config(), "source_vocab_size": self.source_vocab_size,
+                "target_vocab_size": self.target_vocab_size}

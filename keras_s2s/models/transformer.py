@@ -1,0 +1,159 @@
+"""The Transformer encoder–decoder (Vaswani et al., 2017)."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
+from keras_s2s.layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from keras_s2s.models.base import Seq2SeqModel, check_dropout, check_positive_int, padding_mask
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class Transformer(Seq2SeqModel):
+    """Encoder and decoder stacks of self-attention, cross-attention and feed-forward layers.
+
+    Token embeddings are scaled by √d_model and added to sinusoidal positional encodings; the
+    decoder's self-attention is causally masked; cross-attention reads the encoder output. The
+    defaults are the paper's base model (6 layers, d_model 512, 8 heads, d_ff 2048, dropout
+    0.1); small data wants far less.
+
+    Args:
+        source_vocab_size, target_vocab_size: vocabulary sizes (id 0 is padding).
+        num_layers: layers in each stack. d_model: model width. num_heads: attention heads.
+        d_ff: feed-forward width. dropout: residual, attention and embedding dropout.
+        max_length: longest source or target sequence (positional encoding range and the
+            size of the decoding cache).
+        normalize_first: pre-norm layers plus a final layer norm on each stack, instead of the
+            paper's post-norm.
+        tie_embeddings: use the target embedding matrix (transposed) as the output projection
+            (Press & Wolf, 2017; the paper does this too); fewer parameters, better on small data.
+
+    Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
+
+    Memory: `{"outputs": (B, S, d), "source_mask": (B, S), "cross_cache": (B, L, 2, S, H, d/H)}`.
+    State: `{"self_cache": (B, L, 2, max_length, H, d/H)}`.
+    `decode_step` returns the last layer's cross-attention weights averaged over heads, (B, S).
+
+    Example:
+    >>> model = Transformer(100, 120, num_layers=1, d_model=16, num_heads=2, d_ff=32)
+    >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
+    (2, 5, 120)
+    """
+
+    def __init__(self, source_vocab_size, target_vocab_size, num_layers=6, d_model=512,
+                 num_heads=8, d_ff=2048, dropout=0.1, max_length=256, normalize_first=False,
+                 tie_embeddings=False, **kwargs):
+        super().__init__(source_vocab_size, target_vocab_size, **kwargs)
+        for name, value in (("num_layers", num_layers), ("d_model", d_model),
+                            ("num_heads", num_heads), ("d_ff", d_ff),
+                            ("max_length", max_length)):
+            check_positive_int(name, value)
+        check_dropout(dropout)
+        if d_model % num_heads:
+            raise ValueError(
+                f"d_model must be divisible by num_heads, got d_model={d_model} and "
+                f"num_heads={num_heads}"
+            )
+        self.num_layers = num_layers
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.d_ff = d_ff
+        self.dropout = dropout
+        self.max_length = max_length
+        self.normalize_first = normalize_first
+        self.tie_embeddings = tie_embeddings
+
+        self.source_embedding = keras.layers.Embedding(
+            source_vocab_size, d_model, name="source_embedding")
+        self.target_embedding = keras.layers.Embedding(
+            target_vocab_size, d_model, name="target_embedding")
+        self.positional_encoding = SinusoidalPositionalEncoding(
+            max_length, name="positional_encoding")
+        self.embedding_dropout = keras.layers.Dropout(dropout)
+        layer_args = dict(d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
+                          normalize_first=normalize_first)
+        self.encoder_layers = [TransformerEncoderLayer(**layer_args, name=f"encoder_layer_{i}")
+                               for i in range(num_layers)]
+        self.decoder_layers = [TransformerDecoderLayer(**layer_args, name=f"decoder_layer_{i}")
+                               for i in range(num_layers)]
+        if normalize_first:
+            self.encoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")
+            self.decoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")
+        if not tie_embeddings:
+            self.output_projection = keras.layers.Dense(
+                target_vocab_size, name="output_projection")
+
+    def _embed(self, embedding, token_ids, start_index=0, training=None):
+        """(B, T) ids → (B, T, d): embedding · √d + positional encoding, then dropout."""
+        x = embedding(token_ids) * ops.cast(math.sqrt(self.d_model), embedding.compute_dtype)
+        x = x + self.positional_encoding(x, start_index=start_index)
+        return self.embedding_dropout(x, training=training)
+
+    def _logits(self, x):
+        if self.normalize_first:
+            x = self.decoder_norm(x)
+        if self.tie_embeddings:
+            return ops.matmul(x, ops.transpose(ops.cast(
+                self.target_embedding.embeddings, x.dtype)))
+        return self.output_projection(x)
+
+    def encode(self, source_ids, training=None):
+        source_mask = padding_mask(source_ids)  # (B, S)
+        x = self._embed(self.source_embedding, source_ids, training=training)  # (B, S, d)
+        for layer in self.encoder_layers:
+            x = layer(x, padding_mask=source_mask, training=training)
+        if self.normalize_first:
+            x = self.encoder_norm(x)
+        cross_cache = ops.stack(
+            [layer.compute_cross_attention_cache(x) for layer in self.decoder_layers],
+            axis=1)  # (B, L, 2, S, H, d/H)
+        return {"outputs": x, "source_mask": source_mask, "cross_cache": cross_cache}
+
+    def teacher_forced_logits(self, target_in_ids, memory, training=None):
+        target_mask = padding_mask(target_in_ids)  # (B, T)
+        x = self._embed(self.target_embedding, target_in_ids, training=training)  # (B, T, d)
+        for index, layer in enumerate(self.decoder_layers):
+            x, _ = layer(x, decoder_padding_mask=target_mask,
+                         encoder_padding_mask=memory["source_mask"],
+                         cross_attention_cache=memory["cross_cache"][:, index],
+                         training=training)
+        return self._logits(x)  # (B, T, V)
+
+    def initial_state(self, memory, max_length):
+        if max_length > self.max_length:
+            raise ValueError(
+                f"max_length={max_length} exceeds the model's max_length={self.max_length}")
+        batch_size = ops.shape(memory["outputs"])[0]
+        head_dim = self.d_model // self.num_heads
+        shape = (batch_size, self.num_layers, 2, max_length, self.num_heads, head_dim)
+        return {"self_cache": ops.zeros(shape, dtype=memory["outputs"].dtype)}
+
+    def decode_step(self, token_ids, memory, state, step, training=None):
+        x = self._embed(self.target_embedding, ops.expand_dims(token_ids, 1), start_index=step,
+                        training=training)  # (B, 1, d)
+        caches = []
+        for index, layer in enumerate(self.decoder_layers):
+            x, weights, cache = layer(
+                x, encoder_padding_mask=memory["source_mask"],
+                self_attention_cache=state["self_cache"][:, index],
+                self_attention_cache_update_index=step,
+                cross_attention_cache=memory["cross_cache"][:, index], training=training)
+            caches.append(cache)
+        logits = self._logits(x[:, 0])  # (B, V)
+        attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
+        return logits, {"self_cache": ops.stack(caches, axis=1)}, attention
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_layers": self.num_layers,
+            "d_model": self.d_model,
+            "num_heads": self.num_heads,
+            "d_ff": self.d_ff,
+            "dropout": self.dropout,
+            "max_length": self.max_length,
+            "normalize_first": self.normalize_first,
+            "tie_embeddings": self.tie_embeddings,
+        }
