@@ -118,7 +118,7 @@ class TransformerEncoderLayer(_TransformerLayer):
         outputs, scores = self._residual(
             inputs, self.self_attention_norm,
             lambda x: self.self_attention(
-                x, x, query_mask=padding_mask, value_mask=padding_mask,
+                x, x, value_mask=padding_mask,
                 return_attention_scores=True, training=training),
             self.self_attention_dropout, training,
         )  # (B, T, d_model)
@@ -191,8 +191,7 @@ class TransformerDecoderLayer(_TransformerLayer):
         outputs, *new_cache = self._residual(
             decoder_sequence, self.self_attention_norm,
             lambda x: self.self_attention(
-                x, x, query_mask=decoder_padding_mask,
-                value_mask=None if self_attention_cache is not None else decoder_padding_mask,
+                x, x, value_mask=None if self_attention_cache is not None else decoder_padding_mask,
                 use_causal_mask=use_causal_mask, training=training, **self_attention_extras),
             self.self_attention_dropout, training,
         )  # (B, T, d_model)

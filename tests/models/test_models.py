@@ -1,0 +1,111 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
+
+SOURCE_VOCAB, TARGET_VOCAB = 23, 19
+
+FAMILIES = {
+    "seq2seq_lstm": lambda: Seq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8, units=16,
+                                    num_layers=2),
+    "seq2seq_gru_bidirectional": lambda: Seq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
+                                                 units=16, cell="gru",
+                                                 bidirectional_encoder=True),
+    "bahdanau": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8, units=16,
+                                         num_layers=2),
+    "bahdanau_gru": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
+                                             units=16, cell="gru", bidirectional_encoder=False),
+    "luong_general": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
+                                              units=16, attention="luong"),
+    "luong_dot": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
+                                          units=16, attention="luong", luong_score="dot"),
+    "transformer": lambda: Transformer(SOURCE_VOCAB, TARGET_VOCAB, num_layers=2, d_model=16,
+                                       num_heads=2, d_ff=32, max_length=12),
+    "transformer_prenorm_tied": lambda: Transformer(
+        SOURCE_VOCAB, TARGET_VOCAB, num_layers=2, d_model=16, num_heads=4, d_ff=32,
+        max_length=12, normalize_first=True, tie_embeddings=True),
+}
+
+
+@pytest.fixture
+def batch(rng):
+    source = rng.integers(1, SOURCE_VOCAB, size=(3, 7)).astype("int32")
+    source[0, 4:] = 0  # padding
+    target_in = rng.integers(1, TARGET_VOCAB, size=(3, 6)).astype("int32")
+    return source, target_in
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_decode_step_reproduces_teacher_forced_logits(family, batch):
+    model = FAMILIES[family]()
+    source, target_in = batch
+    logits = np.asarray(model((source, target_in)))
+    assert logits.shape == (3, 6, TARGET_VOCAB)
+    memory = model.encode(source)
+    state = model.initial_state(memory, max_length=target_in.shape[1])
+    for step in range(target_in.shape[1]):
+        step_logits, state, attention = model.decode_step(
+            ops.convert_to_tensor(target_in[:, step]), memory, state, step)
+        np.testing.assert_allclose(np.asarray(step_logits), logits[:, step], atol=1e-5)
+        if model.has_attention:
+            attention = np.asarray(attention)
+            assert attention.shape == (3, 7)
+            np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+            assert np.all(attention[0, 4:] == 0.0), "padding must get no attention"
+        else:
+            assert attention is None
+
+
+def test_padding_of_source_does_not_change_outputs(batch):
+    """Extra padding columns are invisible: the mask removes them from every family."""
+    source, target_in = batch
+    padded = np.pad(source, ((0, 0), (0, 3)))
+    for make in FAMILIES.values():
+        model = make()
+        np.testing.assert_allclose(np.asarray(model((padded, target_in))),
+                                   np.asarray(model((source, target_in))), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_keras_file_round_trip_gives_identical_outputs(family, batch, tmp_path):
+    model = FAMILIES[family]()
+    source, target_in = batch
+    expected = np.asarray(model((source, target_in)))
+    path = tmp_path / f"{family}.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert type(restored) is type(model)
+    assert restored.get_config() == model.get_config()
+    np.testing.assert_array_equal(np.asarray(restored((source, target_in))), expected)
+
+
+def test_transformer_base_configuration_is_reachable():
+    model = Transformer(37000, 37000)
+    assert (model.num_layers, model.d_model, model.num_heads, model.d_ff, model.dropout) == (
+        6, 512, 8, 2048, 0.1)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Seq2Seq(0, 10), "source_vocab_size must be a positive int, got 0"),
+    (lambda: Seq2Seq(10, -3), "target_vocab_size must be a positive int, got -3"),
+    (lambda: Seq2Seq(10, 10, cell="rnn"), "cell must be one of .*'rnn'"),
+    (lambda: Seq2Seq(10, 10, dropout=1.0), "dropout"),
+    (lambda: Seq2Seq(10, 10, units=15, bidirectional_encoder=True), "units must be even"),
+    (lambda: AttentionSeq2Seq(10, 10, attention="additive"), "attention must be one of"),
+    (lambda: AttentionSeq2Seq(10, 10, attention="luong", luong_score="cos"), "'cos'"),
+    (lambda: Transformer(10, 10, d_model=30, num_heads=4),
+     "d_model must be divisible by num_heads, got d_model=30 and num_heads=4"),
+    (lambda: Transformer(10, 10, num_layers=0), "num_layers"),
+])
+def test_bad_arguments_raise_value_errors_naming_the_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_transformer_state_longer_than_max_length_is_refused(batch):
+    model = Transformer(SOURCE_VOCAB, TARGET_VOCAB, num_layers=1, d_model=8, num_heads=2,
+                        d_ff=8, max_length=4)
+    with pytest.raises(ValueError, match="max_length=9 exceeds the model's max_length=4"):
+        model.initial_state(model.encode(batch[0][:, :3]), max_length=9)
