@@ -1,13 +1,28 @@
-"""Training pieces: the masked, label-smoothed loss, masked token accuracy, the Transformer's
-warm-up learning-rate schedule and the optimizers of the recipe.
+"""Training: the masked, label-smoothed loss, masked token accuracy, the Transformer's warm-up
+learning-rate schedule, the optimizers, and `train`, the whole recipe from data to run directory.
 
 Padding (id 0) never counts: loss and accuracy are averages over real target tokens.
 """
 
+import json
+import logging
+import os
+
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
+from keras_s2s.config import build_model, config_path
+from keras_s2s.data import synthetic
+from keras_s2s.data.pipeline import make_dataset
+from keras_s2s.data.tokenizers import SubwordTokenizer, train_tokenizers
+from keras_s2s.data.tsv import read_tsv
+from keras_s2s.plotting import plot_history
 from keras_s2s.special_tokens import PAD_ID
+from keras_s2s.translator import MODEL_FILE
+
+logger = logging.getLogger(__name__)
 
 
 def _token_mask(y_true, pad_id):
@@ -116,3 +131,134 @@ def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="aut
                   loss=MaskedSparseCrossentropy(label_smoothing=label_smoothing),
                   metrics=[MaskedAccuracy()], jit_compile=jit_compile)
     return model
+
+
+# --- The recipe: data → tokenizers → datasets → model → fit → run directory -----------------
+
+HISTORY_FILE = "history.json"
+
+
+def load_pairs(config):
+    """Training and validation pairs of `config`: a built-in task or TSV files."""
+    if config.data in synthetic.TASKS:
+        train_pairs = synthetic.generate(config.data, config.num_pairs, seed=config.seed,
+                                         **config.task_options)
+        if config.val:
+            return train_pairs, _read(config, config.val)
+        num_validation = max(200, int(config.num_pairs * config.validation_fraction))
+        validation_pairs = synthetic.generate(config.data, num_validation, seed=config.seed + 1,
+                                              **config.task_options)
+        return train_pairs, validation_pairs
+    if not os.path.exists(config.data):
+        raise FileNotFoundError(
+            f"--data {config.data!r} is neither a built-in task {synthetic.TASKS} nor a file")
+    pairs = _read(config, config.data)
+    if config.val:
+        return pairs, _read(config, config.val)
+    order = np.random.default_rng(config.seed).permutation(len(pairs))
+    num_validation = max(1, int(len(pairs) * config.validation_fraction))
+    if num_validation >= len(pairs):
+        raise ValueError(f"{config.data} has {len(pairs)} pairs: too few to carve a validation "
+                         f"split; pass --val")
+    validation = [pairs[i] for i in order[:num_validation]]
+    return [pairs[i] for i in order[num_validation:]], validation
+
+
+def _read(config, path):
+    return read_tsv(path, source_column=config.source_column,
+                    target_column=config.target_column, on_error=config.on_error).pairs
+
+
+def _use_accelerator_defaults(config):
+    """Mixed precision and XLA default to on with a GPU, off on a CPU."""
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+
+    def resolve(flag):
+        return has_gpu if flag == "auto" else flag == "on"
+
+    return resolve(config.mixed_precision), resolve(config.jit_compile)
+
+
+def _strategy(config):
+    gpus = tf.config.list_logical_devices("GPU")
+    if config.distribute == "mirrored" or (config.distribute == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(config, verbose="auto"):
+    """Train `config` into `config.out`; an interrupted run in the same directory resumes.
+
+    `verbose` is passed to `fit` (Keras progress bars). Returns the `History.history` dict. The run directory then holds `config.json`,
+    `model.keras`, the tokenizers' vocabularies, `history.json`, `training_curves.png`,
+    `checkpoints/` and TensorBoard `logs/`.
+    """
+    run_dir = config.out
+    model_path = os.path.join(run_dir, MODEL_FILE)
+    if os.path.exists(model_path):
+        raise FileExistsError(
+            f"{run_dir!r} already holds a trained model; choose another output directory")
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+
+    train_pairs, validation_pairs = load_pairs(config)
+    resuming = os.path.exists(os.path.join(run_dir, "target_vocab.txt"))
+    if resuming:
+        source_tokenizer = SubwordTokenizer.load(run_dir, "source")
+        target_tokenizer = SubwordTokenizer.load(run_dir, "target")
+        logger.info("resuming the interrupted run in %s", run_dir)
+    else:
+        source_tokenizer, target_tokenizer = train_tokenizers(
+            train_pairs, config.vocab_size, shared=config.shared_vocab,
+            lowercase=config.lowercase)
+        source_tokenizer.save(run_dir, "source")
+        target_tokenizer.save(run_dir, "target")
+    config.save(config_path(run_dir))
+
+    dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
+                        batch_size=config.batch_size,
+                        max_source_length=config.max_source_length,
+                        max_target_length=config.max_target_length)
+    train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
+                                           **dataset_args)
+    validation_data, _ = make_dataset(validation_pairs, shuffle=False, **dataset_args)
+    logger.info("training data: %s", train_stats)
+
+    mixed_precision, jit_compile = _use_accelerator_defaults(config)
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with _strategy(config).scope():
+            model = build_model(config, source_tokenizer.vocabulary_size,
+                                target_tokenizer.vocabulary_size)
+            if config.arch == "transformer":
+                optimizer = transformer_optimizer(
+                    model.d_model, config.warmup_steps, config.learning_rate or 1.0)
+            else:
+                optimizer = rnn_optimizer(config.learning_rate or 1e-3)
+            compile_for_training(model, optimizer, config.label_smoothing,
+                                 jit_compile=jit_compile)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(run_dir, "checkpoints", "best.weights.h5"), monitor="val_loss",
+                save_best_only=True, save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_loss",
+                                          patience=config.early_stopping_patience,
+                                          restore_best_weights=True),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+        ]
+        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        history = model.fit(train_data, validation_data=validation_data,
+                            epochs=config.epochs, callbacks=callbacks,
+                            verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    history = {name: [float(v) for v in values] for name, values in history.history.items()}
+    with open(os.path.join(run_dir, HISTORY_FILE), "w", encoding="utf-8") as file:
+        json.dump(history, file, indent=2)
+    if history:
+        plot_history(history, os.path.join(run_dir, "training_curves.png"))
+    model.save(model_path)
+    return history

@@ -1,0 +1,214 @@
+"""The `keras-s2s` command: train, translate, evaluate (and serve).
+
+Errors a user can cause (missing run directory, unknown architecture, bad data) end with a
+one-line message and exit status 2, without a traceback.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
+from keras_s2s.config import ARCHITECTURES  # noqa: E402
+
+logger = logging.getLogger("keras_s2s")
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               PermissionError, UnicodeDecodeError)
+
+
+def _add_train_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="train a model into a run directory",
+        description="Train a model on a built-in task (dates, reverse, copy) or a TSV file of "
+                    "source<TAB>target pairs. An interrupted run resumes when restarted with "
+                    "the same --out.")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="bahdanau")
+    parser.add_argument("--data", default="dates",
+                        help="built-in task name (dates, reverse, copy) or a TSV path")
+    parser.add_argument("--out", required=True, help="run directory to create")
+    parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-pairs", type=int, default=20000,
+                        help="built-in tasks: number of training pairs to generate")
+    parser.add_argument("--min-length", type=int, help="reverse/copy: shortest sequence")
+    parser.add_argument("--max-length", type=int, help="reverse/copy: longest sequence")
+    parser.add_argument("--source-column", type=int, default=0)
+    parser.add_argument("--target-column", type=int, default=1,
+                        help="TSV column of the target (Anki files put English in column 0)")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="count and skip malformed TSV lines instead of stopping")
+    parser.add_argument("--vocab-size", type=int, default=2000)
+    parser.add_argument("--shared-vocab", action="store_true",
+                        help="one subword vocabulary for both sides")
+    parser.add_argument("--lowercase", action="store_true")
+    parser.add_argument("--max-source-length", type=int, default=64)
+    parser.add_argument("--max-target-length", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float,
+                        help="RNNs: Adam's rate (1e-3); Transformer: scale of the warm-up "
+                             "schedule (1.0)")
+    parser.add_argument("--warmup-steps", type=int, default=1000)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--patience", type=int, default=3, help="early stopping patience")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a model argument, e.g. units=512 or num_layers=2 "
+                             "(repeatable; VALUE is JSON or a plain string)")
+    parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--xla", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--distribute", choices=["auto", "mirrored", "off"], default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_train)
+
+
+def _parse_model_args(items):
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--model-arg expects NAME=VALUE, got {item!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
+
+
+def _train(args):
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import train
+
+    task_options = {name: getattr(args, name) for name in ("min_length", "max_length")
+                    if getattr(args, name) is not None}
+    config = TrainConfig(
+        arch=args.arch, data=args.data, out=args.out, val=args.val, epochs=args.epochs,
+        batch_size=args.batch_size, num_pairs=args.num_pairs, task_options=task_options,
+        source_column=args.source_column, target_column=args.target_column,
+        on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
+        shared_vocab=args.shared_vocab, lowercase=args.lowercase,
+        max_source_length=args.max_source_length, max_target_length=args.max_target_length,
+        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
+        model=_parse_model_args(args.model_arg), mixed_precision=args.mixed_precision,
+        jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
+    history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
+    best = min(history.get("val_loss", [float("nan")]))
+    accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
+    print(f"trained {args.arch} on {args.data} into {args.out}: best val_loss {best:.4f}, "
+          f"val token accuracy {accuracy:.4f}")
+
+
+def _add_translate_parser(subparsers):
+    parser = subparsers.add_parser(
+        "translate", help="translate text with a trained run",
+        description="Translate TEXT arguments, or standard input line by line when none are "
+                    "given; prints one translation per line.")
+    parser.add_argument("run_dir")
+    parser.add_argument("text", nargs="*")
+    parser.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
+    parser.add_argument("--attention-plot", metavar="OUT.png",
+                        help="write the attention heat map of the first input")
+    parser.add_argument("--scores", action="store_true", help="print the score before each line")
+    parser.set_defaults(handler=_translate)
+
+
+def _translate(args):
+    from keras_s2s.translator import Translator, check_run_dir
+
+    check_run_dir(args.run_dir)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    if not texts:
+        raise ValueError("nothing to translate: give TEXT arguments or lines on standard input")
+    translator = Translator.load(args.run_dir)
+    translations = translator.translate(texts, beam_width=args.beam, alpha=args.alpha)
+    for translation in translations:
+        print(f"{translation.score:.4f}\t{translation.text}" if args.scores else translation.text)
+    if args.attention_plot:
+        first = translations[0]
+        if first.attention is None:
+            raise ValueError(f"the model in {args.run_dir} has no attention to plot (seq2seq)")
+        from keras_s2s.plotting import plot_attention
+
+        plot_attention(first.attention, first.source_tokens, first.output_tokens,
+                       args.attention_plot, title=first.source)
+        print(f"attention plot written to {args.attention_plot}", file=sys.stderr)
+
+
+def _add_evaluate_parser(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate", help="score a trained run on a TSV file",
+        description="Translate the sources of a TSV file and report sacreBLEU BLEU and chrF, "
+                    "exact match and BLEU by source length.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--data", required=True,
+                        help="TSV path, or a built-in task name to score fresh examples")
+    parser.add_argument("--source-column", type=int, default=0)
+    parser.add_argument("--target-column", type=int, default=1)
+    parser.add_argument("--num-pairs", type=int, default=1000, help="built-in tasks only")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--alpha", type=float, default=0.6)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args):
+    from keras_s2s.data import synthetic
+    from keras_s2s.data.tsv import read_tsv
+    from keras_s2s.evaluation import evaluation_report
+    from keras_s2s.translator import Translator, check_run_dir
+
+    check_run_dir(args.run_dir)
+    if args.data in synthetic.TASKS:
+        pairs = synthetic.generate(args.data, args.num_pairs, seed=12345)
+    else:
+        pairs = read_tsv(args.data, source_column=args.source_column,
+                         target_column=args.target_column).pairs
+    sources = [source for source, _ in pairs]
+    references = [target for _, target in pairs]
+    translations = Translator.load(args.run_dir).translate(
+        sources, beam_width=args.beam, alpha=args.alpha)
+    report = evaluation_report(sources, [t.text for t in translations], references)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for name in ("bleu", "chrf", "exact_match", "count"):
+            if name in report:
+                print(f"{name}: {report[name]}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-s2s",
+        description="Sequence-to-sequence models: RNN encoder-decoder, Bahdanau/Luong "
+                    "attention and the Transformer.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(subparsers)
+    _add_translate_parser(subparsers)
+    _add_evaluate_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.handler(args)
+    except USER_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"keras-s2s {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"keras-s2s {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

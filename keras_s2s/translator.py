@@ -1,0 +1,119 @@
+"""Translator: tokenizers + model + a decoding strategy, loaded from a run directory."""
+
+import dataclasses
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_s2s.config import TrainConfig, config_path
+from keras_s2s.data.pipeline import encode_source
+from keras_s2s.data.tokenizers import SubwordTokenizer
+from keras_s2s.decoding import beam_search, greedy_search
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+
+
+@dataclasses.dataclass
+class Translation:
+    """One output: the text, its score, the tokens on both sides and where the model looked."""
+
+    source: str
+    text: str
+    score: float
+    source_tokens: list
+    output_tokens: list
+    attention: np.ndarray | None  # (len(output_tokens), len(source_tokens)), or None
+
+
+def check_run_dir(run_dir):
+    """Raise a clear error when `run_dir` is not a finished training run."""
+    for needed in (config_path(run_dir), os.path.join(run_dir, MODEL_FILE)):
+        if not os.path.exists(needed):
+            raise FileNotFoundError(
+                f"{run_dir!r} is not a trained run directory: {os.path.basename(needed)} is "
+                f"missing (train one with `keras-s2s train --out {run_dir}`)")
+
+
+class Translator:
+    """Translate text with a trained model.
+
+    Args:
+        model: a model keeping the contract of `keras_s2s.models.base`.
+        source_tokenizer, target_tokenizer: `SubwordTokenizer`s of the two sides.
+        max_source_length: longer inputs are truncated to this many tokens.
+        max_target_length: the most output tokens (the end token included).
+    """
+
+    def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length,
+                 max_target_length):
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.max_source_length = max_source_length
+        self.max_target_length = max_target_length
+        self._decoders = {}
+
+    @classmethod
+    def load(cls, run_dir):
+        check_run_dir(run_dir)
+        config = TrainConfig.load(config_path(run_dir))
+        model = keras.models.load_model(os.path.join(run_dir, MODEL_FILE))
+        return cls(model, SubwordTokenizer.load(run_dir, "source"),
+                   SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
+                   config.max_target_length + 1)
+
+    def _decoder(self, beam_width, alpha):
+        """A compiled decoding function per strategy, traced once per input rank."""
+        key = (beam_width, alpha)
+        if key not in self._decoders:
+            if beam_width == 1:
+                def run(source_ids):
+                    return greedy_search(self.model, source_ids, self.max_target_length)
+            else:
+                def run(source_ids):
+                    return beam_search(self.model, source_ids, self.max_target_length,
+                                       beam_width=beam_width, alpha=alpha)
+            self._decoders[key] = tf.function(
+                run, input_signature=[tf.TensorSpec([None, None], tf.int32)],
+                reduce_retracing=True)
+        return self._decoders[key]
+
+    def translate(self, texts, beam_width=1, alpha=0.6, batch_size=64):
+        """Translate a list of strings; `beam_width` 1 is greedy search. → list[Translation]."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+            raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        translations = []
+        for start in range(0, len(texts), batch_size):
+            translations += self._translate_batch(list(texts[start:start + batch_size]),
+                                                  beam_width, alpha)
+        return translations
+
+    def _translate_batch(self, texts, beam_width, alpha):
+        source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
+        result = self._decoder(beam_width, alpha)(source_ids)
+        output_ids = result["tokens"].numpy()
+        lengths = result["lengths"].numpy()
+        outputs = self.target_tokenizer.detokenize(output_ids).numpy()
+        source_ids = source_ids.numpy()
+        translations = []
+        for row, text in enumerate(texts):
+            source_length = int(np.count_nonzero(source_ids[row]))
+            source_tokens = [self.source_tokenizer.id_to_token(int(i))
+                             for i in source_ids[row, :source_length]]
+            output_tokens = [self.target_tokenizer.id_to_token(int(i))
+                             for i in output_ids[row, :lengths[row]]]
+            attention = None
+            if "attention" in result:
+                attention = result["attention"].numpy()[row, :lengths[row], :source_length]
+            translations.append(Translation(
+                source=text, text=outputs[row].decode("utf-8"), score=float(
+                    result["scores"][row]), source_tokens=source_tokens,
+                output_tokens=output_tokens, attention=attention))
+        return translations
