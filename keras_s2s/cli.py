@@ -54,6 +54,8 @@ def _add_train_parser(subparsers):
     parser.add_argument("--warmup-steps", type=int, default=1000)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--patience", type=int, default=3, help="early stopping patience")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="stop training after this many minutes of wall-clock time")
     parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
                         help="override a model argument, e.g. units=512 or num_layers=2 "
                              "(repeatable; VALUE is JSON or a plain string)")
@@ -92,6 +94,7 @@ def _train(args):
         max_source_length=args.max_source_length, max_target_length=args.max_target_length,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
+        time_budget_minutes=args.time_budget,
         model=_parse_model_args(args.model_arg), mixed_precision=args.mixed_precision,
         jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
@@ -166,7 +169,7 @@ def _evaluate(args):
         pairs = synthetic.generate(args.data, args.num_pairs, seed=12345)
     else:
         pairs = read_tsv(args.data, source_column=args.source_column,
-                         target_column=args.target_column).pairs
+                         target_column=args.target_column)
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
     translations = Translator.load(args.run_dir).translate(

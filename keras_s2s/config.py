@@ -50,6 +50,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3
+    time_budget_minutes: float | None = None  # stop training after this much wall-clock time
     model: dict = dataclasses.field(default_factory=dict)  # overrides of ARCHITECTURES[arch]
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"

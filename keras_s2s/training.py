@@ -7,6 +7,7 @@ Padding (id 0) never counts: loss and accuracy are averages over real target tok
 import json
 import logging
 import os
+import time
 
 import keras
 import numpy as np
@@ -133,6 +134,25 @@ def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="aut
     return model
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once `seconds` of wall-clock time have passed (checked after each batch),
+    so that architectures can be compared at an equal training budget."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        if seconds <= 0:
+            raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
+        self.seconds = seconds
+
+    def on_train_begin(self, logs=None):
+        self._deadline = time.monotonic() + self.seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() > self._deadline:
+            logger.info("time budget of %.0f s spent: stopping", self.seconds)
+            self.model.stop_training = True
+
+
 # --- The recipe: data → tokenizers → datasets → model → fit → run directory -----------------
 
 HISTORY_FILE = "history.json"
@@ -166,7 +186,7 @@ def load_pairs(config):
 
 def _read(config, path):
     return read_tsv(path, source_column=config.source_column,
-                    target_column=config.target_column, on_error=config.on_error).pairs
+                    target_column=config.target_column, on_error=config.on_error)
 
 
 def _use_accelerator_defaults(config):
@@ -231,6 +251,7 @@ def train(config, verbose="auto"):
         with _strategy(config).scope():
             model = build_model(config, source_tokenizer.vocabulary_size,
                                 target_tokenizer.vocabulary_size)
+            model.build()  # BackupAndRestore needs the weights before fit
             if config.arch == "transformer":
                 optimizer = transformer_optimizer(
                     model.d_model, config.warmup_steps, config.learning_rate or 1.0)
@@ -248,9 +269,11 @@ def train(config, verbose="auto"):
                                           restore_best_weights=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
         ]
+        if config.time_budget_minutes:
+            callbacks.append(TimeBudget(60 * config.time_budget_minutes))
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
         history = model.fit(train_data, validation_data=validation_data,
-                            epochs=config.epochs, callbacks=callbacks,
+                            epochs=config.epochs, callbacks=callbacks, shuffle=False,
                             verbose=verbose)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -65,7 +65,7 @@ class Translator:
         model = keras.models.load_model(os.path.join(run_dir, MODEL_FILE))
         return cls(model, SubwordTokenizer.load(run_dir, "source"),
                    SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
-                   config.max_target_length + 1)
+                   config.max_target_length)
 
     def _decoder(self, beam_width, alpha):
         """A compiled decoding function per strategy, traced once per input rank."""
