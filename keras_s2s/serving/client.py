@@ -1,0 +1,122 @@
+"""A small client for TF Serving's REST API: works with tensorflow_model_server and keras-s2s serve.
+
+Standard library only (urllib), so it runs anywhere Python does.
+"""
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+class ServingRequestError(Exception):
+    """A request the server refused or could not answer.
+
+    `status` is the HTTP status (None when the server could not be reached) and `message` the
+    server's `error` text (or the raw body when it is not TF Serving's JSON).
+    """
+
+    def __init__(self, status, message, url):
+        super().__init__(f"HTTP {status} from {url}: {message}" if status is not None else f"{url}: {message}")
+        self.status = status
+        self.message = message
+        self.url = url
+
+
+class Client:
+    """One model on one server: `Client("http://127.0.0.1:8501", "dates", label="stable")`.
+
+    `version` or `label` pins the version used by predict/classify/regress/metadata; by default the
+    server picks its latest. `timeout` is in seconds, per request.
+    """
+
+    def __init__(self, base_url, model_name, version=None, label=None, timeout=30.0):
+        if version is not None and label is not None:
+            raise ValueError(f"Give a version or a label, not both (got version={version!r}, label={label!r})")
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.version = version
+        self.label = label
+        self.timeout = timeout
+
+    @property
+    def model_url(self):
+        url = f"{self.base_url}/v1/models/{urllib.parse.quote(self.model_name, safe='')}"
+        if self.version is not None:
+            return f"{url}/versions/{int(self.version)}"
+        if self.label is not None:
+            return f"{url}/labels/{urllib.parse.quote(self.label, safe='')}"
+        return url
+
+    def status(self):
+        """The model status: {"model_version_status": [{"version", "state", "status"}, ...]}."""
+        return self._request("GET", self.model_url)
+
+    def metadata(self):
+        """{"model_spec": ..., "metadata": {"signature_def": ...}} of the selected version."""
+        return self._request("GET", f"{self.model_url}/metadata")
+
+    def predict(self, instances=None, inputs=None, signature_name=None):
+        """Row (`instances`) or columnar (`inputs`) predict; returns `predictions` or `outputs`."""
+        if (instances is None) == (inputs is None):
+            raise ValueError("Give exactly one of instances (row format) or inputs (columnar format)")
+        body = {"instances": instances} if instances is not None else {"inputs": inputs}
+        if signature_name is not None:
+            body["signature_name"] = signature_name
+        response = self._request("POST", f"{self.model_url}:predict", body)
+        return response["predictions" if instances is not None else "outputs"]
+
+    def classify(self, examples, context=None, signature_name=None):
+        """Classify examples (dicts of features); returns `results`: per example, [[label, score], ...]."""
+        return self._examples_request("classify", examples, context, signature_name)
+
+    def regress(self, examples, context=None, signature_name=None):
+        """Regress examples (dicts of features); returns `results`: one float per example."""
+        return self._examples_request("regress", examples, context, signature_name)
+
+    def translate(self, texts):
+        """Translates a list of strings with the model's serving_default signature.
+
+        Returns, per text, {"translation": str, "score": float} when the model also outputs
+        `scores`, else the translated string.
+        """
+        if isinstance(texts, str):
+            raise TypeError(f"texts must be a list of strings, got the single string {texts!r}; wrap it in a list")
+        texts = list(texts)
+        if not texts:
+            return []
+        results = []
+        for prediction in self.predict(instances=texts):
+            if isinstance(prediction, dict) and "scores" in prediction:
+                results.append({"translation": prediction["outputs"], "score": prediction["scores"]})
+            elif isinstance(prediction, dict):
+                results.append(prediction["outputs"])
+            else:
+                results.append(prediction)
+        return results
+
+    def _examples_request(self, verb, examples, context, signature_name):
+        body = {"examples": examples}
+        if context is not None:
+            body["context"] = context
+        if signature_name is not None:
+            body["signature_name"] = signature_name
+        return self._request("POST", f"{self.model_url}:{verb}", body)["results"]
+
+    def _request(self, method, url, body=None):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as error:
+            text = error.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = text.strip() or error.reason
+            raise ServingRequestError(error.code, message, url) from None
+        except (urllib.error.URLError, OSError) as error:
+            raise ServingRequestError(
+                None, f"cannot reach the server: {getattr(error, 'reason', error)}", url
+            ) from None

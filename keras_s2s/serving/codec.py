@@ -1,0 +1,530 @@
+"""JSON <-> tensors the way TF Serving's util/json_tensor.cc converts them.
+
+Requests: row (`instances`) and columnar (`inputs`) predict bodies become numpy arrays typed by the
+signature's input dtypes; classify/regress bodies become serialized tf.train.Examples. Responses:
+arrays become `predictions`/`outputs`/`results` JSON with TF Serving's float formatting (`%g` when it
+round-trips, `.0` on whole numbers, bare NaN/Infinity) and `{"b64": ...}` for outputs named `*_bytes`.
+Error messages follow TF Serving's wording so clients can match on them.
+"""
+
+import base64
+import binascii
+import json
+import math
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.example import example_pb2, feature_pb2
+
+from keras_s2s.serving.errors import ServingError
+
+_INTEGER_RANGES = {
+    tf.int8: (-(2**7), 2**7 - 1),
+    tf.int16: (-(2**15), 2**15 - 1),
+    tf.int32: (-(2**31), 2**31 - 1),
+    tf.int64: (-(2**63), 2**63 - 1),
+    tf.uint8: (0, 2**8 - 1),
+    tf.uint16: (0, 2**16 - 1),
+    tf.uint32: (0, 2**32 - 1),
+    tf.uint64: (0, 2**64 - 1),
+}
+_FLOAT_DIGITS = {tf.float32: 9, tf.float64: 17}  # max_digits10
+_TF_TYPE_NAMES = {tf.float32: "float", tf.float64: "double", tf.float16: "half"}
+_PARSE_ERRORS = {  # Python json message prefix -> rapidjson's GetParseError_En text
+    "Expecting value": "Invalid value.",
+    "Extra data": "The document root must not be followed by other values.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string": "Missing a closing quotation mark in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Invalid control character": "Invalid encoding in string.",
+}
+
+
+def dtype_name(dtype):
+    """TensorFlow's DataTypeString: "float", "double", "int32", "string", ..."""
+    return _TF_TYPE_NAMES.get(dtype, dtype.name)
+
+
+def _invalid(message):
+    return ServingError("INVALID_ARGUMENT", message)
+
+
+def json_value_to_string(value):
+    """Compact JSON, as rapidjson's Writer prints values inside error messages."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_type(value):
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def _type_error(value, dtype):
+    return _invalid(
+        f"JSON Value: {json_value_to_string(value)} Type: {_json_type(value)} "
+        f"is not of expected type: {dtype_name(dtype)}"
+    )
+
+
+def parse_json(body):
+    """Parses a request body (bytes); NaN/Infinity allowed; errors worded as rapidjson's."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
+    if not text.strip():
+        raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(text)}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        reason = next((rapidjson for prefix, rapidjson in _PARSE_ERRORS.items() if error.msg.startswith(prefix)), None)
+        if reason is None and error.msg.startswith("Expecting ',' delimiter"):
+            reason = (
+                f"Missing a comma or '{_innermost_closer(text, error.pos)}' after an {_container(text, error.pos)}."
+            )
+        raise _invalid(f"JSON Parse error: {reason or 'Unspecific syntax error.'} at offset: {error.pos}") from None
+
+
+def _open_brackets(text, end):
+    """Brackets still open at `end`, outside strings."""
+    stack, in_string, escaped = [], False, False
+    for char in text[:end]:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack
+
+
+def _innermost_closer(text, end):
+    stack = _open_brackets(text, end)
+    return "}" if stack and stack[-1] == "{" else "]"
+
+
+def _container(text, end):
+    return "object member" if _innermost_closer(text, end) == "}" else "array element"
+
+
+def is_b64_object(value):
+    """`{"b64": "<base64>"}`: a binary string value, not a named-input object."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_named_object(value):
+    return isinstance(value, dict) and not is_b64_object(value)
+
+
+def _decode_b64(value):
+    """Standard or web-safe base64, padding optional; anything else is refused."""
+    encoded = value["b64"]
+    web_safe = "-" in encoded or "_" in encoded
+    try:
+        return base64.b64decode(
+            encoded + "=" * (-len(encoded) % 4), altchars=b"-_" if web_safe else None, validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise _invalid(f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data") from None
+
+
+def _scalar_converter(dtype):
+    """Returns a function checking one JSON scalar against `dtype` and converting it."""
+    if dtype in _FLOAT_DIGITS:
+
+        def to_float(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _type_error(value, dtype)
+            try:
+                return float(value)
+            except OverflowError:  # integers beyond double range, as rapidjson's double parse
+                return math.copysign(math.inf, value)
+
+        return to_float
+    if dtype in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[dtype]
+
+        def to_int(value):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise _type_error(value, dtype)
+            return value
+
+        return to_int
+    if dtype == tf.bool:
+
+        def to_bool(value):
+            if not isinstance(value, bool):
+                raise _type_error(value, dtype)
+            return value
+
+        return to_bool
+    if dtype == tf.string:
+
+        def to_bytes(value):
+            if is_b64_object(value):
+                return _decode_b64(value)
+            if not isinstance(value, str):
+                raise _type_error(value, dtype)
+            try:
+                return value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _invalid(
+                    f"JSON Value: {json_value_to_string(value)}: The surrogate pair in string is invalid."
+                ) from None
+
+        return to_bytes
+
+    def unsupported(value):
+        raise ServingError(
+            "UNIMPLEMENTED",
+            f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_name(dtype)} is not supported",
+        )
+
+    return unsupported
+
+
+def _numpy_dtype(dtype):
+    return object if dtype == tf.string else dtype.as_numpy_dtype
+
+
+def json_to_array(value, dtype):
+    """A JSON value or (nested, rectangular) list as a numpy array of `dtype`; ragged lists refused."""
+    shape, probe = [], value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    flat = []
+    _flatten(value, shape, 0, _scalar_converter(dtype), flat)
+    if dtype == tf.string:
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    with np.errstate(over="ignore"):  # double -> float overflow gives +-inf, as in TF Serving
+        return np.array(flat, dtype=_numpy_dtype(dtype)).reshape(shape)
+
+
+def _flatten(value, shape, depth, convert, out):
+    if depth == len(shape):
+        if isinstance(value, list):
+            raise _invalid(
+                f"Expecting a scalar at depth {depth} of shape {shape} "
+                f"but got JSON Value: {json_value_to_string(value)}"
+            )
+        out.append(convert(value))
+        return
+    if not isinstance(value, list):
+        raise _invalid(
+            f"Expecting a list at depth {depth} of shape {shape} but got JSON Value: {json_value_to_string(value)}"
+        )
+    if len(value) != shape[depth]:
+        raise _invalid(
+            f"Expecting tensor size: {shape[depth]} but got: {len(value)} at depth {depth} "
+            f"(ragged lists are not supported): {json_value_to_string(value)}"
+        )
+    for item in value:
+        _flatten(item, shape, depth + 1, convert, out)
+
+
+def signature_name_of(request):
+    """The request's `signature_name`, or "serving_default"; the request must be a JSON object."""
+    if not isinstance(request, dict):
+        raise _invalid(f"JSON Value: {json_value_to_string(request)} Is not object")
+    name = request.get("signature_name", "serving_default")
+    if not isinstance(name, str):
+        raise _invalid("'signature_name' key must be a string value.")
+    return name
+
+
+def decode_predict_request(request, input_dtypes):
+    """Converts a predict body into ({input name: array}, is_row_format)."""
+    has_instances, has_inputs = "instances" in request, "inputs" in request
+    if has_instances and has_inputs:
+        raise _invalid("Not formatted correctly expecting only one of 'inputs' or 'instances' keys exclusively")
+    if has_instances:
+        return _decode_instances(request["instances"], input_dtypes), True
+    if has_inputs:
+        return _decode_inputs(request["inputs"], input_dtypes), False
+    raise _invalid("Missing 'inputs' or 'instances' key")
+
+
+def _wrap_element_error(error, prefix):
+    return ServingError(error.code, f"{prefix} Error: {error.code}: {error.message}")
+
+
+def _decode_instances(instances, input_dtypes):
+    if not isinstance(instances, list):
+        raise _invalid("Expecting 'instances' to be an list/array")
+    if not instances:
+        raise _invalid("No values in 'instances' array")
+    named = _is_named_object(instances[0])
+    if not named and len(input_dtypes) != 1:
+        raise _invalid(
+            "instances is a plain list, but expecting list of objects as multiple input tensors "
+            f"required as per tensorinfo_map: {sorted(input_dtypes)}"
+        )
+    columns = {name: [] for name in input_dtypes}
+    for index, element in enumerate(instances):
+        if named:
+            if not _is_named_object(element):
+                raise _invalid(f"Expecting object but got {_json_type(element)} at item {index} of input list")
+            if set(element) != set(input_dtypes):
+                raise _invalid(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{json_value_to_string(element)} keys: {sorted(element)} expected: {sorted(input_dtypes)}"
+                )
+            for name, dtype in input_dtypes.items():
+                try:
+                    columns[name].append(json_to_array(element[name], dtype))
+                except ServingError as error:
+                    raise _wrap_element_error(
+                        error, f"Failed to process element: {index} key: {name} of 'instances' list."
+                    ) from None
+        else:
+            if _is_named_object(element):
+                raise _invalid(f"Expecting value/list but got object at item {index} of input list")
+            ((name, dtype),) = input_dtypes.items()
+            try:
+                columns[name].append(json_to_array(element, dtype))
+            except ServingError as error:
+                raise _wrap_element_error(error, f"Failed to process element: {index} of 'instances' list.") from None
+    arrays = {}
+    for name, values in columns.items():
+        expected = values[0].shape
+        for index, value in enumerate(values):
+            if value.shape != expected:
+                raise _invalid(
+                    f"Expecting shape {list(expected)} but got: {list(value.shape)} for input: {name} "
+                    f"at item {index} of 'instances' list (all instances must have the same shape)"
+                )
+        arrays[name] = np.stack(values) if values[0].dtype != object else _stack_objects(values)
+    return arrays
+
+
+def _stack_objects(values):
+    """np.stack for arrays of bytes objects (np.stack would nest 0-d object arrays)."""
+    stacked = np.empty(sum(value.size for value in values), dtype=object)
+    stacked[:] = [item for value in values for item in value.ravel().tolist()]
+    return stacked.reshape((len(values),) + values[0].shape)
+
+
+def _decode_inputs(inputs, input_dtypes):
+    if _is_named_object(inputs):
+        arrays = {}
+        for name, dtype in input_dtypes.items():
+            if name not in inputs:
+                raise _invalid(f"Missing named input: {name} in 'inputs' object.")
+            arrays[name] = json_to_array(inputs[name], dtype)
+        return arrays
+    if len(input_dtypes) != 1:
+        raise _invalid(
+            "inputs is a plain value/list, but expecting an object as multiple input tensors "
+            f"required as per tensorinfo_map: {sorted(input_dtypes)}"
+        )
+    ((name, dtype),) = input_dtypes.items()
+    return {name: json_to_array(inputs, dtype)}
+
+
+def format_float(value, digits):
+    """One float as TF Serving writes it: %g if it round-trips, else `digits` significant digits."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = "%g" % value
+    round_trips = np.float32(text) == np.float32(value) if digits == 9 else float(text) == value
+    if not round_trips:
+        text = "%.*g" % (digits, value)
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _tokens(array, name):
+    """The JSON text of each element of `array`, flattened in C order."""
+    dtype = tf.as_dtype(array.dtype) if array.dtype != object else tf.string
+    values = array.ravel().tolist()
+    if dtype in _FLOAT_DIGITS:
+        digits = _FLOAT_DIGITS[dtype]
+        return [format_float(value, digits) for value in values]
+    if dtype in _INTEGER_RANGES:
+        return [str(value) for value in values]
+    if dtype == tf.bool:
+        return ["true" if value else "false" for value in values]
+    if dtype == tf.string:
+        if name.endswith("_bytes"):
+            return ['{"b64": "%s"}' % base64.b64encode(value).decode("ascii") for value in values]
+        return [json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False) for value in values]
+    raise _invalid(f"Tensor name: {name} has unsupported type: {dtype_name(dtype)} for JSON output")
+
+
+def _nest(tokens, shape):
+    if not shape:
+        return tokens[0]
+    step = math.prod(shape[1:])
+    if len(shape) == 1:
+        return "[" + ", ".join(tokens) + "]"
+    return "[" + ", ".join(_nest(tokens[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
+
+
+def _instances(array, name):
+    """The JSON text of each row (dim 0 slice) of `array`."""
+    tokens, row_shape = _tokens(array, name), array.shape[1:]
+    step = math.prod(row_shape)
+    return [_nest(tokens[i * step : (i + 1) * step], row_shape) for i in range(array.shape[0])]
+
+
+def encode_predict_response(outputs, row_format):
+    """`{"predictions": ...}` for row requests, `{"outputs": ...}` for columnar ones."""
+    if not row_format:
+        if len(outputs) == 1:
+            ((name, array),) = outputs.items()
+            return '{"outputs": ' + _nest(_tokens(array, name), array.shape) + "}"
+        members = [f"{json.dumps(name)}: {_nest(_tokens(array, name), array.shape)}" for name, array in outputs.items()]
+        return '{"outputs": {' + ", ".join(members) + "}}"
+    batch_size = None
+    for name, array in outputs.items():
+        if array.ndim == 0:
+            raise _invalid(f"Tensor name: {name} has no shape information ")
+        if batch_size is not None and array.shape[0] != batch_size:
+            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch_size}")
+        batch_size = array.shape[0]
+    rows = {name: _instances(array, name) for name, array in outputs.items()}
+    if len(rows) == 1:
+        (values,) = rows.values()
+        predictions = values
+    else:
+        predictions = [
+            "{" + ", ".join(f"{json.dumps(name)}: {values[i]}" for name, values in rows.items()) + "}"
+            for i in range(batch_size or 0)
+        ]
+    return '{"predictions": [' + ", ".join(predictions) + "]}"
+
+
+def _feature_from_json(name, value, where):
+    values = value if isinstance(value, list) else [value]
+    feature = feature_pb2.Feature()
+    kinds = set()
+    for item in values:
+        if isinstance(item, str) or is_b64_object(item):
+            kinds.add("bytes_list")
+        elif isinstance(item, bool) or isinstance(item, int):
+            if not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+                raise _invalid(f"{where}: feature {name!r} value {item} does not fit int64")
+            kinds.add("int64_list")
+        elif isinstance(item, float):
+            kinds.add("float_list")
+        else:
+            raise _invalid(
+                f"{where}: feature {name!r} has JSON Value: {json_value_to_string(item)} Type: {_json_type(item)}; "
+                'expected a string, {"b64": ...}, number or bool, or a flat list of one of them'
+            )
+    if len(kinds) > 1:
+        raise _invalid(f"{where}: feature {name!r} mixes value types {sorted(kinds)}: {json_value_to_string(value)}")
+    if kinds == {"bytes_list"}:
+        feature.bytes_list.value.extend(
+            _decode_b64(item) if is_b64_object(item) else item.encode("utf-8") for item in values
+        )
+    elif kinds == {"int64_list"}:
+        feature.int64_list.value.extend(int(item) for item in values)
+    elif kinds == {"float_list"}:
+        feature.float_list.value.extend(values)
+    return feature
+
+
+def _example_from_json(value, where):
+    if not _is_named_object(value):
+        raise _invalid(
+            f"{where} must be a JSON object mapping feature names to values, got: {json_value_to_string(value)}"
+        )
+    example = example_pb2.Example()
+    for name, feature in value.items():
+        example.features.feature[name].CopyFrom(_feature_from_json(name, feature, where))
+    return example
+
+
+def decode_examples(request):
+    """Serialized tf.train.Examples for a classify/regress body (context merged into each)."""
+    examples = request.get("examples")
+    if examples is None:
+        raise _invalid("Missing 'examples' key in request; expected a list of JSON objects")
+    if not isinstance(examples, list):
+        raise _invalid(f"'examples' must be an array of JSON objects, got: {json_value_to_string(examples)}")
+    if not examples:
+        raise _invalid("'examples' array is empty")
+    context = b""
+    if "context" in request:
+        context = _example_from_json(request["context"], "'context'").SerializeToString()
+    serialized = np.empty(len(examples), dtype=object)
+    for index, example in enumerate(examples):
+        serialized[index] = context + _example_from_json(example, f"'examples' item {index}").SerializeToString()
+    return serialized
+
+
+def _check_batch(name, array, batch_size, allowed_ranks, shape_text):
+    if array.shape[:1] != (batch_size,):
+        raise _invalid(
+            f"Input batch size did not match output batch size: {batch_size} vs. "
+            f"{array.shape[0] if array.ndim else 'scalar'} (output {name})"
+        )
+    if array.ndim not in allowed_ranks:
+        raise _invalid(f"Expected {name} Tensor shape: {shape_text} but got {list(array.shape)}")
+
+
+def encode_classify_response(outputs, batch_size):
+    """`{"results": [[[label, score], ...], ...]}` from `classes` and/or `scores` outputs
+    (label "" without classes, score 0.0 without scores)."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise _invalid(f"Expected classification signature outputs to contain classes or scores, got {sorted(outputs)}")
+    if classes is not None:
+        if classes.dtype != object:
+            raise _invalid(f"Expected classes Tensor of DT_STRING. Got: {dtype_name(tf.as_dtype(classes.dtype))}")
+        _check_batch("classes", classes, batch_size, (2,), "[batch_size num_classes]")
+    if scores is not None:
+        if scores.dtype != np.float32:
+            raise _invalid(f"Expected scores Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(scores.dtype))}")
+        _check_batch("scores", scores, batch_size, (2,), "[batch_size num_classes]")
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise _invalid(
+            f"Tensors class and score should match in shape, got {list(classes.shape)} and {list(scores.shape)}"
+        )
+    reference = classes if classes is not None else scores
+    results = []
+    for row in range(batch_size):
+        pairs = []
+        for column in range(reference.shape[1]):
+            label = classes[row, column].decode("utf-8", "replace") if classes is not None else ""
+            score = float(scores[row, column]) if scores is not None else 0.0
+            pairs.append(f"[{json.dumps(label, ensure_ascii=False)}, {format_float(score, 9)}]")
+        results.append("[" + ", ".join(pairs) + "]")
+    return '{"results": [' + ", ".join(results) + "]}"
+
+
+def encode_regress_response(outputs, batch_size):
+    """`{"results": [v1, v2, ...]}` from the `outputs` output ([batch] or [batch, 1] floats)."""
+    values = outputs.get("outputs")
+    if values is None:
+        raise _invalid(f"Expected a regression output named 'outputs', got {sorted(outputs)}")
+    if values.dtype != np.float32:
+        raise _invalid(f"Expected output Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(values.dtype))}")
+    _check_batch("output", values, batch_size, (1, 2), "[batch_size] or [batch_size, 1]")
+    if values.ndim == 2 and values.shape[1] != 1:
+        raise _invalid(
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(values.shape)}"
+        )
+    return '{"results": [' + ", ".join(format_float(value, 9) for value in values.ravel().tolist()) + "]}"

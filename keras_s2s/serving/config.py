@@ -1,0 +1,387 @@
+"""Server options: tensorflow_model_server's flags, its models.config and batching parameters files.
+
+Both files are protobuf text format. When the `tensorflow_serving` protos are installed they are
+parsed with them; otherwise with a copy of the subset of their schema that we support, built at
+import time, so protobuf's own text-format parser does the parsing: the grammar (comments, optional
+`:` before messages, map entries, repeated fields) is exactly TF Serving's, and unknown fields are
+rejected with their line and column, as TF Serving rejects them.
+"""
+
+import argparse
+import dataclasses
+import logging
+import os
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+
+logger = logging.getLogger(__name__)
+
+_Field = descriptor_pb2.FieldDescriptorProto
+
+
+class ConfigError(ValueError):
+    """A flag, models.config or batching parameters file that TF Serving would refuse."""
+
+
+def _field(name, number, kind, type_name="", repeated=False, oneof_index=None):
+    field = _Field(
+        name=name,
+        number=number,
+        type=kind,
+        label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL,
+    )
+    if type_name:
+        field.type_name = type_name
+    if oneof_index is not None:
+        field.oneof_index = oneof_index
+    return field
+
+
+def _schema_file():
+    """The subset of model_server_config.proto, file_system_storage_path_source.proto and
+    session_bundle_config.proto that keras-s2s serve understands (same names and numbers)."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="keras_s2s/serving/tf_serving_config_subset.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    policy = file.message_type.add(name="ServableVersionPolicy")
+    policy.nested_type.add(name="Latest").field.append(_field("num_versions", 1, _Field.TYPE_UINT32))
+    policy.nested_type.add(name="All")
+    policy.nested_type.add(name="Specific").field.append(_field("versions", 1, _Field.TYPE_INT64, repeated=True))
+    policy.oneof_decl.add(name="policy_choice")
+    for name, number in (("latest", 100), ("all", 101), ("specific", 102)):
+        policy.field.append(
+            _field(
+                name,
+                number,
+                _Field.TYPE_MESSAGE,
+                f".tensorflow.serving.ServableVersionPolicy.{name.title()}",
+                oneof_index=0,
+            )
+        )
+
+    model_type = file.enum_type.add(name="ModelType")
+    for number, name in enumerate(("MODEL_TYPE_UNSPECIFIED", "TENSORFLOW", "OTHER")):
+        model_type.value.add(name=name, number=number)
+
+    model = file.message_type.add(name="ModelConfig")
+    labels_entry = model.nested_type.add(name="VersionLabelsEntry")
+    labels_entry.options.map_entry = True
+    labels_entry.field.extend([_field("key", 1, _Field.TYPE_STRING), _field("value", 2, _Field.TYPE_INT64)])
+    model.field.extend(
+        [
+            _field("name", 1, _Field.TYPE_STRING),
+            _field("base_path", 2, _Field.TYPE_STRING),
+            _field("model_type", 3, _Field.TYPE_ENUM, ".tensorflow.serving.ModelType"),
+            _field("model_platform", 4, _Field.TYPE_STRING),
+            _field("model_version_policy", 7, _Field.TYPE_MESSAGE, ".tensorflow.serving.ServableVersionPolicy"),
+            _field(
+                "version_labels",
+                8,
+                _Field.TYPE_MESSAGE,
+                ".tensorflow.serving.ModelConfig.VersionLabelsEntry",
+                repeated=True,
+            ),
+        ]
+    )
+    file.message_type.add(name="ModelConfigList").field.append(
+        _field("config", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.ModelConfig", repeated=True)
+    )
+    server = file.message_type.add(name="ModelServerConfig")
+    server.oneof_decl.add(name="config")
+    server.field.append(
+        _field("model_config_list", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.ModelConfigList", oneof_index=0)
+    )
+
+    batching = file.message_type.add(name="BatchingParameters")
+    int64_value = ".google.protobuf.Int64Value"
+    batching.field.extend(
+        [
+            _field("max_batch_size", 1, _Field.TYPE_MESSAGE, int64_value),
+            _field("batch_timeout_micros", 2, _Field.TYPE_MESSAGE, int64_value),
+            _field("max_enqueued_batches", 3, _Field.TYPE_MESSAGE, int64_value),
+            _field("num_batch_threads", 4, _Field.TYPE_MESSAGE, int64_value),
+            _field("thread_pool_name", 5, _Field.TYPE_MESSAGE, ".google.protobuf.StringValue"),
+            _field("allowed_batch_sizes", 6, _Field.TYPE_INT64, repeated=True),
+            _field("pad_variable_length_inputs", 7, _Field.TYPE_BOOL),
+            _field("enable_large_batch_splitting", 9, _Field.TYPE_MESSAGE, ".google.protobuf.BoolValue"),
+            _field("max_execution_batch_size", 10, _Field.TYPE_MESSAGE, int64_value),
+        ]
+    )
+    return file
+
+
+def _message_classes():
+    try:
+        from tensorflow_serving.config import model_server_config_pb2
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+
+        return model_server_config_pb2.ModelServerConfig, session_bundle_config_pb2.BatchingParameters
+    except ImportError:
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
+        pool.Add(_schema_file())
+        return tuple(
+            message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+            for name in ("ModelServerConfig", "BatchingParameters")
+        )
+
+
+_ModelServerConfigProto, _BatchingParametersProto = _message_classes()
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """Which of the version directories found on disk to serve (ServableVersionPolicy)."""
+
+    kind: str = "latest"  # "latest", "all" or "specific"
+    num_versions: int = 1
+    versions: tuple = ()
+
+    def select(self, found_versions):
+        found = sorted(set(found_versions))
+        if self.kind == "all":
+            return set(found)
+        if self.kind == "specific":
+            return {version for version in self.versions if version in found}
+        return set(found[-max(self.num_versions, 1) :]) if found else set()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One served model: a name, a base path holding numbered version directories, a policy."""
+
+    name: str
+    base_path: str
+    version_policy: VersionPolicy = VersionPolicy()
+    version_labels: tuple = ()  # ((label, version), ...), hashable so configs compare by value
+
+    @property
+    def labels(self):
+        return dict(self.version_labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingParameters:
+    """Server-side batching; unset fields take TF's BasicBatchScheduler defaults."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1
+    allowed_batch_sizes: tuple = ()
+    pad_variable_length_inputs: bool = False
+
+
+def _read_text(path, what):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise ConfigError(f"Cannot read {what} {path!r}: {error}") from error
+
+
+def _parse_text_proto(text, message, source):
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise ConfigError(f"{source}: {error}") from error
+    return message
+
+
+def parse_model_config(text, source="<models.config>"):
+    """Parses a ModelServerConfig text proto into ModelConfigs, with TF Serving's validation."""
+    proto = _parse_text_proto(text, _ModelServerConfigProto(), source)
+    if proto.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{source}: expected a model_config_list {{ config {{ ... }} }} block")
+    models, names = [], set()
+    for index, config in enumerate(proto.model_config_list.config):
+        where = f"{source}: config #{index + 1}"
+        if not config.name:
+            raise ConfigError(f"{where} has no name")
+        if config.name in names:
+            raise ConfigError(f"{source}: Illegal to list model {config.name} multiple times in config list")
+        names.add(config.name)
+        if not config.base_path:
+            raise ConfigError(f"{where} ({config.name}) has no base_path")
+        platform = config.model_platform or ("tensorflow" if config.model_type == 1 else "")
+        if platform != "tensorflow":
+            raise ConfigError(
+                f"{where} ({config.name}): model_platform is {config.model_platform!r}; "
+                'keras-s2s serve serves SavedModels only: set model_platform: "tensorflow"'
+            )
+        models.append(
+            ModelConfig(
+                name=config.name,
+                base_path=config.base_path,
+                version_policy=_version_policy(config, where),
+                version_labels=tuple(sorted(config.version_labels.items())),
+            )
+        )
+    return models
+
+
+def _version_policy(config, where):
+    if not config.HasField("model_version_policy"):
+        return VersionPolicy()
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return VersionPolicy("all")
+    if kind == "specific":
+        if not policy.specific.versions:
+            raise ConfigError(f"{where} ({config.name}): model_version_policy specific {{}} lists no versions")
+        return VersionPolicy("specific", versions=tuple(policy.specific.versions))
+    return VersionPolicy("latest", num_versions=max(policy.latest.num_versions, 1))
+
+
+def read_model_config_file(path):
+    return parse_model_config(_read_text(path, "model config file"), source=path)
+
+
+def parse_batching_parameters(text, source="<batching parameters>"):
+    """Parses a BatchingParameters text proto, refusing what TF Serving refuses or we do not do."""
+    proto = _parse_text_proto(text, _BatchingParametersProto(), source)
+    if proto.HasField("enable_large_batch_splitting") and proto.enable_large_batch_splitting.value:
+        raise ConfigError(f"{source}: enable_large_batch_splitting is not supported by keras-s2s serve")
+    defaults = BatchingParameters()
+    values = {
+        name: getattr(proto, name).value if proto.HasField(name) else getattr(defaults, name)
+        for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+    }
+    for name, value in values.items():
+        if value < (0 if name == "batch_timeout_micros" else 1):
+            raise ConfigError(f"{source}: {name} must be positive, got {value}")
+    allowed = tuple(proto.allowed_batch_sizes)
+    if allowed:
+        if any(later <= earlier for earlier, later in zip(allowed, allowed[1:])) or allowed[0] < 1:
+            raise ConfigError(f"{source}: allowed_batch_sizes must be positive and increasing, got {list(allowed)}")
+        if allowed[-1] != values["max_batch_size"]:
+            raise ConfigError(
+                f"{source}: Last entry in allowed_batch_sizes ({allowed[-1]}) must equal "
+                f"max_batch_size ({values['max_batch_size']})"
+            )
+    return BatchingParameters(
+        **values, allowed_batch_sizes=allowed, pad_variable_length_inputs=proto.pad_variable_length_inputs
+    )
+
+
+def _parse_bool(text):
+    lowered = str(text).lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser):
+    """Adds tensorflow_model_server's flags (those that apply to a REST-only server) to `parser`."""
+    cpus = os.cpu_count() or 1
+
+    def flag(name, kind, default, help_text):
+        if kind is bool:
+            parser.add_argument(
+                f"--{name}", type=_parse_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help_text
+            )
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=default, help=help_text)
+
+    flag("model_name", str, "default", "Name of the model when no --model_config_file is given.")
+    flag("model_base_path", str, "", "Directory holding the model's numbered version directories.")
+    flag(
+        "model_config_file",
+        str,
+        "",
+        "models.config (text ModelServerConfig); overrides --model_name/--model_base_path.",
+    )
+    flag("model_config_file_poll_wait_seconds", float, 0, "Re-read --model_config_file this often; 0 = read once.")
+    flag("file_system_poll_wait_seconds", float, 1, "Poll base paths for versions this often; 0 = once, <0 = never.")
+    flag("rest_api_port", int, 8501, "REST port (0 = pick a free port).")
+    flag("rest_api_host", str, "127.0.0.1", "Address the REST server binds to (keras-s2s addition).")
+    flag("rest_api_num_threads", int, 4 * cpus, "Threads running requests (JSON decoding, model execution).")
+    flag("rest_api_timeout_in_ms", int, 30000, "Per-request deadline; exceeded requests get 504.")
+    flag("rest_api_enable_cors_support", bool, False, "Answer CORS preflights and add CORS headers.")
+    flag(
+        "rest_api_max_body_bytes", int, 64 << 20, "Largest request body accepted; larger gets 413 (keras-s2s addition)."
+    )
+    flag("enable_batching", bool, False, "Merge concurrent requests to the same signature into one batch.")
+    flag("batching_parameters_file", str, "", "Text BatchingParameters; needs --enable_batching.")
+    flag("max_num_load_retries", int, 5, "Retries of a version that fails to load.")
+    flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries.")
+    flag("allow_version_labels_for_unavailable_models", bool, False, "Allow labels on versions not yet loaded.")
+    flag("enable_signature_method_name_check", bool, False, "Require predict/classify/regress method names.")
+    flag("port", int, 8500, "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.")
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """Everything ModelServer needs; build it directly or with `from_args` from parsed flags."""
+
+    models: list
+    rest_api_port: int = 8501
+    rest_api_host: str = "127.0.0.1"
+    rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    rest_api_max_body_bytes: int = 64 << 20
+    file_system_poll_wait_seconds: float = 1.0
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0.0
+    batching: BatchingParameters = None  # None = batching off
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    allow_version_labels_for_unavailable_models: bool = False
+    enable_signature_method_name_check: bool = False
+
+    @classmethod
+    def from_args(cls, args):
+        if args.model_config_file:
+            if args.model_base_path:
+                logger.warning("--model_config_file is given: ignoring --model_name and --model_base_path")
+            models = read_model_config_file(args.model_config_file)
+        elif args.model_base_path:
+            models = [ModelConfig(args.model_name, args.model_base_path)]
+        else:
+            raise ConfigError("Both --model_base_path and --model_config_file are empty: give one of them")
+        if args.batching_parameters_file and not args.enable_batching:
+            raise ConfigError("Batching parameters file provided but batching not enabled (--enable_batching).")
+        batching = None
+        if args.enable_batching:
+            batching = (
+                parse_batching_parameters(
+                    _read_text(args.batching_parameters_file, "batching parameters file"),
+                    source=args.batching_parameters_file,
+                )
+                if args.batching_parameters_file
+                else BatchingParameters()
+            )
+        if args.rest_api_port != 0 and args.rest_api_port == args.port:
+            raise ConfigError(f"--rest_api_port ({args.rest_api_port}) must differ from --port ({args.port})")
+        for name in ("rest_api_num_threads", "rest_api_timeout_in_ms", "rest_api_max_body_bytes"):
+            if getattr(args, name) < 1:
+                raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
+        return cls(
+            models=models,
+            batching=batching,
+            **{
+                name: getattr(args, name)
+                for name in (
+                    "rest_api_port",
+                    "rest_api_host",
+                    "rest_api_num_threads",
+                    "rest_api_timeout_in_ms",
+                    "rest_api_enable_cors_support",
+                    "rest_api_max_body_bytes",
+                    "file_system_poll_wait_seconds",
+                    "model_config_file",
+                    "model_config_file_poll_wait_seconds",
+                    "max_num_load_retries",
+                    "load_retry_interval_micros",
+                    "allow_version_labels_for_unavailable_models",
+                    "enable_signature_method_name_check",
+                )
+            },
+        )

@@ -1,0 +1,134 @@
+"""Tiny SavedModels for the serving tests, built with tf.Module + tf.function signatures."""
+
+import os
+import shutil
+import uuid
+
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+
+class HalfPlusOffset(tf.Module):
+    """TF Serving's half_plus_two test model: y = 0.5 * x + offset (offset 2 = half_plus_two)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = tf.Variable(offset, dtype=tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": 0.5 * x + self.offset}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def times_two(self, x):
+        return {"y": 2.0 * x}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def with_batch_size(self, x):
+        """Also returns, per row, the size of the batch it ran in (shows server-side batching)."""
+        return {"y": 0.5 * x + self.offset, "batch_size": tf.fill(tf.shape(x), tf.shape(x)[0])}
+
+    def _parse_x(self, inputs):
+        return tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        return {"outputs": 0.5 * self._parse_x(inputs) + self.offset}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        high = tf.sigmoid(0.5 * self._parse_x(inputs) + self.offset - 3.0)
+        classes = tf.tile(tf.constant([["low", "high"]]), [tf.shape(high)[0], 1])
+        return {"classes": classes, "scores": tf.stack([1.0 - high, high], axis=1)}
+
+
+class StringModel(tf.Module):
+    """String signatures shaped like keras-s2s's export: inputs -> outputs, scores."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def translate(self, inputs):
+        return {"outputs": tf.strings.upper(inputs), "scores": tf.cast(tf.strings.length(inputs), tf.float32) / 4.0}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="payload_bytes")])
+    def raw_bytes(self, payload_bytes):
+        return {
+            "payload_bytes": tf.strings.join([payload_bytes, tf.constant(b"\xff")]),
+            "size": tf.strings.length(payload_bytes),
+        }
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name="a"), tf.TensorSpec([None], tf.string, name="b")]
+    )
+    def pair(self, a, b):
+        return {"joined": tf.strings.join([a, b], separator=" ")}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 2], tf.int32, name="ints"),
+            tf.TensorSpec([None], tf.bool, name="flags"),
+            tf.TensorSpec([None], tf.int64, name="wide"),
+        ]
+    )
+    def typed(self, ints, flags, wide):
+        return {"sum": tf.reduce_sum(ints, axis=1), "negated": tf.logical_not(flags), "wide": wide}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float16, name="h")])
+    def halves(self, h):
+        return {"h": h}
+
+
+def _set_method_names(path, method_names):
+    """tf.saved_model.save writes every signature as predict; classify/regress ones get their names."""
+    pb_path = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(pb_path, "rb") as file:
+        saved_model.ParseFromString(file.read())
+    for key, method_name in method_names.items():
+        saved_model.meta_graphs[0].signature_def[key].method_name = method_name
+    with open(pb_path, "wb") as file:
+        file.write(saved_model.SerializeToString())
+
+
+def save_half_plus(path, offset):
+    module = HalfPlusOffset(offset)
+    signatures = {
+        "serving_default": module.predict,
+        "times_two": module.times_two,
+        "with_batch_size": module.with_batch_size,
+        "regress_x_to_y": module.regress,
+        "classify_x_to_y": module.classify,
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
+    _set_method_names(
+        path, {"regress_x_to_y": "tensorflow/serving/regress", "classify_x_to_y": "tensorflow/serving/classify"}
+    )
+    return path
+
+
+def save_string_model(path):
+    module = StringModel()
+    signatures = {
+        "serving_default": module.translate,
+        "raw_bytes": module.raw_bytes,
+        "pair": module.pair,
+        "typed": module.typed,
+        "halves": module.halves,
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
+    return path
+
+
+def publish_version(source, base_path, version):
+    """Copies a SavedModel into `base_path/<version>` atomically (copy beside it, then rename),
+    the way exports should appear under a polled base path."""
+    staging = os.path.join(base_path, f".staging-{uuid.uuid4().hex}")
+    shutil.copytree(source, staging)
+    os.rename(staging, os.path.join(base_path, str(version)))
+
+
+def publish_broken_version(base_path, version):
+    staging = os.path.join(base_path, f".staging-{uuid.uuid4().hex}")
+    os.makedirs(staging)
+    with open(os.path.join(staging, "saved_model.pb"), "wb") as file:
+        file.write(b"this is not a SavedModel\x00\xff")
+    os.rename(staging, os.path.join(base_path, str(version)))
