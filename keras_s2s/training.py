@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -272,9 +273,12 @@ def train(config, verbose="auto"):
         if config.time_budget_minutes:
             callbacks.append(TimeBudget(60 * config.time_budget_minutes))
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        history = model.fit(train_data, validation_data=validation_data,
-                            epochs=config.epochs, callbacks=callbacks, shuffle=False,
-                            verbose=verbose)
+        with warnings.catch_warnings():
+            # Bucketed datasets have no known length, so Keras warns at every epoch's end.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(train_data, validation_data=validation_data,
+                                epochs=config.epochs, callbacks=callbacks, shuffle=False,
+                                verbose=verbose)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

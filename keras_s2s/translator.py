@@ -62,7 +62,7 @@ class Translator:
     def load(cls, run_dir):
         check_run_dir(run_dir)
         config = TrainConfig.load(config_path(run_dir))
-        model = keras.models.load_model(os.path.join(run_dir, MODEL_FILE))
+        model = keras.models.load_model(os.path.join(run_dir, MODEL_FILE), compile=False)
         return cls(model, SubwordTokenizer.load(run_dir, "source"),
                    SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
                    config.max_target_length)

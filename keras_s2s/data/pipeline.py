@@ -1,0 +1,208 @@
+"""The tf.data pipeline from sentence pairs to padded id batches for teacher forcing.
+
+Sequence layout (ids from `keras_s2s.special_tokens`; padding is 0):
+
+    source_ids     = tokens(source) + [END]      no START: the encoder needs no "go" signal,
+                                                 and END tells it where the sentence stops
+    target_in_ids  = [START] + tokens(target)    what the decoder reads
+    target_out_ids = tokens(target) + [END]      what it must predict, one step ahead
+
+`max_source_length` / `max_target_length` count these sequences with their special ids, so no
+batch is ever longer than the limits (the positional encodings and fixed TFLite shapes rely on
+it). Training drops the pairs that do not fit; inference (`encode_source`) truncates instead.
+"""
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_s2s.special_tokens import END_ID, START_ID
+
+logger = logging.getLogger(__name__)
+
+#: Pairs tokenized per `map` call: tokenizing a batch at once is far faster than one by one.
+_TOKENIZE_BATCH_SIZE = 1024
+
+#: At most this many length buckets; fewer when the data has fewer distinct lengths.
+_NUM_BUCKETS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetStats:
+    """What `make_dataset` kept and dropped.
+
+    Attributes:
+        num_pairs: pairs given.
+        num_kept: pairs within the length limits, in the dataset.
+        num_filtered: pairs dropped for exceeding `max_source_length` or `max_target_length`.
+        longest_source: longest kept `source_ids` (with END).
+        longest_target: longest kept `target_in_ids` (with START).
+        steps_per_epoch: `ceil(num_kept / batch_size)`, the steps that cover each kept pair
+            once (about; bucketing may emit a few smaller batches); for `repeat=True`.
+    """
+
+    num_pairs: int
+    num_kept: int
+    num_filtered: int
+    longest_source: int
+    longest_target: int
+    steps_per_epoch: int
+
+
+def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_source_length,
+                 max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False):
+    """Build the training dataset `((source_ids, target_in_ids), target_out_ids)` from pairs.
+
+    Tokenizing runs as batched TF ops inside the pipeline. One pass over the data at build time
+    counts the lengths for `stats` (and fills the cache, so with `cache=True` tokenizing happens
+    once in all).
+
+    Args:
+        pairs: `(source, target)` string pairs.
+        source_tokenizer, target_tokenizer: `SubwordTokenizer`s (or anything whose
+            `tokenize(strings)` returns `(batch, None)` ragged int ids).
+        batch_size: pairs per batch.
+        max_source_length, max_target_length: the longest `source_ids` / `target_in_ids`
+            allowed, special ids included; longer pairs are dropped, counted and logged.
+        shuffle: reshuffle the pairs every epoch (over the whole dataset).
+        seed: seed of the shuffle; the same seed gives the same batches.
+        bucket: batch pairs of similar length together (less padding) instead of in order.
+        cache: keep the tokenized pairs in memory after the first pass.
+        repeat: repeat forever (use `stats.steps_per_epoch` with `fit`).
+
+    Returns:
+        `(dataset, stats)`: batches of int32 `((source_ids (B, S), target_in_ids (B, T)),
+        target_out_ids (B, T))` padded with 0, and a `DatasetStats`.
+
+    Raises:
+        ValueError: no pairs, invalid sizes, or no pair within the length limits.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs must hold at least one (source, target) pair.")
+    for name, value, smallest in (("batch_size", batch_size, 1),
+                                  ("max_source_length", max_source_length, 2),
+                                  ("max_target_length", max_target_length, 2)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+            raise ValueError(f"{name} must be an int >= {smallest}, got {value!r}.")
+
+    def encode_batch(sources, targets):
+        source_ids = _append(source_tokenizer.tokenize(sources), END_ID)  # (batch, None)
+        target_ids = target_tokenizer.tokenize(targets)  # (batch, None)
+        return source_ids, _prepend(target_ids, START_ID), _append(target_ids, END_ID)
+
+    sequences = (
+        tf.data.Dataset.from_tensor_slices(([s for s, _ in pairs], [t for _, t in pairs]))
+        .batch(_TOKENIZE_BATCH_SIZE)
+        .map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .map(_as_dense)
+    )
+    if cache:
+        sequences = sequences.cache()
+
+    source_lengths, target_lengths = _lengths(sequences)
+    kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
+    num_kept = int(kept.sum())
+    stats = DatasetStats(
+        num_pairs=len(pairs),
+        num_kept=num_kept,
+        num_filtered=len(pairs) - num_kept,
+        longest_source=int(source_lengths[kept].max(initial=0)),
+        longest_target=int(target_lengths[kept].max(initial=0)),
+        steps_per_epoch=math.ceil(num_kept / batch_size),
+    )
+    if stats.num_filtered:
+        logger.warning(
+            "Dropped %d of %d pairs longer than max_source_length=%d or max_target_length=%d "
+            "(longest seen: source %d, target %d, special ids included).",
+            stats.num_filtered, stats.num_pairs, max_source_length, max_target_length,
+            source_lengths.max(), target_lengths.max(),
+        )
+    if not num_kept:
+        raise ValueError(
+            f"No pair fits max_source_length={max_source_length} and "
+            f"max_target_length={max_target_length}; the shortest source has "
+            f"{source_lengths.min()} ids and the shortest target {target_lengths.min()}."
+        )
+
+    dataset = sequences.filter(
+        lambda source, target_in, target_out: (tf.size(source) <= max_source_length)
+        & (tf.size(target_in) <= max_target_length)
+    )
+    if shuffle:
+        dataset = dataset.shuffle(num_kept, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if bucket:
+        lengths = np.maximum(source_lengths[kept], target_lengths[kept])
+        boundaries = _bucket_boundaries(lengths)
+        dataset = dataset.bucket_by_sequence_length(
+            lambda source, target_in, target_out: tf.maximum(tf.size(source), tf.size(target_in)),
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        )
+    else:
+        dataset = dataset.padded_batch(batch_size)
+    dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
+    return dataset.prefetch(tf.data.AUTOTUNE), stats
+
+
+def encode_source(texts, tokenizer, max_length):
+    """Source texts → int32 ids `(batch, time)` laid out as in training, for inference.
+
+    Each text becomes `tokens + [END]`, truncated to `max_length` ids in all (END kept), and the
+    batch is padded with 0 to its longest row. Pure TF ops, so it also runs in a `tf.function`
+    or an exported SavedModel.
+
+    Args:
+        texts: a list or 1-D string tensor.
+        tokenizer: the source `SubwordTokenizer`.
+        max_length: the most ids per row, END included (the model's `max_source_length`).
+    """
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}.")
+    texts = tf.convert_to_tensor(texts, dtype=tf.string)
+    if texts.shape.rank != 1:
+        raise ValueError(f"texts must be a list or 1-D string tensor, got shape {texts.shape}.")
+    ids = tokenizer.tokenize(texts)  # (batch, None)
+    ids = _append(ids[:, : max_length - 1], END_ID)  # (batch, <= max_length)
+    return ids.to_tensor(default_value=0)  # (batch, time)
+
+
+def _append(ids, token_id):
+    """`(batch, None)` ragged ids with `token_id` added at the end of each row."""
+    ends = tf.fill([ids.nrows(), 1], tf.constant(token_id, ids.dtype))
+    return tf.concat([ids, ends], axis=1)
+
+
+def _prepend(ids, token_id):
+    """`(batch, None)` ragged ids with `token_id` added at the start of each row."""
+    starts = tf.fill([ids.nrows(), 1], tf.constant(token_id, ids.dtype))
+    return tf.concat([starts, ids], axis=1)
+
+
+def _as_dense(*sequences):
+    """Give `unbatch`'s rank-1 ragged rows back as plain tensors (`padded_batch` needs them)."""
+    return sequences
+
+
+def _lengths(sequences):
+    """Lengths of `source_ids` and `target_in_ids` over the dataset, as numpy arrays."""
+    source_lengths, target_lengths = [], []
+    lengths = sequences.map(
+        lambda source, target_in, target_out: (tf.size(source), tf.size(target_in))
+    ).batch(_TOKENIZE_BATCH_SIZE)
+    for source_batch, target_batch in lengths.as_numpy_iterator():
+        source_lengths.append(source_batch)
+        target_lengths.append(target_batch)
+    return np.concatenate(source_lengths), np.concatenate(target_lengths)
+
+
+def _bucket_boundaries(lengths):
+    """Up to `_NUM_BUCKETS - 1` boundaries splitting `lengths` into buckets of similar size."""
+    quantiles = np.quantile(lengths, np.linspace(0, 1, _NUM_BUCKETS + 1)[1:-1])
+    return sorted({int(q) + 1 for q in quantiles})
