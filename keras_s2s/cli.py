@@ -119,6 +119,10 @@ def _add_translate_parser(subparsers):
     parser.add_argument("--model", help="model name on the server (with --server)")
     parser.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
+    parser.add_argument("--temperature", type=float,
+                        help="sample instead of searching, at this softmax temperature")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    parser.add_argument("--seed", type=int, help="seed of the sampling")
     parser.add_argument("--attention-plot", metavar="OUT.png",
                         help="write the attention heat map of the first input")
     parser.add_argument("--scores", action="store_true", help="print the score before each line")
@@ -135,7 +139,9 @@ def _translate(args):
     check_run_dir(args.run_dir)
     texts = _texts_to_translate(args.text)
     translator = Translator.load(args.run_dir)
-    translations = translator.translate(texts, beam_width=args.beam, alpha=args.alpha)
+    translations = translator.translate(texts, beam_width=args.beam, alpha=args.alpha,
+                                        temperature=args.temperature, top_k=args.top_k,
+                                        seed=args.seed)
     for translation in translations:
         print(f"{translation.score:.4f}\t{translation.text}" if args.scores else translation.text)
     if args.attention_plot:

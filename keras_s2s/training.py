@@ -201,9 +201,11 @@ def _use_accelerator_defaults(config):
 
 
 def _strategy(config):
+    """MirroredStrategy over all GPUs (or, when asked for without GPUs, all logical CPUs)."""
     gpus = tf.config.list_logical_devices("GPU")
     if config.distribute == "mirrored" or (config.distribute == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     return tf.distribute.get_strategy()
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_s2s.config import TrainConfig, config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import SubwordTokenizer
-from keras_s2s.decoding import beam_search, greedy_search
+from keras_s2s.decoding import decode
 
 logger = logging.getLogger(__name__)
 
@@ -67,37 +67,46 @@ class Translator:
                    SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
                    config.max_target_length)
 
-    def _decoder(self, beam_width, alpha):
-        """A compiled decoding function per strategy, traced once per input rank."""
-        key = (beam_width, alpha)
+    def _decoder(self, strategy, options):
+        """A compiled decoding function per strategy and options."""
+        key = (strategy, tuple(sorted(options.items())))
         if key not in self._decoders:
-            if beam_width == 1:
-                def run(source_ids):
-                    return greedy_search(self.model, source_ids, self.max_target_length)
-            else:
-                def run(source_ids):
-                    return beam_search(self.model, source_ids, self.max_target_length,
-                                       beam_width=beam_width, alpha=alpha)
             self._decoders[key] = tf.function(
-                run, input_signature=[tf.TensorSpec([None, None], tf.int32)],
-                reduce_retracing=True)
+                lambda source_ids: decode(self.model, source_ids, self.max_target_length,
+                                          strategy, **options),
+                input_signature=[tf.TensorSpec([None, None], tf.int32)], reduce_retracing=True)
         return self._decoders[key]
 
-    def translate(self, texts, beam_width=1, alpha=0.6, batch_size=64):
-        """Translate a list of strings; `beam_width` 1 is greedy search. → list[Translation]."""
+    def translate(self, texts, beam_width=1, alpha=0.6, temperature=None, top_k=None,
+                  seed=None, batch_size=64):
+        """Translate a list of strings → list[Translation].
+
+        Greedy search by default; beam search when `beam_width` > 1 (GNMT length penalty
+        `alpha`); sampling when `temperature` or `top_k` is given (`seed` makes it repeatable).
+        """
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
         if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
             raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        if temperature is not None or top_k is not None:
+            if beam_width > 1:
+                raise ValueError("choose beam search (beam_width > 1) or sampling, not both")
+            strategy, options = "sample", dict(temperature=temperature or 1.0, top_k=top_k,
+                                               seed=seed)
+        elif beam_width > 1:
+            strategy, options = "beam", dict(beam_width=beam_width, alpha=alpha)
+        else:
+            strategy, options = "greedy", {}
+        decoder = self._decoder(strategy, options)
         translations = []
         for start in range(0, len(texts), batch_size):
             translations += self._translate_batch(list(texts[start:start + batch_size]),
-                                                  beam_width, alpha)
+                                                  decoder)
         return translations
 
-    def _translate_batch(self, texts, beam_width, alpha):
+    def _translate_batch(self, texts, decoder):
         source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
-        result = self._decoder(beam_width, alpha)(source_ids)
+        result = decoder(source_ids)
         output_ids = result["tokens"].numpy()
         lengths = result["lengths"].numpy()
         outputs = self.target_tokenizer.detokenize(output_ids).numpy()

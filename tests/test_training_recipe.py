@@ -1,0 +1,73 @@
+"""The whole recipe (`keras_s2s.training.train`): resuming, distribution, run directory."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+from keras_s2s.config import TrainConfig
+from keras_s2s.training import train
+
+TINY = dict(data="reverse", num_pairs=200, batch_size=32, vocab_size=60,
+            task_options={"max_length": 5}, model={"embedding_dim": 16, "units": 32})
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    config = TrainConfig(arch="luong", out=str(run_dir), epochs=3, **TINY)
+    finish_epoch = keras.callbacks.TensorBoard.on_epoch_end
+
+    def crash_after_first_epoch(self, epoch, logs=None):
+        finish_epoch(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.callbacks.TensorBoard, "on_epoch_end", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, verbose=0)
+    assert (run_dir / "backup").exists() and not (run_dir / "model.keras").exists()
+    monkeypatch.undo()
+
+    history = train(config, verbose=0)
+    assert len(history["loss"]) == 2, "the resumed run must only train the remaining epochs"
+    assert (run_dir / "model.keras").exists()
+    saved = json.loads((run_dir / "history.json").read_text())
+    assert saved["loss"] == history["loss"]
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from keras_s2s.config import TrainConfig
+        from keras_s2s.training import _strategy, train
+        config = TrainConfig(arch="transformer", out={str(tmp_path / "run")!r}, epochs=1,
+                             distribute="mirrored", data="reverse", num_pairs=200,
+                             batch_size=32, vocab_size=60, task_options={{"max_length": 5}},
+                             model={{"num_layers": 1, "d_model": 16, "num_heads": 2,
+                                     "d_ff": 32}})
+        print("replicas", _strategy(config).num_replicas_in_sync)
+        history = train(config, verbose=0)
+        print("loss", history["loss"][0])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
+    assert (tmp_path / "run" / "model.keras").exists()
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError, match="arch must be one of .*'gpt'"):
+        TrainConfig(arch="gpt")
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="yes")
