@@ -36,6 +36,14 @@ def _next_token_log_probs(logits, start_id):
     return ops.log_softmax(ops.where(forbidden, NEG_INF, ops.cast(logits, "float32")), axis=-1)
 
 
+def _unfinished(max_length):
+    """Loop condition: steps remain and some sequence has not produced the end token."""
+    def cond(loop_vars):
+        return ops.logical_and(loop_vars["step"] < max_length,
+                               ops.logical_not(ops.all(loop_vars["finished"])))
+    return cond
+
+
 def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, end_id):
     """Shared loop of greedy search and sampling: one hypothesis per input."""
     _check_max_length(max_length)
@@ -53,10 +61,6 @@ def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, 
     }
     if model.has_attention:
         loop_vars["attention"] = ops.zeros((batch_size, max_length, source_length))
-
-    def cond(loop_vars):
-        return ops.logical_and(loop_vars["step"] < max_length,
-                               ops.logical_not(ops.all(loop_vars["finished"])))
 
     def body(loop_vars):
         step, finished = loop_vars["step"], loop_vars["finished"]
@@ -78,7 +82,8 @@ def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, 
                 loop_vars["attention"], [0, step, 0], ops.cast(attention, "float32")[:, None])
         return (new_vars,)
 
-    (result,) = ops.while_loop(cond, body, (loop_vars,), maximum_iterations=max_length)
+    (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),
+                               maximum_iterations=max_length)
     outputs = {"tokens": result["tokens"], "scores": result["scores"],
                "lengths": _lengths(result["tokens"])}
     if "attention" in result:
@@ -163,10 +168,6 @@ def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id
     if model.has_attention:
         loop_vars["attention"] = ops.zeros((batch_size, k, max_length, source_length))
 
-    def cond(loop_vars):
-        return ops.logical_and(loop_vars["step"] < max_length,
-                               ops.logical_not(ops.all(loop_vars["finished"])))
-
     def body(loop_vars):
         step, finished = loop_vars["step"], loop_vars["finished"]
         logits, state, attention = model.decode_step(
@@ -216,7 +217,8 @@ def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id
                 reorder(loop_vars["attention"]), [0, 0, step, 0], step_attention)
         return (new_vars,)
 
-    (result,) = ops.while_loop(cond, body, (loop_vars,), maximum_iterations=max_length)
+    (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),
+                               maximum_iterations=max_length)
     scores = result["log_probs"] / length_penalty(result["lengths"], alpha)  # (B, k)
     order = ops.argsort(-scores, axis=1)  # best first
     outputs = {

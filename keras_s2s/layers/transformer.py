@@ -7,6 +7,7 @@ which trains more stably in deep stacks; the model then needs a final LayerNorm)
 
 import keras
 
+from keras_s2s.checks import check_dropout, check_heads, check_positive_int
 from keras_s2s.layers.feed_forward import PositionwiseFeedForward
 from keras_s2s.layers.multi_head_attention import MultiHeadAttention
 
@@ -17,16 +18,9 @@ class _TransformerLayer(keras.layers.Layer):
     def __init__(self, d_model, num_heads, d_ff, dropout=0.0, activation="relu",
                  normalize_first=False, layer_norm_epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("d_model", d_model), ("num_heads", num_heads), ("d_ff", d_ff)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model must be divisible by num_heads, got d_model={d_model} and "
-                f"num_heads={num_heads}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_heads(d_model, num_heads)
+        check_positive_int("d_ff", d_ff)
+        check_dropout(dropout)
         self.d_model = d_model
         self.num_heads = num_heads
         self.d_ff = d_ff

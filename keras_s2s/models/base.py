@@ -19,22 +19,8 @@ Padding id 0 is masked out of attention, loss and metrics; see `keras_s2s.specia
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_positive_int
 from keras_s2s.special_tokens import PAD_ID
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def check_dropout(value):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {value!r}")
-
-
-def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def padding_mask(token_ids):

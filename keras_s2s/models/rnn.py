@@ -6,13 +6,8 @@ import keras
 from keras import ops
 
 from keras_s2s.layers.attention import BahdanauAttention, LuongAttention
-from keras_s2s.models.base import (
-    Seq2SeqModel,
-    check_choice,
-    check_dropout,
-    check_positive_int,
-    padding_mask,
-)
+from keras_s2s.checks import check_choice, check_dropout, check_positive_int
+from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 

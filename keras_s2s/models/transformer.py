@@ -7,7 +7,8 @@ from keras import ops
 
 from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
 from keras_s2s.layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer
-from keras_s2s.models.base import Seq2SeqModel, check_dropout, check_positive_int, padding_mask
+from keras_s2s.checks import check_dropout, check_heads, check_positive_int
+from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -46,16 +47,11 @@ class Transformer(Seq2SeqModel):
                  num_heads=8, d_ff=2048, dropout=0.1, max_length=256, normalize_first=False,
                  tie_embeddings=False, **kwargs):
         super().__init__(source_vocab_size, target_vocab_size, **kwargs)
-        for name, value in (("num_layers", num_layers), ("d_model", d_model),
-                            ("num_heads", num_heads), ("d_ff", d_ff),
+        for name, value in (("num_layers", num_layers), ("d_ff", d_ff),
                             ("max_length", max_length)):
             check_positive_int(name, value)
+        check_heads(d_model, num_heads)
         check_dropout(dropout)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model must be divisible by num_heads, got d_model={d_model} and "
-                f"num_heads={num_heads}"
-            )
         self.num_layers = num_layers
         self.d_model = d_model
         self.num_heads = num_heads
