@@ -292,7 +292,8 @@ def train_tokenizers(pairs, vocab_size, shared=False, lowercase=False):
 
     Args:
         pairs: `(source, target)` string pairs (the training split).
-        vocab_size: the most tokens of each vocabulary (of the one vocabulary when shared).
+        vocab_size: the target size of each vocabulary (of the one vocabulary when shared);
+            see `SubwordTokenizer.train`.
         shared: learn one vocabulary from both sides and use it for both (useful when the
             languages share a script, e.g. for the `copy`/`reverse` tasks or en–de).
         lowercase: case-fold text before tokenizing.
