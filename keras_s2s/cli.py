@@ -1,4 +1,4 @@
-"""The `keras-s2s` command: train, translate, evaluate (and serve).
+"""The `keras-s2s` command: train, translate, evaluate, export, tflite (and serve).
 
 Errors a user can cause (missing run directory, unknown architecture, bad data) end with a
 one-line message and exit status 2, without a traceback.
@@ -17,6 +17,9 @@ from keras_s2s.config import ARCHITECTURES  # noqa: E402
 logger = logging.getLogger("keras_s2s")
 
 USER_ERRORS = (ValueError, OSError, UnicodeDecodeError)
+
+#: `keras_s2s.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
+TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
 
 
 def _add_train_parser(subparsers):
@@ -245,6 +248,56 @@ def _evaluate(args):
                 print(f"{name}: {report[name]}")
 
 
+def _add_export_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export", help="export a trained run as a SavedModel for TF Serving",
+        description="Write BASE_PATH/NAME/<version>/, a SavedModel translating strings "
+                    "(serving_default) and token ids (translate_ids), tokenizer and decoding "
+                    "inside; an existing version is never overwritten.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--model-name", required=True, help="the model's name on the server")
+    parser.add_argument("--base-path", default="export",
+                        help="directory of the served models (default: export)")
+    parser.add_argument("--version", type=int,
+                        help="version number (default: the next free one, 1 for the first)")
+    parser.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args):
+    from keras_s2s.export import export_run
+
+    print(export_run(args.run_dir, args.model_name, base_path=args.base_path,
+                     version=args.version, beam_width=args.beam, alpha=args.alpha))
+
+
+def _add_tflite_parser(subparsers):
+    parser = subparsers.add_parser(
+        "tflite", help="convert a run or an export to TensorFlow Lite",
+        description="Write a builtin-ops-only .tflite model (token ids in, greedy token ids "
+                    "out, fixed lengths) and its vocabularies beside it.")
+    parser.add_argument("path", help="run directory or export version directory")
+    parser.add_argument("--out", required=True, metavar="MODEL.tflite")
+    parser.add_argument("--quantize", choices=TFLITE_QUANTIZATIONS, default="none",
+                        help="weights: float32, int8 (dynamic range) or float16")
+    parser.add_argument("--max-source-length", type=int,
+                        help="fixed source length, END included (default: the run's)")
+    parser.add_argument("--max-target-length", type=int,
+                        help="fixed output length (default: the run's)")
+    parser.add_argument("--batch-size", type=int, default=1, help="fixed batch size")
+    parser.set_defaults(handler=_tflite)
+
+
+def _tflite(args):
+    from keras_s2s.tflite import convert
+
+    size = convert(args.path, args.out, quantize=args.quantize,
+                   max_source_length=args.max_source_length,
+                   max_target_length=args.max_target_length, batch_size=args.batch_size)
+    print(f"wrote {args.out} ({args.quantize}, {size} bytes)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-s2s",
@@ -256,6 +309,8 @@ def build_parser():
     _add_translate_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_serve_parser(subparsers)
+    _add_export_parser(subparsers)
+    _add_tflite_parser(subparsers)
     return parser
 
 

@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
+from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
 
@@ -73,13 +74,13 @@ def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, 
             "step": step + 1,
             "previous": next_ids,
             "state": state,
-            "tokens": ops.slice_update(loop_vars["tokens"], [0, step], next_ids[:, None]),
+            "tokens": write_at(loop_vars["tokens"], next_ids[:, None], step, axis=1),
             "scores": loop_vars["scores"] + ops.where(finished, 0.0, next_log_probs),
             "finished": ops.logical_or(finished, ops.equal(next_ids, end_id)),
         }
         if "attention" in loop_vars:
-            new_vars["attention"] = ops.slice_update(
-                loop_vars["attention"], [0, step, 0], ops.cast(attention, "float32")[:, None])
+            new_vars["attention"] = write_at(
+                loop_vars["attention"], ops.cast(attention, "float32")[:, None], step, axis=1)
         return (new_vars,)
 
     (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),
@@ -96,11 +97,15 @@ def _lengths(tokens):
     return ops.sum(ops.cast(ops.not_equal(tokens, PAD_ID), "int32"), axis=-1)
 
 
+def _most_probable(log_probs):
+    """Arg-max as a top-1 (TFLite has TOPK_V2; the TF lowering of `ops.argmax` is not builtin)."""
+    return ops.top_k(log_probs, k=1)[1][:, 0]
+
+
 def greedy_search(model, source_ids, max_length, start_id=START_ID, end_id=END_ID):
     """Pick the most probable token at every step. `source_ids`: `(B, S)` int ids."""
-    return _decode_one_per_input(model, source_ids, max_length,
-                                 lambda log_probs: ops.argmax(log_probs, axis=-1),
-                                 start_id, end_id)
+    return _decode_one_per_input(model, source_ids, max_length, _most_probable, start_id,
+                                 end_id)
 
 
 def sample(model, source_ids, max_length, temperature=1.0, top_k=None, seed=None,
@@ -199,8 +204,7 @@ def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id
             "previous": ops.reshape(next_ids, (-1,)),
             "state": keras.tree.map_structure(
                 lambda tensor: ops.take(tensor, flat_origin, axis=0), state),
-            "tokens": ops.slice_update(reorder(loop_vars["tokens"]), [0, 0, step],
-                                       next_ids[..., None]),
+            "tokens": write_at(reorder(loop_vars["tokens"]), next_ids[..., None], step, axis=2),
             "log_probs": ops.take_along_axis(
                 ops.reshape(candidate_log_probs, (batch_size, k * vocab_size)), top_indices,
                 axis=1),
@@ -213,8 +217,8 @@ def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id
                                          (batch_size, k, 1, source_length))
             step_attention = ops.where(was_finished[..., None, None], 0.0,
                                        reorder(step_attention))
-            new_vars["attention"] = ops.slice_update(
-                reorder(loop_vars["attention"]), [0, 0, step, 0], step_attention)
+            new_vars["attention"] = write_at(
+                reorder(loop_vars["attention"]), step_attention, step, axis=2)
         return (new_vars,)
 
     (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_s2s.layers.attention import ScaledDotProductAttention
 from keras_s2s.layers.masking import merge_masks
+from keras_s2s.tensor_ops import write_at
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -113,9 +114,10 @@ class MultiHeadAttention(keras.layers.Layer):
             key_heads, value_heads = cache[:, 0], cache[:, 1]
         else:
             self._check_cacheable()
-            start = [0, cache_update_index, 0, 0]
-            key_heads = ops.slice_update(cache[:, 0], start, self._project(key, "key"))
-            value_heads = ops.slice_update(cache[:, 1], start, self._project(value, "value"))
+            key_heads = write_at(cache[:, 0], self._project(key, "key"), cache_update_index,
+                                 axis=1)
+            value_heads = write_at(cache[:, 1], self._project(value, "value"),
+                                   cache_update_index, axis=1)
             cache = ops.stack([key_heads, value_heads], axis=1)
 
         if key_mask is not None:

@@ -1,0 +1,165 @@
+"""Export a trained run as a SavedModel that TensorFlow Serving loads: export/NAME/<version>/.
+
+The exported graph holds the whole translation: the source tokenizer, the decoding loop
+(`keras_s2s.decoding`, greedy or beam search) and the target detokenizer, so a client sends
+strings and gets strings back. It contains TF core and tensorflow-text ops only (no
+`py_function`), so it loads with `tf.saved_model.load` after `import tensorflow_text`, without
+this package, and TF Serving builds with tensorflow-text serve it.
+
+Signatures:
+
+- `serving_default`: `inputs` (string `[batch]`) → `outputs` (string `[batch]`, the
+  translation) and `scores` (float32 `[batch]`). Inputs longer than the run's
+  `max_source_length` tokens (END included) are truncated to it, as the `Translator` does.
+- `translate_ids`: `source_ids` (int32 `[batch, time]`, padded with 0, END at the end of each
+  row) → `output_ids` (int32 `[batch, max_target_length]`), `scores`, `lengths` (int32
+  `[batch]`) and, for attention models, `attention` (float32 `[batch, max_target_length,
+  time]`).
+
+A version is written to a hidden temporary directory beside it and renamed into place, so
+TF Serving, which polls the model directory, never sees a half-written version; an existing
+version is never overwritten. The run's configuration, weights and tokenizers are copied into
+`<version>/assets.extra/` (which TF Serving ignores) so later steps, such as
+`keras_s2s.tflite`, can rebuild the Keras model from the export alone.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from keras_s2s.config import config_path
+from keras_s2s.data.pipeline import encode_source
+from keras_s2s.decoding import beam_search, greedy_search
+from keras_s2s.translator import MODEL_FILE, Translator
+
+logger = logging.getLogger(__name__)
+
+#: Where in a version directory the run's files are copied (TF Serving ignores it).
+RUN_FILES_DIR = "assets.extra"
+
+#: Files of a run directory an export carries along (besides `config.json`).
+_RUN_FILES = (MODEL_FILE, "source_vocab.txt", "source_tokenizer.json", "target_vocab.txt",
+              "target_tokenizer.json")
+
+
+class TranslationModule(tf.Module):
+    """The exported graph: tokenizer → decoding → detokenizer, around a `Translator`'s parts.
+
+    Args:
+        translator: a `keras_s2s.translator.Translator` (model, tokenizers, maximum lengths).
+        beam_width: 1 for greedy search, more for beam search.
+        alpha: the beam search's GNMT length penalty.
+    """
+
+    def __init__(self, translator, beam_width=1, alpha=0.6):
+        super().__init__(name="translation")
+        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+            raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        self.model = translator.model
+        self.source_tokenizer = translator.source_tokenizer
+        self.target_tokenizer = translator.target_tokenizer
+        self.max_source_length = translator.max_source_length
+        self.max_target_length = translator.max_target_length
+        self.beam_width = beam_width
+        self.alpha = alpha
+
+    def _search(self, source_ids):
+        if self.beam_width == 1:
+            return greedy_search(self.model, source_ids, self.max_target_length)
+        return beam_search(self.model, source_ids, self.max_target_length,
+                           beam_width=self.beam_width, alpha=self.alpha)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
+    def translate_ids(self, source_ids):
+        result = self._search(source_ids)
+        outputs = {"output_ids": result["tokens"], "scores": result["scores"],
+                   "lengths": result["lengths"]}
+        if "attention" in result:
+            outputs["attention"] = result["attention"]
+        return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def serving_default(self, inputs):
+        source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
+        result = self._search(source_ids)
+        return {"outputs": self.target_tokenizer.detokenize(result["tokens"]),
+                "scores": result["scores"]}
+
+    def signatures(self):
+        return {"serving_default": self.serving_default.get_concrete_function(),
+                "translate_ids": self.translate_ids.get_concrete_function()}
+
+
+def existing_versions(model_dir):
+    """The integer version directories under `model_dir`, ascending (TF Serving's layout)."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(model_dir)
+                  if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
+
+
+def export_run(run_dir, model_name, base_path="export", version=None, beam_width=1, alpha=0.6):
+    """Export the run in `run_dir` to `base_path/model_name/<version>/`; returns that path.
+
+    Args:
+        run_dir: a trained run directory.
+        model_name: the model's name on the server (one path component).
+        base_path: the directory holding one subdirectory per model.
+        version: a non-negative int; default: one more than the highest existing version (1
+            for the first). An existing version is an error, never overwritten.
+        beam_width, alpha: the decoding of the exported signatures (1: greedy search).
+    """
+    if not model_name or model_name in (".", "..") or os.sep in model_name or (
+            os.altsep and os.altsep in model_name):
+        raise ValueError(f"model_name must be one path component, got {model_name!r}")
+    model_dir = os.path.join(base_path, model_name)
+    if version is None:
+        version = (existing_versions(model_dir) or [0])[-1] + 1
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"version must be a non-negative int, got {version!r}")
+    version_dir = os.path.join(model_dir, str(version))
+    if os.path.exists(version_dir):
+        raise FileExistsError(f"{version_dir!r} already exists and versions are never "
+                              f"overwritten; choose another version or leave it out")
+    module = TranslationModule(Translator.load(run_dir), beam_width=beam_width, alpha=alpha)
+
+    os.makedirs(model_dir, exist_ok=True)
+    staging_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    try:
+        tf.saved_model.save(module, staging_dir, signatures=module.signatures())
+        _copy_run_files(run_dir, os.path.join(staging_dir, RUN_FILES_DIR))
+        os.chmod(staging_dir, 0o755)  # mkdtemp makes it private; servers run as other users
+        try:
+            os.rename(staging_dir, version_dir)
+        except OSError as error:  # another export took the version meanwhile
+            raise FileExistsError(f"{version_dir!r} appeared while exporting; versions are "
+                                  f"never overwritten") from error
+    except BaseException:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+    logger.info("exported %s as %s (beam width %d)", run_dir, version_dir, beam_width)
+    return version_dir
+
+
+def _copy_run_files(run_dir, destination):
+    os.makedirs(destination)
+    for name in (os.path.basename(config_path(run_dir)),) + _RUN_FILES:
+        shutil.copy2(os.path.join(run_dir, name), destination)
+
+
+def run_dir_of(path):
+    """The run directory behind `path`: a run directory itself, or an export version's copy.
+
+    Raises:
+        FileNotFoundError: `path` is neither.
+    """
+    for candidate in (path, os.path.join(path, RUN_FILES_DIR)):
+        if os.path.exists(config_path(candidate)) and os.path.exists(
+                os.path.join(candidate, MODEL_FILE)):
+            return candidate
+    raise FileNotFoundError(
+        f"{path!r} is neither a trained run directory nor an export version directory "
+        f"(expected config.json and {MODEL_FILE} in it or in its {RUN_FILES_DIR}/)")

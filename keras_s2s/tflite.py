@@ -1,0 +1,125 @@
+"""Convert a trained model to TensorFlow Lite: token ids in, greedy-decoded token ids out.
+
+The `.tflite` model holds builtin ops only (TF 2.20+'s Python interpreters have no Flex
+delegate, and phones rarely ship it), so its shapes are fixed when converting. Its one
+signature, `serving_default`, has:
+
+- input `source_ids`: int32 `[batch_size, max_source_length]`, each row the source ids with
+  END appended (as `keras_s2s.data.pipeline.encode_source` makes them), padded with 0 up to
+  `max_source_length`. Padding is masked, so it does not change the result.
+- outputs `output_ids` int32 `[batch_size, max_target_length]` (END included, then 0),
+  `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability).
+
+The decoding loop is `keras_s2s.decoding`'s greedy loop over the model contract: a while loop
+whose variables all have fixed shapes (the RNN state, or the Transformer's key/value cache for
+`max_target_length` steps), which the converter turns into a builtin WHILE. The batch size
+is fixed too: the Keras RNN encoders' loops become builtin ops only with static shapes. The
+weights are frozen into constants first, since the converter leaves variables read inside a loop body
+as uninitialised resource variables.
+
+Tokenizing stays outside (the tensorflow-text ops are not TFLite builtins): the source and
+target vocabularies are copied beside the model, `<stem>.source_vocab.txt` and
+`<stem>.target_vocab.txt`, one token a line in id order.
+"""
+
+import logging
+import os
+import shutil
+
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from keras_s2s.decoding import greedy_search
+from keras_s2s.export import run_dir_of
+from keras_s2s.translator import Translator
+
+logger = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("none", "dynamic", "float16")
+
+
+def _check_length(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def greedy_ids_function(model, max_source_length, max_target_length, batch_size=1):
+    """A frozen (weights as constants) greedy decoder of fixed shapes, ready to convert.
+
+    Returns:
+        A `tf.function` concrete function: `source_ids` `[batch_size, max_source_length]` →
+        {"output_ids", "lengths", "scores"}.
+    """
+    spec = tf.TensorSpec([batch_size, max_source_length], tf.int32, name="source_ids")
+
+    @tf.function(input_signature=[spec])
+    def decode(source_ids):
+        result = greedy_search(model, source_ids, max_target_length)
+        return {"output_ids": result["tokens"], "lengths": result["lengths"],
+                "scores": result["scores"]}
+
+    traced = decode.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(traced)  # returns a flat list of outputs
+
+    @tf.function(input_signature=[spec])
+    def translate_ids(source_ids):
+        return tf.nest.pack_sequence_as(traced.structured_outputs, frozen(source_ids))
+
+    return translate_ids.get_concrete_function()
+
+
+def convert(path, out_path, quantize="none", max_source_length=None, max_target_length=None,
+            batch_size=1):
+    """Convert the model of a run directory (or export version directory) to `out_path`.
+
+    Args:
+        path: a trained run directory, or an export version directory (`export/NAME/<v>/`),
+            whose `assets.extra/` holds the run's files.
+        out_path: the `.tflite` file to write; the vocabularies go beside it.
+        quantize: "none" (float32), "dynamic" (int8 weights) or "float16" (float16 weights).
+        max_source_length, max_target_length: the fixed lengths; default: the run's.
+        batch_size: the fixed batch size of the input.
+
+    Returns:
+        The size of the written model in bytes.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    run_dir = run_dir_of(path)
+    translator = Translator.load(run_dir)
+    if max_source_length is None:
+        max_source_length = translator.max_source_length
+    if max_target_length is None:
+        max_target_length = translator.max_target_length
+    for name, value in (("max_source_length", max_source_length),
+                        ("max_target_length", max_target_length), ("batch_size", batch_size)):
+        _check_length(name, value)
+    positions = getattr(translator.model, "max_length", None)  # the Transformer's limit
+    if positions is not None and max(max_source_length, max_target_length) > positions:
+        raise ValueError(
+            f"max_source_length={max_source_length} and max_target_length={max_target_length} "
+            f"must not exceed the model's max_length={positions}")
+
+    function = greedy_ids_function(translator.model, max_source_length, max_target_length,
+                                   batch_size)
+    # A trackable object (any) makes the converter write the signature.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    flatbuffer = converter.convert()
+
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(out_path, "wb") as file:
+        file.write(flatbuffer)
+    stem = os.path.splitext(os.path.basename(out_path))[0]
+    for side in ("source", "target"):
+        shutil.copyfile(os.path.join(run_dir, f"{side}_vocab.txt"),
+                        os.path.join(out_dir, f"{stem}.{side}_vocab.txt"))
+    logger.info("wrote %s (%s, %d bytes; source ids [%d, %d] → output ids [%d, %d])", out_path,
+                quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
+                max_target_length)
+    return len(flatbuffer)

@@ -1,0 +1,239 @@
+"""SavedModel export: parity with the Translator in a process without keras_s2s, versions."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_s2s import export
+from keras_s2s.cli import main
+from keras_s2s.config import TrainConfig, build_model, config_path
+from keras_s2s.data import synthetic
+from keras_s2s.data.pipeline import encode_source
+from keras_s2s.data.tokenizers import train_tokenizers
+from keras_s2s.export import export_run
+from keras_s2s.translator import MODEL_FILE, Translator
+
+MODEL_ARGS = {
+    "seq2seq": {"embedding_dim": 16, "units": 32},
+    "bahdanau": {"embedding_dim": 16, "units": 32},
+    "luong": {"embedding_dim": 16, "units": 32},
+    "transformer": {"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64},
+}
+MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH = 12, 10
+PAIRS = synthetic.generate("reverse", 200, seed=0, max_length=6)
+#: Short inputs, an empty one and one longer than MAX_SOURCE_LENGTH (truncated).
+TEXTS = [source for source, _ in PAIRS[:3]] + ["", " ".join("abcdefghijklmnopq")]
+
+
+def make_run_dir(directory, arch):
+    """A run directory of an untrained tiny model: what `train` writes, in a second."""
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(arch=arch, data="reverse", out=str(directory), vocab_size=60,
+                         max_source_length=MAX_SOURCE_LENGTH,
+                         max_target_length=MAX_TARGET_LENGTH, model=MODEL_ARGS[arch])
+    source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size)
+    os.makedirs(directory)
+    source_tokenizer.save(directory, "source")
+    target_tokenizer.save(directory, "target")
+    config.save(config_path(directory))
+    model = build_model(config, source_tokenizer.vocabulary_size,
+                        target_tokenizer.vocabulary_size)
+    model.build()
+    model.save(os.path.join(directory, MODEL_FILE))
+    return str(directory)
+
+
+# test_tflite.py imports these session fixtures; pytest would build them once per module
+# that holds them, so the work is cached per session (one base temporary directory) here.
+@functools.cache
+def _tiny_runs(base_temp):
+    return {arch: make_run_dir(base_temp / "runs" / arch, arch) for arch in MODEL_ARGS}
+
+
+@functools.cache
+def _exports(base_temp):
+    runs, base_path = _tiny_runs(base_temp), str(base_temp / "export")
+    paths = {arch: export_run(run_dir, arch, base_path=base_path)
+             for arch, run_dir in runs.items()}
+    paths["luong_beam"] = export_run(runs["luong"], "luong_beam", base_path=base_path,
+                                     beam_width=3)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Run directory of each architecture."""
+    return _tiny_runs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    """Version directories: one greedy export per architecture, and a beam-search one."""
+    return _exports(tmp_path_factory.getbasetemp())
+
+
+#: Loads each export with tensorflow and tensorflow_text only (keras_s2s cannot be imported),
+#: runs both signatures and lists the graph's op types.
+LOADER = r"""
+import json, sys
+
+class RefuseKerasS2S:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "keras_s2s":
+            raise ImportError("keras_s2s must not be needed to load an export")
+
+sys.meta_path.insert(0, RefuseKerasS2S())
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+
+report = {}
+for name, job in json.loads(sys.argv[1]).items():
+    model = tf.saved_model.load(job["path"])
+    texts = model.signatures["serving_default"](inputs=tf.constant(job["texts"]))
+    ids = model.signatures["translate_ids"](source_ids=tf.constant(job["source_ids"], tf.int32))
+    saved_model = saved_model_pb2.SavedModel()
+    with open(job["path"] + "/saved_model.pb", "rb") as file:
+        saved_model.ParseFromString(file.read())
+    graph = saved_model.meta_graphs[0].graph_def
+    op_types = {node.op for node in graph.node} | {
+        node.op for function in graph.library.function for node in function.node_def}
+    report[name] = {
+        "outputs": [text.decode("utf-8") for text in texts["outputs"].numpy()],
+        "scores": texts["scores"].numpy().tolist(),
+        "ids": {key: value.numpy().tolist() for key, value in ids.items()},
+        "op_types": sorted(op_types),
+        "unregistered": sorted(op for op in op_types if op_def_registry.get(op) is None),
+    }
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def translators(tiny_runs):
+    return {arch: Translator.load(run_dir) for arch, run_dir in tiny_runs.items()}
+
+
+def _source_ids(translator):
+    return encode_source(TEXTS, translator.source_tokenizer,
+                         translator.max_source_length).numpy()
+
+
+@pytest.fixture(scope="module")
+def loaded_elsewhere(exports, translators):
+    jobs = {name: {"path": path, "texts": TEXTS, "source_ids": _source_ids(
+        translators[name.removesuffix("_beam")]).tolist()} for name, path in exports.items()}
+    completed = subprocess.run(
+        [sys.executable, "-c", LOADER, json.dumps(jobs)], capture_output=True, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", [*MODEL_ARGS, "luong_beam"])
+def test_export_gives_the_translators_outputs_without_keras_s2s(name, loaded_elsewhere,
+                                                                translators):
+    beam_width = 3 if name.endswith("_beam") else 1
+    translator = translators[name.removesuffix("_beam")]
+    expected = translator.translate(TEXTS, beam_width=beam_width)
+    served = loaded_elsewhere[name]
+
+    assert served["outputs"] == [translation.text for translation in expected]
+    np.testing.assert_allclose(served["scores"], [t.score for t in expected], atol=1e-5)
+    ids = {key: np.array(value) for key, value in served["ids"].items()}
+    assert ids["output_ids"].shape == (len(TEXTS), MAX_TARGET_LENGTH)
+    np.testing.assert_allclose(ids["scores"], served["scores"], atol=1e-6)
+    source_lengths = np.count_nonzero(_source_ids(translator), axis=1)
+    assert source_lengths.max() == MAX_SOURCE_LENGTH  # the long input was truncated
+    for row, translation in enumerate(expected):
+        length = ids["lengths"][row]
+        assert [translator.target_tokenizer.id_to_token(int(token_id))
+                for token_id in ids["output_ids"][row, :length]] == translation.output_tokens
+        assert not ids["output_ids"][row, length:].any()
+        if translation.attention is None:
+            assert "attention" not in ids
+        else:
+            np.testing.assert_allclose(
+                ids["attention"][row, :length, :source_lengths[row]], translation.attention,
+                atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [*MODEL_ARGS, "luong_beam"])
+def test_export_holds_only_ops_tf_serving_links(name, loaded_elsewhere):
+    op_types = loaded_elsewhere[name]["op_types"]
+    assert "While" in op_types and "FastWordpieceTokenizeWithOffsets" in op_types
+    assert not {"PyFunc", "PyFuncStateless", "EagerPyFunc"} & set(op_types)
+    # XLA-only kernels run in TF Serving only with its experimental XLA JIT flag.
+    assert not [op for op in op_types if op.startswith("Xla")]
+    assert loaded_elsewhere[name]["unregistered"] == []  # beyond TF core + tensorflow-text
+
+
+def test_saved_model_cli_lists_the_signatures(exports):
+    completed = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "show", "--dir",
+         exports["bahdanau"], "--all"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for expected in ("signature_def['serving_default']", "inputs['inputs']",
+                     "outputs['outputs']", "outputs['scores']",
+                     "signature_def['translate_ids']", "inputs['source_ids']",
+                     "outputs['output_ids']", "outputs['lengths']", "outputs['attention']"):
+        assert expected in completed.stdout
+
+
+def test_export_carries_the_run_files(exports, tiny_runs):
+    assert export.run_dir_of(exports["seq2seq"]) == os.path.join(
+        exports["seq2seq"], export.RUN_FILES_DIR)
+    assert export.run_dir_of(tiny_runs["seq2seq"]) == tiny_runs["seq2seq"]
+    with pytest.raises(FileNotFoundError, match="neither a trained run directory"):
+        export.run_dir_of(os.path.dirname(exports["seq2seq"]))
+
+
+def test_versions_count_up_and_are_never_overwritten(tiny_runs, tmp_path, capsys,
+                                                     monkeypatch):
+    def save_stand_in(module, directory, signatures):  # the real export is tested above
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as file:
+            file.write(b"stand-in")
+
+    monkeypatch.setattr(export.tf.saved_model, "save", save_stand_in)
+    arguments = ["export", tiny_runs["seq2seq"], "--model-name", "reverse", "--base-path",
+                 str(tmp_path)]
+    assert main(arguments) == 0
+    assert main(arguments + ["--version", "7"]) == 0
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out.split()
+    model_dir = tmp_path / "reverse"
+    assert printed == [str(model_dir / version) for version in ("1", "7", "8")]
+    assert sorted(os.listdir(model_dir)) == ["1", "7", "8"]  # no temporary directory left
+
+    (model_dir / "7" / "saved_model.pb").write_bytes(b"version 7")
+    assert main(arguments + ["--version", "7"]) == 2
+    assert f"{model_dir / '7'}' already exists" in capsys.readouterr().err
+    assert (model_dir / "7" / "saved_model.pb").read_bytes() == b"version 7"
+
+
+def test_a_failed_export_leaves_no_version_behind(tiny_runs, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export.tf.saved_model, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_run(tiny_runs["seq2seq"], "reverse", base_path=str(tmp_path))
+    assert os.listdir(tmp_path / "reverse") == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"model_name": "a/b"}, "model_name must be one path component, got 'a/b'"),
+    ({"model_name": "m", "version": -1}, "version must be a non-negative int, got -1"),
+    ({"model_name": "m", "beam_width": 0}, "beam_width must be a positive int, got 0"),
+])
+def test_bad_arguments_are_named(arguments, message, tiny_runs, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        export_run(tiny_runs["seq2seq"], base_path=str(tmp_path), **arguments)
