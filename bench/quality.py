@@ -104,7 +104,8 @@ def main(argv=None):
         for task in tasks:
             for arch in args.archs:
                 results[f"{task}/{arch}"] = run_one(task, arch, budget, workdir, args.beam)
-    write_result("quality", args, {"budget_minutes": budget, "results": results})
+    write_result("quality_" + "_".join(tasks), args, {"budget_minutes": budget,
+                                                      "results": results})
 
 
 if __name__ == "__main__":

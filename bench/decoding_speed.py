@@ -1,0 +1,147 @@
+"""Greedy decoding speed of the Transformer: our cached `decode_step` loop against two baselines.
+
+1. Recomputation, as TensorFlow's Transformer tutorial and the keras.io examples decode: at step
+   t the model runs on the whole prefix `tokens[:, :t]` and the last position's logits are kept.
+   Two variants: the tutorial's `model((source, prefix))` (the encoder reruns too), and a
+   stronger one that encodes once and reruns only the decoder.
+2. keras-hub: `keras_hub.samplers.GreedySampler` driving a `keras_hub.layers.TransformerDecoder`
+   stack of the same size with its self-attention key/value cache (cross-attention keys and
+   values computed once per sentence, as our `encode` does).
+
+Also beam search (k = 4) against greedy search. Every decoder runs inside a `tf.function`, and
+no end token can stop a loop early (`end_id=-1`), so each produces exactly N tokens.
+
+Usage: python bench/decoding_speed.py [--quick] [--repeats N]
+"""
+
+import keras
+import keras_hub
+import tensorflow as tf
+from keras import ops
+
+from common import interleaved_medians, materialize, parse_args, write_result
+from keras_hub_baseline import KerasHubTransformer
+from keras_s2s.decoding import beam_search, greedy_search
+from keras_s2s.models import Transformer
+from keras_s2s.special_tokens import PAD_ID, START_ID
+
+CONFIG = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
+VOCAB_SIZE = 1000
+NEVER = -1  # an end id no step can produce, so every loop runs its full length
+BEAM_WIDTH = 4
+
+
+def forbidden_ids_bias(vocab_size):
+    """(V,) additive bias ruling out padding and the start token, as `greedy_search` does."""
+    ids = ops.arange(vocab_size)
+    return ops.where(ops.logical_or(ids == PAD_ID, ids == START_ID), -1e9, 0.0)
+
+
+def recompute_decoder(model, source_ids, num_tokens, rerun_encoder):
+    """Greedy decoding without a cache: the decoder (and the encoder, if `rerun_encoder`) runs
+    on the whole prefix at every step, as in the TF tutorial and keras.io examples."""
+    batch_size = tf.shape(source_ids)[0]
+    bias = forbidden_ids_bias(model.target_vocab_size)
+    memory = None if rerun_encoder else model.encode(source_ids, training=False)
+    tokens = tf.TensorArray(tf.int32, size=num_tokens + 1)
+    tokens = tokens.write(0, tf.fill([batch_size], START_ID))
+    for step in tf.range(num_tokens):
+        prefix = tf.transpose(tokens.stack()[: step + 1])  # (B, t)
+        if rerun_encoder:
+            logits = model((source_ids, prefix), training=False)
+        else:
+            logits = model.teacher_forced_logits(prefix, memory, training=False)  # (B, t, V)
+        next_ids = tf.cast(tf.argmax(logits[:, -1] + bias, axis=-1), tf.int32)
+        tokens = tokens.write(step + 1, next_ids)
+    return tf.transpose(tokens.stack()[1:])  # (B, N)
+
+
+def keras_hub_greedy(model, source_ids, num_tokens):
+    """keras-hub's GreedySampler over a cached keras-hub decoder stack (like BartSeq2SeqLM)."""
+    batch_size, source_length = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
+    head_dim = model.d_model // model.num_heads
+    source_mask = source_ids != PAD_ID
+    encoded = model.encode(source_ids)  # (B, S, d)
+    start = tf.fill([batch_size, 1], START_ID)
+    # One call with update index 0 fills each layer's cross-attention cache from the encoder.
+    empty_cross = tf.zeros([batch_size, 2, source_length, model.num_heads, head_dim])
+    empty_self = tf.zeros([batch_size, 2, num_tokens + 1, model.num_heads, head_dim])
+    x = model.embed(model.target_embedding, start)
+    cross_caches = []
+    for decoder in model.decoders:
+        x, _, cross_cache = decoder(
+            x, encoded, encoder_padding_mask=source_mask, self_attention_cache=empty_self,
+            self_attention_cache_update_index=0, cross_attention_cache=empty_cross,
+            cross_attention_cache_update_index=0)
+        cross_caches.append(cross_cache)
+    bias = forbidden_ids_bias(VOCAB_SIZE)
+
+    def next_token_logits(prompt, cache, index):
+        step = index - 1  # the token at `step` predicts the one at `index`
+        x = model.embed(model.target_embedding, prompt[:, step][:, None], start_index=step)
+        new_caches = []
+        for layer, decoder in enumerate(model.decoders):
+            x, self_cache, _ = decoder(  # the encoder output is read from the cache
+                x, encoded, encoder_padding_mask=source_mask, self_attention_cache=cache[:, layer],
+                self_attention_cache_update_index=step, cross_attention_cache=cross_caches[layer],
+                cross_attention_cache_update_index=None)
+            new_caches.append(self_cache)
+        logits = model.output_projection(x)[:, 0] + bias  # (B, V)
+        return logits, None, tf.stack(new_caches, axis=1)
+
+    prompt = tf.concat([start, tf.zeros([batch_size, num_tokens], tf.int32)], axis=1)
+    cache = tf.zeros([batch_size, model.num_layers, 2, num_tokens + 1, model.num_heads, head_dim])
+    sampler = keras_hub.samplers.GreedySampler()
+    tokens = sampler(next_token_logits, prompt, cache, index=1, mask=prompt != 0)
+    return tokens[:, 1:]  # (B, N)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    batch_size, source_length = 8, 24
+    output_lengths = (16, 64) if args.quick else (16, 32, 64)
+    keras.utils.set_random_seed(0)
+    ours = Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=128, **CONFIG)
+    ours.build()
+    hub = KerasHubTransformer(VOCAB_SIZE, **CONFIG)
+    source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE, tf.int32)
+    hub((source_ids, source_ids[:, :2]))
+
+    figures = {"config": {**CONFIG, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
+                          "source_length": source_length, "beam_width": BEAM_WIDTH},
+               "params_ours": ours.count_params(), "params_keras_hub": hub.count_params(),
+               "by_output_length": {}}
+    for num_tokens in output_lengths:
+        decoders = {
+            "cached_greedy_ours": tf.function(lambda s, n=num_tokens: greedy_search(
+                ours, s, n, end_id=NEVER)["tokens"]),
+            "recompute_encoder_and_decoder": tf.function(
+                lambda s, n=num_tokens: recompute_decoder(ours, s, n, rerun_encoder=True)),
+            "recompute_decoder": tf.function(
+                lambda s, n=num_tokens: recompute_decoder(ours, s, n, rerun_encoder=False)),
+            "keras_hub_greedy_sampler": tf.function(
+                lambda s, n=num_tokens: keras_hub_greedy(hub, s, n)),
+            "beam_search_ours": tf.function(lambda s, n=num_tokens: beam_search(
+                ours, s, n, beam_width=BEAM_WIDTH, end_id=NEVER)["tokens"]),
+        }
+        seconds = interleaved_medians(
+            {name: lambda f=function: materialize(f(source_ids))
+             for name, function in decoders.items()}, args.repeats)
+        cached = seconds["cached_greedy_ours"]
+        figures["by_output_length"][num_tokens] = {
+            "seconds": seconds,
+            "speedup_vs_recompute_encoder_and_decoder":
+                seconds["recompute_encoder_and_decoder"] / cached,
+            "speedup_vs_recompute_decoder": seconds["recompute_decoder"] / cached,
+            "speedup_vs_keras_hub_greedy_sampler": seconds["keras_hub_greedy_sampler"] / cached,
+            "beam4_cost_relative_to_greedy": seconds["beam_search_ours"] / cached,
+            "greedy_ms_per_token": 1000 * cached / num_tokens,
+        }
+    longest = figures["by_output_length"][max(output_lengths)]
+    figures["goal_speedup_vs_recompute_at_64_ge_5"] = (
+        longest["speedup_vs_recompute_encoder_and_decoder"] >= 5)
+    write_result("decoding_speed", args, figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Run every benchmark, each in its own process, and list the JSON files they wrote.
+
+`--quick` (under about 4 minutes on 2 CPU cores) passes `--quick` on; without it the benchmarks
+run their full sizes and repeats, which takes tens of minutes.
+
+Usage: python bench/run_all.py [--quick]
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCHMARKS = ("decoding_speed", "training_speed", "attention_cost")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    args = parser.parse_args()
+    failed = []
+    started = time.perf_counter()
+    for name in BENCHMARKS:
+        command = [sys.executable, str(BENCH_DIR / f"{name}.py"), *(["--quick"] * args.quick)]
+        print(f"$ {' '.join(command)}", flush=True)
+        benchmark_started = time.perf_counter()
+        if subprocess.run(command).returncode:
+            failed.append(name)
+        print(f"# {name}: {time.perf_counter() - benchmark_started:.0f} s", flush=True)
+    print(f"# all: {time.perf_counter() - started:.0f} s; results in docs/results/")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Training speed: our Transformer against keras-hub layers, Transformer against LSTM by sequence
+length, and the Transformer's achieved FLOP/s as a fraction of a large matmul's.
+
+1. Target tokens/s of `train_on_batch` (after warm-up) for our `Transformer` and the same
+   architecture built from keras-hub layers (`bench/keras_hub_baseline.py`), with and without
+   `jit_compile` (quick mode: without only, XLA compilation alone takes minutes), same loss
+   (masked, label-smoothed) and optimizer.
+2. Target tokens/s against sequence length for an LSTM `Seq2Seq` and a `Transformer` of similar
+   parameter count, at a fixed number of tokens per batch (the batch shrinks as length grows).
+3. CPU efficiency at d_model 512: matmul FLOPs of one training step, counted analytically
+   (forward ≈ 2 · matmul parameters · tokens + attention score/context matmuls; training ≈ 3 ×
+   forward), per second, divided by the FLOP/s of a 2048×2048 float32 `tf.matmul`.
+
+Parts 2 and 3 compile without XLA, the package's default on a CPU (`--xla auto`).
+
+Usage: python bench/training_speed.py [--quick] [--repeats N]
+"""
+
+import keras
+import tensorflow as tf
+
+from common import RESULTS_DIR, count_params, interleaved_medians, parse_args, write_result
+from keras_hub_baseline import KerasHubTransformer
+from keras_s2s.models import Seq2Seq, Transformer
+from keras_s2s.plotting import plot_lines
+from keras_s2s.training import compile_for_training
+
+VOCAB_SIZE = 1000
+SMALL_TRANSFORMER = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
+LSTM_CONFIG = dict(embedding_dim=256, units=512, cell="lstm", num_layers=1, dropout=0.1)
+EFFICIENCY_TRANSFORMER = dict(num_layers=2, d_model=512, num_heads=8, d_ff=2048, dropout=0.1)
+MATMUL_SIZE = 2048
+JIT_NAMES = {False: "graph", True: "xla"}
+
+
+def random_batch(batch_size, length, seed=0):
+    """`((source, target_in), target_out)` of random non-special ids, no padding."""
+    generator = tf.random.Generator.from_seed(seed)
+    source, target = (generator.uniform((batch_size, length + 1), 4, VOCAB_SIZE, tf.int32)
+                      for _ in range(2))
+    return (source[:, :length], target[:, :-1]), target[:, 1:]
+
+
+def compiled(model, jit_compile):
+    """Compile as `keras-s2s train` does (masked label-smoothed loss), with a constant-rate Adam."""
+    return compile_for_training(model, keras.optimizers.Adam(1e-4), label_smoothing=0.1,
+                                jit_compile=jit_compile)
+
+
+def train_step_function(model, batch):
+    """A zero-argument function running one training step on `batch`, for timing."""
+    inputs, targets = batch
+    return lambda: model.train_on_batch(inputs, targets)
+
+
+def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
+    """Part 1: tokens/s of our Transformer and the keras-hub-built one, per `jit_compile` mode."""
+    models = {}
+    for jit_compile in jit_modes:
+        suffix = JIT_NAMES[jit_compile]
+        keras.utils.set_random_seed(0)
+        models[f"ours_{suffix}"] = compiled(
+            Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=length, **SMALL_TRANSFORMER),
+            jit_compile)
+        models[f"keras_hub_{suffix}"] = compiled(
+            KerasHubTransformer(VOCAB_SIZE, **SMALL_TRANSFORMER), jit_compile)
+    batch = random_batch(batch_size, length)
+    seconds = interleaved_medians(
+        {name: train_step_function(model, batch) for name, model in models.items()},
+        repeats, warmup=2)
+    tokens = batch_size * length
+    return {
+        "config": {**SMALL_TRANSFORMER, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
+                   "length": length},
+        "params": {name: count_params(model) for name, model in models.items()},
+        "target_tokens_per_second": {name: tokens / value for name, value in seconds.items()},
+        "speedup_ours_vs_keras_hub": {
+            mode: seconds[f"keras_hub_{mode}"] / seconds[f"ours_{mode}"]
+            for mode in (JIT_NAMES[jit_compile] for jit_compile in jit_modes)},
+    }
+
+
+def tokens_per_second_by_length(repeats, lengths, tokens_per_batch):
+    """Part 2: tokens/s of an LSTM Seq2Seq and a Transformer by length, plotted to a PNG."""
+    keras.utils.set_random_seed(0)
+    models = {
+        "LSTM Seq2Seq": Seq2Seq(VOCAB_SIZE, VOCAB_SIZE, **LSTM_CONFIG),
+        "Transformer": Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=max(lengths),
+                                   **SMALL_TRANSFORMER),
+    }
+    for model in models.values():
+        model.build()
+        compiled(model, jit_compile=False)
+    by_length = {}
+    for length in lengths:
+        batch = random_batch(tokens_per_batch // length, length)
+        seconds = interleaved_medians(
+            {name: train_step_function(model, batch) for name, model in models.items()},
+            repeats, warmup=2)
+        by_length[length] = {name: tokens_per_batch / value for name, value in seconds.items()}
+    plot_path = RESULTS_DIR / "tokens_per_second_vs_length.png"
+    plot_lines({name: (list(lengths), [by_length[length][name] for length in lengths])
+                for name in models},
+               plot_path, "sequence length (source = target)", "training target tokens / s",
+               f"Training throughput, {tokens_per_batch} target tokens per batch, CPU")
+    return {
+        "configs": {"LSTM Seq2Seq": LSTM_CONFIG, "Transformer": SMALL_TRANSFORMER,
+                    "vocab_size": VOCAB_SIZE, "tokens_per_batch": tokens_per_batch},
+        "params": {name: count_params(model) for name, model in models.items()},
+        "target_tokens_per_second": by_length,
+        "plot": "docs/results/tokens_per_second_vs_length.png",
+    }
+
+
+def training_flops(config, batch_size, length, vocab_size):
+    """Matmul FLOPs of one training step (3 × forward) of the Transformer, source = target
+    length: weight matmuls are 2 · fan-in · fan-out per token; attention adds QKᵀ and the
+    weighted sum of values, 2 · 2 · Tq · Tv · d per sequence and layer."""
+    d, d_ff, layers = config["d_model"], config["d_ff"], config["num_layers"]
+    encoder_weights_per_token = layers * (4 * d * d + 2 * d * d_ff)
+    decoder_weights_per_token = layers * (8 * d * d + 2 * d * d_ff) + d * vocab_size
+    tokens = batch_size * length
+    weight_flops = 2 * (encoder_weights_per_token + decoder_weights_per_token) * tokens
+    # Encoder self-, decoder self- and cross-attention, each Tq = Tv = length.
+    attention_flops = layers * 3 * 4 * length * length * d * batch_size
+    return 3 * (weight_flops + attention_flops)
+
+
+def cpu_efficiency(repeats, batch_size, length):
+    """Part 3: achieved training FLOP/s ÷ FLOP/s of a 2048×2048 matmul, timed interleaved."""
+    keras.utils.set_random_seed(0)
+    model = compiled(Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=length,
+                                 **EFFICIENCY_TRANSFORMER), jit_compile=False)
+    batch = random_batch(batch_size, length)
+    step = train_step_function(model, batch)
+    matrix = tf.random.normal((MATMUL_SIZE, MATMUL_SIZE))
+    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
+    seconds = interleaved_medians({"train_step": step,
+                                   "matmul": lambda: matmul(matrix).numpy()},
+                                  repeats, warmup=2)
+    flops = training_flops(EFFICIENCY_TRANSFORMER, batch_size, length, VOCAB_SIZE)
+    achieved = flops / seconds["train_step"]
+    peak = 2 * MATMUL_SIZE ** 3 / seconds["matmul"]
+    return {
+        "config": {**EFFICIENCY_TRANSFORMER, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
+                   "length": length, "jit_compile": False},
+        "params": count_params(model),
+        "training_step_gflop": flops / 1e9,
+        "training_step_seconds": seconds["train_step"],
+        "achieved_gflop_per_second": achieved / 1e9,
+        "matmul_2048_gflop_per_second": peak / 1e9,
+        "efficiency": achieved / peak,
+        "goal_efficiency_ge_0_35": achieved / peak >= 0.35,
+    }
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    lengths = (16, 32, 64) if args.quick else (16, 32, 64, 128)
+    figures = {
+        "ours_vs_keras_hub": ours_against_keras_hub(
+            args.repeats, jit_modes=(False,) if args.quick else (False, True)),
+        "by_sequence_length": tokens_per_second_by_length(
+            args.repeats, lengths, tokens_per_batch=1024 if args.quick else 4096),
+        "cpu_efficiency": cpu_efficiency(args.repeats, batch_size=16 if args.quick else 32,
+                                         length=32),
+    }
+    figures["goal_speedup_vs_keras_hub_ge_1_2"] = {
+        mode: speedup >= 1.2
+        for mode, speedup in figures["ours_vs_keras_hub"]["speedup_ours_vs_keras_hub"].items()}
+    write_result("training_speed", args, figures)
+
+
+if __name__ == "__main__":
+    main()
