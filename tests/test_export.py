@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,9 @@ from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.export import export_run
+from keras_s2s.serving import Client
+from keras_s2s.serving.config import ModelConfig, ServerOptions
+from keras_s2s.serving.server import ModelServer
 from keras_s2s.translator import MODEL_FILE, Translator
 
 MODEL_ARGS = {
@@ -237,3 +241,16 @@ def test_a_failed_export_leaves_no_version_behind(tiny_runs, tmp_path, monkeypat
 def test_bad_arguments_are_named(arguments, message, tiny_runs, tmp_path):
     with pytest.raises(ValueError, match=message):
         export_run(tiny_runs["seq2seq"], base_path=str(tmp_path), **arguments)
+
+
+def test_keras_s2s_serve_answers_like_the_translator(exports, translators, tmp_path):
+    """An exported model behind `keras-s2s serve`, called through the REST client."""
+    base_path = tmp_path / "bahdanau"
+    shutil.copytree(exports["bahdanau"], base_path / "1")
+    options = ServerOptions(models=[ModelConfig("bahdanau", str(base_path))], rest_api_port=0)
+    with ModelServer(options) as server:
+        served = Client(server.url, "bahdanau").translate(TEXTS)
+    expected = translators["bahdanau"].translate(TEXTS)
+    assert [result["translation"] for result in served] == [t.text for t in expected]
+    np.testing.assert_allclose([result["score"] for result in served],
+                               [t.score for t in expected], atol=1e-4)

@@ -14,6 +14,7 @@ import re
 import threading
 
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tensorflow-text ops that TF Serving links)
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
