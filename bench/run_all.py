@@ -1,6 +1,6 @@
 """Run every benchmark, each in its own process, and list the JSON files they wrote.
 
-`--quick` (under about 4 minutes on 2 CPU cores) passes `--quick` on; without it the benchmarks
+`--quick` (about 10 minutes on 2 CPU cores) passes `--quick` on; without it the benchmarks
 run their full sizes and repeats, which takes tens of minutes.
 
 Usage: python bench/run_all.py [--quick]
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("decoding_speed", "training_speed", "attention_cost")
+BENCHMARKS = ("decoding_speed", "training_speed", "attention_cost", "serving", "claims")
 
 
 def main():
