@@ -238,6 +238,20 @@ def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id
     return outputs
 
 
+def choose_strategy(beam_width=1, alpha=0.6, temperature=None, top_k=None, seed=None):
+    """`(strategy, options)` for `decode`: greedy by default, beam search when `beam_width` > 1,
+    sampling when `temperature` or `top_k` is given."""
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+    if temperature is not None or top_k is not None:
+        if beam_width > 1:
+            raise ValueError("choose beam search (beam_width > 1) or sampling, not both")
+        return "sample", dict(temperature=temperature or 1.0, top_k=top_k, seed=seed)
+    if beam_width > 1:
+        return "beam", dict(beam_width=beam_width, alpha=alpha)
+    return "greedy", {}
+
+
 def decode(model, source_ids, max_length, strategy="greedy", **options):
     """Dispatch to `greedy_search`, `beam_search` or `sample` by name."""
     strategies = {"greedy": greedy_search, "beam": beam_search, "sample": sample}

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from keras_s2s.config import config_path
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import beam_search, greedy_search
+from keras_s2s.decoding import choose_strategy, decode
 from keras_s2s.translator import MODEL_FILE, Translator
 
 logger = logging.getLogger(__name__)
@@ -56,21 +56,16 @@ class TranslationModule(tf.Module):
 
     def __init__(self, translator, beam_width=1, alpha=0.6):
         super().__init__(name="translation")
-        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-            raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
+        self.strategy, self.options = choose_strategy(beam_width, alpha)
         self.model = translator.model
         self.source_tokenizer = translator.source_tokenizer
         self.target_tokenizer = translator.target_tokenizer
         self.max_source_length = translator.max_source_length
         self.max_target_length = translator.max_target_length
-        self.beam_width = beam_width
-        self.alpha = alpha
 
     def _search(self, source_ids):
-        if self.beam_width == 1:
-            return greedy_search(self.model, source_ids, self.max_target_length)
-        return beam_search(self.model, source_ids, self.max_target_length,
-                           beam_width=self.beam_width, alpha=self.alpha)
+        return decode(self.model, source_ids, self.max_target_length, self.strategy,
+                      **self.options)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):

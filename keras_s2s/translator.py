@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_s2s.config import TrainConfig, config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import SubwordTokenizer
-from keras_s2s.decoding import decode
+from keras_s2s.decoding import choose_strategy, decode
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +86,7 @@ class Translator:
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
-        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-            raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
-        if temperature is not None or top_k is not None:
-            if beam_width > 1:
-                raise ValueError("choose beam search (beam_width > 1) or sampling, not both")
-            strategy, options = "sample", dict(temperature=temperature or 1.0, top_k=top_k,
-                                               seed=seed)
-        elif beam_width > 1:
-            strategy, options = "beam", dict(beam_width=beam_width, alpha=alpha)
-        else:
-            strategy, options = "greedy", {}
+        strategy, options = choose_strategy(beam_width, alpha, temperature, top_k, seed)
         decoder = self._decoder(strategy, options)
         translations = []
         for start in range(0, len(texts), batch_size):
