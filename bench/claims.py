@@ -6,13 +6,20 @@
    match (whole sequence right) and token accuracy (position-wise) are measured per source-length
    bucket on fresh examples (another seed), greedy decoding. Figure: accuracy_vs_length.png
    (cf. Bahdanau et al., 2015, Fig. 2).
+   The same on real text ("corpus" part): the four architectures trained for equal budgets on
+   the Tatoeba kor-eng file (recipe of `corpora.py`), then BLEU by source length (Korean
+   words) on the validation split carved from it and on the long news sentences of NTREX-128
+   (`../shared/data/ntrex128-kor-eng/dev.tsv`), greedy decoding. Figures:
+   bleu_vs_length_kor-eng.png, bleu_vs_length_ntrex128.png. Skipped, with a reason, when the
+   corpora are absent.
 2. "Attention weights are interpretable." Heat maps from a Bahdanau model trained on `dates`
-   ("March 4th, 2021", "2021년 3월 4일 목요일") and from a Bahdanau model trained on the Tatoeba
-   kor-eng file ("나는 학교에 간다"), skipped with a reason when the corpus is absent.
+   ("March 4th, 2021", "2021년 3월 4일 목요일"), and, in the corpus part, from each attention
+   model trained on kor-eng ("나는 학교에 간다.").
 
     python bench/claims.py --quick     # 0.75-1 minute per model, 7.5 minutes on 2 CPU cores
     python bench/claims.py --budget-minutes 2.5 --skip attention --tag _2.5min   # 13 minutes
-    python bench/claims.py             # 5 minutes per model, about 35 minutes (not yet run)
+    python bench/claims.py --skip length attention --corpus-minutes 6   # corpus part only
+    python bench/claims.py             # 5 + 6 minutes per model, about 60 minutes
 
 0.75 minute is less than one epoch of `copy` on 2 shared CPU cores: every model then scores 0
 exact match, so the quick mode only checks that the script works; 2.5 minutes shows the effect.
@@ -27,16 +34,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import RESULTS_DIR, count_params, write_result  # noqa: E402
+from corpora import CORPORA, NTREX_KOR_ENG, corpus_config, missing  # noqa: E402
 
 from keras_s2s.config import TrainConfig  # noqa: E402
-from keras_s2s.data import synthetic  # noqa: E402
+from keras_s2s.data import read_tsv, synthetic  # noqa: E402
+from keras_s2s.evaluation import bleu_by_length, corpus_scores  # noqa: E402
 from keras_s2s.plotting import plot_attention, plot_lines  # noqa: E402
-from keras_s2s.training import train  # noqa: E402
+from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
-
-SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                           "data")
-KOR_ENG = os.path.join(SHARED_DATA, "kor-eng", "train.tsv")
 
 ARCHS = ("seq2seq", "bahdanau", "luong", "transformer")
 TASK = "copy"
@@ -44,7 +49,11 @@ TASK_OPTIONS = {"min_length": 3, "max_length": 30, "vocab_size": 20}
 BUCKETS = ((3, 5), (6, 10), (11, 15), (16, 20), (21, 25), (26, 30))
 EVAL_SEED = 4242
 DATE_EXAMPLES = ("March 4th, 2021", "2021년 3월 4일 목요일")
-KOREAN_EXAMPLE = "나는 학교에 간다"
+KOREAN_EXAMPLE = "나는 학교에 간다."
+#: Upper bounds of the source-length buckets of the corpus part, in Korean words (eojeol).
+CORPUS_BUCKETS = (3, 5, 8, 12, 20, 30)
+#: Korean sources and English targets of news sentences are long: room for them in decoding.
+CORPUS_MAX_LENGTH = 160
 
 
 def _budget_config(**kwargs):
@@ -137,7 +146,7 @@ def _heat_map(translator, text, path, title):
     return entry
 
 
-def claim_attention(dates_minutes, kor_eng_minutes, workdir, tag=""):
+def claim_attention(dates_minutes, workdir, tag=""):
     results = {}
     out = os.path.join(workdir, "dates-bahdanau")
     row = _train(_budget_config(arch="bahdanau", data="dates", out=out,
@@ -152,21 +161,63 @@ def claim_attention(dates_minutes, kor_eng_minutes, workdir, tag=""):
                   f"Bahdanau, dates, {dates_minutes:g} min")
         for i, text in enumerate(DATE_EXAMPLES, start=1)]
     results["dates"] = row
-
-    if not os.path.exists(KOR_ENG):
-        results["kor-eng"] = {"skipped": f"{KOR_ENG} is absent"}
-        return results
-    out = os.path.join(workdir, "kor-eng-bahdanau")
-    row = _train(TrainConfig(arch="bahdanau", data=KOR_ENG, out=out, epochs=200,
-                             early_stopping_patience=5, time_budget_minutes=kor_eng_minutes,
-                             vocab_size=4000, shared_vocab=True, max_source_length=48,
-                             max_target_length=48, learning_rate=2e-3))
-    translator = Translator.load(out)
-    row["heat_maps"] = [_heat_map(translator, KOREAN_EXAMPLE,
-                                  RESULTS_DIR / f"attention_ko_en{tag}.png",
-                                  f"Bahdanau, Tatoeba kor-eng, {kor_eng_minutes:g} min")]
-    results["kor-eng"] = row
     return results
+
+
+def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
+    """BLEU by source length on kor-eng validation and NTREX-128, equal budgets per arch."""
+    if missing("kor-eng"):
+        return {"skipped": missing("kor-eng")}
+    test_sets = {"kor-eng": None, "ntrex128": None}
+    if os.path.exists(NTREX_KOR_ENG):
+        test_sets["ntrex128"] = read_tsv(NTREX_KOR_ENG)[:ntrex_limit]
+    results = {}
+    for arch in ARCHS:
+        out = os.path.join(workdir, f"kor-eng-{arch}")
+        config = corpus_config("kor-eng", arch, out, budget_minutes,
+                               max_source_length=CORPUS_MAX_LENGTH,
+                               max_target_length=CORPUS_MAX_LENGTH)
+        test_sets["kor-eng"] = load_pairs(config)[1]
+        row = _train(config)
+        translator = Translator.load(out)
+        row["parameters"] = count_params(translator.model)
+        for name, pairs in test_sets.items():
+            if pairs is None:
+                row[name] = {"skipped": f"{NTREX_KOR_ENG} is absent"}
+                continue
+            sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+            texts = [o.text for o in translator.translate(sources)]
+            row[name] = {**{k: round(v, 2) for k, v in corpus_scores(texts, references).items()
+                            if k in ("bleu", "chrf")},
+                         "count": len(pairs), "distinct_outputs": len(set(texts)),
+                         "by_source_length": [
+                             {**b, "bleu": round(b["bleu"], 2), "chrf": round(b["chrf"], 2)}
+                             for b in bleu_by_length(sources, texts, references,
+                                                     buckets=CORPUS_BUCKETS)],
+                         "examples": list(zip(sources[:3], texts[:3]))}
+        if arch != "seq2seq":
+            row["heat_map"] = _heat_map(translator, KOREAN_EXAMPLE,
+                                        RESULTS_DIR / f"attention_ko_en_{arch}{tag}.png",
+                                        f"{arch}, Tatoeba kor-eng, {budget_minutes:g} min")
+        results[arch] = row
+        print(f"[claims] kor-eng {arch}: {row['kor-eng']['bleu']} BLEU, {row['epochs']} epochs",
+              flush=True)
+    figures = []
+    for name in test_sets:
+        if test_sets[name] is None:
+            continue
+        series = {}
+        for arch, row in results.items():
+            buckets = row[name]["by_source_length"]
+            series[arch] = ([(b["range"][0] + b["range"][1]) / 2 for b in buckets],
+                            [b["bleu"] for b in buckets])
+        path = RESULTS_DIR / f"bleu_vs_length_{name}{tag}.png"
+        plot_lines(series, path, xlabel="source length (Korean words)", ylabel="BLEU",
+                   title=f"{name}, {budget_minutes:g} min training on kor-eng each")
+        figures.append(os.path.relpath(path, RESULTS_DIR.parent.parent))
+    return {"train_data": CORPORA["kor-eng"]["data"], "budget_minutes": budget_minutes,
+            "decoding": "greedy", "buckets_upper_bounds": CORPUS_BUCKETS,
+            "figures": figures, "results": results}
 
 
 def main(argv=None):
@@ -175,12 +226,13 @@ def main(argv=None):
                         help="0.75 minute per model and fewer test examples")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="training budget of each model of claim 1 (default 0.75 quick, 5)")
+    parser.add_argument("--corpus-minutes", type=float, default=None,
+                        help="training budget of each kor-eng model (default 0.5 quick, 6)")
     parser.add_argument("--attention-minutes", type=float, default=None,
-                        help="budget of the dates and kor-eng models of claim 2 "
-                             "(default 0.75 and 1 quick, 3 and 5)")
+                        help="budget of the dates model of claim 2 (default 0.75 quick, 3)")
     parser.add_argument("--tag", default="",
                         help="suffix of the JSON and PNG names, e.g. _5min")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["length", "attention"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["length", "corpus", "attention"])
     args = parser.parse_args(argv)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
     budget = args.budget_minutes or (0.75 if args.quick else 5.0)
@@ -189,10 +241,13 @@ def main(argv=None):
         if "length" not in args.skip:
             figures["claim_1_context_vector_vs_length"] = claim_length(
                 budget, 20 if args.quick else 50, workdir, args.tag)
+        if "corpus" not in args.skip:
+            figures["claim_1_bleu_vs_length_kor_eng"] = claim_length_corpus(
+                args.corpus_minutes or (0.5 if args.quick else 6.0), workdir,
+                200 if args.quick else None, args.tag)
         if "attention" not in args.skip:
             figures["claim_2_attention_heat_maps"] = claim_attention(
-                args.attention_minutes or (0.75 if args.quick else 3.0),
-                args.attention_minutes or (1.0 if args.quick else 5.0), workdir, args.tag)
+                args.attention_minutes or (0.75 if args.quick else 3.0), workdir, args.tag)
     write_result("claims" + args.tag, args, figures)
 
 

@@ -5,8 +5,14 @@
   validation split carved from the training file (the same split training held out), skipped
   with a reason when `../shared` is absent.
 
+The corpora can also train `keras-io-recipe`: the keras.io "translation with KerasHub" recipe
+(`bench/keras_io_recipe.py`), for the same minutes on the same split, decoded as that recipe
+does (uncached greedy).
+
     python bench/quality.py --quick                   # dates only, 1-2 minutes per model
     python bench/quality.py --tasks dates kor-eng multi30k --budget-minutes 15
+    python bench/quality.py --tasks multi30k --archs transformer keras-io-recipe \
+        --budget-minutes 15 --beam 1 4                # ours against the keras.io recipe
 """
 
 import argparse
@@ -18,27 +24,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import write_result  # noqa: E402
+from corpora import CORPORA, corpus_config, missing  # noqa: E402
+from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
-from keras_s2s.config import TrainConfig  # noqa: E402
+from keras_s2s.config import ARCHITECTURES, TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-
-CORPORA = {
-    "kor-eng": dict(data=os.path.join(SHARED_DATA, "kor-eng", "train.tsv"), vocab_size=4000,
-                    shared_vocab=True, max_source_length=48, max_target_length=48),
-    "multi30k": dict(data=os.path.join(SHARED_DATA, "multi30k", "train.tsv"), vocab_size=8000,
-                     shared_vocab=True, max_source_length=64, max_target_length=64),
-}
-
-#: Model sizes for the real corpora (the presets are tuned for the small built-in tasks).
-CORPUS_MODELS = {
-    "transformer": {"num_layers": 2, "d_model": 256, "num_heads": 4, "d_ff": 1024,
-                    "dropout": 0.3, "normalize_first": True, "tie_embeddings": True},
-}
+KERAS_IO_RECIPE = "keras-io-recipe"
 
 
 def evaluate_dates(run_dir, beam_width):
@@ -56,37 +51,59 @@ def evaluate_dates(run_dir, beam_width):
     return {"exact_match": report["exact_match"], "exact_match_by_format": per_format}
 
 
-def evaluate_corpus(run_dir, config, beam_width):
-    _, validation = load_pairs(config)
+def score_corpus(validation, translate):
+    """Scores of `translate(sources) -> texts` on the validation pairs, with timing."""
     sources = [s for s, _ in validation]
-    outputs = Translator.load(run_dir).translate(sources, beam_width=beam_width)
-    report = evaluation_report(sources, [o.text for o in outputs], [t for _, t in validation])
-    distinct = len({o.text for o in outputs})
-    return {**report, "distinct_outputs": distinct,
-            "examples": [(s, o.text) for s, o in zip(sources[:5], outputs[:5])]}
+    started = time.monotonic()
+    texts = translate(sources)
+    seconds = time.monotonic() - started
+    report = evaluation_report(sources, texts, [t for _, t in validation])
+    return {**report, "translate_seconds": round(seconds, 1),
+            "distinct_outputs": len(set(texts)),
+            "examples": [(s, t) for s, t in zip(sources[:5], texts[:5])]}
 
 
-def run_one(task, arch, budget_minutes, workdir, beam_width):
+def evaluate_corpus(run_dir, config, beam_widths):
+    _, validation = load_pairs(config)
+    translator = Translator.load(run_dir)
+    return {f"beam_{width}": score_corpus(validation, lambda sources, width=width: [
+        o.text for o in translator.translate(sources, beam_width=width)])
+        for width in beam_widths}
+
+
+def run_keras_io_recipe(task, budget_minutes):
+    """The keras.io recipe trained for the same minutes on the same training split."""
+    config = TrainConfig(data=CORPORA[task]["data"])
+    train_pairs, validation = load_pairs(config)
+    started = time.monotonic()
+    recipe = KerasIoRecipe(train_pairs)
+    epochs = recipe.fit(budget_minutes)
+    seconds = time.monotonic() - started
+    return {"train_seconds": round(seconds, 1), "epochs": epochs,
+            "parameters": recipe.model.count_params(),
+            "greedy_uncached": score_corpus(validation, recipe.translate)}
+
+
+def run_one(task, arch, budget_minutes, workdir, beam_widths):
     out = os.path.join(workdir, f"{task}-{arch}")
+    if task != "dates" and missing(task):
+        return {"skipped": missing(task)}
+    if arch == KERAS_IO_RECIPE:
+        if task == "dates":
+            return {"skipped": "the keras.io recipe is a baseline for the corpora only"}
+        return run_keras_io_recipe(task, budget_minutes)
     if task == "dates":
         config = TrainConfig(arch=arch, data="dates", out=out,
                              time_budget_minutes=budget_minutes)
     else:
-        if not os.path.exists(CORPORA[task]["data"]):
-            return {"skipped": f"{CORPORA[task]['data']} is absent"}
-        # Peak learning rate about 1e-3 for the Transformer (scale · d^-0.5 · warmup^-0.5).
-        config = TrainConfig(arch=arch, out=out, epochs=200, early_stopping_patience=5,
-                             time_budget_minutes=budget_minutes, label_smoothing=0.1,
-                             batch_size=32, warmup_steps=400,
-                             learning_rate=0.3 if arch == "transformer" else 1e-3,
-                             model=CORPUS_MODELS.get(arch, {}), **CORPORA[task])
+        config = corpus_config(task, arch, out, budget_minutes)
     started = time.monotonic()
     history = train(config, verbose=0)
     seconds = time.monotonic() - started
-    scores = (evaluate_dates(out, beam_width) if task == "dates"
-              else evaluate_corpus(out, config, beam_width))
+    scores = ({f"beam_{width}": evaluate_dates(out, width) for width in beam_widths}
+              if task == "dates" else evaluate_corpus(out, config, beam_widths))
     return {"train_seconds": round(seconds, 1), "epochs": len(history.get("loss", [])),
-            "beam_width": beam_width, **scores}
+            "parameters": Translator.load(out).model.count_params(), **scores}
 
 
 def main(argv=None):
@@ -94,19 +111,21 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="dates only, 1 minute per model")
     parser.add_argument("--tasks", nargs="+", default=["dates"],
                         choices=["dates", *CORPORA])
-    parser.add_argument("--archs", nargs="+",
-                        default=["seq2seq", "bahdanau", "luong", "transformer"])
+    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES),
+                        choices=[*ARCHITECTURES, KERAS_IO_RECIPE])
     parser.add_argument("--budget-minutes", type=float, default=5.0)
-    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--beam", type=int, nargs="+", default=[4],
+                        help="beam widths to evaluate our models with (1 = greedy)")
     args = parser.parse_args(argv)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
     tasks, budget = (["dates"], 1.0) if args.quick else (args.tasks, args.budget_minutes)
+    tag = f"_{'_'.join(args.archs)}" if KERAS_IO_RECIPE in args.archs else ""
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         for task in tasks:
             for arch in args.archs:
                 results[f"{task}/{arch}"] = run_one(task, arch, budget, workdir, args.beam)
-    write_result("quality_" + "_".join(tasks), args, {"budget_minutes": budget,
+    write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budget,
                                                       "results": results})
 
 

@@ -33,8 +33,10 @@ class Transformer(Seq2SeqModel):
 
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
-    Memory: `{"outputs": (B, S, d), "source_mask": (B, S), "cross_cache": (B, L, 2, S, H, d/H)}`.
-    State: `{"self_cache": (B, L, 2, max_length, H, d/H)}`.
+    Memory: `{"outputs": (B, S, d), "source_mask": (B, S), "cross_cache": L × (B, 2, S, H, d/H)}`.
+    State: `{"self_cache": L × (B, 2, max_length, H, d/H)}` (a tuple with one cache per decoder
+    layer, so that a decoding step reads and writes each layer's cache without copying the
+    others).
     `decode_step` returns the last layer's cross-attention weights averaged over heads, (B, S).
 
     Example:
@@ -102,9 +104,8 @@ class Transformer(Seq2SeqModel):
             x = layer(x, padding_mask=source_mask, training=training)
         if self.normalize_first:
             x = self.encoder_norm(x)
-        cross_cache = ops.stack(
-            [layer.compute_cross_attention_cache(x) for layer in self.decoder_layers],
-            axis=1)  # (B, L, 2, S, H, d/H)
+        cross_cache = tuple(layer.compute_cross_attention_cache(x)
+                            for layer in self.decoder_layers)  # L × (B, 2, S, H, d/H)
         return {"outputs": x, "source_mask": source_mask, "cross_cache": cross_cache}
 
     def teacher_forced_logits(self, target_in_ids, memory, training=None):
@@ -113,7 +114,7 @@ class Transformer(Seq2SeqModel):
         for index, layer in enumerate(self.decoder_layers):
             x, _ = layer(x, decoder_padding_mask=target_mask,
                          encoder_padding_mask=memory["source_mask"],
-                         cross_attention_cache=memory["cross_cache"][:, index],
+                         cross_attention_cache=memory["cross_cache"][index],
                          training=training)
         return self._logits(x)  # (B, T, V)
 
@@ -123,8 +124,9 @@ class Transformer(Seq2SeqModel):
                 f"max_length={max_length} exceeds the model's max_length={self.max_length}")
         batch_size = ops.shape(memory["outputs"])[0]
         head_dim = self.d_model // self.num_heads
-        shape = (batch_size, self.num_layers, 2, max_length, self.num_heads, head_dim)
-        return {"self_cache": ops.zeros(shape, dtype=memory["outputs"].dtype)}
+        shape = (batch_size, 2, max_length, self.num_heads, head_dim)
+        return {"self_cache": tuple(ops.zeros(shape, dtype=memory["outputs"].dtype)
+                                    for _ in range(self.num_layers))}
 
     def decode_step(self, token_ids, memory, state, step, training=None):
         x = self._embed(self.target_embedding, ops.expand_dims(token_ids, 1), start_index=step,
@@ -133,13 +135,13 @@ class Transformer(Seq2SeqModel):
         for index, layer in enumerate(self.decoder_layers):
             x, weights, cache = layer(
                 x, encoder_padding_mask=memory["source_mask"],
-                self_attention_cache=state["self_cache"][:, index],
+                self_attention_cache=state["self_cache"][index],
                 self_attention_cache_update_index=step,
-                cross_attention_cache=memory["cross_cache"][:, index], training=training)
+                cross_attention_cache=memory["cross_cache"][index], training=training)
             caches.append(cache)
         logits = self._logits(x[:, 0])  # (B, V)
         attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
-        return logits, {"self_cache": ops.stack(caches, axis=1)}, attention
+        return logits, {"self_cache": tuple(caches)}, attention
 
     def get_config(self):
         return {

@@ -1,0 +1,50 @@
+"""The real corpora of `../shared/data` and the recipe the benchmarks train on them.
+
+One place for the settings that `quality.py` and `claims.py` share, so that a figure in one
+is comparable with a figure in the other. Benchmarks skip a corpus, with a reason, when its
+file is absent.
+"""
+
+import os
+
+from keras_s2s.config import TrainConfig
+
+SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                           "data")
+
+CORPORA = {
+    "kor-eng": dict(data=os.path.join(SHARED_DATA, "kor-eng", "train.tsv"), vocab_size=4000,
+                    shared_vocab=True, max_source_length=48, max_target_length=48),
+    "multi30k": dict(data=os.path.join(SHARED_DATA, "multi30k", "train.tsv"), vocab_size=8000,
+                     shared_vocab=True, max_source_length=64, max_target_length=64),
+}
+NTREX_KOR_ENG = os.path.join(SHARED_DATA, "ntrex128-kor-eng", "dev.tsv")
+
+#: Model sizes for the real corpora (the presets are tuned for the small built-in tasks):
+#: wider embeddings and more dropout, since the corpora are small for their vocabularies.
+CORPUS_MODELS = {
+    "seq2seq": {"embedding_dim": 256, "units": 512, "dropout": 0.3},
+    "bahdanau": {"embedding_dim": 256, "units": 256, "dropout": 0.3},
+    "luong": {"embedding_dim": 256, "units": 256, "dropout": 0.3},
+    "transformer": {"num_layers": 2, "d_model": 256, "num_heads": 4, "d_ff": 1024,
+                    "dropout": 0.3, "normalize_first": True, "tie_embeddings": True},
+}
+
+
+def missing(task):
+    """Why `task`'s corpus cannot be used, or None when it can."""
+    path = CORPORA[task]["data"]
+    return None if os.path.exists(path) else f"{path} is absent"
+
+
+def corpus_config(task, arch, out, budget_minutes, **overrides):
+    """The training run of `arch` on corpus `task` for `budget_minutes` of wall-clock time.
+
+    Label smoothing 0.1, batch 32; the Transformer's schedule peaks at about 1e-3
+    (scale 0.3 · d^-0.5 · warmup^-0.5 with 400 warm-up steps), the RNNs use Adam at 1e-3.
+    """
+    return TrainConfig(**{
+        "arch": arch, "out": out, "epochs": 200, "early_stopping_patience": 5,
+        "time_budget_minutes": budget_minutes, "label_smoothing": 0.1, "batch_size": 32,
+        "warmup_steps": 400, "learning_rate": 0.3 if arch == "transformer" else 1e-3,
+        "model": CORPUS_MODELS[arch], **CORPORA[task], **overrides})
