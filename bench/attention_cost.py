@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import RESULTS_DIR, interleaved_medians, parse_args, write_result
+from common import RESULTS_DIR, interleaved_medians, parse_args, shown, write_result
 from keras_s2s.layers import TransformerEncoderLayer
 from keras_s2s.plotting import plot_lines
 
@@ -85,7 +85,7 @@ def main():
         "time_log_log_slope_two_longest": log_log_slope(lengths[-2:], times[-2:]),
         "peak_memory_log_log_slope_all": log_log_slope(lengths, peak_bytes),
         "peak_memory_log_log_slope_two_longest": log_log_slope(lengths[-2:], peak_bytes[-2:]),
-        "plot": "docs/results/attention_cost.png",
+        "plot": shown(plot_path),
     }
     write_result("attention_cost", args, figures)
 

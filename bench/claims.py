@@ -16,13 +16,13 @@
    ("March 4th, 2021", "2021년 3월 4일 목요일"), and, in the corpus part, from each attention
    model trained on kor-eng ("나는 학교에 간다.").
 
-    python bench/claims.py --quick     # 0.75-1 minute per model, 7.5 minutes on 2 CPU cores
+    python bench/claims.py --quick     # 0.2-0.3 minute per model, about 5 minutes
     python bench/claims.py --budget-minutes 2.5 --skip attention --tag _2.5min   # 13 minutes
     python bench/claims.py --skip length attention --corpus-minutes 6   # corpus part only
     python bench/claims.py             # 5 + 6 minutes per model, about 60 minutes
 
-0.75 minute is less than one epoch of `copy` on 2 shared CPU cores: every model then scores 0
-exact match, so the quick mode only checks that the script works; 2.5 minutes shows the effect.
+The quick mode's budgets are a fraction of an epoch: every model then scores about 0, so the
+quick mode only checks that the script works (CI runs it); 2.5 minutes shows the effect.
 """
 
 import argparse
@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import RESULTS_DIR, count_params, write_result  # noqa: E402
+from common import RESULTS_DIR, count_params, shown, write_result  # noqa: E402
 from corpora import CORPORA, NTREX_KOR_ENG, corpus_config, missing  # noqa: E402
 
 from keras_s2s.config import TrainConfig  # noqa: E402
@@ -128,8 +128,8 @@ def claim_length(budget_minutes, per_length, workdir, tag=""):
                title=f"{TASK} task, {budget_minutes:g} min training each")
     return {"task": TASK, "task_options": TASK_OPTIONS, "budget_minutes": budget_minutes,
             "eval_examples_per_length": per_length, "decoding": "greedy",
-            "figures": [f"docs/results/accuracy_vs_length{tag}.png",
-                        f"docs/results/token_accuracy_vs_length{tag}.png"],
+            "figures": [shown(RESULTS_DIR / f"accuracy_vs_length{tag}.png"),
+                        shown(RESULTS_DIR / f"token_accuracy_vs_length{tag}.png")],
             "results": results}
 
 
@@ -142,7 +142,7 @@ def _heat_map(translator, text, path, title):
         return entry
     plot_attention(output.attention, output.source_tokens, output.output_tokens, path,
                    title=title)
-    entry["plot"] = os.path.relpath(path, RESULTS_DIR.parent.parent)
+    entry["plot"] = shown(path)
     return entry
 
 
@@ -214,7 +214,7 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
         path = RESULTS_DIR / f"bleu_vs_length_{name}{tag}.png"
         plot_lines(series, path, xlabel="source length (Korean words)", ylabel="BLEU",
                    title=f"{name}, {budget_minutes:g} min training on kor-eng each")
-        figures.append(os.path.relpath(path, RESULTS_DIR.parent.parent))
+        figures.append(shown(path))
     return {"train_data": CORPORA["kor-eng"]["data"], "budget_minutes": budget_minutes,
             "decoding": "greedy", "buckets_upper_bounds": CORPUS_BUCKETS,
             "figures": figures, "results": results}
@@ -223,19 +223,19 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="0.75 minute per model and fewer test examples")
+                        help="0.2-0.3 minute per model and fewer test examples")
     parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="training budget of each model of claim 1 (default 0.75 quick, 5)")
+                        help="training budget of each model of claim 1 (default 0.3 quick, 5)")
     parser.add_argument("--corpus-minutes", type=float, default=None,
-                        help="training budget of each kor-eng model (default 0.5 quick, 6)")
+                        help="training budget of each kor-eng model (default 0.2 quick, 6)")
     parser.add_argument("--attention-minutes", type=float, default=None,
-                        help="budget of the dates model of claim 2 (default 0.75 quick, 3)")
+                        help="budget of the dates model of claim 2 (default 0.3 quick, 3)")
     parser.add_argument("--tag", default="",
                         help="suffix of the JSON and PNG names, e.g. _5min")
     parser.add_argument("--skip", nargs="*", default=[], choices=["length", "corpus", "attention"])
     args = parser.parse_args(argv)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
-    budget = args.budget_minutes or (0.75 if args.quick else 5.0)
+    budget = args.budget_minutes or (0.3 if args.quick else 5.0)
     figures = {}
     with tempfile.TemporaryDirectory() as workdir:
         if "length" not in args.skip:
@@ -243,11 +243,11 @@ def main(argv=None):
                 budget, 20 if args.quick else 50, workdir, args.tag)
         if "corpus" not in args.skip:
             figures["claim_1_bleu_vs_length_kor_eng"] = claim_length_corpus(
-                args.corpus_minutes or (0.5 if args.quick else 6.0), workdir,
-                200 if args.quick else None, args.tag)
+                args.corpus_minutes or (0.2 if args.quick else 6.0), workdir,
+                100 if args.quick else None, args.tag)
         if "attention" not in args.skip:
             figures["claim_2_attention_heat_maps"] = claim_attention(
-                args.attention_minutes or (0.75 if args.quick else 3.0), workdir, args.tag)
+                args.attention_minutes or (0.3 if args.quick else 3.0), workdir, args.tag)
     write_result("claims" + args.tag, args, figures)
 
 

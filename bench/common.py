@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "docs" / "results"
+#: Where the JSON and plots go: docs/results, unless $KERAS_S2S_BENCH_RESULTS names another
+#: directory (the test of the quick mode uses one, so it never overwrites published figures).
+RESULTS_DIR = Path(os.environ.get("KERAS_S2S_BENCH_RESULTS") or REPO_ROOT / "docs" / "results")
 _STARTED = time.perf_counter()
 
 
@@ -86,8 +88,14 @@ def environment():
     }
 
 
+def shown(path):
+    """`path` as the JSON records it: relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
 def write_result(name, args, figures):
-    """Print the result as JSON and write it to `docs/results/<name>.json`."""
+    """Print the result as JSON and write it to `RESULTS_DIR/<name>.json`."""
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(REPO_ROOT):
         script = script.relative_to(REPO_ROOT)

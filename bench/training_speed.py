@@ -19,7 +19,8 @@ Usage: python bench/training_speed.py [--quick] [--repeats N]
 import keras
 import tensorflow as tf
 
-from common import RESULTS_DIR, count_params, interleaved_medians, parse_args, write_result
+from common import (RESULTS_DIR, count_params, interleaved_medians, parse_args, shown,
+                    write_result)
 from keras_hub_baseline import KerasHubTransformer
 from keras_s2s.models import Seq2Seq, Transformer
 from keras_s2s.plotting import plot_lines
@@ -108,7 +109,7 @@ def tokens_per_second_by_length(repeats, lengths, tokens_per_batch):
                     "vocab_size": VOCAB_SIZE, "tokens_per_batch": tokens_per_batch},
         "params": {name: count_params(model) for name, model in models.items()},
         "target_tokens_per_second": by_length,
-        "plot": "docs/results/tokens_per_second_vs_length.png",
+        "plot": shown(plot_path),
     }
 
 
