@@ -129,7 +129,14 @@ def _add_translate_parser(subparsers):
     parser.add_argument("--attention-plot", metavar="OUT.png",
                         help="write the attention heat map of the first input")
     parser.add_argument("--scores", action="store_true", help="print the score before each line")
+    _add_xla_argument(parser)
     parser.set_defaults(handler=_translate)
+
+
+def _add_xla_argument(parser):
+    parser.add_argument("--xla", choices=["on", "off"], default="off",
+                        help="compile decoding with XLA: about 3x faster on CPU for many "
+                             "sentences, after a few seconds of compilation per input shape")
 
 
 def _translate(args):
@@ -141,7 +148,7 @@ def _translate(args):
         raise ValueError("give a run directory, or --server URL --model NAME")
     check_run_dir(args.run_dir)
     texts = _texts_to_translate(args.text)
-    translator = Translator.load(args.run_dir)
+    translator = Translator.load(args.run_dir, jit_compile=args.xla == "on")
     translations = translator.translate(texts, beam_width=args.beam, alpha=args.alpha,
                                         temperature=args.temperature, top_k=args.top_k,
                                         seed=args.seed)
@@ -220,6 +227,7 @@ def _add_evaluate_parser(subparsers):
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--alpha", type=float, default=0.6)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_xla_argument(parser)
     parser.set_defaults(handler=_evaluate)
 
 
@@ -237,7 +245,7 @@ def _evaluate(args):
                          target_column=args.target_column)
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
-    translations = Translator.load(args.run_dir).translate(
+    translations = Translator.load(args.run_dir, jit_compile=args.xla == "on").translate(
         sources, beam_width=args.beam, alpha=args.alpha)
     report = evaluation_report(sources, [t.text for t in translations], references)
     if args.json:

@@ -76,6 +76,23 @@ def test_reloaded_run_translates_identically(bahdanau_run):
                                                len(translation.source_tokens))
 
 
+@pytest.mark.parametrize("beam_width", [1, 2])
+def test_xla_decoding_translates_like_graph_decoding(bahdanau_run, beam_width):
+    texts = ["a b c d", "e f", "b b a"]  # 3 rows and 5 ids: padded to 4 × 6 for XLA
+    graph = Translator.load(str(bahdanau_run)).translate(texts, beam_width=beam_width)
+    xla = Translator.load(str(bahdanau_run), jit_compile=True).translate(
+        texts, beam_width=beam_width)
+    assert [t.text for t in xla] == [t.text for t in graph]
+    np.testing.assert_allclose([t.score for t in xla], [t.score for t in graph], atol=1e-4)
+    for fast, slow in zip(xla, graph):
+        np.testing.assert_allclose(fast.attention, slow.attention, atol=1e-4)
+
+
+def test_translate_with_xla_on_the_command_line(bahdanau_run, capsys):
+    assert main(["translate", str(bahdanau_run), "a b c", "d e", "--xla", "on"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
 def test_existing_run_is_never_overwritten(bahdanau_run, capsys):
     before = (bahdanau_run / "model.keras").read_bytes()
     assert train_tiny("bahdanau", bahdanau_run) == 2
