@@ -142,6 +142,7 @@ def _heat_map(translator, text, path, title):
         return entry
     plot_attention(output.attention, output.source_tokens, output.output_tokens, path,
                    title=title)
+    entry["attention"] = [[round(float(w), 3) for w in row] for row in output.attention]
     entry["plot"] = shown(path)
     return entry
 
