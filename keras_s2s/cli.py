@@ -135,8 +135,8 @@ def _add_translate_parser(subparsers):
 
 def _add_xla_argument(parser):
     parser.add_argument("--xla", choices=["on", "off"], default="off",
-                        help="compile decoding with XLA: about 3x faster on CPU for many "
-                             "sentences, after a few seconds of compilation per input shape")
+                        help="compile decoding with XLA (compiles per input shape): faster "
+                             "for long outputs, slower for short ones; measure")
 
 
 def _translate(args):
