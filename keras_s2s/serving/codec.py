@@ -11,8 +11,10 @@ import base64
 import binascii
 import json
 import math
+import re
 
 import numpy as np
+import orjson
 import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
 
@@ -51,9 +53,17 @@ def _invalid(message):
     return ServingError("INVALID_ARGUMENT", message)
 
 
+_MAX_VALUE_CHARS = 256
+
+
 def json_value_to_string(value):
-    """Compact JSON, as rapidjson's Writer prints values inside error messages."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, as rapidjson's Writer prints values inside error messages; cut after
+    `_MAX_VALUE_CHARS` characters so that errors about huge values stay small."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (RecursionError, ValueError):
+        return "<value nested too deeply to print>"
+    return text if len(text) <= _MAX_VALUE_CHARS else text[:_MAX_VALUE_CHARS] + "..."
 
 
 def _json_type(value):
@@ -78,7 +88,18 @@ def _type_error(value, dtype):
 
 
 def parse_json(body):
-    """Parses a request body (bytes); NaN/Infinity allowed; errors worded as rapidjson's."""
+    """Parses a request body (bytes) as rapidjson does in TF Serving; errors worded as rapidjson's.
+
+    orjson (C) parses the common case; a body it refuses is parsed again by the standard library
+    for the cases it handles differently: NaN/Infinity (rapidjson's kParseNanAndInfFlag),
+    numbers beyond double range (+-inf, as TF Serving gives), integers beyond 64 bits (doubles,
+    as rapidjson stores them, even past Python's 4,300-digit int limit), lone surrogate escapes
+    (refused), nesting past `MAX_PARSE_DEPTH` (`_parse_deep`), and rapidjson's error wording.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -86,14 +107,122 @@ def parse_json(body):
     if not text.strip():
         raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(text)}")
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_int=_json_int)
+    except RecursionError:
+        return _parse_deep(body)
     except json.JSONDecodeError as error:
-        reason = next((rapidjson for prefix, rapidjson in _PARSE_ERRORS.items() if error.msg.startswith(prefix)), None)
-        if reason is None and error.msg.startswith("Expecting ',' delimiter"):
-            reason = (
-                f"Missing a comma or '{_innermost_closer(text, error.pos)}' after an {_container(text, error.pos)}."
-            )
-        raise _invalid(f"JSON Parse error: {reason or 'Unspecific syntax error.'} at offset: {error.pos}") from None
+        raise _invalid(_parse_error_message(text, error)) from None
+    _check_surrogates(text)
+    return value
+
+
+#: Deepest nesting parsed into Python values; values under keys the server reads are refused past
+#: it, values under other keys are checked for balance only (TF Serving ignores unknown keys).
+MAX_PARSE_DEPTH = 512
+_MAX_DEEP_BODY_BYTES = 16 << 20  # the numpy scan of `_parse_deep` costs ~20 bytes per byte
+_KNOWN_KEYS = {"signature_name", "instances", "inputs", "examples", "context"}
+
+
+def _json_int(digits):
+    """Integers as rapidjson parses them: int64/uint64 exactly, anything larger as a double."""
+    if len(digits) <= 20:
+        value = int(digits)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(digits)  # inf past double range, with no 4,300-digit limit
+
+
+def _parse_error_message(text, error):
+    reason = next((rapidjson for prefix, rapidjson in _PARSE_ERRORS.items() if error.msg.startswith(prefix)), None)
+    if reason is None and error.msg.startswith("Expecting ',' delimiter"):
+        reason = f"Missing a comma or '{_innermost_closer(text, error.pos)}' after an {_container(text, error.pos)}."
+    return f"JSON Parse error: {reason or 'Unspecific syntax error.'} at offset: {error.pos}"
+
+
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def _check_surrogates(text):
+    """Refuses `\ud800`-style escapes that are not a high surrogate followed by a low one:
+    the standard library accepts them, but they cannot be encoded as UTF-8 (rapidjson refuses)."""
+    if "\\u" not in text:
+        return
+    pending = None  # (offset, end) of a high surrogate waiting for its low half
+    for match in _ESCAPE.finditer(text):
+        code = int(match.group(1), 16) if match.group(1) else None
+        if pending is not None:
+            if code is None or not 0xDC00 <= code <= 0xDFFF or match.start() != pending[1]:
+                break
+            pending = None
+            continue
+        if code is not None and 0xD800 <= code <= 0xDBFF:
+            pending = (match.start(), match.end())
+        elif code is not None and 0xDC00 <= code <= 0xDFFF:
+            pending = (match.start(), None)
+            break
+    else:
+        if pending is None:
+            return
+    raise _invalid(f"JSON Parse error: The surrogate pair in string is invalid. at offset: {pending[0]}")
+
+
+def _structure(data):
+    """Per byte of `data`: nesting depth after it and whether it lies outside strings (numpy)."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    index = np.arange(len(array), dtype=np.int32)
+    backslash = array == 0x5C
+    last_other = np.maximum.accumulate(np.where(backslash, -1, index))
+    run_before = np.zeros(len(array), dtype=np.int32)
+    run_before[1:] = index[:-1] - last_other[:-1]  # backslashes right before each byte
+    quote = (array == 0x22) & (run_before % 2 == 0)
+    outside = ((np.cumsum(quote) - quote) % 2 == 0) & ~quote
+    opens = outside & ((array == 0x5B) | (array == 0x7B))
+    closes = outside & ((array == 0x5D) | (array == 0x7D))
+    return np.cumsum(opens.astype(np.int32) - closes.astype(np.int32)), outside
+
+
+def _parse_deep(body):
+    """A body nested deeper than the parser recurses: split its top-level object into members
+    with a vectorised scan, parse the members the server reads, and only balance-check the others.
+
+    TF Serving accepts a 500,000-deep value under an unknown key and refuses one under
+    `signature_name` with 400; so does this.
+    """
+    too_deep = _invalid(f"JSON Parse error: the document is nested deeper than {MAX_PARSE_DEPTH} levels")
+    if len(body) > _MAX_DEEP_BODY_BYTES:
+        raise too_deep
+    depth, outside = _structure(body)
+    text_start = len(body) - len(body.lstrip())
+    if depth.min(initial=0) < 0 or depth[-1] != 0 or body[text_start : text_start + 1] != b"{":
+        raise too_deep
+    end = text_start + int(np.flatnonzero(depth[text_start:] == 0)[0])
+    if body[end + 1 :].strip():
+        raise _invalid(f"JSON Parse error: The document root must not be followed by other values. at offset: {end + 1}")
+    top = outside & (depth == 1)
+    array = np.frombuffer(body, dtype=np.uint8)
+    commas = np.flatnonzero(top & (array == 0x2C))
+    colons = np.flatnonzero(top & (array == 0x3A))
+    bounds = [text_start, *commas.tolist(), end]
+    result = {}
+    for start, stop in zip(bounds, bounds[1:]):
+        colon = colons[(colons > start) & (colons < stop)]
+        if not len(colon):
+            raise too_deep
+        colon = int(colon[0])
+        try:
+            key = json.loads(body[start + 1 : colon])
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise too_deep from None
+        if not isinstance(key, str):
+            raise too_deep
+        value_depth = int(depth[colon:stop].max(initial=1)) - 1
+        if value_depth <= MAX_PARSE_DEPTH:
+            result[key] = parse_json(body[colon + 1 : stop])
+        elif key == "signature_name":
+            raise _invalid("'signature_name' key must be a string value.")
+        elif key in _KNOWN_KEYS:
+            raise _invalid(f"JSON Parse error: the value of '{key}' is nested deeper than {MAX_PARSE_DEPTH} levels")
+    return result
 
 
 def _open_brackets(text, end):
@@ -200,11 +329,29 @@ def _numpy_dtype(dtype):
     return object if dtype == tf.string else dtype.as_numpy_dtype
 
 
+#: Most dimensions a JSON value may have (numpy's limit; TF Serving's json_tensor allows no more).
+MAX_RANK = 64
+_KINDS = {  # JSON scalar types each dtype accepts on the fast path
+    "float": {float, int},
+    "int": {int},
+    "bool": {bool},
+}
+
+
 def json_to_array(value, dtype):
-    """A JSON value or (nested, rectangular) list as a numpy array of `dtype`; ragged lists refused."""
+    """A JSON value or (nested, rectangular) list as a numpy array of `dtype`; ragged lists refused.
+
+    Numeric and bool values are converted by numpy in C (`_fast_array`); anything the fast path
+    does not accept takes the element-by-element path below, which words the error.
+    """
+    array = _fast_array(value, dtype)
+    if array is not None:
+        return array
     shape, probe = [], value
     while isinstance(probe, list):
         shape.append(len(probe))
+        if len(shape) > MAX_RANK:
+            raise _invalid(f"JSON value is nested more than {MAX_RANK} levels deep; tensors have at most {MAX_RANK} dimensions")
         if not probe:
             break
         probe = probe[0]
@@ -216,6 +363,42 @@ def json_to_array(value, dtype):
         return array.reshape(shape)
     with np.errstate(over="ignore"):  # double -> float overflow gives +-inf, as in TF Serving
         return np.array(flat, dtype=_numpy_dtype(dtype)).reshape(shape)
+
+
+def _kind(dtype):
+    if dtype in _FLOAT_DIGITS:
+        return "float"
+    if dtype in _INTEGER_RANGES:
+        return "int"
+    return "bool" if dtype == tf.bool else None
+
+
+def _fast_array(value, dtype):
+    """`value` converted by numpy when it is rectangular and every scalar is of a type `dtype`
+    accepts (no bools for numbers, no floats for integers, in range); None otherwise."""
+    kind = _kind(dtype)
+    if kind is None:
+        return None
+    try:
+        objects = np.array(value, dtype=object)
+    except (ValueError, RecursionError):  # ragged, or more than numpy's 64 dimensions
+        return None
+    flat = objects.ravel().tolist()
+    if not set(map(type, flat)) <= _KINDS[kind]:  # lists left inside: ragged
+        return None
+    try:
+        if kind == "float":
+            with np.errstate(over="ignore"):
+                return np.array(flat, dtype=np.float64).astype(dtype.as_numpy_dtype).reshape(objects.shape)
+        if kind == "int":
+            wide = np.array(flat, dtype=np.uint64 if dtype == tf.uint64 else np.int64)
+            low, high = _INTEGER_RANGES[dtype]
+            if wide.size and not (low <= int(wide.min()) and int(wide.max()) <= high):
+                return None
+            return wide.astype(dtype.as_numpy_dtype).reshape(objects.shape)
+        return np.array(flat, dtype=bool).reshape(objects.shape)
+    except OverflowError:  # integers beyond 64 bits or float range: the exact path decides
+        return None
 
 
 def _flatten(value, shape, depth, convert, out):
@@ -271,6 +454,32 @@ def _decode_instances(instances, input_dtypes):
         raise _invalid("Expecting 'instances' to be an list/array")
     if not instances:
         raise _invalid("No values in 'instances' array")
+    arrays = _fast_instances(instances, input_dtypes)
+    return arrays if arrays is not None else _exact_instances(instances, input_dtypes)
+
+
+def _fast_instances(instances, input_dtypes):
+    """Stacks row-format inputs with numpy in one go (see `_fast_array`); None when any row is
+    not plain or any value not of the fast path's types, for `_exact_instances` to explain."""
+    if _is_named_object(instances[0]):
+        names = set(input_dtypes)
+        if not all(type(row) is dict and row.keys() == names for row in instances):
+            return None
+        columns = {name: [row[name] for row in instances] for name in input_dtypes}
+    elif len(input_dtypes) == 1:
+        columns = {next(iter(input_dtypes)): instances}
+    else:
+        return None
+    arrays = {}
+    for name, values in columns.items():
+        arrays[name] = _fast_array(values, input_dtypes[name])
+        if arrays[name] is None:
+            return None
+    return arrays
+
+
+def _exact_instances(instances, input_dtypes):
+    """Row-format inputs converted row by row, with TF Serving's error for the first bad one."""
     named = _is_named_object(instances[0])
     if not named and len(input_dtypes) != 1:
         raise _invalid(
@@ -354,38 +563,138 @@ def format_float(value, digits):
     return text
 
 
+_CHUNK = 1 << 16  # elements formatted per C call: bounds how long one call holds the GIL
+
+
+def _format_each(template, values):
+    """`template % value` for each value, in chunks (other threads run between chunks)."""
+    out = []
+    for start in range(0, len(values), _CHUNK):
+        out.extend(map(template.__mod__, values[start : start + _CHUNK]))
+    return out
+
+
+def _float32_short_round_trips(flat):
+    """For each float32: does `%g` (6 significant digits) read back as the same float32?
+
+    Vectorised: the 6-digit rounding is computed in float64 (error ~1e-16 relative, ~1e-9 float32
+    ulp) and must lie within half a float32 ulp of the value. Values within 1e-4 ulp of the
+    half-ulp limit (ties, decided by round-half-even) are checked one by one by reading `%g` back.
+    """
+    magnitude = np.abs(flat.astype(np.float64))
+    positive = (magnitude > 0) & np.isfinite(magnitude)
+    safe = np.where(positive, magnitude, 1.0)
+    exponent = np.floor(np.log10(safe))
+    exponent += (safe >= 10.0 ** (exponent + 1)).astype(np.float64) - (safe < 10.0**exponent).astype(np.float64)
+    scale = 10.0 ** (exponent - 5)
+    ulps_off = np.abs(np.rint(safe / scale) * scale - safe) / np.spacing(np.abs(flat)).astype(np.float64)
+    short = ~positive | (ulps_off < 0.5 - 1e-4)
+    ties = np.flatnonzero(positive & (np.abs(ulps_off - 0.5) <= 1e-4))
+    values = flat[ties].tolist()
+    short[ties] = [np.float32("%g" % value) == np.float32(value) for value in values]
+    return short
+
+
+def _float_tokens(flat, digits):
+    """TF Serving's float text (`format_float`) for a flat array, vectorised.
+
+    float32 values that `%g` writes exactly, between 1e-4 and 1e6, are written by orjson (its
+    shortest form has the same digits and notation there); numpy sorts the others into groups of
+    one printf format each, so that each costs one C-level format call.
+    """
+    finite = np.isfinite(flat)
+    magnitude = np.abs(flat)
+    if digits == 9:
+        short = finite & _float32_short_round_trips(flat)
+        by_orjson = short & (((magnitude >= 1e-4) & (magnitude < 1e6)) | (flat == 0))
+        shortest = orjson.dumps(np.ascontiguousarray(flat), option=orjson.OPT_SERIALIZE_NUMPY)
+        shortest = shortest.decode("ascii")[1:-1].split(",") if len(flat) else []
+        if by_orjson.all():
+            return shortest
+    else:  # float64: check `%g` by reading it back (exact; float64 outputs are rare)
+        short = np.zeros(flat.shape, dtype=bool)
+        candidates = np.flatnonzero(finite)
+        values = flat[candidates].tolist()
+        short[candidates] = np.array(list(map(float, _format_each("%g", values))), dtype=np.float64) == values
+        by_orjson, shortest = np.zeros(flat.shape, dtype=bool), None
+    whole = finite & (flat == np.trunc(flat))
+    rest = ~by_orjson
+    groups = (  # (mask, printf format); whole numbers printed in full get ".0"
+        (rest & short & whole & (magnitude < 1e6), "%.1f"),
+        (rest & short & ~(whole & (magnitude < 1e6)), "%g"),
+        (finite & ~short & whole & (magnitude < 10.0**digits), "%.1f"),
+        (finite & ~short & ~(whole & (magnitude < 10.0**digits)), f"%.{digits}g"),
+    )
+    tokens = np.empty(flat.shape, dtype=object)
+    if by_orjson.any():
+        tokens[by_orjson] = np.array(shortest, dtype=object)[by_orjson]
+    for mask, template in groups:
+        indices = np.flatnonzero(mask)
+        if len(indices):
+            tokens[indices] = _format_each(template, flat[indices].astype(np.float64).tolist())
+    for mask, text in ((np.isnan(flat), "NaN"), (flat == np.inf, "Infinity"), (flat == -np.inf, "-Infinity")):
+        tokens[mask] = text
+    return tokens.tolist()
+
+
 def _tokens(array, name):
     """The JSON text of each element of `array`, flattened in C order."""
     dtype = tf.as_dtype(array.dtype) if array.dtype != object else tf.string
-    values = array.ravel().tolist()
+    flat = array.ravel()
     if dtype in _FLOAT_DIGITS:
-        digits = _FLOAT_DIGITS[dtype]
-        return [format_float(value, digits) for value in values]
+        return _float_tokens(flat, _FLOAT_DIGITS[dtype])
     if dtype in _INTEGER_RANGES:
-        return [str(value) for value in values]
+        return list(map(str, flat.tolist()))
     if dtype == tf.bool:
-        return ["true" if value else "false" for value in values]
+        return np.where(flat, "true", "false").tolist()
     if dtype == tf.string:
+        values = flat.tolist()
         if name.endswith("_bytes"):
             return ['{"b64": "%s"}' % base64.b64encode(value).decode("ascii") for value in values]
         return [json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False) for value in values]
     raise _invalid(f"Tensor name: {name} has unsupported type: {dtype_name(dtype)} for JSON output")
 
 
-def _nest(tokens, shape):
-    if not shape:
+def _joined(tokens, shape, row_marker=None):
+    """The nested JSON list of C-order `tokens` shaped `shape`, built with one join: between
+    elements i and i+1 go as many "]" and "[" as dimensions end at i+1. With `row_marker`, row
+    boundaries (dim 0) get the marker instead, to split the text into per-row texts."""
+    ndim = len(shape)
+    if ndim == 0:
         return tokens[0]
-    step = math.prod(shape[1:])
-    if len(shape) == 1:
-        return "[" + ", ".join(tokens) + "]"
-    return "[" + ", ".join(_nest(tokens[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
+    if not tokens:  # a zero-size dimension: nothing to join, the nesting alone
+        return _empty_nest(shape)
+    closes = np.zeros(len(tokens) - 1, dtype=np.int64)
+    size = 1
+    for dim in reversed(shape[1:]):
+        size *= dim
+        closes[size - 1 :: size] += 1
+    separators = ["]" * k + ", " + "[" * k for k in range(ndim)]
+    if row_marker is not None:
+        separators[ndim - 1] = "]" * (ndim - 1) + row_marker + "[" * (ndim - 1)
+    parts = [None] * (2 * len(tokens) - 1)
+    parts[0::2] = tokens
+    parts[1::2] = map(separators.__getitem__, closes.tolist())
+    depth = ndim - 1 if row_marker is not None else ndim
+    return "[" * depth + "".join(parts) + "]" * depth
+
+
+def _empty_nest(shape):
+    if not shape:
+        return ""
+    if shape[0] == 0:
+        return "[]"
+    return "[" + ", ".join([_empty_nest(shape[1:])] * shape[0]) + "]"
 
 
 def _instances(array, name):
     """The JSON text of each row (dim 0 slice) of `array`."""
-    tokens, row_shape = _tokens(array, name), array.shape[1:]
-    step = math.prod(row_shape)
-    return [_nest(tokens[i * step : (i + 1) * step], row_shape) for i in range(array.shape[0])]
+    tokens = _tokens(array, name)
+    if array.ndim == 1:
+        return tokens
+    if array.size == 0:
+        return [_empty_nest(array.shape[1:])] * array.shape[0]
+    return _joined(tokens, array.shape, row_marker="\x00").split("\x00")
 
 
 def encode_predict_response(outputs, row_format):
@@ -393,8 +702,8 @@ def encode_predict_response(outputs, row_format):
     if not row_format:
         if len(outputs) == 1:
             ((name, array),) = outputs.items()
-            return '{"outputs": ' + _nest(_tokens(array, name), array.shape) + "}"
-        members = [f"{json.dumps(name)}: {_nest(_tokens(array, name), array.shape)}" for name, array in outputs.items()]
+            return '{"outputs": ' + _joined(_tokens(array, name), array.shape) + "}"
+        members = [f"{json.dumps(name)}: {_joined(_tokens(array, name), array.shape)}" for name, array in outputs.items()]
         return '{"outputs": {' + ", ".join(members) + "}}"
     batch_size = None
     for name, array in outputs.items():
@@ -403,15 +712,14 @@ def encode_predict_response(outputs, row_format):
         if batch_size is not None and array.shape[0] != batch_size:
             raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch_size}")
         batch_size = array.shape[0]
+    if len(outputs) == 1:  # the rows joined are the whole array's nested list
+        ((name, array),) = outputs.items()
+        return '{"predictions": ' + _joined(_tokens(array, name), array.shape) + "}"
     rows = {name: _instances(array, name) for name, array in outputs.items()}
-    if len(rows) == 1:
-        (values,) = rows.values()
-        predictions = values
-    else:
-        predictions = [
-            "{" + ", ".join(f"{json.dumps(name)}: {values[i]}" for name, values in rows.items()) + "}"
-            for i in range(batch_size or 0)
-        ]
+    predictions = [
+        "{" + ", ".join(f"{json.dumps(name)}: {values[i]}" for name, values in rows.items()) + "}"
+        for i in range(batch_size or 0)
+    ]
     return '{"predictions": [' + ", ".join(predictions) + "]}"
 
 

@@ -1,4 +1,11 @@
-"""Errors with TensorFlow status codes, mapped to HTTP the way TF Serving's http_server.cc does."""
+"""Errors with TensorFlow status codes, mapped to HTTP the way TF Serving's http_server.cc does.
+
+Messages sent to clients go through `public_message`: TensorFlow op errors carry the Python call
+stack that built the graph and absolute server paths, which tell a client nothing it can act on
+and an attacker where things are. The full text is logged server-side instead.
+"""
+
+import re
 
 import tensorflow as tf
 
@@ -45,14 +52,48 @@ class ServingError(Exception):
         return f"{self.code}: {self.message}"
 
 
+# "Graph execution error:" and the "Detected at node X defined at (most recent call last):" stack
+# that TensorFlow puts before the op's own message, one `File "...", line N, in f` entry per frame.
+_TF_PREAMBLE = re.compile(r"^(Graph execution error:|Detected at node .* defined at \(most recent call last\):)$")
+_STACK_FRAME = re.compile(r'^\s+File "[^"]*", line \d+, in ')
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/\"':,;()\[\]{}]+){2,}/?")
+_MAX_MESSAGE_CHARS = 4096
+
+
+def _shorten_path(match):
+    """`/srv/models/dates/3/saved_model.pb` -> `.../3/saved_model.pb`: enough to tell which
+    version failed, nothing about where the server keeps its files."""
+    parts = match.group(0).rstrip("/").split("/")
+    return ".../" + "/".join(parts[-2:])
+
+
+def public_message(message):
+    """`message` without TensorFlow's graph-construction stack, absolute paths shortened, and
+    capped in length (a client echoing a 60 MB value must not get it back in the error)."""
+    lines = message.splitlines()
+    kept, skipping_frame = [], False
+    for line in lines:
+        if _TF_PREAMBLE.match(line.strip()) or _STACK_FRAME.match(line):
+            skipping_frame = True
+            continue
+        if skipping_frame and (not line.strip() or line.startswith("    ")):
+            continue  # the frame's source line, or the blank line between frames
+        skipping_frame = False
+        kept.append(line)
+    text = _ABSOLUTE_PATH.sub(_shorten_path, "\n".join(kept).strip())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[:_MAX_MESSAGE_CHARS] + "... (truncated)"
+    return text
+
+
 def error_from_exception(error):
     """Turns any exception raised while loading or running a model into a ServingError."""
     if isinstance(error, ServingError):
         return error
     if isinstance(error, tf.errors.OpError):
-        return ServingError(_CODE_NAME_BY_TF_CODE.get(error.error_code, "UNKNOWN"), error.message)
+        return ServingError(_CODE_NAME_BY_TF_CODE.get(error.error_code, "UNKNOWN"), public_message(error.message))
     if isinstance(error, FileNotFoundError):
-        return ServingError("NOT_FOUND", str(error))
+        return ServingError("NOT_FOUND", public_message(str(error)))
     if isinstance(error, (TypeError, ValueError)):
-        return ServingError("INVALID_ARGUMENT", str(error))
-    return ServingError("UNKNOWN", f"{type(error).__name__}: {error}")
+        return ServingError("INVALID_ARGUMENT", public_message(str(error)))
+    return ServingError("UNKNOWN", public_message(f"{type(error).__name__}: {error}"))
