@@ -14,18 +14,25 @@ import math
 import keras
 from keras import ops
 
+from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.masking import masked_softmax, merge_masks
 
 
 class _ScoredAttention(keras.layers.Layer):
     """Shared call path; subclasses implement `score(query, key) -> (B, Tq, Tv)`."""
 
-    def __init__(self, dropout=0.0, **kwargs):
+    def __init__(self, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.dropout = dropout
-        self._dropout_layer = keras.layers.Dropout(dropout)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def _dense(self, units, name):
+        """A bias-free projection of the score, with its own copy of the initializer."""
+        return keras.layers.Dense(units, use_bias=False, name=name, dtype=self.dtype_policy,
+                                  kernel_initializer=clone_initializer(self.kernel_initializer))
 
     def score(self, query, key):
         raise NotImplementedError
@@ -65,11 +72,27 @@ class _ScoredAttention(keras.layers.Layer):
             return context, weights
         return context
 
-    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        return tuple(query_shape[:-1]) + (value_shape[-1],)
+    def compute_output_spec(self, query, value, key=None, value_mask=None,
+                            attention_mask=None, use_causal_mask=False,
+                            return_attention_scores=False, training=None):
+        context = keras.KerasTensor(tuple(query.shape[:-1]) + (value.shape[-1],),
+                                    dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return context
+        weights_shape = tuple(query.shape[:-1]) + (value.shape[-2],)
+        return context, keras.KerasTensor(weights_shape, dtype=self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "dropout": self.dropout}
+        return {**super().get_config(), "dropout": self.dropout,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+def _additive_score(layer, query, key):
+    """vᵀ tanh(W₁ q + W₂ k) with `layer`'s query_dense, key_dense and score_dense: (B, Tq, Tv)."""
+    processed_query = ops.expand_dims(layer.query_dense(query), -2)  # (B, Tq, 1, U)
+    processed_key = ops.expand_dims(layer.key_dense(key), -3)  # (B, 1, Tv, U)
+    hidden = ops.tanh(processed_query + processed_key)  # (B, Tq, Tv, U)
+    return ops.squeeze(layer.score_dense(hidden), -1)  # (B, Tq, Tv)
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -79,6 +102,7 @@ class BahdanauAttention(_ScoredAttention):
     Args:
         units: size of the hidden layer inside the score (the width of W₁, W₂ and v).
         dropout: dropout on the attention weights.
+        kernel_initializer: initializer of W₁, W₂ and v (each gets its own copy).
 
     Call arguments and shapes: see `_ScoredAttention.call`; query `(B, Dq)` or `(B, Tq, Dq)`,
     value `(B, Tv, Dv)`, key `(B, Tv, Dk)` (defaults to value). Weights `W₁: (Dq, units)`,
@@ -99,9 +123,9 @@ class BahdanauAttention(_ScoredAttention):
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"units must be a positive int, got {units!r}")
         self.units = units
-        self.query_dense = keras.layers.Dense(units, use_bias=False, name="query_dense")
-        self.key_dense = keras.layers.Dense(units, use_bias=False, name="key_dense")
-        self.score_dense = keras.layers.Dense(1, use_bias=False, name="score_dense")
+        self.query_dense = self._dense(units, "query_dense")
+        self.key_dense = self._dense(units, "key_dense")
+        self.score_dense = self._dense(1, "score_dense")
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
@@ -110,10 +134,7 @@ class BahdanauAttention(_ScoredAttention):
         self.score_dense.build(tuple(key_shape[:-1]) + (self.units,))
 
     def score(self, query, key):
-        processed_query = ops.expand_dims(self.query_dense(query), -2)  # (B, Tq, 1, units)
-        processed_key = ops.expand_dims(self.key_dense(key), -3)  # (B, 1, Tv, units)
-        hidden = ops.tanh(processed_query + processed_key)  # (B, Tq, Tv, units)
-        return ops.squeeze(self.score_dense(hidden), -1)  # (B, Tq, Tv)
+        return _additive_score(self, query, key)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -133,6 +154,7 @@ class LuongAttention(_ScoredAttention):
             `keras.layers.Attention(use_scale=True)` does.
         units: width of the "concat" hidden layer; defaults to the query size.
         dropout: dropout on the attention weights.
+        kernel_initializer: initializer of Wₐ and vₐ (each gets its own copy).
 
     Shapes: query `(B, Dq)` or `(B, Tq, Dq)`, value `(B, Tv, Dv)`, key defaults to value.
 
@@ -161,13 +183,13 @@ class LuongAttention(_ScoredAttention):
                 f"size {query_dim} and key size {key_dim}; use score='general' instead"
             )
         if self.score_mode == "general":
-            self.key_dense = keras.layers.Dense(query_dim, use_bias=False, name="key_dense")
+            self.key_dense = self._dense(query_dim, "key_dense")
             self.key_dense.build(key_shape)
         elif self.score_mode == "concat":
             units = self.units or query_dim
-            self.query_dense = keras.layers.Dense(units, use_bias=False, name="query_dense")
-            self.key_dense = keras.layers.Dense(units, use_bias=False, name="key_dense")
-            self.score_dense = keras.layers.Dense(1, use_bias=False, name="score_dense")
+            self.query_dense = self._dense(units, "query_dense")
+            self.key_dense = self._dense(units, "key_dense")
+            self.score_dense = self._dense(1, "score_dense")
             self.query_dense.build(query_shape)
             self.key_dense.build(key_shape)
             self.score_dense.build(tuple(key_shape[:-1]) + (units,))
@@ -176,10 +198,7 @@ class LuongAttention(_ScoredAttention):
 
     def score(self, query, key):
         if self.score_mode == "concat":
-            processed_query = ops.expand_dims(self.query_dense(query), -2)  # (B, Tq, 1, U)
-            processed_key = ops.expand_dims(self.key_dense(key), -3)  # (B, 1, Tv, U)
-            hidden = ops.tanh(processed_query + processed_key)  # (B, Tq, Tv, U)
-            scores = ops.squeeze(self.score_dense(hidden), -1)  # (B, Tq, Tv)
+            scores = _additive_score(self, query, key)  # (B, Tq, Tv)
         else:
             if self.score_mode == "general":
                 key = self.key_dense(key)  # (B, Tv, Dq)

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_s2s.layers.common import clone_initializer
+
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
 class PositionwiseFeedForward(keras.layers.Layer):
@@ -12,6 +14,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         d_ff: inner size (2048 in the base model).
         activation: activation of the inner layer.
         dropout: dropout on the output (before the residual connection).
+        kernel_initializer: initializer of W₁ and W₂ (each gets its own copy).
 
     Shapes: `(B, T, d_model)` → `(B, T, d_model)`.
     """
@@ -28,11 +31,12 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.inner_dense = keras.layers.Dense(
-            d_ff, activation=self.activation, kernel_initializer=self.kernel_initializer,
-            name="inner_dense")
+            d_ff, activation=self.activation, name="inner_dense", dtype=self.dtype_policy,
+            kernel_initializer=clone_initializer(self.kernel_initializer))
         self.output_dense = keras.layers.Dense(
-            d_model, kernel_initializer=self.kernel_initializer, name="output_dense")
-        self.output_dropout = keras.layers.Dropout(dropout)
+            d_model, name="output_dense", dtype=self.dtype_policy,
+            kernel_initializer=clone_initializer(self.kernel_initializer))
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, inputs_shape):
         self.inner_dense.build(inputs_shape)

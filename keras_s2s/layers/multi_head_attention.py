@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_s2s.layers.attention import ScaledDotProductAttention
+from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.masking import merge_masks
 from keras_s2s.tensor_ops import write_at
 
@@ -23,6 +24,8 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: dropout on the attention weights.
         use_bias: whether the projections have biases.
         output_dim: size of the output; defaults to the query's last dimension.
+        kernel_initializer: initializer of the four kernels (each gets its own copy, so the
+            query, key, value and output projections start different).
 
     Call arguments:
         query: `(B, Tq, Dq)`. value: `(B, Tv, Dv)`. key: `(B, Tv, Dk)`, defaults to value.
@@ -59,7 +62,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.output_dim = output_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.attention = ScaledDotProductAttention(dropout=dropout, name="attention")
+        self.attention = ScaledDotProductAttention(dropout=dropout, name="attention",
+                                                   dtype=self.dtype_policy)
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
@@ -75,7 +79,8 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         for name, kernel_shape, bias_shape in specs:
             setattr(self, f"{name}_kernel", self.add_weight(
-                name=f"{name}_kernel", shape=kernel_shape, initializer=self.kernel_initializer))
+                name=f"{name}_kernel", shape=kernel_shape,
+                initializer=clone_initializer(self.kernel_initializer)))
             if self.use_bias:
                 setattr(self, f"{name}_bias", self.add_weight(
                     name=f"{name}_bias", shape=bias_shape, initializer="zeros"))
@@ -149,8 +154,20 @@ class MultiHeadAttention(keras.layers.Layer):
             results += (cache,)
         return results[0] if len(results) == 1 else results
 
-    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
+    def compute_output_spec(self, query, value, key=None, query_mask=None, value_mask=None,
+                            key_mask=None, attention_mask=None, return_attention_scores=False,
+                            training=None, use_causal_mask=False, cache=None,
+                            cache_update_index=None):
+        batch, query_length = query.shape[0], query.shape[1]
+        results = (keras.KerasTensor((batch, query_length, self.output_dim or query.shape[-1]),
+                                     dtype=self.compute_dtype),)
+        if return_attention_scores:
+            value_length = (value if cache is None else cache).shape[1 if cache is None else 2]
+            results += (keras.KerasTensor((batch, self.num_heads, query_length, value_length),
+                                          dtype=self.compute_dtype),)
+        if cache is not None:
+            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return results[0] if len(results) == 1 else results
 
     def get_config(self):
         return {

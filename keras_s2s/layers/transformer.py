@@ -8,6 +8,7 @@ which trains more stably in deep stacks; the model then needs a final LayerNorm)
 import keras
 
 from keras_s2s.checks import check_dropout, check_heads, check_positive_int
+from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.feed_forward import PositionwiseFeedForward
 from keras_s2s.layers.multi_head_attention import MultiHeadAttention
 
@@ -16,7 +17,8 @@ class _TransformerLayer(keras.layers.Layer):
     """Shared arguments and the residual + layer-norm wrapper of both layer kinds."""
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.0, activation="relu",
-                 normalize_first=False, layer_norm_epsilon=1e-5, **kwargs):
+                 normalize_first=False, layer_norm_epsilon=1e-5,
+                 kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         check_heads(d_model, num_heads)
         check_positive_int("d_ff", d_ff)
@@ -28,16 +30,28 @@ class _TransformerLayer(keras.layers.Layer):
         self.activation = activation
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.feed_forward = PositionwiseFeedForward(
-            d_model, d_ff, activation=activation, dropout=dropout, name="feed_forward")
+            d_model, d_ff, activation=activation, dropout=dropout, name="feed_forward",
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy)
         self.feed_forward_norm = self._layer_norm("feed_forward_norm")
 
     def _attention(self, name):
         return MultiHeadAttention(
-            self.num_heads, self.d_model // self.num_heads, dropout=self.dropout, name=name)
+            self.num_heads, self.d_model // self.num_heads, dropout=self.dropout, name=name,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy)
 
     def _layer_norm(self, name):
-        return keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)
+        return keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name,
+                                               dtype=self.dtype_policy)
+
+    def _dropout(self):
+        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def _spec(self, shape):
+        return keras.KerasTensor(tuple(shape), dtype=self.compute_dtype)
 
     def _check_width(self, shape, what):
         if shape[-1] != self.d_model:
@@ -69,6 +83,7 @@ class _TransformerLayer(keras.layers.Layer):
             "activation": self.activation,
             "normalize_first": self.normalize_first,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
 
@@ -81,6 +96,7 @@ class TransformerEncoderLayer(_TransformerLayer):
         dropout: on attention weights and on each sub-layer's output.
         activation: FFN activation. normalize_first: pre-norm instead of the paper's post-norm.
         layer_norm_epsilon: epsilon of the layer norms.
+        kernel_initializer: initializer of every kernel (each weight gets its own copy).
 
     Call arguments:
         inputs: `(B, T, d_model)`.
@@ -100,7 +116,7 @@ class TransformerEncoderLayer(_TransformerLayer):
         super().__init__(d_model, num_heads, d_ff, **kwargs)
         self.self_attention = self._attention("self_attention")
         self.self_attention_norm = self._layer_norm("self_attention_norm")
-        self.self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self.self_attention_dropout = self._dropout()
 
     def build(self, inputs_shape):
         self._check_width(inputs_shape, "the encoder input")
@@ -120,8 +136,13 @@ class TransformerEncoderLayer(_TransformerLayer):
             outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
         return (outputs, scores) if return_attention_scores else outputs
 
-    def compute_output_shape(self, inputs_shape):
-        return inputs_shape
+    def compute_output_spec(self, inputs, padding_mask=None, return_attention_scores=False,
+                            training=None):
+        outputs = self._spec(inputs.shape)
+        if not return_attention_scores:
+            return outputs
+        batch, length = inputs.shape[0], inputs.shape[1]
+        return outputs, self._spec((batch, self.num_heads, length, length))
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -151,10 +172,10 @@ class TransformerDecoderLayer(_TransformerLayer):
         super().__init__(d_model, num_heads, d_ff, **kwargs)
         self.self_attention = self._attention("self_attention")
         self.self_attention_norm = self._layer_norm("self_attention_norm")
-        self.self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self.self_attention_dropout = self._dropout()
         self.cross_attention = self._attention("cross_attention")
         self.cross_attention_norm = self._layer_norm("cross_attention_norm")
-        self.cross_attention_dropout = keras.layers.Dropout(self.dropout)
+        self.cross_attention_dropout = self._dropout()
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         self._check_width(decoder_sequence_shape, "the decoder input")
@@ -201,5 +222,16 @@ class TransformerDecoderLayer(_TransformerLayer):
             outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
         return (outputs, cross_weights, *new_cache)
 
-    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
-        return decoder_sequence_shape
+    def compute_output_spec(self, decoder_sequence, encoder_sequence=None,
+                            decoder_padding_mask=None, encoder_padding_mask=None,
+                            self_attention_cache=None, self_attention_cache_update_index=None,
+                            cross_attention_cache=None, use_causal_mask=True, training=None):
+        batch, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
+        source_length = (encoder_sequence.shape[1] if cross_attention_cache is None
+                         else cross_attention_cache.shape[2])
+        results = (self._spec(decoder_sequence.shape),
+                   self._spec((batch, self.num_heads, length, source_length)))
+        if self_attention_cache is not None:
+            results += (keras.KerasTensor(self_attention_cache.shape,
+                                          dtype=self_attention_cache.dtype),)
+        return results

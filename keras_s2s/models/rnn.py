@@ -40,27 +40,48 @@ class _RNNEncoderDecoder(Seq2SeqModel):
         self.dropout = dropout
         self.bidirectional_encoder = bidirectional_encoder
 
+        policy = self.dtype_policy
         self.source_embedding = keras.layers.Embedding(
-            source_vocab_size, embedding_dim, name="source_embedding")
+            source_vocab_size, embedding_dim, name="source_embedding", dtype=policy)
         self.target_embedding = keras.layers.Embedding(
-            target_vocab_size, embedding_dim, name="target_embedding")
+            target_vocab_size, embedding_dim, name="target_embedding", dtype=policy)
         rnn = CELLS[cell]
         self.encoder_layers = []
         for index in range(num_layers):
             if bidirectional_encoder:
                 layer = keras.layers.Bidirectional(
-                    rnn(units // 2, return_sequences=True, return_state=True),
-                    name=f"encoder_rnn_{index}")
+                    rnn(units // 2, return_sequences=True, return_state=True, dtype=policy),
+                    name=f"encoder_rnn_{index}", dtype=policy)
             else:
                 layer = rnn(units, return_sequences=True, return_state=True,
-                            name=f"encoder_rnn_{index}")
+                            name=f"encoder_rnn_{index}", dtype=policy)
             self.encoder_layers.append(layer)
         self.decoder_layers = [
-            rnn(units, return_sequences=True, return_state=True, name=f"decoder_rnn_{index}")
+            rnn(units, return_sequences=True, return_state=True, name=f"decoder_rnn_{index}",
+                dtype=policy)
             for index in range(num_layers)
         ]
-        self.dropout_layer = keras.layers.Dropout(dropout)
-        self.output_projection = keras.layers.Dense(target_vocab_size, name="output_projection")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=policy)
+        self.output_projection = keras.layers.Dense(target_vocab_size, name="output_projection",
+                                                    dtype=policy)
+
+    #: Size of the first decoder layer's input beyond the embedding (Bahdanau's context).
+    _decoder_input_extra = 0
+    #: Size of the features the output projection sees beyond the decoder output.
+    _features_extra = 0
+
+    def build(self, input_shape=None):
+        """Create every weight from the sizes alone, before any loop traces the model (a
+        sublayer first built inside `ops.scan` or a `while_loop` leaks tracers on JAX)."""
+        self.source_embedding.build((None, None))
+        self.target_embedding.build((None, None))
+        for index, layer in enumerate(self.encoder_layers):
+            layer.build((None, None, self.embedding_dim if index == 0 else self.units))
+        for index, layer in enumerate(self.decoder_layers):
+            width = self.embedding_dim + self._decoder_input_extra if index == 0 else self.units
+            layer.build((None, None, width))
+        self.output_projection.build((None, None, self.units + self._features_extra))
+        self.built = True
 
     @property
     def _states_per_layer(self):
@@ -93,14 +114,30 @@ class _RNNEncoderDecoder(Seq2SeqModel):
             x = self.dropout_layer(outputs, training=training)
         return x, final_states
 
-    def _step_decoder_rnn(self, inputs, states, training=None):
-        """One step through the decoder stack's cells: `(B, E)` → `(B, units)`, new states."""
+    def _step_decoder_rnn(self, inputs, states, keep=None):
+        """One step through the decoder stack's cells: `(B, E)` → `(B, units)`, new states.
+
+        `keep`: one dropout mask `(B, units)` per layer (already scaled by 1 / (1 − rate)),
+        drawn outside the loop by `_step_dropout_masks`; None means no dropout.
+        """
         x, new_states = inputs, []
-        for layer, layer_states in zip(self.decoder_layers, states):
-            x, layer_states = layer.cell(x, list(layer_states), training=training)
+        for index, (layer, layer_states) in enumerate(zip(self.decoder_layers, states)):
+            x, layer_states = layer.cell(x, list(layer_states))
             new_states.append(list(layer_states))
-            x = self.dropout_layer(x, training=training)
+            if keep is not None:
+                x = x * keep[index]
         return x, new_states
+
+    def _step_dropout_masks(self, batch_size, steps, training):
+        """Dropout masks `num_layers × (T, B, units)` for a loop over T decoder steps, or None.
+
+        Drawn before the loop because a random draw inside `ops.scan` leaks the seed's tracer
+        on JAX; each step still gets its own mask, as `Dropout` inside the loop would give.
+        """
+        if not training or not self.dropout:
+            return None
+        ones = ops.ones((steps, batch_size, self.units), dtype=self.compute_dtype)
+        return [self.dropout_layer(ones, training=True) for _ in self.decoder_layers]
 
     def get_config(self):
         return {
@@ -149,7 +186,7 @@ class Seq2Seq(_RNNEncoderDecoder):
 
     def decode_step(self, token_ids, memory, state, step, training=None):
         x = self.target_embedding(token_ids)  # (B, E)
-        outputs, states = self._step_decoder_rnn(x, state["rnn"], training=training)
+        outputs, states = self._step_decoder_rnn(x, state["rnn"])
         return self.output_projection(outputs), {"rnn": states}, None
 
 
@@ -190,12 +227,32 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
         self.attention_type = attention
         self.luong_score = luong_score
         self.attention_units = attention_units
+        policy = self.dtype_policy
         if attention == "bahdanau":
-            self.attention = BahdanauAttention(attention_units or self.units, name="attention")
+            self.attention = BahdanauAttention(attention_units or self.units, name="attention",
+                                               dtype=policy)
         else:
-            self.attention = LuongAttention(luong_score, name="attention")
+            self.attention = LuongAttention(luong_score, name="attention", dtype=policy)
             self.attentional_dense = keras.layers.Dense(
-                self.units, activation="tanh", use_bias=False, name="attentional_dense")
+                self.units, activation="tanh", use_bias=False, name="attentional_dense",
+                dtype=policy)
+
+    @property
+    def _decoder_input_extra(self):
+        return self.units if self.attention_type == "bahdanau" else 0  # [yₜ₋₁; cₜ]
+
+    @property
+    def _features_extra(self):
+        return self.units if self.attention_type == "bahdanau" else 0  # [sₜ; cₜ]
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        memory_shape = (None, None, self.units)  # encoder outputs, either direction count
+        if self.attention_type == "bahdanau":
+            self.attention.build((None, self.units), memory_shape)
+        else:
+            self.attention.build((None, None, self.units), memory_shape)
+            self.attentional_dense.build((None, None, 2 * self.units))
 
     def teacher_forced_logits(self, target_in_ids, memory, training=None):
         embedded = self.dropout_layer(self.target_embedding(target_in_ids), training=training)
@@ -206,8 +263,12 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
 
         # keras.ops.scan (TF backend) requires each step's output to match the carry, so the
         # carry holds the step's features as well and the stacked carries are the output.
-        def step(carry, embedded_t):
-            features, states, _ = self._bahdanau_step(embedded_t, memory, carry["rnn"], training)
+        keep = self._step_dropout_masks(ops.shape(target_in_ids)[0],
+                                        ops.shape(target_in_ids)[1], training)
+
+        def step(carry, inputs_t):
+            embedded_t, keep_t = inputs_t if keep is not None else (inputs_t, None)
+            features, states, _ = self._bahdanau_step(embedded_t, memory, carry["rnn"], keep_t)
             carry = {"rnn": states, "features": features}
             return carry, carry
 
@@ -215,28 +276,31 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
         feature_size = self.units + memory["outputs"].shape[-1]
         initial = {"rnn": memory["rnn"], "features": ops.zeros(
             (batch_size, feature_size), dtype=memory["outputs"].dtype)}
-        _, stacked = ops.scan(step, initial, ops.transpose(embedded, (1, 0, 2)))
+        time_major = ops.transpose(embedded, (1, 0, 2))  # (T, B, E)
+        _, stacked = ops.scan(step, initial, time_major if keep is None else (time_major, keep))
         features = ops.transpose(stacked["features"], (1, 0, 2))  # (B, T, units + Dv)
         return self.output_projection(features)  # (B, T, V)
 
     def decode_step(self, token_ids, memory, state, step, training=None):
         embedded = self.target_embedding(token_ids)  # (B, E)
         if self.attention_type == "luong":
-            outputs, states = self._step_decoder_rnn(embedded, state["rnn"], training=training)
+            outputs, states = self._step_decoder_rnn(embedded, state["rnn"])
             features, weights = self._luong_features(outputs, memory, training)
         else:
-            features, states, weights = self._bahdanau_step(
-                embedded, memory, state["rnn"], training)
+            features, states, weights = self._bahdanau_step(embedded, memory, state["rnn"])
         return self.output_projection(features), {"rnn": states}, weights
 
-    def _bahdanau_step(self, embedded, memory, states, training):
-        """(B, E) previous token → features [sₜ; cₜ] (B, units + Dv), new states, weights (B, S)."""
+    def _bahdanau_step(self, embedded, memory, states, keep=None):
+        """(B, E) previous token → features [sₜ; cₜ] (B, units + Dv), new states, weights (B, S).
+
+        `keep`: the step's dropout masks (see `_step_dropout_masks`), or None.
+        """
         query = states[-1][0]  # top layer's previous hidden state sₜ₋₁, (B, units)
         context, weights = self.attention(
             query, memory["outputs"], value_mask=memory["source_mask"],
-            return_attention_scores=True, training=training)  # (B, Dv), (B, S)
+            return_attention_scores=True)  # (B, Dv), (B, S)
         outputs, states = self._step_decoder_rnn(
-            ops.concatenate([embedded, context], axis=-1), states, training=training)
+            ops.concatenate([embedded, context], axis=-1), states, keep)
         return ops.concatenate([outputs, context], axis=-1), states, weights
 
     def _luong_features(self, outputs, memory, training):

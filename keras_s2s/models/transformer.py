@@ -63,25 +63,46 @@ class Transformer(Seq2SeqModel):
         self.normalize_first = normalize_first
         self.tie_embeddings = tie_embeddings
 
+        policy = self.dtype_policy
         self.source_embedding = keras.layers.Embedding(
-            source_vocab_size, d_model, name="source_embedding")
+            source_vocab_size, d_model, name="source_embedding", dtype=policy)
         self.target_embedding = keras.layers.Embedding(
-            target_vocab_size, d_model, name="target_embedding")
+            target_vocab_size, d_model, name="target_embedding", dtype=policy)
         self.positional_encoding = SinusoidalPositionalEncoding(
-            max_length, name="positional_encoding")
-        self.embedding_dropout = keras.layers.Dropout(dropout)
+            max_length, name="positional_encoding", dtype=policy)
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
         layer_args = dict(d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
-                          normalize_first=normalize_first)
+                          normalize_first=normalize_first, dtype=policy)
         self.encoder_layers = [TransformerEncoderLayer(**layer_args, name=f"encoder_layer_{i}")
                                for i in range(num_layers)]
         self.decoder_layers = [TransformerDecoderLayer(**layer_args, name=f"decoder_layer_{i}")
                                for i in range(num_layers)]
         if normalize_first:
-            self.encoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="encoder_norm")
-            self.decoder_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")
+            self.encoder_norm = keras.layers.LayerNormalization(
+                epsilon=1e-5, name="encoder_norm", dtype=policy)
+            self.decoder_norm = keras.layers.LayerNormalization(
+                epsilon=1e-5, name="decoder_norm", dtype=policy)
         if not tie_embeddings:
             self.output_projection = keras.layers.Dense(
-                target_vocab_size, name="output_projection")
+                target_vocab_size, name="output_projection", dtype=policy)
+
+    def build(self, input_shape=None):
+        """Create every weight from the sizes alone, before any decoding loop traces the model
+        (a sublayer first built inside a `while_loop` leaks tracers on JAX)."""
+        sequence = (None, None, self.d_model)
+        self.source_embedding.build((None, None))
+        self.target_embedding.build((None, None))
+        self.positional_encoding.build(sequence)
+        for layer in self.encoder_layers:
+            layer.build(sequence)
+        for layer in self.decoder_layers:
+            layer.build(sequence, sequence)
+        if self.normalize_first:
+            self.encoder_norm.build(sequence)
+            self.decoder_norm.build(sequence)
+        if not self.tie_embeddings:
+            self.output_projection.build(sequence)
+        self.built = True
 
     def _embed(self, embedding, token_ids, start_index=0, training=None):
         """(B, T) ids → (B, T, d): embedding · √d + positional encoding, then dropout."""

@@ -5,28 +5,7 @@ from keras import ops
 
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 
-SOURCE_VOCAB, TARGET_VOCAB = 23, 19
-
-FAMILIES = {
-    "seq2seq_lstm": lambda: Seq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8, units=16,
-                                    num_layers=2),
-    "seq2seq_gru_bidirectional": lambda: Seq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
-                                                 units=16, cell="gru",
-                                                 bidirectional_encoder=True),
-    "bahdanau": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8, units=16,
-                                         num_layers=2),
-    "bahdanau_gru": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
-                                             units=16, cell="gru", bidirectional_encoder=False),
-    "luong_general": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
-                                              units=16, attention="luong"),
-    "luong_dot": lambda: AttentionSeq2Seq(SOURCE_VOCAB, TARGET_VOCAB, embedding_dim=8,
-                                          units=16, attention="luong", luong_score="dot"),
-    "transformer": lambda: Transformer(SOURCE_VOCAB, TARGET_VOCAB, num_layers=2, d_model=16,
-                                       num_heads=2, d_ff=32, max_length=12),
-    "transformer_prenorm_tied": lambda: Transformer(
-        SOURCE_VOCAB, TARGET_VOCAB, num_layers=2, d_model=16, num_heads=4, d_ff=32,
-        max_length=12, normalize_first=True, tie_embeddings=True),
-}
+from tests.models.families import FAMILIES, SOURCE_VOCAB, TARGET_VOCAB
 
 
 @pytest.fixture
