@@ -25,7 +25,7 @@ from keras import ops
 
 from common import interleaved_medians, materialize, parse_args, write_result
 from keras_hub_baseline import KerasHubTransformer
-from keras_s2s.decoding import beam_search, greedy_search
+from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.models import Transformer
 from keras_s2s.special_tokens import PAD_ID, START_ID
 
@@ -36,7 +36,7 @@ BEAM_WIDTH = 4
 
 
 def forbidden_ids_bias(vocab_size):
-    """(V,) additive bias ruling out padding and the start token, as `greedy_search` does."""
+    """(V,) additive bias ruling out padding and the start token, as `Greedy` does."""
     ids = ops.arange(vocab_size)
     return ops.where(ops.logical_or(ids == PAD_ID, ids == START_ID), -1e9, 0.0)
 
@@ -132,7 +132,7 @@ def main():
                "by_output_length": {}}
     for num_tokens in output_lengths:
         def cached(s, n=num_tokens):
-            return greedy_search(ours, s, n, end_id=NEVER)["tokens"]
+            return Greedy().decode(ours, s, n, end_id=NEVER)["tokens"]
 
         def keras_io(s, n=num_tokens):
             return keras_io_greedy(ours, s, n)
@@ -148,8 +148,8 @@ def main():
             "recompute_keras_io_xla": tf.function(keras_io, jit_compile=True),
             "keras_hub_greedy_sampler": tf.function(
                 lambda s, n=num_tokens: keras_hub_greedy(hub, s, n)),
-            "beam_search_ours": tf.function(lambda s, n=num_tokens: beam_search(
-                ours, s, n, beam_width=BEAM_WIDTH, end_id=NEVER)["tokens"]),
+            "beam_search_ours": tf.function(lambda s, n=num_tokens: Beam(BEAM_WIDTH).decode(
+                ours, s, n, end_id=NEVER)["tokens"]),
         }
         seconds = interleaved_medians(
             {name: lambda f=function: materialize(f(source_ids))

@@ -29,6 +29,7 @@ from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
 from keras_s2s.config import ARCHITECTURES, TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
+from keras_s2s.decoding import Beam, Greedy  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
@@ -36,16 +37,21 @@ from keras_s2s.translator import Translator  # noqa: E402
 KERAS_IO_RECIPE = "keras-io-recipe"
 
 
+def strategy_of(beam_width):
+    """Greedy search for width 1 (the figures' `beam_1`), else beam search of that width."""
+    return Greedy() if beam_width == 1 else Beam(beam_width)
+
+
 def evaluate_dates(run_dir, beam_width):
     translator = Translator.load(run_dir)
     per_format = {}
     for date_format in synthetic.DATE_FORMATS:
         pairs = synthetic.generate("dates", 100, seed=777, formats=[date_format])
-        outputs = translator.translate([s for s, _ in pairs], beam_width=beam_width)
+        outputs = translator.translate([s for s, _ in pairs], strategy_of(beam_width))
         per_format[date_format] = sum(
             o.text == t for o, (_, t) in zip(outputs, pairs)) / len(pairs)
     pairs = synthetic.generate("dates", 1000, seed=778)
-    outputs = translator.translate([s for s, _ in pairs], beam_width=beam_width)
+    outputs = translator.translate([s for s, _ in pairs], strategy_of(beam_width))
     report = evaluation_report([s for s, _ in pairs], [o.text for o in outputs],
                                [t for _, t in pairs])
     return {"exact_match": report["exact_match"], "exact_match_by_format": per_format}
@@ -67,7 +73,7 @@ def evaluate_corpus(run_dir, config, beam_widths):
     _, validation = load_pairs(config)
     translator = Translator.load(run_dir)
     return {f"beam_{width}": score_corpus(validation, lambda sources, width=width: [
-        o.text for o in translator.translate(sources, beam_width=width)])
+        o.text for o in translator.translate(sources, strategy_of(width))])
         for width in beam_widths}
 
 

@@ -112,25 +112,68 @@ def _add_translate_parser(subparsers):
     parser = subparsers.add_parser(
         "translate", help="translate text with a trained run",
         description="Translate TEXT arguments, or standard input line by line when none are "
-                    "given; prints one translation per line.")
+                    "given; prints one translation per line (an empty or blank input gives "
+                    "an empty line), or N lines per input, best first, with --n-best N. "
+                    "--scores puts the score and a tab before each line.")
     parser.add_argument("run_dir", nargs="?",
                         help="trained run directory (omit with --server)")
     parser.add_argument("text", nargs="*")
     parser.add_argument("--server", metavar="URL",
                         help="translate through a TF Serving REST endpoint instead, e.g. "
-                             "http://127.0.0.1:8501")
+                             "http://127.0.0.1:8501 (the export fixes the decoding)")
     parser.add_argument("--model", help="model name on the server (with --server)")
-    parser.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
-    parser.add_argument("--temperature", type=float,
-                        help="sample instead of searching, at this softmax temperature")
-    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
-    parser.add_argument("--seed", type=int, help="seed of the sampling")
+    _add_decoding_arguments(parser)
     parser.add_argument("--attention-plot", metavar="OUT.png",
                         help="write the attention heat map of the first input")
     parser.add_argument("--scores", action="store_true", help="print the score before each line")
     _add_xla_argument(parser)
     parser.set_defaults(handler=_translate)
+
+
+#: The decoding flags (`_add_decoding_arguments`) and their `args` names.
+DECODING_FLAGS = {"--beam": "beam", "--alpha": "alpha", "--n-best": "n_best",
+                  "--temperature": "temperature", "--top-k": "top_k", "--top-p": "top_p",
+                  "--seed": "seed"}
+
+
+def _add_decoding_arguments(parser):
+    """The flags `_strategy` turns into a decoding strategy; all default to None (not given)."""
+    group = parser.add_argument_group("decoding (default: greedy search)")
+    group.add_argument("--beam", type=int, metavar="WIDTH", help="beam search of this width")
+    group.add_argument("--alpha", type=float,
+                       help="beam search: GNMT length penalty exponent (default 0.6)")
+    group.add_argument("--n-best", type=int, metavar="N",
+                       help="beam search: the N best hypotheses (N <= WIDTH)")
+    group.add_argument("--temperature", type=float,
+                       help="sample at this softmax temperature (0: greedy search)")
+    group.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    group.add_argument("--top-p", type=float,
+                       help="sample among the most likely tokens holding probability p")
+    group.add_argument("--seed", type=int, help="seed of the sampling: repeatable outputs")
+
+
+def _strategy(args):
+    """The `keras_s2s.decoding` strategy of the decoding flags: the one place they meet."""
+    from keras_s2s.decoding import Beam, Greedy, Sample
+
+    given = {name: getattr(args, name) for name in DECODING_FLAGS.values()
+             if getattr(args, name, None) is not None}
+    sampling = {name: given[name] for name in ("temperature", "top_k", "top_p", "seed")
+                if name in given}
+    if sampling and {"beam", "alpha", "n_best"} & set(given):
+        raise ValueError("choose beam search (--beam, --alpha, --n-best) or sampling "
+                         "(--temperature, --top-k, --top-p, --seed), not both")
+    if sampling:
+        if set(sampling) == {"seed"}:
+            raise ValueError("--seed applies to sampling: give --temperature, --top-k or "
+                             "--top-p too")
+        return Sample(**sampling)
+    if "beam" in given:
+        return Beam(width=given["beam"], alpha=given.get("alpha", 0.6),
+                    n_best=given.get("n_best", 1))
+    if given:
+        raise ValueError("--alpha and --n-best apply to beam search: give --beam WIDTH too")
+    return Greedy()
 
 
 def _add_xla_argument(parser):
@@ -147,13 +190,15 @@ def _translate(args):
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
     check_run_dir(args.run_dir)
+    strategy = _strategy(args)
     texts = _texts_to_translate(args.text)
     translator = Translator.load(args.run_dir, jit_compile=args.xla == "on")
-    translations = translator.translate(texts, beam_width=args.beam, alpha=args.alpha,
-                                        temperature=args.temperature, top_k=args.top_k,
-                                        seed=args.seed)
+    translations = translator.translate(texts, strategy=strategy,
+                                        attention=bool(args.attention_plot))
     for translation in translations:
-        print(f"{translation.score:.4f}\t{translation.text}" if args.scores else translation.text)
+        for hypothesis in [translation, *translation.alternatives]:
+            print(f"{hypothesis.score:.4f}\t{hypothesis.text}" if args.scores
+                  else hypothesis.text)
     if args.attention_plot:
         first = translations[0]
         if first.attention is None:
@@ -174,6 +219,12 @@ def _texts_to_translate(arguments):
 
 def _translate_remotely(args):
     """Send the texts to a TF Serving (or `keras-s2s serve`) model's serving_default."""
+    ignored = [flag for flag, name in DECODING_FLAGS.items() if getattr(args, name) is not None]
+    ignored += ["--attention-plot"] * bool(args.attention_plot) + ["--xla on"] * (
+        args.xla == "on")
+    if ignored:
+        raise ValueError(f"--server cannot honour {', '.join(ignored)}: the server's exported "
+                         f"signature fixes the decoding (choose it with `keras-s2s export`)")
     from keras_s2s.serving import Client, ServingRequestError
 
     if not args.model:
@@ -224,8 +275,7 @@ def _add_evaluate_parser(subparsers):
     parser.add_argument("--source-column", type=int, default=0)
     parser.add_argument("--target-column", type=int, default=1)
     parser.add_argument("--num-pairs", type=int, default=1000, help="built-in tasks only")
-    parser.add_argument("--beam", type=int, default=1)
-    parser.add_argument("--alpha", type=float, default=0.6)
+    _add_decoding_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_xla_argument(parser)
     parser.set_defaults(handler=_evaluate)
@@ -238,6 +288,9 @@ def _evaluate(args):
     from keras_s2s.translator import Translator, check_run_dir
 
     check_run_dir(args.run_dir)
+    strategy = _strategy(args)
+    if strategy.n_best > 1:
+        raise ValueError("evaluate scores the best hypothesis: leave out --n-best")
     if args.data in synthetic.TASKS:
         pairs = synthetic.generate(args.data, args.num_pairs, seed=12345)
     else:
@@ -246,7 +299,7 @@ def _evaluate(args):
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
     translations = Translator.load(args.run_dir, jit_compile=args.xla == "on").translate(
-        sources, beam_width=args.beam, alpha=args.alpha)
+        sources, strategy=strategy, attention=False)
     report = evaluation_report(sources, [t.text for t in translations], references)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -268,8 +321,7 @@ def _add_export_parser(subparsers):
                         help="directory of the served models (default: export)")
     parser.add_argument("--version", type=int,
                         help="version number (default: the next free one, 1 for the first)")
-    parser.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty")
+    _add_decoding_arguments(parser)
     parser.set_defaults(handler=_export)
 
 
@@ -277,7 +329,7 @@ def _export(args):
     from keras_s2s.export import export_run
 
     print(export_run(args.run_dir, args.model_name, base_path=args.base_path,
-                     version=args.version, beam_width=args.beam, alpha=args.alpha))
+                     version=args.version, strategy=_strategy(args)))
 
 
 def _add_tflite_parser(subparsers):

@@ -1,33 +1,204 @@
-"""Greedy search, beam search and sampling, written once over the model contract.
+"""Decoding strategies as values: `Greedy()`, `Beam(width, alpha, n_best)` and
+`Sample(temperature, top_k, top_p, seed)`, each written once over the model contract.
 
-Every strategy only calls `model.encode`, `model.initial_state` and `model.decode_step` (see
-`keras_s2s.models.base`), so it serves the RNN, attention and Transformer families alike, uses
-the Transformer's key/value cache, and runs inside a `tf.function` or a SavedModel: the loop
-is a `keras.ops.while_loop` over fixed-shape tensors, and it stops as soon as every sequence
-has produced the end token.
+A strategy is a frozen dataclass whose arguments are checked when it is made, so the same value
+travels unchanged from the command line or the Python API through the `Translator` to an
+export. Its `decode` only calls `model.encode`, `model.initial_state` and `model.decode_step`
+(see `keras_s2s.models.base`), so it serves every family, uses the Transformer's key/value
+cache, and runs eagerly on every Keras backend, inside a `tf.function`, a SavedModel, XLA and
+(greedy search) TFLite: the loop is a `keras.ops.while_loop` over fixed-shape tensors that
+stops once no hypothesis can change any more.
 
-Each strategy returns a dict of tensors:
+`decode(model, source_ids, max_length)` returns a dict of tensors:
 
 - `tokens` `(B, max_length)`: output ids after the start token, end token included, then 0.
-- `lengths` `(B,)`: number of tokens up to and including the end token.
-- `scores` `(B,)`: log-probability of the output (beam search: divided by the length
-  penalty, the score the beams were ranked by).
-- `attention` `(B, max_length, S)`: the attention weights of each output step over the source
-  (attention models only).
+- `lengths` `(B,)`: number of tokens up to and including the end token (`max_length` for an
+  output cut off there).
+- `scores` `(B,)`: log-probability of the output under the model (beam search: divided by the
+  GNMT length penalty, the score hypotheses are ranked by).
+- `attention` `(B, max_length, S)`: the attention weights of each output step over the source,
+  only when asked for (`attention=True`) and the model has attention.
+
+With `Beam(n_best=N)`, N > 1, every output has a hypothesis axis after the batch axis (`tokens`
+`(B, N, max_length)`, ...), best first.
+
+Example:
+
+>>> Beam(width=0)
+Traceback (most recent call last):
+...
+ValueError: width must be a positive int, got 0
+>>> Sample(temperature=0.8, top_p=0.9)
+Sample(temperature=0.8, top_k=None, top_p=0.9, seed=None)
 """
+
+import dataclasses
 
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_positive_int
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
 
 
-def _check_max_length(max_length):
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
-        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+
+
+def _check_number(name, value, low, high=None, low_inclusive=True):
+    """`value` a real number with low <= value (or low < value) and value <= high."""
+    in_range = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value >= low if low_inclusive else value > low) and (high is None or value <= high)
+    if not in_range:
+        bounds = f"{'>=' if low_inclusive else '>'} {low}" if high is None else (
+            f"in {'[' if low_inclusive else '('}{low}, {high}]")
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+
+
+class Strategy:
+    """Base of the decoding strategies: a value that knows how to decode.
+
+    Subclasses are frozen dataclasses and implement `decode`.
+    """
+
+    #: Hypotheses returned per input; more than one adds a hypothesis axis to the outputs.
+    n_best = 1
+
+    def decode(self, model, source_ids, max_length, attention=False, seed=None,
+               start_id=START_ID, end_id=END_ID):
+        """Decode `source_ids` `(B, S)` int ids into at most `max_length` tokens per output.
+
+        Args:
+            model: a model keeping the contract of `keras_s2s.models.base`.
+            source_ids: `(B, S)` int ids, END at the end of each row, padded with 0.
+            max_length: a positive int, the most output tokens (END included).
+            attention: also return the attention weights (attention models only).
+            seed: `(2,)` int32 tensor, the random draws of this call (random strategies only;
+                deterministic ones ignore it). Default: from the strategy's own seed.
+            start_id, end_id: the ids that start and end an output.
+
+        Returns:
+            The dict of tensors described in `keras_s2s.decoding`.
+        """
+        raise NotImplementedError
+
+
+def check_strategy(strategy):
+    """Raise a one-line ValueError unless `strategy` is a `Strategy` value."""
+    if not isinstance(strategy, Strategy):
+        raise ValueError(f"strategy must be a decoding strategy such as Greedy(), Beam(4) or "
+                         f"Sample(temperature=0.8), got {strategy!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy(Strategy):
+    """Pick the most probable token at every step."""
+
+    def decode(self, model, source_ids, max_length, attention=False, seed=None,
+               start_id=START_ID, end_id=END_ID):
+        return _decode_one_per_input(model, source_ids, max_length,
+                                     lambda log_probs, step: _most_probable(log_probs),
+                                     attention, start_id, end_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample(Strategy):
+    """Draw each token from softmax(logits / temperature), among the `top_k` most likely tokens
+    and the smallest set of them holding `top_p` of the probability (nucleus sampling, Holtzman
+    et al., 2020, https://arxiv.org/abs/1904.09751), in that order.
+
+    Args:
+        temperature: float >= 0, default 1.0; 0 picks the most probable token (greedy search).
+        top_k: int > 0 or None (default: every token).
+        top_p: float in (0, 1] or None (default: no nucleus cut).
+        seed: int or None. An int makes the draws repeatable; None draws fresh randomness
+            (`keras.random`) when no `seed` tensor is passed to `decode`.
+
+    The random numbers are a counter-based hash of (seed, step, row, token) in `keras.ops`
+    integer arithmetic, turned into Gumbel noise (the Gumbel-max trick draws exactly from the
+    softmax): stateless, so each step of the loop draws anew on every backend, one traced
+    function serves every seed, and it exports to a SavedModel. (`keras.random` takes a tensor
+    seed on JAX only, and its `SeedGenerator` is a variable that neither a `tf.function` nor a
+    JAX loop can advance.) Scores are log-probabilities under the model itself, before the
+    temperature and the cuts.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        _check_number("temperature", self.temperature, 0.0)
+        if self.top_k is not None:
+            check_positive_int("top_k", self.top_k)
+        if self.top_p is not None:
+            _check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
+        _check_seed(self.seed)
+
+    def seed_tensor(self, stream=0):
+        """The `(2,)` int32 seed of `decode` for this strategy's own seed and `stream`."""
+        if self.seed is None:
+            return keras.random.randint((2,), 0, 2 ** 31 - 1, dtype="int32")
+        return ops.convert_to_tensor([self.seed, stream], dtype="int32")
+
+    def decode(self, model, source_ids, max_length, attention=False, seed=None,
+               start_id=START_ID, end_id=END_ID):
+        if self.temperature == 0:  # the limit of the softmax: the most probable token
+            return Greedy().decode(model, source_ids, max_length, attention, None, start_id,
+                                   end_id)
+        seed = ops.cast(self.seed_tensor() if seed is None else seed, "int32")
+        key = _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))  # (2,) → one int32 key
+
+        def choose_next(log_probs, step):
+            logits = _filtered(log_probs / self.temperature, self.top_k, self.top_p)
+            return ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
+
+        return _decode_one_per_input(model, source_ids, max_length, choose_next, attention,
+                                     start_id, end_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Beam(Strategy):
+    """Beam search: the `width` best live hypotheses per input, finished ones in a pool of their
+    own, ranked by log P(Y) / lp(Y) with the GNMT length penalty lp (Wu et al., 2016,
+    https://arxiv.org/abs/1609.08144, eq. 14).
+
+    Args:
+        width: int > 0, default 4: live hypotheses kept per input.
+        alpha: float >= 0, default 0.6: the length penalty's exponent (0: plain log P).
+        n_best: int in [1, width], default 1: hypotheses returned per input, best first.
+
+    As in GNMT, tensor2tensor and fairseq, each step ranks the 2·width best continuations: those
+    ending with END enter the finished pool (the `width` best finished so far), the best
+    `width` others stay live, so a finished hypothesis is never pushed out by live ones. The
+    search stops when no live hypothesis can beat the worst in a full pool (its log-probability
+    over lp(max_length) bounds every continuation's score) or at `max_length`, where the live
+    hypotheses, cut off, compete with the finished ones. Tokens are stored per step with the
+    beam they extend and read back once at the end (as `tf.addons.seq2seq.gather_tree` does),
+    instead of reordering whole buffers every step. Unlike greedy search, width 1 may return a
+    hypothesis that ends earlier than the greedy one, when it scores better.
+    """
+
+    width: int = 4
+    alpha: float = 0.6
+    n_best: int = 1
+
+    def __post_init__(self):
+        check_positive_int("width", self.width)
+        _check_number("alpha", self.alpha, 0.0)
+        check_positive_int("n_best", self.n_best)
+        if self.n_best > self.width:
+            raise ValueError(f"n_best must be at most the beam width {self.width}, got "
+                             f"{self.n_best}")
+
+    def decode(self, model, source_ids, max_length, attention=False, seed=None,
+               start_id=START_ID, end_id=END_ID):
+        return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id)
 
 
 def _next_token_log_probs(logits, start_id):
@@ -37,17 +208,65 @@ def _next_token_log_probs(logits, start_id):
     return ops.log_softmax(ops.where(forbidden, NEG_INF, ops.cast(logits, "float32")), axis=-1)
 
 
-def _unfinished(max_length):
-    """Loop condition: steps remain and some sequence has not produced the end token."""
+def _most_probable(log_probs):
+    """Arg-max as a top-1 (TFLite has TOPK_V2; the TF lowering of `ops.argmax` is not builtin)."""
+    return ops.top_k(log_probs, k=1)[1][:, 0]
+
+
+def _filtered(logits, top_k, top_p):
+    """(B, V) logits with the tokens outside the top k and outside the nucleus set to NEG_INF.
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches `top_p`: a
+    token stays when the tokens more likely than it hold less than `top_p`.
+    """
+    if top_k is not None:
+        kth_best = ops.top_k(logits, k=min(top_k, logits.shape[-1]))[0][:, -1:]  # (B, 1)
+        logits = ops.where(logits < kth_best, NEG_INF, logits)
+    if top_p is not None:
+        sorted_logits = ops.top_k(logits, k=logits.shape[-1])[0]  # (B, V), descending
+        sorted_probs = ops.softmax(sorted_logits, axis=-1)
+        mass_before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
+        kept = ops.where(mass_before < top_p, sorted_logits, -NEG_INF)  # the most likely stays
+        logits = ops.where(logits < ops.min(kept, axis=-1, keepdims=True), NEG_INF, logits)
+    return logits
+
+
+def _hash(x):
+    """Wellons' lowbias32 integer hash of int32 `x`, elementwise, wrapping like uint32 (the
+    multiplications overflow two's-complement; right shifts are masked to be logical)."""
+    x = ops.cast(x, "int32")
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B - (1 << 32))):
+        x = ops.bitwise_xor(x, ops.bitwise_and(ops.right_shift(x, shift),
+                                               (1 << (32 - shift)) - 1))
+        x = ops.multiply(x, ops.convert_to_tensor(multiplier, "int32"))
+    return ops.bitwise_xor(x, ops.bitwise_and(ops.right_shift(x, 16), 0xFFFF))
+
+
+def _gumbel_noise(key, step, shape):
+    """`shape` (B, V) float32 Gumbel(0, 1) noise, a pure function of (key, step, position)."""
+    rows, columns = shape
+    counter = ops.arange(rows, dtype="int32")[:, None] * columns + ops.arange(
+        columns, dtype="int32")[None, :]
+    bits = _hash(ops.bitwise_xor(_hash(counter), _hash(ops.bitwise_xor(key, step))))
+    uniform = (ops.cast(ops.bitwise_and(bits, 0x7FFFFF), "float32") + 0.5) / float(1 << 23)
+    return -ops.log(-ops.log(uniform))
+
+
+def _unfinished(max_length, done):
+    """Loop condition: steps remain and `done(loop_vars)` is not true for every input."""
     def cond(loop_vars):
         return ops.logical_and(loop_vars["step"] < max_length,
-                               ops.logical_not(ops.all(loop_vars["finished"])))
+                               ops.logical_not(ops.all(done(loop_vars))))
     return cond
 
 
-def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, end_id):
-    """Shared loop of greedy search and sampling: one hypothesis per input."""
-    _check_max_length(max_length)
+def _decode_one_per_input(model, source_ids, max_length, choose_next, attention, start_id,
+                          end_id):
+    """Shared loop of greedy search and sampling: one hypothesis per input.
+
+    `choose_next(log_probs (B, V), step)` → `(B,)` the next token of each row.
+    """
+    check_positive_int("max_length", max_length)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     memory = model.encode(source_ids, training=False)
     state = model.initial_state(memory, max_length)
@@ -60,15 +279,15 @@ def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, 
         "scores": ops.zeros((batch_size,), dtype="float32"),
         "finished": ops.zeros((batch_size,), dtype="bool"),
     }
-    if model.has_attention:
+    if attention and model.has_attention:
         loop_vars["attention"] = ops.zeros((batch_size, max_length, source_length))
 
     def body(loop_vars):
         step, finished = loop_vars["step"], loop_vars["finished"]
-        logits, state, attention = model.decode_step(
+        logits, state, step_attention = model.decode_step(
             loop_vars["previous"], memory, loop_vars["state"], step)
         log_probs = _next_token_log_probs(logits, start_id)  # (B, V)
-        next_ids = ops.where(finished, PAD_ID, ops.cast(choose_next(log_probs), "int32"))
+        next_ids = ops.where(finished, PAD_ID, ops.cast(choose_next(log_probs, step), "int32"))
         next_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)[:, 0]
         new_vars = {
             "step": step + 1,
@@ -80,54 +299,18 @@ def _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, 
         }
         if "attention" in loop_vars:
             new_vars["attention"] = write_at(
-                loop_vars["attention"], ops.cast(attention, "float32")[:, None], step, axis=1)
+                loop_vars["attention"], ops.cast(step_attention, "float32")[:, None], step,
+                axis=1)
         return (new_vars,)
 
-    (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),
-                               maximum_iterations=max_length)
+    (result,) = ops.while_loop(_unfinished(max_length, lambda loop_vars: loop_vars["finished"]),
+                               body, (loop_vars,), maximum_iterations=max_length)
     outputs = {"tokens": result["tokens"], "scores": result["scores"],
-               "lengths": _lengths(result["tokens"])}
+               "lengths": ops.sum(ops.cast(ops.not_equal(result["tokens"], PAD_ID), "int32"),
+                                  axis=-1)}
     if "attention" in result:
         outputs["attention"] = result["attention"]
     return outputs
-
-
-def _lengths(tokens):
-    """Count of non-pad tokens per row (output rows are padded with 0 after the end token)."""
-    return ops.sum(ops.cast(ops.not_equal(tokens, PAD_ID), "int32"), axis=-1)
-
-
-def _most_probable(log_probs):
-    """Arg-max as a top-1 (TFLite has TOPK_V2; the TF lowering of `ops.argmax` is not builtin)."""
-    return ops.top_k(log_probs, k=1)[1][:, 0]
-
-
-def greedy_search(model, source_ids, max_length, start_id=START_ID, end_id=END_ID):
-    """Pick the most probable token at every step. `source_ids`: `(B, S)` int ids."""
-    return _decode_one_per_input(model, source_ids, max_length, _most_probable, start_id,
-                                 end_id)
-
-
-def sample(model, source_ids, max_length, temperature=1.0, top_k=None, seed=None,
-           start_id=START_ID, end_id=END_ID):
-    """Draw each token from softmax(logits / temperature), optionally among the `top_k` best.
-
-    `seed` (int) makes the draws repeatable.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    seed_generator = keras.random.SeedGenerator(seed)
-
-    def choose_next(log_probs):
-        logits = log_probs / temperature
-        if top_k is not None:
-            kth_best = ops.top_k(logits, k=top_k)[0][:, -1:]  # (B, 1)
-            logits = ops.where(logits < kth_best, NEG_INF, logits)
-        return keras.random.categorical(logits, 1, seed=seed_generator)[:, 0]
-
-    return _decode_one_per_input(model, source_ids, max_length, choose_next, start_id, end_id)
 
 
 def length_penalty(lengths, alpha):
@@ -135,126 +318,148 @@ def length_penalty(lengths, alpha):
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
-def beam_search(model, source_ids, max_length, beam_width=4, alpha=0.6, start_id=START_ID,
-                end_id=END_ID, return_all_beams=False):
-    """Keep the `beam_width` best hypotheses per input, ranked by log P(Y) / lp(Y).
-
-    A finished hypothesis keeps its score and competes with the live ones; the search stops
-    when every beam of every input has ended or at `max_length`. With `beam_width=1` this is
-    greedy search. With `return_all_beams`, outputs have a beam axis after the batch axis,
-    best first.
-    """
-    _check_max_length(max_length)
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width <= 0:
-        raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_id):
+    """`Beam.decode`. Per step t the loop writes, at position t of `(B, max_length, k)` buffers,
+    the live hypotheses' last tokens and their parents (the slot at step t − 1 they extend), and
+    the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
+    slot). A finished hypothesis is its score, log-probability, end step and parent slot;
+    `_backtrack` reads the tokens back at the end."""
+    check_positive_int("max_length", max_length)
     source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
-    k = beam_width
+    k, alpha = beam.width, beam.alpha
 
-    def tile(tensor):  # (B, ...) → (B·k, ...), each input's beams adjacent
-        return ops.repeat(tensor, k, axis=0)
-
-    memory = keras.tree.map_structure(tile, model.encode(source_ids, training=False))
-    state = model.initial_state(memory, max_length)
-    # Only beam 0 is alive at first, so the first step does not pick k copies of one token.
+    memory = keras.tree.map_structure(lambda tensor: ops.repeat(tensor, k, axis=0),
+                                      model.encode(source_ids, training=False))  # (B·k, ...)
+    # Only slot 0 is alive at first, so the first step does not pick k copies of one token.
     initial_log_probs = ops.concatenate(
         [ops.zeros((batch_size, 1)), ops.full((batch_size, k - 1), NEG_INF)], axis=1)
     loop_vars = {
         "step": ops.convert_to_tensor(0, dtype="int32"),
         "previous": ops.full((batch_size * k,), start_id, dtype="int32"),
-        "state": state,
-        "tokens": ops.zeros((batch_size, k, max_length), dtype="int32"),
-        "log_probs": initial_log_probs,  # (B, k) sum of log-probabilities
-        "lengths": ops.zeros((batch_size, k), dtype="int32"),
-        "finished": ops.zeros((batch_size, k), dtype="bool"),
+        "state": model.initial_state(memory, max_length),
+        "log_probs": initial_log_probs,  # (B, k) live hypotheses, best first
+        "tokens": ops.zeros((batch_size, max_length, k), dtype="int32"),
+        "parents": ops.zeros((batch_size, max_length, k), dtype="int32"),
+        "pool": {  # (B, k) finished hypotheses, best first; empty entries score NEG_INF
+            "scores": ops.full((batch_size, k), NEG_INF),
+            "log_probs": ops.full((batch_size, k), NEG_INF),
+            "end_steps": ops.zeros((batch_size, k), dtype="int32"),
+            "parents": ops.zeros((batch_size, k), dtype="int32"),
+        },
     }
-    if model.has_attention:
-        loop_vars["attention"] = ops.zeros((batch_size, k, max_length, source_length))
+    if attention and model.has_attention:
+        loop_vars["attention"] = ops.zeros((batch_size, max_length, k, source_length))
+    best_possible_penalty = length_penalty(max_length, alpha)
+
+    def done(loop_vars):
+        """(B,) no live hypothesis can still beat the worst one of a full pool."""
+        worst_finished = loop_vars["pool"]["scores"][:, -1]
+        bound = loop_vars["log_probs"][:, 0] / best_possible_penalty
+        return ops.logical_and(worst_finished > NEG_INF / 2, bound <= worst_finished)
 
     def body(loop_vars):
-        step, finished = loop_vars["step"], loop_vars["finished"]
-        logits, state, attention = model.decode_step(
+        step = loop_vars["step"]
+        logits, state, step_attention = model.decode_step(
             loop_vars["previous"], memory, loop_vars["state"], step)
         vocab_size = ops.shape(logits)[-1]
         step_log_probs = ops.reshape(_next_token_log_probs(logits, start_id),
                                      (batch_size, k, vocab_size))
-        # A finished beam has exactly one continuation, padding, at no cost.
-        only_padding = ops.where(ops.arange(vocab_size) == PAD_ID, 0.0, NEG_INF)  # (V,)
-        step_log_probs = ops.where(finished[..., None], only_padding, step_log_probs)
-        candidate_log_probs = loop_vars["log_probs"][..., None] + step_log_probs  # (B, k, V)
-        candidate_lengths = loop_vars["lengths"] + ops.cast(ops.logical_not(finished), "int32")
-        candidate_scores = candidate_log_probs / length_penalty(candidate_lengths, alpha)[
-            ..., None]
-        _, top_indices = ops.top_k(
-            ops.reshape(candidate_scores, (batch_size, k * vocab_size)), k=k)  # (B, k)
-        beam_origin = top_indices // vocab_size  # which beam each winner extends
-        next_ids = ops.cast(top_indices % vocab_size, "int32")
+        candidate_log_probs, indices = ops.top_k(ops.reshape(
+            loop_vars["log_probs"][..., None] + step_log_probs, (batch_size, k * vocab_size)),
+            k=2 * k)
+        candidate_parents = ops.cast(indices // vocab_size, "int32")  # (B, 2k)
+        candidate_tokens = ops.cast(indices % vocab_size, "int32")
+        ends = ops.equal(candidate_tokens, end_id)
 
-        def reorder(tensor):  # (B, k, ...) gathered by beam_origin
-            return ops.take_along_axis(
-                tensor, ops.reshape(beam_origin, (batch_size, k) + (1,) * (
-                    len(tensor.shape) - 2)), axis=1)
-
-        flat_origin = ops.reshape(
-            beam_origin + ops.arange(batch_size)[:, None] * k, (-1,))  # (B·k,)
+        finished_scores = ops.where(
+            ops.logical_and(ends, candidate_log_probs > NEG_INF / 2),
+            candidate_log_probs / length_penalty(step + 1, alpha), NEG_INF)
+        pool = _best_of(loop_vars["pool"], {
+            "scores": finished_scores, "log_probs": candidate_log_probs,
+            "end_steps": ops.full(ops.shape(candidate_parents), step, dtype="int32"),
+            "parents": candidate_parents}, k)
+        # At most k of the 2k candidates end (one per parent), so k live ones remain.
+        live_log_probs, live = ops.top_k(
+            ops.where(ends, float("-inf"), candidate_log_probs), k=k)
+        live_parents = ops.take_along_axis(candidate_parents, live, axis=1)
+        live_tokens = ops.take_along_axis(candidate_tokens, live, axis=1)
+        flat_parents = ops.reshape(live_parents + ops.arange(batch_size)[:, None] * k, (-1,))
         new_vars = {
             "step": step + 1,
-            "previous": ops.reshape(next_ids, (-1,)),
+            "previous": ops.reshape(live_tokens, (-1,)),
             "state": keras.tree.map_structure(
-                lambda tensor: ops.take(tensor, flat_origin, axis=0), state),
-            "tokens": write_at(reorder(loop_vars["tokens"]), next_ids[..., None], step, axis=2),
-            "log_probs": ops.take_along_axis(
-                ops.reshape(candidate_log_probs, (batch_size, k * vocab_size)), top_indices,
-                axis=1),
-            "lengths": reorder(candidate_lengths),
+                lambda tensor: ops.take(tensor, flat_parents, axis=0), state),
+            "log_probs": live_log_probs,
+            "tokens": write_at(loop_vars["tokens"], live_tokens[:, None], step, axis=1),
+            "parents": write_at(loop_vars["parents"], live_parents[:, None], step, axis=1),
+            "pool": pool,
         }
-        was_finished = reorder(finished)
-        new_vars["finished"] = ops.logical_or(was_finished, ops.equal(next_ids, end_id))
         if "attention" in loop_vars:
-            step_attention = ops.reshape(ops.cast(attention, "float32"),
-                                         (batch_size, k, 1, source_length))
-            step_attention = ops.where(was_finished[..., None, None], 0.0,
-                                       reorder(step_attention))
             new_vars["attention"] = write_at(
-                reorder(loop_vars["attention"]), step_attention, step, axis=2)
+                loop_vars["attention"], ops.reshape(ops.cast(step_attention, "float32"),
+                                                    (batch_size, 1, k, source_length)),
+                step, axis=1)
         return (new_vars,)
 
-    (result,) = ops.while_loop(_unfinished(max_length), body, (loop_vars,),
+    (result,) = ops.while_loop(_unfinished(max_length, done), body, (loop_vars,),
                                maximum_iterations=max_length)
-    scores = result["log_probs"] / length_penalty(result["lengths"], alpha)  # (B, k)
-    order = ops.argsort(-scores, axis=1)  # best first
-    outputs = {
-        "tokens": ops.take_along_axis(result["tokens"], order[..., None], axis=1),
-        "scores": ops.take_along_axis(scores, order, axis=1),
-        "lengths": ops.take_along_axis(result["lengths"], order, axis=1),
+    # Live hypotheses compete only when cut off at max_length (an early stop proved them worse).
+    last_step = result["step"] - 1
+    cut_off = {
+        "scores": ops.where(result["step"] >= max_length,
+                            result["log_probs"] / best_possible_penalty, NEG_INF),
+        "log_probs": result["log_probs"],
+        "end_steps": ops.full((batch_size, k), last_step, dtype="int32"),
+        "parents": ops.take(result["parents"], last_step, axis=1),
+        "last_tokens": ops.take(result["tokens"], last_step, axis=1),
     }
-    if "attention" in result:
-        outputs["attention"] = ops.take_along_axis(
-            result["attention"], order[..., None, None], axis=1)
-    if not return_all_beams:
+    pool = {**result["pool"], "last_tokens": ops.full((batch_size, k), end_id, dtype="int32")}
+    best = _best_of(pool, cut_off, beam.n_best)
+    tokens, step_attention = _backtrack(best, result, max_length)
+    outputs = {"tokens": tokens, "scores": best["scores"], "lengths": best["end_steps"] + 1}
+    if step_attention is not None:
+        outputs["attention"] = step_attention
+    if beam.n_best == 1:
         outputs = {name: value[:, 0] for name, value in outputs.items()}
     return outputs
 
 
-def choose_strategy(beam_width=1, alpha=0.6, temperature=None, top_k=None, seed=None):
-    """`(strategy, options)` for `decode`: greedy by default, beam search when `beam_width` > 1,
-    sampling when `temperature` or `top_k` is given."""
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(f"beam_width must be a positive int, got {beam_width!r}")
-    if temperature is not None or top_k is not None:
-        if beam_width > 1:
-            raise ValueError("choose beam search (beam_width > 1) or sampling, not both")
-        return "sample", dict(temperature=temperature or 1.0, top_k=top_k, seed=seed)
-    if beam_width > 1:
-        return "beam", dict(beam_width=beam_width, alpha=alpha)
-    return "greedy", {}
+def _best_of(first, second, n):
+    """The `n` best by "scores" of two dicts of `(B, ·)` tensors with the same keys, sorted."""
+    merged = {name: ops.concatenate([first[name], second[name]], axis=1) for name in first}
+    _, order = ops.top_k(merged["scores"], k=n)
+    return {name: ops.take_along_axis(value, order, axis=1) for name, value in merged.items()}
 
 
-def decode(model, source_ids, max_length, strategy="greedy", **options):
-    """Dispatch to `greedy_search`, `beam_search` or `sample` by name."""
-    strategies = {"greedy": greedy_search, "beam": beam_search, "sample": sample}
-    if strategy not in strategies:
-        raise ValueError(f"strategy must be one of {tuple(strategies)}, got {strategy!r}")
-    return strategies[strategy](model, source_ids, max_length, **options)
+def _backtrack(hypotheses, buffers, max_length):
+    """Tokens `(B, n, max_length)` (and attention `(B, n, max_length, S)` if recorded) of the
+    hypotheses `(B, n)` given by end step, last token and parent slot, read from the last
+    position to the first through the per-step parent slots."""
+    end_steps, parents = hypotheses["end_steps"], hypotheses["parents"]
+    batch_size, n = ops.shape(end_steps)[0], ops.shape(end_steps)[1]
+    outputs = {"tokens": ops.zeros((batch_size, n, max_length), dtype="int32")}
+    if "attention" in buffers:
+        outputs["attention"] = ops.zeros(
+            (batch_size, n, max_length, ops.shape(buffers["attention"])[-1]))
+
+    def body(index, loop_vars):
+        outputs, slots = loop_vars
+        position = max_length - 1 - index
+        at_end, inside = ops.equal(position, end_steps), position <= end_steps  # (B, n)
+        tokens = ops.where(at_end, hypotheses["last_tokens"], ops.take_along_axis(
+            ops.take(buffers["tokens"], position, axis=1), slots, axis=1))
+        parent = ops.where(at_end, parents, ops.take_along_axis(
+            ops.take(buffers["parents"], position, axis=1), slots, axis=1))
+        new_outputs = {"tokens": write_at(outputs["tokens"], ops.where(inside, tokens, PAD_ID)[
+            ..., None], position, axis=2)}
+        if "attention" in outputs:
+            step_attention = ops.take_along_axis(
+                ops.take(buffers["attention"], position, axis=1), parent[..., None], axis=1)
+            new_outputs["attention"] = write_at(
+                outputs["attention"], ops.where(inside[..., None], step_attention, 0.0)[
+                    :, :, None], position, axis=2)
+        return new_outputs, ops.where(inside, parent, slots)
+
+    outputs, _ = ops.fori_loop(0, max_length, body, (outputs, ops.zeros_like(end_steps)))
+    return outputs["tokens"], outputs.get("attention")

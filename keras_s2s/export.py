@@ -1,8 +1,8 @@
 """Export a trained run as a SavedModel that TensorFlow Serving loads: export/NAME/<version>/.
 
 The exported graph holds the whole translation: the source tokenizer, the decoding loop
-(`keras_s2s.decoding`, greedy or beam search) and the target detokenizer, so a client sends
-strings and gets strings back. It contains TF core and tensorflow-text ops only (no
+(`keras_s2s.decoding`: greedy search, beam search or sampling) and the target detokenizer, so a
+client sends strings and gets strings back. It contains TF core and tensorflow-text ops only (no
 `py_function`), so it loads with `tf.saved_model.load` after `import tensorflow_text`, without
 this package, and TF Serving builds with tensorflow-text serve it.
 
@@ -10,11 +10,16 @@ Signatures:
 
 - `serving_default`: `inputs` (string `[batch]`) → `outputs` (string `[batch]`, the
   translation) and `scores` (float32 `[batch]`). Inputs longer than the run's
-  `max_source_length` tokens (END included) are truncated to it, as the `Translator` does.
+  `max_source_length` tokens (END included) are truncated to it, as the `Translator` does,
+  and an empty (or blank) input gives "" with score 0.0, as there.
 - `translate_ids`: `source_ids` (int32 `[batch, time]`, padded with 0, END at the end of each
   row) → `output_ids` (int32 `[batch, max_target_length]`), `scores`, `lengths` (int32
   `[batch]`) and, for attention models, `attention` (float32 `[batch, max_target_length,
-  time]`).
+  time]`). A row with END alone gives no output ids, length 0 and score 0.0.
+
+With `Beam(n_best=N)`, N > 1, every output has an axis of N hypotheses after the batch axis
+(`outputs` string `[batch, N]`, ...), best first. A `Sample` strategy with a seed gives the same
+output for the same input on every call; without one, each call draws afresh.
 
 A version is written to a hidden temporary directory beside it and renamed into place, so
 TF Serving, which polls the model directory, never sees a half-written version; an existing
@@ -32,8 +37,8 @@ import tensorflow as tf
 
 from keras_s2s.config import config_path
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import choose_strategy, decode
-from keras_s2s.translator import MODEL_FILE, Translator
+from keras_s2s.decoding import Greedy, Sample, check_strategy
+from keras_s2s.translator import MODEL_FILE, Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
 
@@ -50,38 +55,40 @@ class TranslationModule(tf.Module):
 
     Args:
         translator: a `keras_s2s.translator.Translator` (model, tokenizers, maximum lengths).
-        beam_width: 1 for greedy search, more for beam search.
-        alpha: the beam search's GNMT length penalty.
+        strategy: the `keras_s2s.decoding` strategy of both signatures (default `Greedy()`).
     """
 
-    def __init__(self, translator, beam_width=1, alpha=0.6):
+    def __init__(self, translator, strategy=Greedy()):
         super().__init__(name="translation")
-        self.strategy, self.options = choose_strategy(beam_width, alpha)
+        check_strategy(strategy)
+        self.strategy = strategy
         self.model = translator.model
         self.source_tokenizer = translator.source_tokenizer
         self.target_tokenizer = translator.target_tokenizer
         self.max_source_length = translator.max_source_length
         self.max_target_length = translator.max_target_length
 
-    def _search(self, source_ids):
-        return decode(self.model, source_ids, self.max_target_length, self.strategy,
-                      **self.options)
+    def _search(self, source_ids, attention):
+        """Decode `source_ids`; empty rows (END alone) get zeros: no ids, length, score 0."""
+        seed = None  # a seeded strategy's own seed
+        if isinstance(self.strategy, Sample) and self.strategy.seed is None:
+            seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
+        return blank_empty_sources(self.strategy.decode(
+            self.model, source_ids, self.max_target_length, attention=attention, seed=seed),
+            source_ids)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
-        result = self._search(source_ids)
-        outputs = {"output_ids": result["tokens"], "scores": result["scores"],
-                   "lengths": result["lengths"]}
-        if "attention" in result:
-            outputs["attention"] = result["attention"]
-        return outputs
+        result = self._search(source_ids, attention=True)
+        return {"output_ids": result.pop("tokens"), **result}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serving_default(self, inputs):
         source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
-        result = self._search(source_ids)
-        return {"outputs": self.target_tokenizer.detokenize(result["tokens"]),
-                "scores": result["scores"]}
+        result = self._search(source_ids, attention=False)
+        tokens = result["tokens"]
+        texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
+        return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": result["scores"]}
 
     def signatures(self):
         return {"serving_default": self.serving_default.get_concrete_function(),
@@ -96,7 +103,7 @@ def existing_versions(model_dir):
                   if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
 
 
-def export_run(run_dir, model_name, base_path="export", version=None, beam_width=1, alpha=0.6):
+def export_run(run_dir, model_name, base_path="export", version=None, strategy=Greedy()):
     """Export the run in `run_dir` to `base_path/model_name/<version>/`; returns that path.
 
     Args:
@@ -105,7 +112,8 @@ def export_run(run_dir, model_name, base_path="export", version=None, beam_width
         base_path: the directory holding one subdirectory per model.
         version: a non-negative int; default: one more than the highest existing version (1
             for the first). An existing version is an error, never overwritten.
-        beam_width, alpha: the decoding of the exported signatures (1: greedy search).
+        strategy: the `keras_s2s.decoding` strategy of the exported signatures (default
+            `Greedy()`).
     """
     if not model_name or model_name in (".", "..") or os.sep in model_name or (
             os.altsep and os.altsep in model_name):
@@ -119,7 +127,8 @@ def export_run(run_dir, model_name, base_path="export", version=None, beam_width
     if os.path.exists(version_dir):
         raise FileExistsError(f"{version_dir!r} already exists and versions are never "
                               f"overwritten; choose another version or leave it out")
-    module = TranslationModule(Translator.load(run_dir), beam_width=beam_width, alpha=alpha)
+    check_strategy(strategy)
+    module = TranslationModule(Translator.load(run_dir), strategy)
 
     os.makedirs(model_dir, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
@@ -135,7 +144,7 @@ def export_run(run_dir, model_name, base_path="export", version=None, beam_width
     except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)
         raise
-    logger.info("exported %s as %s (beam width %d)", run_dir, version_dir, beam_width)
+    logger.info("exported %s as %s (%s)", run_dir, version_dir, strategy)
     return version_dir
 
 

@@ -8,14 +8,15 @@ signature, `serving_default`, has:
   END appended (as `keras_s2s.data.pipeline.encode_source` makes them), padded with 0 up to
   `max_source_length`. Padding is masked, so it does not change the result.
 - outputs `output_ids` int32 `[batch_size, max_target_length]` (END included, then 0),
-  `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability).
+  `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability). A row
+  with END alone (an empty text) gives no ids, length 0 and score 0.0, as the `Translator`.
 
 The decoding loop is `keras_s2s.decoding`'s greedy loop over the model contract: a while loop
 whose variables all have fixed shapes (the RNN state, or the Transformer's key/value cache for
 `max_target_length` steps), which the converter turns into a builtin WHILE. The batch size
 is fixed too: the Keras RNN encoders' loops become builtin ops only with static shapes. The
-weights are frozen into constants first, since the converter leaves variables read inside a loop body
-as uninitialised resource variables.
+weights are frozen into constants first, since the converter leaves variables read inside a
+loop body as uninitialised resource variables.
 
 Tokenizing stays outside (the tensorflow-text ops are not TFLite builtins): the source and
 target vocabularies are copied beside the model, `<stem>.source_vocab.txt` and
@@ -29,9 +30,9 @@ import shutil
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from keras_s2s.decoding import greedy_search
+from keras_s2s.decoding import Greedy
 from keras_s2s.export import run_dir_of
-from keras_s2s.translator import Translator
+from keras_s2s.translator import Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def greedy_ids_function(model, max_source_length, max_target_length, batch_size=
 
     @tf.function(input_signature=[spec])
     def decode(source_ids):
-        result = greedy_search(model, source_ids, max_target_length)
+        result = blank_empty_sources(Greedy().decode(model, source_ids, max_target_length),
+                                     source_ids)
         return {"output_ids": result["tokens"], "lengths": result["lengths"],
                 "scores": result["scores"]}
 

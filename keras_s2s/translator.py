@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_s2s.config import TrainConfig, config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import SubwordTokenizer
-from keras_s2s.decoding import choose_strategy, decode
+from keras_s2s.decoding import Greedy, Sample, check_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +20,40 @@ MODEL_FILE = "model.keras"
 
 @dataclasses.dataclass
 class Translation:
-    """One output: the text, its score, the tokens on both sides and where the model looked."""
+    """One output: the text, its score, the tokens on both sides and where the model looked.
+
+    `score` is the strategy's (log-probability; beam search: over the length penalty).
+    `source_tokens` end with END. `attention` is `(len(output_tokens), len(source_tokens))`
+    when asked for and the model has attention, else None. `alternatives` holds the next best
+    hypotheses of a `Beam(n_best=N)` search, best first (N - 1 of them; each without
+    alternatives of its own), and is empty otherwise.
+
+    An empty input (no token once tokenized: "" or only whitespace) is not decoded: its text is
+    "", its score 0.0 (the log-probability of the one, certain, empty output), and it has no
+    output tokens and no alternatives.
+    """
 
     source: str
     text: str
     score: float
     source_tokens: list
     output_tokens: list
-    attention: np.ndarray | None  # (len(output_tokens), len(source_tokens)), or None
+    attention: np.ndarray | None
+    alternatives: list = dataclasses.field(default_factory=list)
+
+
+def empty_sources(source_ids):
+    """`(B, S)` ids → `(B,)` bool: rows holding no token but END (an empty or blank text)."""
+    return tf.math.count_nonzero(source_ids, axis=1) <= 1
+
+
+def blank_empty_sources(result, source_ids):
+    """A decoding `result` (dict of batch-first tensors) with the rows of empty sources zeroed:
+    no output ids, length 0, score 0.0, as the `Translator` gives them without decoding, for
+    graphs (export, TFLite) that decode whole batches."""
+    empty = empty_sources(source_ids)
+    return {name: tf.where(tf.reshape(empty, [-1] + [1] * (value.shape.rank - 1)),
+                           tf.zeros_like(value), value) for name, value in result.items()}
 
 
 def check_run_dir(run_dir):
@@ -73,15 +99,18 @@ class Translator:
                    SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
                    config.max_target_length, jit_compile=jit_compile)
 
-    def _decoder(self, strategy, options):
-        """A compiled decoding function per strategy and options."""
-        key = (strategy, tuple(sorted(options.items())))
+    def _decoder(self, strategy, attention):
+        """A compiled decoding function `(source_ids, seed)` per strategy and attention flag;
+        a sampling strategy's seed is an input, so one function serves every seed."""
+        key = (strategy, attention)
         if key not in self._decoders:
             self._decoders[key] = tf.function(
-                lambda source_ids: decode(self.model, source_ids, self.max_target_length,
-                                          strategy, **options),
-                input_signature=[tf.TensorSpec([None, None], tf.int32)], reduce_retracing=True,
-                jit_compile=self.jit_compile)
+                lambda source_ids, seed: strategy.decode(
+                    self.model, source_ids, self.max_target_length, attention=attention,
+                    seed=seed),
+                input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                 tf.TensorSpec([2], tf.int32)],
+                reduce_retracing=True, jit_compile=self.jit_compile)
         return self._decoders[key]
 
     def _padded_for_compilation(self, source_ids):
@@ -94,46 +123,76 @@ class Translator:
         return tf.concat([source_ids, tf.repeat(source_ids[:1], target_rows - rows, axis=0)],
                          axis=0)
 
-    def translate(self, texts, beam_width=1, alpha=0.6, temperature=None, top_k=None,
-                  seed=None, batch_size=64):
-        """Translate a list of strings → list[Translation].
+    def translate(self, texts, strategy=Greedy(), attention=True, batch_size=64):
+        """Translate a list of strings → list[Translation], one per text, in order.
 
-        Greedy search by default; beam search when `beam_width` > 1 (GNMT length penalty
-        `alpha`); sampling when `temperature` or `top_k` is given (`seed` makes it repeatable).
+        Args:
+            texts: a list of strings.
+            strategy: a `keras_s2s.decoding` strategy: `Greedy()` (default), `Beam(width,
+                alpha, n_best)` or `Sample(temperature, top_k, top_p, seed)`. A `Sample`
+                without a seed draws fresh randomness on every call; with one, the same texts
+                give the same outputs.
+            attention: record the attention weights (`Translation.attention`); turn it off
+                when they are not needed, to save the decoder's attention buffers.
+            batch_size: texts decoded at once.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
-        strategy, options = choose_strategy(beam_width, alpha, temperature, top_k, seed)
-        decoder = self._decoder(strategy, options)
+        check_strategy(strategy)
+        seed = None
+        if isinstance(strategy, Sample):  # the seed goes in as a tensor
+            seed = strategy.seed if strategy.seed is not None else int(
+                np.random.default_rng().integers(2 ** 31 - 1))
+            strategy = dataclasses.replace(strategy, seed=None)
+        decoder = self._decoder(strategy, bool(attention))
         translations = []
-        for start in range(0, len(texts), batch_size):
+        for number, start in enumerate(range(0, len(texts), batch_size)):
+            seeds = tf.constant([seed or 0, number], tf.int32)  # one stream per batch
             translations += self._translate_batch(list(texts[start:start + batch_size]),
-                                                  decoder)
+                                                  decoder, seeds, strategy.n_best,
+                                                  bool(attention))
         return translations
 
-    def _translate_batch(self, texts, decoder):
+    def _translate_batch(self, texts, decoder, seed, n_best, attention):
         source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
-        if self.jit_compile:
-            padded = decoder(self._padded_for_compilation(source_ids))
-            result = {name: value[:len(texts)] for name, value in padded.items()}
-        else:
-            result = decoder(source_ids)
-        output_ids = result["tokens"].numpy()
-        lengths = result["lengths"].numpy()
-        outputs = self.target_tokenizer.detokenize(output_ids).numpy()
+        decoded = np.flatnonzero(~empty_sources(source_ids).numpy())  # rows worth decoding
+        result = {}
+        if len(decoded):
+            rows = tf.gather(source_ids, decoded)
+            if self.jit_compile:
+                padded = decoder(self._padded_for_compilation(rows), seed)
+                result = {name: value[:len(decoded)] for name, value in padded.items()}
+            else:
+                result = decoder(rows, seed)
+            result = {name: value.numpy() if n_best > 1 else value.numpy()[:, None]
+                      for name, value in result.items()}  # (rows, n_best, ...)
+            shape = result["tokens"].shape
+            result["texts"] = self.target_tokenizer.detokenize(
+                result["tokens"].reshape(-1, shape[-1])).numpy().reshape(shape[:2])
+        attention = attention and self.model.has_attention
         source_ids = source_ids.numpy()
         translations = []
         for row, text in enumerate(texts):
             source_length = int(np.count_nonzero(source_ids[row]))
             source_tokens = [self.source_tokenizer.id_to_token(int(i))
                              for i in source_ids[row, :source_length]]
-            output_tokens = [self.target_tokenizer.id_to_token(int(i))
-                             for i in output_ids[row, :lengths[row]]]
-            attention = None
-            if "attention" in result:
-                attention = result["attention"].numpy()[row, :lengths[row], :source_length]
-            translations.append(Translation(
-                source=text, text=outputs[row].decode("utf-8"), score=float(
-                    result["scores"][row]), source_tokens=source_tokens,
-                output_tokens=output_tokens, attention=attention))
+            index = np.searchsorted(decoded, row)
+            if index == len(decoded) or decoded[index] != row:  # an empty input
+                translations.append(Translation(
+                    source=text, text="", score=0.0, source_tokens=source_tokens,
+                    output_tokens=[],
+                    attention=np.zeros((0, source_length), "float32") if attention else None))
+                continue
+            hypotheses = []
+            for rank in range(n_best):
+                length = int(result["lengths"][index, rank])
+                hypotheses.append(Translation(
+                    source=text, text=result["texts"][index, rank].decode("utf-8"),
+                    score=float(result["scores"][index, rank]), source_tokens=source_tokens,
+                    output_tokens=[self.target_tokenizer.id_to_token(int(i)) for i in
+                                   result["tokens"][index, rank, :length]],
+                    attention=result["attention"][index, rank, :length, :source_length]
+                    if attention else None))
+            hypotheses[0].alternatives = hypotheses[1:]
+            translations.append(hypotheses[0])
         return translations

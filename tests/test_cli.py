@@ -1,11 +1,13 @@
 """End to end through the `keras-s2s` command on tiny settings."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 
 from keras_s2s.cli import main
+from keras_s2s.decoding import Beam, Greedy, Sample
 from keras_s2s.translator import Translator
 
 TINY_MODELS = {
@@ -51,7 +53,7 @@ def test_translate_arguments_stdin_and_attention_plot(bahdanau_run, tmp_path, ca
     score, text = capsys.readouterr().out.rstrip("\n").split("\t")
     float(score)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("a b\nc d e\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a b\nc d e\n"))
     assert main(["translate", str(bahdanau_run)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
@@ -67,8 +69,8 @@ def test_evaluate_prints_json(bahdanau_run, tmp_path, capsys):
 
 def test_reloaded_run_translates_identically(bahdanau_run):
     texts = ["a b c d", "e f", "b b a"]
-    first = Translator.load(str(bahdanau_run)).translate(texts, beam_width=2)
-    second = Translator.load(str(bahdanau_run)).translate(texts, beam_width=2)
+    first = Translator.load(str(bahdanau_run)).translate(texts, strategy=Beam(2))
+    second = Translator.load(str(bahdanau_run)).translate(texts, strategy=Beam(2))
     assert [t.text for t in first] == [t.text for t in second]
     np.testing.assert_allclose([t.score for t in first], [t.score for t in second], atol=1e-6)
     for translation in first:
@@ -76,21 +78,98 @@ def test_reloaded_run_translates_identically(bahdanau_run):
                                                len(translation.source_tokens))
 
 
-@pytest.mark.parametrize("beam_width", [1, 2])
-def test_xla_decoding_translates_like_graph_decoding(bahdanau_run, beam_width):
+@pytest.mark.parametrize("strategy", [Greedy(), Beam(2, n_best=2),
+                                      Sample(temperature=0.8, top_p=0.9, seed=3)])
+def test_xla_decoding_translates_like_graph_decoding(bahdanau_run, strategy):
     texts = ["a b c d", "e f", "b b a"]  # 3 rows and 5 ids: padded to 4 × 6 for XLA
-    graph = Translator.load(str(bahdanau_run)).translate(texts, beam_width=beam_width)
+    graph = Translator.load(str(bahdanau_run)).translate(texts, strategy=strategy)
     xla = Translator.load(str(bahdanau_run), jit_compile=True).translate(
-        texts, beam_width=beam_width)
+        texts, strategy=strategy)
     assert [t.text for t in xla] == [t.text for t in graph]
     np.testing.assert_allclose([t.score for t in xla], [t.score for t in graph], atol=1e-4)
     for fast, slow in zip(xla, graph):
         np.testing.assert_allclose(fast.attention, slow.attention, atol=1e-4)
+        assert [t.text for t in fast.alternatives] == [t.text for t in slow.alternatives]
 
 
 def test_translate_with_xla_on_the_command_line(bahdanau_run, capsys):
     assert main(["translate", str(bahdanau_run), "a b c", "d e", "--xla", "on"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def translate(argv, capsys):
+    """`keras-s2s translate ARGV`'s exit status and printed lines."""
+    capsys.readouterr()
+    status = main(["translate", *argv])
+    return status, capsys.readouterr().out.splitlines()
+
+
+def test_sampling_on_the_command_line_is_repeatable_with_a_seed(bahdanau_run, capsys):
+    sampling = [str(bahdanau_run), "a b c", "d e", "--temperature", "0.8", "--top-k", "10"]
+    status, first = translate(sampling + ["--seed", "1"], capsys)
+    assert status == 0 and len(first) == 2
+    assert translate(sampling + ["--seed", "1"], capsys) == (0, first)
+    nucleus = [str(bahdanau_run), "a b c", "--top-p", "0.9", "--temperature", "1.5"]
+    assert translate(nucleus, capsys)[0] == 0
+    outputs = {tuple(translate(nucleus + ["--seed", str(seed)], capsys)[1])
+               for seed in range(4)}
+    assert len(outputs) > 1  # the seed matters
+
+
+def test_temperature_zero_is_greedy_search(bahdanau_run, capsys):
+    greedy = translate([str(bahdanau_run), "a b c", "d e", "--scores"], capsys)
+    assert translate([str(bahdanau_run), "a b c", "d e", "--scores", "--temperature", "0"],
+                     capsys) == greedy
+
+
+def test_n_best_prints_n_lines_per_input_best_first(bahdanau_run, capsys):
+    status, lines = translate([str(bahdanau_run), "a b c", "d e", "--beam", "3", "--n-best",
+                               "3", "--scores"], capsys)
+    assert status == 0 and len(lines) == 6
+    scores = [float(line.split("\t")[0]) for line in lines]
+    assert scores[:3] == sorted(scores[:3], reverse=True)
+    assert scores[3:] == sorted(scores[3:], reverse=True)
+    best = translate([str(bahdanau_run), "a b c", "d e", "--beam", "3", "--scores"], capsys)
+    assert best == (0, [lines[0], lines[3]])
+
+
+def test_empty_inputs_give_empty_lines(bahdanau_run, capsys, monkeypatch):
+    status, lines = translate([str(bahdanau_run), "", "a b c", "   "], capsys)
+    assert status == 0 and len(lines) == 3 and lines[0] == lines[2] == ""
+    status, lines = translate([str(bahdanau_run), "", "a b c", "--scores"], capsys)
+    assert lines[0] == "0.0000\t" and float(lines[1].split("\t")[0]) < 0  # decoded
+    monkeypatch.setattr("sys.stdin", io.StringIO("a b\n\nc d e\n"))
+    status, lines = translate([str(bahdanau_run), "--scores"], capsys)
+    assert status == 0 and len(lines) == 3 and lines[1] == "0.0000\t"
+    translations = Translator.load(str(bahdanau_run)).translate(["", " \t"])
+    assert [(t.text, t.score, t.output_tokens) for t in translations] == [("", 0.0, [])] * 2
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--beam", "3", "--attention-plot", "a.png"], "--beam, --attention-plot"),
+    (["--temperature", "0.8", "--seed", "1"], "--temperature, --seed"),
+    (["--n-best", "2", "--xla", "on"], "--n-best, --xla on"),
+])
+def test_server_translation_refuses_decoding_flags(flags, named, capsys):
+    argv = ["translate", "--server", "http://127.0.0.1:9", "--model", "m", "hi", *flags]
+    assert main(argv) == 2  # before any connection: nothing listens on port 9
+    err = capsys.readouterr().err
+    assert f"--server cannot honour {named}: the server's exported signature fixes the " \
+           f"decoding" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beam", "2", "--temperature", "0.5"], "choose beam search"),
+    (["--seed", "1"], "--seed applies to sampling"),
+    (["--n-best", "2"], "apply to beam search: give --beam WIDTH"),
+    (["--beam", "2", "--n-best", "3"], "n_best must be at most the beam width 2, got 3"),
+    (["--temperature", "-1"], "temperature must be a number >= 0.0, got -1.0"),
+    (["--top-p", "0"], r"top_p must be a number in (0.0, 1.0], got 0.0"),
+])
+def test_bad_decoding_flags_are_one_line(flags, message, bahdanau_run, capsys):
+    assert main(["translate", str(bahdanau_run), "a b", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_existing_run_is_never_overwritten(bahdanau_run, capsys):

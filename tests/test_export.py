@@ -17,6 +17,7 @@ from keras_s2s.config import TrainConfig, build_model, config_path
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import train_tokenizers
+from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.export import export_run
 from keras_s2s.serving import Client
 from keras_s2s.serving.config import ModelConfig, ServerOptions
@@ -66,7 +67,7 @@ def _exports(base_temp):
     paths = {arch: export_run(run_dir, arch, base_path=base_path)
              for arch, run_dir in runs.items()}
     paths["luong_beam"] = export_run(runs["luong"], "luong_beam", base_path=base_path,
-                                     beam_width=3)
+                                     strategy=Beam(3))
     return paths
 
 
@@ -144,10 +145,11 @@ def loaded_elsewhere(exports, translators):
 @pytest.mark.parametrize("name", [*MODEL_ARGS, "luong_beam"])
 def test_export_gives_the_translators_outputs_without_keras_s2s(name, loaded_elsewhere,
                                                                 translators):
-    beam_width = 3 if name.endswith("_beam") else 1
+    strategy = Beam(3) if name.endswith("_beam") else Greedy()
     translator = translators[name.removesuffix("_beam")]
-    expected = translator.translate(TEXTS, beam_width=beam_width)
+    expected = translator.translate(TEXTS, strategy=strategy)
     served = loaded_elsewhere[name]
+    assert served["outputs"][TEXTS.index("")] == "" and served["scores"][TEXTS.index("")] == 0
 
     assert served["outputs"] == [translation.text for translation in expected]
     np.testing.assert_allclose(served["scores"], [t.score for t in expected], atol=1e-5)
@@ -236,7 +238,7 @@ def test_a_failed_export_leaves_no_version_behind(tiny_runs, tmp_path, monkeypat
 @pytest.mark.parametrize("arguments, message", [
     ({"model_name": "a/b"}, "model_name must be one path component, got 'a/b'"),
     ({"model_name": "m", "version": -1}, "version must be a non-negative int, got -1"),
-    ({"model_name": "m", "beam_width": 0}, "beam_width must be a positive int, got 0"),
+    ({"model_name": "m", "strategy": "beam"}, "strategy must be a decoding strategy such as "),
 ])
 def test_bad_arguments_are_named(arguments, message, tiny_runs, tmp_path):
     with pytest.raises(ValueError, match=message):
@@ -254,3 +256,36 @@ def test_keras_s2s_serve_answers_like_the_translator(exports, translators, tmp_p
     assert [result["translation"] for result in served] == [t.text for t in expected]
     np.testing.assert_allclose([result["score"] for result in served],
                                [t.score for t in expected], atol=1e-4)
+
+
+def _serve_in_process(version_dir, texts, calls=2):
+    """`serving_default` outputs of `calls` calls on `texts`, as lists of strings."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(version_dir).signatures["serving_default"]
+    return [signature(inputs=tf.constant(texts))["outputs"].numpy().tolist()
+            for _ in range(calls)]
+
+
+def test_export_samples_repeatably_with_a_seed_and_afresh_without(tiny_runs, tmp_path,
+                                                                  capsys):
+    texts = [source for source, _ in PAIRS[:6]]
+    versions = {}
+    for name, seed in (("seeded", ["--seed", "1"]), ("fresh", [])):
+        assert main(["export", tiny_runs["seq2seq"], "--model-name", name, "--base-path",
+                     str(tmp_path), "--temperature", "1.5", "--top-p", "0.95", *seed]) == 0
+        versions[name] = capsys.readouterr().out.strip()
+    first, second = _serve_in_process(versions["seeded"], texts)
+    assert first == second
+    first, second = _serve_in_process(versions["fresh"], texts)
+    assert first != second
+
+
+def test_export_of_n_best_gives_every_hypothesis(tiny_runs, translators, tmp_path):
+    version_dir = export_run(tiny_runs["seq2seq"], "n_best", base_path=str(tmp_path),
+                             strategy=Beam(3, n_best=2))
+    [outputs] = _serve_in_process(version_dir, TEXTS, calls=1)
+    expected = translators["seq2seq"].translate(TEXTS, strategy=Beam(3, n_best=2))
+    assert [[text.decode("utf-8") for text in row] for row in outputs] == [
+        [t.text] + [a.text for a in t.alternatives] if t.alternatives else [t.text, ""]
+        for t in expected]
