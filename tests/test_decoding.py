@@ -35,6 +35,28 @@ class BigramModel:
         return ops.take(self.log_table, token_ids, axis=0), state, None
 
 
+class BigramTables:
+    """One bigram table per input row, chosen by the row's first source id: a batch of
+    different models in one decoding call."""
+
+    has_attention = False
+
+    def __init__(self, tables):
+        tables = np.log(np.asarray(tables, "float32") + 1e-12)
+        self.vocab_size = tables.shape[-1]
+        self.log_tables = tables.reshape(-1, self.vocab_size)  # (N·V, V)
+
+    def encode(self, source_ids, training=None):
+        return {"table": ops.cast(source_ids[:, 0], "int32")}
+
+    def initial_state(self, memory, max_length):
+        return {}
+
+    def decode_step(self, token_ids, memory, state, step, training=None):
+        rows = memory["table"] * self.vocab_size + ops.cast(token_ids, "int32")
+        return ops.take(self.log_tables, rows, axis=0), state, None
+
+
 def normalized(table):
     return table / table.sum(1, keepdims=True)
 
@@ -126,32 +148,33 @@ def reference_beam_search(log_table, width, max_length, alpha):
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
 def test_beam_search_matches_brute_force_on_random_bigram_models(alpha, rng):
-    vocab_size, max_length = 6, 3
+    vocab_size, max_length, count = 6, 3, 8
     outputs = list(all_outputs(vocab_size, max_length))
-    for _ in range(6):
-        table = rng.dirichlet(np.full(vocab_size, 0.5), size=vocab_size)
-        table = np.maximum(table, 1e-6)
-        log_table = log_table_without_forbidden(table)
-        model, source = BigramModel(table), np.ones((2, 3), "int32")
+    tables = np.maximum(rng.dirichlet(np.full(vocab_size, 0.5), size=(count, vocab_size)), 1e-6)
+    model, source = BigramTables(tables), np.arange(count, dtype="int32")[:, None]
+    log_tables = [log_table_without_forbidden(table) for table in tables]
+    # A width covering every output: the exact best.
+    everything = Beam(width=len(outputs), alpha=alpha).decode(model, source, max_length)
+    for row, log_table in enumerate(log_tables):
         scores = [score(log_table, output, alpha, max_length) for output in outputs]
         best = outputs[int(np.argmax(scores))]
-        # Width covering every output: the exact best.
-        everything = Beam(width=len(outputs), alpha=alpha).decode(model, source, max_length)
-        assert float(numpy(everything["scores"])[0]) == pytest.approx(max(scores), abs=1e-4)
-        tokens = list(numpy(everything["tokens"])[1])
+        assert float(numpy(everything["scores"])[row]) == pytest.approx(max(scores), abs=1e-4)
+        tokens = list(numpy(everything["tokens"])[row])
         assert tokens[:len(best)] == list(best) and not any(tokens[len(best):])
-        # Any width: the best of what the search found, never a worse hypothesis.
-        for width in (1, 2, 3):
-            result = Beam(width=width, alpha=alpha).decode(model, source, max_length)
+    # Any width: the best of what the search found, never a worse hypothesis.
+    for width in (1, 2, 3):
+        result = {name: numpy(value) for name, value in Beam(width=width, alpha=alpha).decode(
+            model, source, max_length).items()}
+        for row, log_table in enumerate(log_tables):
             found = reference_beam_search(log_table, width, max_length, alpha)
-            assert float(numpy(result["scores"])[0]) == pytest.approx(found, abs=1e-4)
-            length = int(numpy(result["lengths"])[0])
-            assert float(numpy(result["scores"])[0]) == pytest.approx(score(
-                log_table, numpy(result["tokens"])[0, :length], alpha, max_length), abs=1e-4)
+            assert result["scores"][row] == pytest.approx(found, abs=1e-4)
+            assert result["scores"][row] == pytest.approx(score(
+                log_table, result["tokens"][row, :result["lengths"][row]], alpha, max_length),
+                abs=1e-4)
 
 
 def test_n_best_returns_distinct_hypotheses_best_first_with_their_attention(rng):
-    model = MODELS["bahdanau"]()
+    model = MODELS["luong"]()
     source = rng.integers(4, VOCAB, size=(2, 5)).astype("int32")
     result = Beam(width=4, alpha=0.0, n_best=3).decode(model, source, 6, attention=True)
     tokens, scores, lengths = (numpy(result[name]) for name in ("tokens", "scores", "lengths"))
