@@ -1,12 +1,16 @@
 """Server-side batching: concurrent requests to one signature run as one batch.
 
 Modelled on TF's SharedBatchScheduler behind TF Serving's BatchingSession: one queue per
-(model version, signature); a task (one request's inputs, all with the same dim 0) joins the open
-batch of its queue if it fits in `max_batch_size`, else opens a new batch; at most
+(model version, signature, input shapes); a task (one request's inputs, all with the same dim 0)
+joins the open batch of its queue if it fits in `max_batch_size`, else opens a new batch; at most
 `max_enqueued_batches` batches wait per queue (more -> UNAVAILABLE, HTTP 503). `num_batch_threads`
 threads run a batch once it is full or its oldest task has waited `batch_timeout_micros`. Inputs are
-concatenated along dim 0 (optionally padded in the other dims and up to an allowed batch size),
-run once, and the outputs are split back per task.
+concatenated along dim 0 (padded in the other dims with `pad_variable_length_inputs`, and up to an
+allowed batch size), run once, and the outputs are split back per task.
+
+A client's request never fails because of another's: tasks are queued with those of the same
+input dtypes and shapes past dim 0 (the same ranks when padding), so that they concatenate; and
+should a batch still fail, each of its tasks is run again alone, to fail or succeed on its own.
 """
 
 import collections
@@ -85,6 +89,7 @@ class BatchScheduler:
         if size > limit:
             raise ServingError("INVALID_ARGUMENT", f"Task size {size} is larger than maximum input batch size {limit}")
         task = _Task(inputs, size, concurrent.futures.Future())
+        key = (key, self._shape_key(inputs))
         with self._condition:
             if self._stopped:
                 raise ServingError("UNAVAILABLE", "The batch scheduler is shutting down")
@@ -100,6 +105,13 @@ class BatchScheduler:
             batch.size += size
             self._condition.notify()
         return task.future
+
+    def _shape_key(self, inputs):
+        """What tasks must share to be concatenated: dtypes, and dims past 0 (ranks when padding)."""
+        pad = self._parameters.pad_variable_length_inputs
+        return tuple(
+            (name, array.dtype.str, array.ndim if pad else array.shape[1:]) for name, array in sorted(inputs.items())
+        )
 
     def stop(self):
         """Stops the threads; tasks still queued fail with UNAVAILABLE."""
@@ -156,13 +168,23 @@ class BatchScheduler:
             merged, padded_size = self._merge(tasks)
             outputs = run(merged)
             results = _split(outputs, tasks, padded_size)
-        except Exception as exception:  # the whole batch shares the failure, as in TF Serving
-            error = error_from_exception(exception)
-            for task in tasks:
-                task.future.set_exception(error)
+        except Exception as exception:
+            if len(tasks) == 1:
+                tasks[0].future.set_exception(error_from_exception(exception))
+                return
+            logger.warning("A batch of %d tasks failed (%s); running them one by one", len(tasks), exception)
+            for task in tasks:  # so that a bad request fails alone (TF Serving fails the whole batch)
+                self._run_alone(run, task)
             return
         for task, result in zip(tasks, results, strict=True):
             task.future.set_result(result)
+
+    def _run_alone(self, run, task):
+        try:
+            merged, padded_size = self._merge([task])
+            task.future.set_result(_split(run(merged), [task], padded_size)[0])
+        except Exception as exception:
+            task.future.set_exception(error_from_exception(exception))
 
     def _merge(self, tasks):
         """Concatenates the tasks' inputs; returns them and the (padded) batch size."""
@@ -171,26 +193,16 @@ class BatchScheduler:
         merged = {}
         for name in tasks[0].inputs:
             arrays = [task.inputs[name] for task in tasks]
-            if self._parameters.pad_variable_length_inputs:
-                arrays = _pad_to_common_shape(arrays, name)
-            elif len({array.shape[1:] for array in arrays}) > 1:
-                raise ServingError(
-                    "INVALID_ARGUMENT",
-                    f"Tensors with name '{name}' from different tasks have different shapes "
-                    f"({[list(array.shape) for array in arrays]}) and padding is turned off. Set "
-                    "pad_variable_length_inputs to true, or ensure that all tensors with the same name have "
-                    "equal dimensions starting with the first dim.",
-                )
+            if self._parameters.pad_variable_length_inputs:  # else their shapes are equal (`_shape_key`)
+                arrays = _pad_to_common_shape(arrays)
             if padded_size > total:  # pad the batch with copies of the first task's first row
                 arrays.append(np.repeat(arrays[0][:1], padded_size - total, axis=0))
             merged[name] = np.concatenate(arrays, axis=0)
         return merged, padded_size
 
 
-def _pad_to_common_shape(arrays, name):
-    """Pads dims 1.. of each array to the largest size, with that array's first element."""
-    if len({array.ndim for array in arrays}) > 1:
-        raise ServingError("INVALID_ARGUMENT", f"Tensors with name '{name}' from different tasks have different ranks")
+def _pad_to_common_shape(arrays):
+    """Pads dims 1.. of each array (all of one rank) to the largest size, with its first element."""
     target = tuple(max(sizes) for sizes in zip(*(array.shape[1:] for array in arrays)))
     padded = []
     for array in arrays:

@@ -303,6 +303,45 @@ def add_arguments(parser):
     flag("rest_api_host", str, "127.0.0.1", "Address the REST server binds to (keras-s2s addition).")
     flag("rest_api_num_threads", int, 4 * cpus, "Threads running requests (JSON decoding, model execution).")
     flag("rest_api_timeout_in_ms", int, 30000, "Per-request deadline; exceeded requests get 504.")
+    flag(
+        "rest_api_header_timeout_in_ms",
+        int,
+        10000,
+        "A request's line and headers must arrive within this, counted from the connection's "
+        "opening or the first byte after the previous response; else the connection is closed "
+        "(keras-s2s addition).",
+    )
+    flag(
+        "rest_api_body_timeout_in_ms",
+        int,
+        10000,
+        "Longest pause while reading a request body; past it, 408 and the connection is closed "
+        "(keras-s2s addition).",
+    )
+    flag(
+        "rest_api_keepalive_timeout_in_ms",
+        int,
+        30000,
+        "Idle keep-alive connections are closed after this (keras-s2s addition).",
+    )
+    flag(
+        "rest_api_max_connections",
+        int,
+        1024,
+        "Most open connections; past it idle ones are closed, else new ones get 503 (keras-s2s addition).",
+    )
+    flag(
+        "rest_api_large_request_bytes",
+        int,
+        1 << 20,
+        "Bodies larger than this run on the large-request threads (keras-s2s addition).",
+    )
+    flag(
+        "rest_api_num_large_request_threads",
+        int,
+        max(1, cpus // 2),
+        "Threads for large requests, so that they cannot hold every thread (keras-s2s addition).",
+    )
     flag("rest_api_enable_cors_support", bool, False, "Answer CORS preflights and add CORS headers.")
     flag(
         "rest_api_max_body_bytes", int, 64 << 20, "Largest request body accepted; larger gets 413 (keras-s2s addition)."
@@ -316,6 +355,19 @@ def add_arguments(parser):
     flag("port", int, 8500, "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.")
 
 
+_POSITIVE_FLAGS = (
+    "rest_api_num_threads",
+    "rest_api_timeout_in_ms",
+    "rest_api_max_body_bytes",
+    "rest_api_header_timeout_in_ms",
+    "rest_api_body_timeout_in_ms",
+    "rest_api_keepalive_timeout_in_ms",
+    "rest_api_max_connections",
+    "rest_api_large_request_bytes",
+    "rest_api_num_large_request_threads",
+)
+
+
 @dataclasses.dataclass
 class ServerOptions:
     """Everything ModelServer needs; build it directly or with `from_args` from parsed flags."""
@@ -327,6 +379,12 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
     rest_api_max_body_bytes: int = 64 << 20
+    rest_api_header_timeout_in_ms: int = 10000
+    rest_api_body_timeout_in_ms: int = 10000
+    rest_api_keepalive_timeout_in_ms: int = 30000
+    rest_api_max_connections: int = 1024
+    rest_api_large_request_bytes: int = 1 << 20
+    rest_api_num_large_request_threads: int = max(1, (os.cpu_count() or 1) // 2)
     file_system_poll_wait_seconds: float = 1.0
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: float = 0.0
@@ -360,7 +418,7 @@ class ServerOptions:
             )
         if args.rest_api_port != 0 and args.rest_api_port == args.port:
             raise ConfigError(f"--rest_api_port ({args.rest_api_port}) must differ from --port ({args.port})")
-        for name in ("rest_api_num_threads", "rest_api_timeout_in_ms", "rest_api_max_body_bytes"):
+        for name in _POSITIVE_FLAGS:
             if getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
         return cls(
@@ -375,6 +433,7 @@ class ServerOptions:
                     "rest_api_timeout_in_ms",
                     "rest_api_enable_cors_support",
                     "rest_api_max_body_bytes",
+                    *_POSITIVE_FLAGS[3:],
                     "file_system_poll_wait_seconds",
                     "model_config_file",
                     "model_config_file_poll_wait_seconds",

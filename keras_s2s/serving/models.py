@@ -5,20 +5,26 @@ with the model's version policy, and loads/unloads them with TF Serving's
 AvailabilityPreservingPolicy: a new version is loaded before the old one is unloaded, and an old
 one stays while no aspired version is available. Requests hold a reference to the `Servable` they
 were given, so unloading never fails a request in flight. A version that fails to load is kept in
-the model status (state END with its error) and is never served.
+the model status (state END with its error) as soon as it fails, and is never served; its
+retries (`max_num_load_retries`, `load_retry_interval_seconds` apart) are scheduled, not waited
+for, so one corrupt version delays no other model. TF1 SavedModels (no object graph; reference
+variables such as `float_ref`) run in a `tf.compat.v1.Session`, as TF Serving runs every model.
 """
 
 import dataclasses
+import functools
+import json
 import logging
 import re
 import threading
+import time
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tensorflow-text ops that TF Serving links)
-from google.protobuf import message, text_format
+from google.protobuf import json_format, message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_s2s.serving.errors import ServingError, error_from_exception
+from keras_s2s.serving.errors import ServingError, error_from_exception, public_message
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +41,36 @@ class Signature:
     method_name: str
     input_dtypes: dict  # alias -> tf.DType
     output_dtypes: dict
-    function: object
+    function: object  # {alias: numpy array} -> {alias: numpy array}
 
     def run(self, inputs):
         """Runs the signature on {alias: numpy array}; returns {alias: numpy array}."""
         try:
-            tensors = {name: tf.constant(inputs[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
-            outputs = self.function(**tensors)
+            return self.function(inputs)
         except Exception as error:  # TF op errors, binding errors: report with TF's code
+            logger.warning("Signature %s failed: %s", self.name, error)
             raise error_from_exception(error) from None
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def _eager_runner(function, input_dtypes):
+    """Calls a TF2 signature function on numpy inputs."""
+
+    def run(inputs):
+        tensors = {name: tf.constant(inputs[name], dtype=dtype) for name, dtype in input_dtypes.items()}
+        return {name: tensor.numpy() for name, tensor in function(**tensors).items()}
+
+    return run
+
+
+def _session_runner(session, signature_def):
+    """Runs a TF1 SignatureDef in `session` (Session.run is thread-safe)."""
+    feeds = {alias: info.name for alias, info in signature_def.inputs.items()}
+    fetches = {alias: info.name for alias, info in signature_def.outputs.items()}
+
+    def run(inputs):
+        return session.run(fetches, feed_dict={feeds[alias]: inputs[alias] for alias in feeds})
+
+    return run
 
 
 @dataclasses.dataclass(eq=False)
@@ -60,8 +86,26 @@ class Servable:
 
     def signature(self, name):
         if name not in self.signatures:
-            raise ServingError("INVALID_ARGUMENT", f'Serving signature name: "{name}" not found in signature def')
+            raise ServingError("INVALID_ARGUMENT", f'Serving signature name: "{name[:200]}" not found in signature def')
         return self.signatures[name]
+
+    @functools.cached_property
+    def metadata_json(self):
+        """GetModelMetadataResponse as TF Serving's JSON (proto field names, defaults printed);
+        computed once, when the version loads, so metadata requests cost nothing."""
+        signature_defs = {
+            key: json_format.MessageToDict(
+                signature_def, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+            for key, signature_def in self.signature_defs.items()
+        }
+        return json.dumps(
+            {
+                "model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
+                "metadata": {"signature_def": {"signature_def": signature_defs}},
+            },
+            indent=1,
+        )
 
 
 def _read_meta_graph(path):
@@ -93,20 +137,43 @@ def _read_meta_graph(path):
 
 
 def load_servable(name, version, path):
-    """Loads the "serve" MetaGraph of the SavedModel at `path`."""
+    """Loads the "serve" MetaGraph of the SavedModel at `path`: TF2 ones with
+    tf.saved_model.load, TF1 ones (no object graph) into a session, as TF Serving does."""
     meta_graph = _read_meta_graph(path)
-    loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-    signatures = {}
-    for key, function in loaded.signatures.items():
-        signature_def = meta_graph.signature_def[key]
-        signatures[key] = Signature(
+    if meta_graph.object_graph_def.nodes:
+        loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+        functions = {key: _eager_runner(function, _dtypes(meta_graph.signature_def[key].inputs))
+                     for key, function in loaded.signatures.items()}
+    else:
+        loaded = _load_session(path)
+        functions = {key: _session_runner(loaded, signature_def)
+                     for key, signature_def in meta_graph.signature_def.items()
+                     if not key.startswith("__")}  # "__saved_model_init_op" is no signature
+    signatures = {
+        key: Signature(
             name=key,
-            method_name=signature_def.method_name,
-            input_dtypes={alias: tf.as_dtype(info.dtype) for alias, info in signature_def.inputs.items()},
-            output_dtypes={alias: tf.as_dtype(info.dtype) for alias, info in signature_def.outputs.items()},
+            method_name=meta_graph.signature_def[key].method_name,
+            input_dtypes=_dtypes(meta_graph.signature_def[key].inputs),
+            output_dtypes=_dtypes(meta_graph.signature_def[key].outputs),
             function=function,
         )
+        for key, function in functions.items()
+    }
     return Servable(name, version, path, meta_graph.signature_def, signatures, loaded)
+
+
+def _dtypes(tensor_infos):
+    return {alias: tf.as_dtype(info.dtype) for alias, info in tensor_infos.items()}
+
+
+def _load_session(path):
+    """A session holding the TF1 SavedModel at `path`, its variables restored, init ops run."""
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
+    graph.finalize()
+    return session
 
 
 def list_versions(base_path):
@@ -130,6 +197,8 @@ class VersionStatus:
     error_message: str = ""
     servable: Servable = None
     managed: bool = True  # False once unloaded, or once a failed version stops being aspired
+    attempts: int = 0  # failed loads in a row
+    retry_at: float = None  # time.monotonic() of the next load attempt after a failure, if any
 
 
 @dataclasses.dataclass
@@ -185,11 +254,13 @@ class ModelManager:
                         waiting.append(name)
                         continue
                     latest = model.versions[max(model.versions)]
-                    if latest.state == END and latest.error_code != "OK":
+                    if latest.state == END and latest.error_code != "OK" and latest.retry_at is None:
                         failures.append(
                             f"{{name: {name} version: {latest.version}}} due to error: "
                             f"{latest.error_code}: {latest.error_message}"
                         )
+                    elif latest.state != AVAILABLE:
+                        waiting.append(name)  # a failed load with retries left
             if failures:
                 raise ServingError("UNKNOWN", f"{len(failures)} model(s) did not become available: {failures}")
             if not waiting:
@@ -295,6 +366,7 @@ class ModelManager:
             for number, status in model.versions.items():
                 if status.managed and status.state == END and number not in aspired:
                     status.managed = False  # a failed version that reappears is tried again
+                    status.retry_at = None
         while not self._stopping.is_set():
             action, number = self._next_action(model, aspired)
             if action is None:
@@ -311,7 +383,14 @@ class ModelManager:
             unaspired_serving = sorted(serving - aspired)
             if unaspired_serving and (not aspired or serving & aspired or len(unaspired_serving) > 1):
                 return "unload", unaspired_serving[0]
-            new = [number for number in aspired if number not in model.versions or not model.versions[number].managed]
+            now = time.monotonic()
+            new = [
+                number
+                for number in aspired
+                if number not in model.versions
+                or not model.versions[number].managed
+                or (model.versions[number].retry_at is not None and model.versions[number].retry_at <= now)
+            ]
             return ("load", max(new)) if new else (None, None)
 
     def _set_status(self, model, number, **fields):
@@ -321,24 +400,42 @@ class ModelManager:
                 setattr(status, key, value)
 
     def _load(self, model, number, path):
+        """One load attempt; a failure is in the status at once, with the next retry scheduled."""
         name = model.name
-        self._set_status(model, number, state=START, error_code="OK", error_message="", managed=True)
+        with self._lock:
+            previous = model.versions.get(number)
+            retrying = previous is not None and previous.managed and previous.retry_at is not None
+            attempts = previous.attempts if retrying else 0
+        self._set_status(model, number, state=START, error_code="OK", error_message="", managed=True, retry_at=None)
         self._set_status(model, number, state=LOADING)
         logger.info("Loading servable version {name: %s version: %d} from %s", name, number, path)
-        for attempt in range(self._max_num_load_retries + 1):
-            try:
-                servable = load_servable(name, number, path)
-            except Exception as exception:  # any load failure is reported in the model status
-                error = error_from_exception(exception)
-                logger.error("Loading servable version {name: %s version: %d} failed: %s", name, number, error)
-                if attempt == self._max_num_load_retries or self._stopping.wait(self._load_retry_interval_seconds):
-                    self._set_status(model, number, state=END, error_code=error.code, error_message=error.message)
-                    return
-                logger.info("Retrying load of {name: %s version: %d}", name, number)
-            else:
-                self._set_status(model, number, state=AVAILABLE, servable=servable)
-                logger.info("Successfully loaded servable version {name: %s version: %d}", name, number)
-                return
+        try:
+            servable = load_servable(name, number, path)
+            servable.metadata_json  # noqa: B018  (computed here, not by the first request)
+        except Exception as exception:  # any load failure is reported in the model status
+            error = error_from_exception(exception)
+            attempts += 1
+            retry = attempts <= self._max_num_load_retries
+            logger.error(
+                "Loading servable version {name: %s version: %d} failed (attempt %d%s): %s",
+                name,
+                number,
+                attempts,
+                ", will retry" if retry else "",
+                exception,
+            )
+            self._set_status(
+                model,
+                number,
+                state=END,
+                error_code=error.code,
+                error_message=public_message(error.message),
+                attempts=attempts,
+                retry_at=time.monotonic() + self._load_retry_interval_seconds if retry else None,
+            )
+            return
+        self._set_status(model, number, state=AVAILABLE, servable=servable, attempts=0)
+        logger.info("Successfully loaded servable version {name: %s version: %d}", name, number)
 
     def _unload(self, model, number):
         self._set_status(model, number, state=UNLOADING)

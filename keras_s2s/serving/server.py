@@ -5,24 +5,36 @@ and models.config, so one client, one set of curl lines and one export directory
 
 Why aiohttp rather than http.server: it is asynchronous (thousands of open keep-alive connections
 cost no threads, and requests waiting for a batch do not hold one), mature and widely deployed,
-small (no framework around it), and it enforces request body limits and HTTP/1.1 keep-alive
-itself. Everything slow -- JSON decoding, tensor conversion, model execution, JSON encoding -- runs
-in a thread pool (TensorFlow releases the GIL), so the event loop only routes requests.
+and small: its low-level server is used, with no framework around it. Everything slow -- gzip,
+JSON decoding, tensor conversion, model execution, JSON encoding -- runs in a thread pool
+(TensorFlow, numpy and orjson do their work in C), so the event loop only reads, routes and
+writes. Bodies over `rest_api_large_request_bytes` get their own few threads, so that big requests
+cannot take every thread from small ones; a request past its deadline gets 504 and its stages that
+have not started never start.
+
+Hostile clients: a request's headers must arrive within `rest_api_header_timeout_in_ms`, its body
+without pausing longer than `rest_api_body_timeout_in_ms`; idle keep-alive connections close after
+`rest_api_keepalive_timeout_in_ms`; at most `rest_api_max_connections` are open. Every error,
+HTTP-level ones included, is TF Serving's `{"error": ...}` JSON, without server internals; repeated
+log lines are rate-limited.
 """
 
 import argparse
 import asyncio
 import concurrent.futures
+import http
 import json
 import logging
 import re
+import resource
 import signal
 import socket
 import threading
+import time
 import urllib.parse
+import zlib
 
-from aiohttp import web
-from google.protobuf import json_format
+from aiohttp import web, web_protocol
 
 from keras_s2s.serving import codec
 from keras_s2s.serving.batching import BatchScheduler
@@ -62,6 +74,163 @@ def _error_json(message):
     return '{\n    "error": ' + json.dumps(message, ensure_ascii=False) + "\n}"
 
 
+def _error_response(status, message, close=False):
+    """An error answer; `close` ends the connection after it (the request was not fully read)."""
+    response = web.Response(
+        status=status,
+        body=_error_json(message).encode("utf-8", "replace"),
+        headers={"Content-Type": "application/json"},
+    )
+    if close:
+        response.force_close()
+    return response
+
+
+class RepeatedLogFilter(logging.Filter):
+    """Lets at most `burst` records with the same logger, level and message template through per
+    `interval` seconds; the next one let through says how many were dropped.
+
+    One misbehaving client can make a server log the same line (with a traceback) thousands of
+    times a second; that fills disks, not understanding.
+    """
+
+    def __init__(self, burst=5, interval=60.0):
+        super().__init__()
+        self._burst = burst
+        self._interval = interval
+        self._seen = {}  # key -> [window start, passed in window, dropped]
+        self._lock = threading.Lock()
+
+    def filter(self, record):
+        key = (record.name, record.levelno, str(record.msg)[:80])
+        now = time.monotonic()
+        with self._lock:
+            window = self._seen.get(key)
+            if window is None or now - window[0] >= self._interval:
+                dropped = window[2] if window is not None else 0
+                self._seen[key] = [now, 1, 0]
+                if len(self._seen) > 10000:  # many distinct lines: forget the old windows
+                    self._seen = {key: self._seen[key]}
+            elif window[1] < self._burst:
+                window[1] += 1
+                dropped = 0
+            else:
+                window[2] += 1
+                return False
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} similar messages dropped)"
+            record.args = None
+        return True
+
+
+#: Loggers that hostile traffic can make repeat themselves.
+_RATE_LIMITED_LOGGERS = (
+    "keras_s2s.serving.server",
+    "keras_s2s.serving.batching",
+    "keras_s2s.serving.models",
+    "aiohttp.server",
+    "aiohttp.web",
+    "asyncio",
+)
+
+
+class _Connection(web_protocol.RequestHandler):
+    """aiohttp's HTTP/1.1 connection, plus a header deadline, the connection limit, and
+    protocol errors (bad request line, URL or headers too long, bad method...) as JSON."""
+
+    def __init__(self, manager, header_timeout, **kwargs):
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer = None
+        self._busy = False
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if not self._manager.admit(self):
+            transport.write(_SERVICE_UNAVAILABLE)
+            self.force_close()
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc):
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data):
+        if not self._busy and self._header_timer is None:
+            self._arm_header_timer()  # the first byte of the next request on this connection
+        super().data_received(data)
+
+    @property
+    def idle(self):
+        return not self._busy and self._header_timer is None
+
+    def request_started(self):
+        self._busy = True
+        self._disarm_header_timer()
+
+    def request_finished(self):
+        self._busy = False
+
+    def _arm_header_timer(self):
+        self._disarm_header_timer()
+        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_too_slow)
+
+    def _disarm_header_timer(self):
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self):
+        self._header_timer = None
+        if not self._busy:
+            self.force_close()
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        logger.info("Refused a malformed HTTP request (%d): %s", status, message or exc)
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        text = f"{phrase}: {message}" if status < 500 and message else phrase
+        return _error_response(status, text, close=True)
+
+
+def _raw_response(status, message):
+    """A whole HTTP/1.1 response with TF Serving's error body, for when no request was parsed."""
+    body = _error_json(message).encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_SERVICE_UNAVAILABLE = _raw_response(503, "Too many open connections (--rest_api_max_connections)")
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server making `_Connection`s, at most `max_connections` open: past it
+    the longest-idle connection is closed to make room, or the new one refused."""
+
+    def __init__(self, handler, max_connections, header_timeout, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._max_connections = max_connections
+        self._header_timeout = header_timeout
+
+    def __call__(self):
+        return _Connection(self, self._header_timeout, loop=self._loop, **self._kwargs)
+
+    def admit(self, connection):
+        if len(self._connections) <= self._max_connections:
+            return True
+        idle = next((other for other in self._connections if other is not connection and other.idle), None)
+        if idle is None:
+            return False
+        idle.force_close()
+        return True
+
+
 class ModelServer:
     """The REST server: models from `options`, HTTP on an aiohttp loop in a background thread.
 
@@ -89,9 +258,11 @@ class ModelServer:
         )
         self._timeout_seconds = options.rest_api_timeout_in_ms / 1000
         self._pool = None
+        self._large_pool = None
         self._scheduler = None
         self._loop = None
         self._thread = None
+        self._log_filter = RepeatedLogFilter()
         self.port = None
 
     @property
@@ -103,16 +274,23 @@ class ModelServer:
         """Loads the models, starts listening, and returns the bound port (a free one for port 0)."""
         if self._thread is not None:
             raise RuntimeError("ModelServer is already started")
+        for name in _RATE_LIMITED_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         self._manager.start()
         host = self.options.rest_api_host
         try:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.options.rest_api_num_threads, thread_name_prefix="rest"
             )
+            self._large_pool = concurrent.futures.ThreadPoolExecutor(
+                self.options.rest_api_num_large_request_threads, thread_name_prefix="rest-large"
+            )
             if self.options.batching is not None:
                 self._scheduler = BatchScheduler(self.options.batching)
             sock = socket.create_server(
-                (host, self.options.rest_api_port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+                (host, self.options.rest_api_port),
+                family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                backlog=min(self.options.rest_api_max_connections, socket.SOMAXCONN),
             )
             self.port = sock.getsockname()[1]
             self._loop = asyncio.new_event_loop()
@@ -126,17 +304,48 @@ class ModelServer:
         logger.info("Exporting HTTP/REST API at:%s:%d ...", host, self.port)
         return self.port
 
+    def _max_connections(self):
+        """--rest_api_max_connections, within the open-file limit (raised to fit where allowed)."""
+        wanted = self.options.rest_api_max_connections
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = wanted + 256  # model files, pipes, the listening socket, TensorFlow's own
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            allowed = max(1, soft - 256)
+            logger.warning("Open-file limit %d allows %d connections, not %d", soft, allowed, wanted)
+            return allowed
+        return wanted
+
     def _serve(self, sock, ready):
         asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=self.options.rest_api_max_body_bytes)
-        app.router.add_route("*", "/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._timeout_seconds)
+        options = self.options
+        runner = None
         try:
+            server = _Server(
+                self._handle,
+                max_connections=self._max_connections(),
+                header_timeout=options.rest_api_header_timeout_in_ms / 1000,
+                loop=self._loop,
+                keepalive_timeout=options.rest_api_keepalive_timeout_in_ms / 1000,
+                auto_decompress=False,  # bodies are inflated in the pool, within the size limit
+                access_log=None,
+                max_line_size=8190,
+                max_field_size=8190,
+                max_headers=100,
+            )
+            runner = web.ServerRunner(server, shutdown_timeout=self._timeout_seconds)
             self._loop.run_until_complete(runner.setup())
             self._loop.run_until_complete(web.SockSite(runner, sock).start())
         except BaseException as error:
             sock.close()
-            self._loop.run_until_complete(runner.cleanup())
+            if runner is not None:
+                self._loop.run_until_complete(runner.cleanup())
             self._loop.close()
             ready.set_exception(error)
             return
@@ -146,7 +355,7 @@ class ModelServer:
         self._loop.close()
 
     def stop(self):
-        """Stops listening (letting requests in flight finish), then batching, polling and the pool."""
+        """Stops listening (letting requests in flight finish), then batching, polling and the pools."""
         if self._thread is not None:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._loop.stop)
@@ -156,9 +365,12 @@ class ModelServer:
             self._scheduler.stop()
             self._scheduler = None
         self._manager.stop()
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._large_pool):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        self._pool = self._large_pool = None
+        for name in _RATE_LIMITED_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
 
     def __enter__(self):
         self.start()
@@ -170,10 +382,17 @@ class ModelServer:
     # HTTP.
 
     async def _handle(self, request):
+        request.protocol.request_started()
+        try:
+            return await self._answer(request)
+        finally:
+            request.protocol.request_finished()
+
+    async def _answer(self, request):
         path = request.rel_url.raw_path
         if not _V1_PATH.fullmatch(path):
             return web.Response(status=404, text=_NOT_FOUND_HTML, content_type="text/html")
-        status, text = 200, ""
+        status, text, close = 200, "", False
         try:
             if request.method == "OPTIONS":
                 if not _CORS_ORIGIN.fullmatch(request.headers.get("Origin", "")):
@@ -182,27 +401,33 @@ class ModelServer:
                 text = await asyncio.wait_for(self._respond(request, path), self._timeout_seconds)
         except ServingError as error:
             status, text = error.http_status, _error_json(error.message)
+            close = status in (408, 413)  # the rest of the body is not read
         except asyncio.TimeoutError:
             status = 504
             text = _error_json(
                 f"Deadline Exceeded: the request took longer than {self.options.rest_api_timeout_in_ms} ms "
                 "(--rest_api_timeout_in_ms)"
             )
-        except Exception as error:  # a bug here must still answer in TF Serving's format
-            logger.exception("Request %s %s failed", request.method, path)
-            status, text = 500, _error_json(f"INTERNAL: {type(error).__name__}: {error}")
+        except Exception:  # a bug here must still answer in TF Serving's format, and say no more
+            logger.exception("Request %s %s failed", request.method, path[:200])
+            status, text = 500, _error_json("INTERNAL: the server failed to handle the request (see its log)")
         headers = {"Content-Type": "application/json"}
         if self.options.rest_api_enable_cors_support:
             headers.update(_CORS_HEADERS)
-        return web.Response(status=status, body=text.encode("utf-8"), headers=headers)
+        response = web.Response(status=status, body=text.encode("utf-8", "replace"), headers=headers)
+        if close:
+            response.force_close()
+        return response
 
     async def _respond(self, request, path):
         method = request.method
         post = _POST_PATH.fullmatch(path) if method == "POST" else None
         if post is not None and post.group(4) in _METHOD_NAMES:
             name, version, label, verb = post.groups()
+            model_request = _model_request(name, version, label)
             body = await self._read_body(request)
-            return await self._post(verb, *_model_request(name, version, label), body)
+            pool = self._large_pool if len(body) > self.options.rest_api_large_request_bytes else self._pool
+            return await self._post(pool, verb, *model_request, body)
         get = _GET_PATH.fullmatch(path) if method == "GET" else None
         if get is not None:
             name, version, label, subresource = get.groups()
@@ -210,14 +435,15 @@ class ModelServer:
                 raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
             name, version, label = _model_request(name, version, label)
             if subresource == "metadata":
-                servable = self._manager.servable(name, version, label)
-                return await self._call(_metadata_json, servable)
+                return self._manager.servable(name, version, label).metadata_json
             return json.dumps(
                 {"model_version_status": status_json_entries(self._manager.status(name, version))}, indent=1
             )
-        raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
+        raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path[:200]}")
 
     async def _read_body(self, request):
+        """The body, inflated if gzip: at most --rest_api_max_body_bytes (else 413), with no pause
+        longer than --rest_api_body_timeout_in_ms (else 408)."""
         limit = self.options.rest_api_max_body_bytes
         too_large = ServingError(
             "RESOURCE_EXHAUSTED",
@@ -225,22 +451,52 @@ class ModelServer:
             http_status=413,
         )
         if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
+            raise too_large  # before any "100 Continue": the client need not send it
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            raise ServingError(
+                "UNIMPLEMENTED", f"Unsupported Content-Encoding: {encoding[:100]} (gzip and identity are)", http_status=415
+            )
+        expect = request.headers.get("Expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise ServingError("INVALID_ARGUMENT", f"Unsupported Expect: {expect[:100]}", http_status=417)
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        chunks, size = [], 0
+        pause = self.options.rest_api_body_timeout_in_ms / 1000
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), pause)
+            except asyncio.TimeoutError:
+                raise ServingError(
+                    "DEADLINE_EXCEEDED",
+                    f"The request body stopped arriving for {self.options.rest_api_body_timeout_in_ms} ms "
+                    "(--rest_api_body_timeout_in_ms)",
+                    http_status=408,
+                ) from None
+            except Exception as error:  # aiohttp's payload errors: truncated chunked body, ...
+                raise ServingError("INVALID_ARGUMENT", f"Malformed request body: {error}", http_status=400) from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if encoding == "gzip":
+            return await self._call(self._pool if size < 1 << 20 else self._large_pool, _gunzip, body, limit, too_large)
+        return body
 
-    async def _call(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+    async def _call(self, pool, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
 
-    async def _execute(self, signature, inputs):
+    async def _execute(self, pool, signature, inputs):
         if self._scheduler is None:
-            return await self._call(signature.run, inputs)
+            return await self._call(pool, signature.run, inputs)
         return await asyncio.wrap_future(self._scheduler.submit(signature, signature.run, inputs))
 
-    async def _post(self, verb, name, version, label, body):
-        request = await self._call(codec.parse_json, body)
+    async def _post(self, pool, verb, name, version, label, body):
+        request = await self._call(pool, codec.parse_json, body)
         signature_name = codec.signature_name_of(request)
         signature = self._manager.servable(name, version, label).signature(signature_name)
         if self.options.enable_signature_method_name_check and signature.method_name not in _METHOD_NAMES[verb]:
@@ -250,45 +506,42 @@ class ModelServer:
                 f"{' or '.join(_METHOD_NAMES[verb])}. Was: {signature.method_name}",
             )
         if verb == "predict":
-            inputs, row_format = await self._call(codec.decode_predict_request, request, signature.input_dtypes)
-            outputs = await self._execute(signature, inputs)
-            return await self._call(codec.encode_predict_response, outputs, row_format)
+            inputs, row_format = await self._call(pool, codec.decode_predict_request, request, signature.input_dtypes)
+            outputs = await self._execute(pool, signature, inputs)
+            return await self._call(pool, codec.encode_predict_response, outputs, row_format)
         if len(signature.input_dtypes) != 1:
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Expected one input Tensor in signature {signature_name}, got {sorted(signature.input_dtypes)}",
             )
-        serialized = await self._call(codec.decode_examples, request)
+        serialized = await self._call(pool, codec.decode_examples, request)
         (input_name,) = signature.input_dtypes
-        outputs = await self._execute(signature, {input_name: serialized})
+        outputs = await self._execute(pool, signature, {input_name: serialized})
         encode = codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
-        return await self._call(encode, outputs, len(serialized))
+        return await self._call(pool, encode, outputs, len(serialized))
+
+
+def _gunzip(body, limit, too_large):
+    """Inflates a gzip body, refusing more than `limit` bytes out (a small bomb inflates to GBs)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise ServingError("INVALID_ARGUMENT", f"Content-Encoding is gzip but the body is not: {error}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise too_large
+    if not inflater.eof:
+        raise ServingError("INVALID_ARGUMENT", "Content-Encoding is gzip but the body is truncated")
+    return data
 
 
 def _model_request(name, version, label):
     """Percent-decodes the model name and label and checks the version fits int64."""
     if version is not None:
-        if int(version) >= 2**63:
-            raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {version}")
+        if len(version.lstrip("0")) > 19 or int(version) >= 2**63:
+            raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {version[:40]}")
         version = int(version)
     return urllib.parse.unquote(name), version, None if label is None else urllib.parse.unquote(label)
-
-
-def _metadata_json(servable):
-    """GetModelMetadataResponse as TF Serving's JSON (proto field names, defaults printed)."""
-    signature_defs = {
-        key: json_format.MessageToDict(
-            signature_def, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        for key, signature_def in servable.signature_defs.items()
-    }
-    return json.dumps(
-        {
-            "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": {"signature_def": signature_defs}},
-        },
-        indent=1,
-    )
 
 
 def run(args):

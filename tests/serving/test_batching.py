@@ -56,14 +56,35 @@ def test_padding_to_allowed_batch_sizes_and_common_shape():
     assert seen[0].tolist() == [[1, 2, 3], [5, 5, 5]]  # batch of 2 is an allowed size: no row padding
 
 
-def test_different_shapes_without_padding_fail_the_batch():
-    scheduler = BatchScheduler(_parameters())
+def test_different_shapes_without_padding_are_batched_apart():
+    batches = []
+
+    def run(inputs):
+        batches.append(inputs["x"].shape)
+        return {"y": inputs["x"].sum(axis=1)}
+
+    scheduler = BatchScheduler(_parameters(batch_timeout_micros=200_000))
     try:
-        first = scheduler.submit("key", lambda inputs: inputs, {"x": np.zeros((1, 2))})
-        second = scheduler.submit("key", lambda inputs: inputs, {"x": np.zeros((1, 3))})
-        for future in (first, second):
-            with pytest.raises(ServingError, match="padding is turned off"):
-                future.result(timeout=10)
+        futures = [scheduler.submit("key", run, {"x": np.ones((1, width))}) for width in (2, 3, 2)]
+        assert [future.result(timeout=10)["y"].tolist() for future in futures] == [[2.0], [3.0], [2.0]]
+    finally:
+        scheduler.stop()
+    assert sorted(batches) == [(1, 3), (2, 2)]
+
+
+def test_a_failing_task_fails_alone():
+    def run(inputs):
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative input")
+        return {"y": inputs["x"] * 2}
+
+    scheduler = BatchScheduler(_parameters(batch_timeout_micros=200_000))
+    try:
+        futures = [scheduler.submit("key", run, {"x": np.array([value])}) for value in (1.0, -1.0, 3.0)]
+        assert futures[0].result(timeout=10)["y"].tolist() == [2.0]
+        assert futures[2].result(timeout=10)["y"].tolist() == [6.0]
+        with pytest.raises(ServingError, match="negative input"):
+            futures[1].result(timeout=10)
     finally:
         scheduler.stop()
 
