@@ -58,10 +58,11 @@ def test_translate_arguments_stdin_and_attention_plot(bahdanau_run, tmp_path, ca
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
-def test_evaluate_prints_json(bahdanau_run, tmp_path, capsys):
+@pytest.mark.parametrize("decoding", [[], ["--beam", "2", "--alpha", "0"]])
+def test_evaluate_prints_json(decoding, bahdanau_run, tmp_path, capsys):
     data = tmp_path / "heldout.tsv"
     data.write_text("a b c\tc b a\nd e\te d\n", encoding="utf-8")
-    assert main(["evaluate", str(bahdanau_run), "--data", str(data), "--json"]) == 0
+    assert main(["evaluate", str(bahdanau_run), "--data", str(data), "--json", *decoding]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 2 and 0.0 <= report["bleu"] <= 100.0
     assert 0.0 <= report["exact_match"] <= 1.0
