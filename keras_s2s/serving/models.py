@@ -19,6 +19,7 @@ import re
 import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tensorflow-text ops that TF Serving links)
 from google.protobuf import json_format, message, text_format
@@ -68,7 +69,8 @@ def _session_runner(session, signature_def):
     fetches = {alias: info.name for alias, info in signature_def.outputs.items()}
 
     def run(inputs):
-        return session.run(fetches, feed_dict={feeds[alias]: inputs[alias] for alias in feeds})
+        outputs = session.run(fetches, feed_dict={feeds[alias]: inputs[alias] for alias in feeds})
+        return {alias: np.asarray(value) for alias, value in outputs.items()}  # scalars too
 
     return run
 

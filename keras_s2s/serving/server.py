@@ -162,8 +162,9 @@ class _Connection(web_protocol.RequestHandler):
         super().data_received(data)
 
     @property
-    def idle(self):
-        return not self._busy and self._header_timer is None
+    def busy(self):
+        """Handling a request (else waiting for one, or for the rest of its headers)."""
+        return self._busy
 
     def request_started(self):
         self._busy = True
@@ -211,7 +212,7 @@ _SERVICE_UNAVAILABLE = _raw_response(503, "Too many open connections (--rest_api
 
 class _Server(web.Server):
     """aiohttp's low-level server making `_Connection`s, at most `max_connections` open: past it
-    the longest-idle connection is closed to make room, or the new one refused."""
+    the oldest connection not handling a request is closed to make room, or the new one refused."""
 
     def __init__(self, handler, max_connections, header_timeout, **kwargs):
         super().__init__(handler, **kwargs)
@@ -222,9 +223,12 @@ class _Server(web.Server):
         return _Connection(self, self._header_timeout, loop=self._loop, **self._kwargs)
 
     def admit(self, connection):
-        if len(self._connections) <= self._max_connections:
+        """Whether `connection` may stay open, closing the oldest one not handling a request
+        (idle, or still sending headers) to make room."""
+        open_ = [other for other in self._connections if other.transport is not None]  # not closing
+        if len(open_) <= self._max_connections:
             return True
-        idle = next((other for other in self._connections if other is not connection and other.idle), None)
+        idle = next((other for other in open_ if other is not connection and not other.busy), None)
         if idle is None:
             return False
         idle.force_close()

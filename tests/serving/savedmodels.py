@@ -28,6 +28,11 @@ class HalfPlusOffset(tf.Module):
         """Also returns, per row, the size of the batch it ran in (shows server-side batching)."""
         return {"y": 0.5 * x + self.offset, "batch_size": tf.fill(tf.shape(x), tf.shape(x)[0])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="rows")])
+    def row_sums(self, rows):
+        """Any row length: shows batching keeping requests of different shapes apart."""
+        return {"sums": tf.reduce_sum(rows, axis=1)}
+
     def _parse_x(self, inputs):
         return tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
 
@@ -95,6 +100,7 @@ def save_half_plus(path, offset):
         "serving_default": module.predict,
         "times_two": module.times_two,
         "with_batch_size": module.with_batch_size,
+        "row_sums": module.row_sums,
         "regress_x_to_y": module.regress,
         "classify_x_to_y": module.classify,
     }
@@ -115,6 +121,33 @@ def save_string_model(path):
         "halves": module.halves,
     }
     tf.saved_model.save(module, path, signatures=signatures)
+    return path
+
+
+def save_tf1_counter_model(path):
+    """A TF1 SavedModel with reference variables (`float_ref`), like TF Serving's
+    saved_model_counter: `serving_default` is y = a * x + b; `incr_counter_by` adds `delta` to a
+    counter and returns the assign op's (reference-typed) output, as the original does. Built in
+    graph mode with use_resource=False, saved with SavedModelBuilder."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        a = tf.compat.v1.get_variable("a", initializer=0.5, use_resource=False)
+        b = tf.compat.v1.get_variable("b", initializer=2.0, use_resource=False)
+        counter = tf.compat.v1.get_variable("counter", initializer=0.0, use_resource=False)
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        delta = tf.compat.v1.placeholder(tf.float32, [], name="delta")
+        session.run(tf.compat.v1.global_variables_initializer())
+        signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def
+        builder = tf.compat.v1.saved_model.Builder(path)
+        builder.add_meta_graph_and_variables(
+            session,
+            [tf.compat.v1.saved_model.tag_constants.SERVING],
+            signature_def_map={
+                "serving_default": signature({"x": x}, {"y": tf.add(a * x, b, name="y")}),
+                "incr_counter_by": signature({"delta": delta}, {"output": tf.compat.v1.assign_add(counter, delta)}),
+            },
+        )
+        builder.save()
     return path
 
 
