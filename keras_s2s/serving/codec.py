@@ -513,6 +513,8 @@ def _exact_instances(instances, input_dtypes):
                 raise _wrap_element_error(error, f"Failed to process element: {index} of 'instances' list.") from None
     arrays = {}
     for name, values in columns.items():
+        if values[0].ndim >= MAX_RANK:  # stacking adds the batch dimension
+            raise _invalid(f"Instances of {name} have {values[0].ndim} dimensions; at most {MAX_RANK - 1} are supported")
         expected = values[0].shape
         for index, value in enumerate(values):
             if value.shape != expected:
@@ -578,7 +580,7 @@ def _float32_short_round_trips(flat):
     """For each float32: does `%g` (6 significant digits) read back as the same float32?
 
     Vectorised: the 6-digit rounding is computed in float64 (error ~1e-16 relative, ~1e-9 float32
-    ulp) and must lie within half a float32 ulp of the value. Values within 1e-4 ulp of the
+    ulp) and must lie within half the float32 gap on its side of the value. Values within 1e-4 of the
     half-ulp limit (ties, decided by round-half-even) are checked one by one by reading `%g` back.
     """
     magnitude = np.abs(flat.astype(np.float64))
@@ -587,7 +589,11 @@ def _float32_short_round_trips(flat):
     exponent = np.floor(np.log10(safe))
     exponent += (safe >= 10.0 ** (exponent + 1)).astype(np.float64) - (safe < 10.0**exponent).astype(np.float64)
     scale = 10.0 ** (exponent - 5)
-    ulps_off = np.abs(np.rint(safe / scale) * scale - safe) / np.spacing(np.abs(flat)).astype(np.float64)
+    rounded = np.rint(safe / scale) * scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        up, down = np.spacing(np.abs(flat)), -np.spacing(-np.abs(flat))  # float32 gaps (up: inf at max)
+        gap = np.where(rounded >= safe, up, down).astype(np.float64)
+        ulps_off = np.where(np.isfinite(gap), np.abs(rounded - safe) / gap, np.inf)
     short = ~positive | (ulps_off < 0.5 - 1e-4)
     ties = np.flatnonzero(positive & (np.abs(ulps_off - 0.5) <= 1e-4))
     values = flat[ties].tolist()

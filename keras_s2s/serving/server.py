@@ -356,6 +356,10 @@ class ModelServer:
         ready.set_result(None)
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        pending = asyncio.all_tasks(self._loop)  # connections aiohttp's cleanup left waiting
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def stop(self):
