@@ -333,7 +333,7 @@ def add_arguments(parser):
     flag(
         "rest_api_large_request_bytes",
         int,
-        1 << 20,
+        256 << 10,
         "Bodies larger than this run on the large-request threads (keras-s2s addition).",
     )
     flag(
@@ -383,7 +383,7 @@ class ServerOptions:
     rest_api_body_timeout_in_ms: int = 10000
     rest_api_keepalive_timeout_in_ms: int = 30000
     rest_api_max_connections: int = 1024
-    rest_api_large_request_bytes: int = 1 << 20
+    rest_api_large_request_bytes: int = 256 << 10
     rest_api_num_large_request_threads: int = max(1, (os.cpu_count() or 1) // 2)
     file_system_poll_wait_seconds: float = 1.0
     model_config_file: str = ""
