@@ -6,7 +6,14 @@ so `from keras_s2s.serving import Client` stays light. Nothing here imports Kera
 
 from keras_s2s.serving.client import Client, ServingRequestError
 
-__all__ = ["Client", "ServingRequestError", "ModelServer", "ServerOptions", "ModelConfig", "BatchingParameters"]
+__all__ = [
+    "Client",
+    "ServingRequestError",
+    "ModelServer",
+    "ServerOptions",
+    "ModelConfig",
+    "BatchingParameters",
+]
 
 _LAZY = {
     "ModelServer": "keras_s2s.serving.server",

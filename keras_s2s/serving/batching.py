@@ -55,12 +55,15 @@ def task_size(inputs):
     for name, array in inputs.items():
         if array.ndim == 0:
             raise ServingError(
-                "INVALID_ARGUMENT", f"Batching Run() input tensors must have at least one dimension; {name} is a scalar"
+                "INVALID_ARGUMENT",
+                f"Batching Run() input tensors must have at least one dimension; {name} is a "
+                "scalar",
             )
         sizes[name] = array.shape[0]
     if len(set(sizes.values())) > 1:
         raise ServingError(
-            "INVALID_ARGUMENT", f"Batching Run() input tensors must have equal 0th-dimension size, got {sizes}"
+            "INVALID_ARGUMENT",
+            f"Batching Run() input tensors must have equal 0th-dimension size, got {sizes}",
         )
     return next(iter(sizes.values()))
 
@@ -87,7 +90,10 @@ class BatchScheduler:
         size = task_size(inputs)
         limit = self._parameters.max_batch_size
         if size > limit:
-            raise ServingError("INVALID_ARGUMENT", f"Task size {size} is larger than maximum input batch size {limit}")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Task size {size} is larger than maximum input batch size {limit}",
+            )
         task = _Task(inputs, size, concurrent.futures.Future())
         key = (key, self._shape_key(inputs))
         with self._condition:
@@ -97,7 +103,8 @@ class BatchScheduler:
             if not queue.batches or queue.batches[-1].size + size > limit:
                 if len(queue.batches) >= self._parameters.max_enqueued_batches:
                     raise ServingError(
-                        "UNAVAILABLE", "The batch scheduling queue to which this task was submitted is full"
+                        "UNAVAILABLE",
+                        "The batch scheduling queue to which this task was submitted is full",
                     )
                 queue.batches.append(_Batch(opened=time.monotonic()))
             batch = queue.batches[-1]
@@ -107,22 +114,30 @@ class BatchScheduler:
         return task.future
 
     def _shape_key(self, inputs):
-        """What tasks must share to be concatenated: dtypes, and dims past 0 (ranks when padding)."""
+        """What tasks must share to be concatenated: dtypes and dims past 0 (ranks if padding)."""
         pad = self._parameters.pad_variable_length_inputs
         return tuple(
-            (name, array.dtype.str, array.ndim if pad else array.shape[1:]) for name, array in sorted(inputs.items())
+            (name, array.dtype.str, array.ndim if pad else array.shape[1:])
+            for name, array in sorted(inputs.items())
         )
 
     def stop(self):
         """Stops the threads; tasks still queued fail with UNAVAILABLE."""
         with self._condition:
             self._stopped = True
-            pending = [task for queue in self._queues.values() for batch in queue.batches for task in batch.tasks]
+            pending = [
+                task
+                for queue in self._queues.values()
+                for batch in queue.batches
+                for task in batch.tasks
+            ]
             self._queues.clear()
             self._condition.notify_all()
         for task in pending:
             if task.future.set_running_or_notify_cancel():
-                task.future.set_exception(ServingError("UNAVAILABLE", "The server is shutting down"))
+                task.future.set_exception(
+                    ServingError("UNAVAILABLE", "The server is shutting down")
+                )
         for thread in self._threads:
             thread.join()
 
@@ -146,7 +161,11 @@ class BatchScheduler:
         for key, queue in self._queues.items():
             first = queue.batches[0]
             deadline = first.opened + self._timeout_seconds
-            if first.size >= self._parameters.max_batch_size or len(queue.batches) > 1 or now >= deadline:
+            if (
+                first.size >= self._parameters.max_batch_size
+                or len(queue.batches) > 1
+                or now >= deadline
+            ):
                 if best_key is None or first.opened < self._queues[best_key].batches[0].opened:
                     best_key = key
             else:
@@ -172,8 +191,12 @@ class BatchScheduler:
             if len(tasks) == 1:
                 tasks[0].future.set_exception(error_from_exception(exception))
                 return
-            logger.warning("A batch of %d tasks failed (%s); running them one by one", len(tasks), exception)
-            for task in tasks:  # so that a bad request fails alone (TF Serving fails the whole batch)
+            logger.warning(
+                "A batch of %d tasks failed (%s); running them one by one", len(tasks), exception
+            )
+            for (
+                task
+            ) in tasks:  # so that a bad request fails alone (TF Serving fails the whole batch)
                 self._run_alone(run, task)
             return
         for task, result in zip(tasks, results, strict=True):
@@ -189,11 +212,15 @@ class BatchScheduler:
     def _merge(self, tasks):
         """Concatenates the tasks' inputs; returns them and the (padded) batch size."""
         total = sum(task.size for task in tasks)
-        padded_size = next((size for size in self._parameters.allowed_batch_sizes if size >= total), total)
+        padded_size = next(
+            (size for size in self._parameters.allowed_batch_sizes if size >= total), total
+        )
         merged = {}
         for name in tasks[0].inputs:
             arrays = [task.inputs[name] for task in tasks]
-            if self._parameters.pad_variable_length_inputs:  # else their shapes are equal (`_shape_key`)
+            if (
+                self._parameters.pad_variable_length_inputs
+            ):  # else their shapes are equal (`_shape_key`)
                 arrays = _pad_to_common_shape(arrays)
             if padded_size > total:  # pad the batch with copies of the first task's first row
                 arrays.append(np.repeat(arrays[0][:1], padded_size - total, axis=0))
@@ -221,11 +248,14 @@ def _split(outputs, tasks, padded_size):
         if array.ndim == 0 or array.shape[0] != padded_size:
             raise ServingError(
                 "INTERNAL",
-                f"Batched output tensor {name} has shape {list(array.shape)}; its 0th dimension must equal "
+                f"Batched output tensor {name} has shape {list(array.shape)}; its 0th dimension "
+                "must equal "
                 f"the batch size {padded_size}",
             )
     results, offset = [], 0
     for task in tasks:
-        results.append({name: array[offset : offset + task.size] for name, array in outputs.items()})
+        results.append(
+            {name: array[offset : offset + task.size] for name, array in outputs.items()}
+        )
         offset += task.size
     return results

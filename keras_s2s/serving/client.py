@@ -17,7 +17,9 @@ class ServingRequestError(Exception):
     """
 
     def __init__(self, status, message, url):
-        super().__init__(f"HTTP {status} from {url}: {message}" if status is not None else f"{url}: {message}")
+        super().__init__(
+            f"HTTP {status} from {url}: {message}" if status is not None else f"{url}: {message}"
+        )
         self.status = status
         self.message = message
         self.url = url
@@ -32,7 +34,9 @@ class Client:
 
     def __init__(self, base_url, model_name, version=None, label=None, timeout=30.0):
         if version is not None and label is not None:
-            raise ValueError(f"Give a version or a label, not both (got version={version!r}, label={label!r})")
+            raise ValueError(
+                f"Give a version or a label, not both (got version={version!r}, label={label!r})"
+            )
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
         self.version = version
@@ -59,7 +63,9 @@ class Client:
     def predict(self, instances=None, inputs=None, signature_name=None):
         """Row (`instances`) or columnar (`inputs`) predict; returns `predictions` or `outputs`."""
         if (instances is None) == (inputs is None):
-            raise ValueError("Give exactly one of instances (row format) or inputs (columnar format)")
+            raise ValueError(
+                "Give exactly one of instances (row format) or inputs (columnar format)"
+            )
         body = {"instances": instances} if instances is not None else {"inputs": inputs}
         if signature_name is not None:
             body["signature_name"] = signature_name
@@ -81,14 +87,19 @@ class Client:
         `scores`, else the translated string.
         """
         if isinstance(texts, str):
-            raise TypeError(f"texts must be a list of strings, got the single string {texts!r}; wrap it in a list")
+            raise TypeError(
+                f"texts must be a list of strings, got the single string {texts!r}; wrap it in a "
+                "list"
+            )
         texts = list(texts)
         if not texts:
             return []
         results = []
         for prediction in self.predict(instances=texts):
             if isinstance(prediction, dict) and "scores" in prediction:
-                results.append({"translation": prediction["outputs"], "score": prediction["scores"]})
+                results.append(
+                    {"translation": prediction["outputs"], "score": prediction["scores"]}
+                )
             elif isinstance(prediction, dict):
                 results.append(prediction["outputs"])
             else:
@@ -105,7 +116,9 @@ class Client:
 
     def _request(self, method, url, body=None):
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode("utf-8"))

@@ -103,7 +103,9 @@ def parse_json(body):
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise _invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
+        raise _invalid(
+            f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
+        ) from None
     if not text.strip():
         raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(text)}")
     try:
@@ -133,9 +135,13 @@ def _json_int(digits):
 
 
 def _parse_error_message(text, error):
-    reason = next((rapidjson for prefix, rapidjson in _PARSE_ERRORS.items() if error.msg.startswith(prefix)), None)
+    reason = next(
+        (rapidjson for prefix, rapidjson in _PARSE_ERRORS.items() if error.msg.startswith(prefix)),
+        None,
+    )
     if reason is None and error.msg.startswith("Expecting ',' delimiter"):
-        reason = f"Missing a comma or '{_innermost_closer(text, error.pos)}' after an {_container(text, error.pos)}."
+        closer, container = _innermost_closer(text, error.pos), _container(text, error.pos)
+        reason = f"Missing a comma or '{closer}' after an {container}."
     return f"JSON Parse error: {reason or 'Unspecific syntax error.'} at offset: {error.pos}"
 
 
@@ -163,7 +169,9 @@ def _check_surrogates(text):
     else:
         if pending is None:
             return
-    raise _invalid(f"JSON Parse error: The surrogate pair in string is invalid. at offset: {pending[0]}")
+    raise _invalid(
+        f"JSON Parse error: The surrogate pair in string is invalid. at offset: {pending[0]}"
+    )
 
 
 def _structure(data):
@@ -188,7 +196,9 @@ def _parse_deep(body):
     TF Serving accepts a 500,000-deep value under an unknown key and refuses one under
     `signature_name` with 400; so does this.
     """
-    too_deep = _invalid(f"JSON Parse error: the document is nested deeper than {MAX_PARSE_DEPTH} levels")
+    too_deep = _invalid(
+        f"JSON Parse error: the document is nested deeper than {MAX_PARSE_DEPTH} levels"
+    )
     if len(body) > _MAX_DEEP_BODY_BYTES:
         raise too_deep
     depth, outside = _structure(body)
@@ -197,7 +207,10 @@ def _parse_deep(body):
         raise too_deep
     end = text_start + int(np.flatnonzero(depth[text_start:] == 0)[0])
     if body[end + 1 :].strip():
-        raise _invalid(f"JSON Parse error: The document root must not be followed by other values. at offset: {end + 1}")
+        raise _invalid(
+            "JSON Parse error: The document root must not be followed by other values. at "
+            f"offset: {end + 1}"
+        )
     top = outside & (depth == 1)
     array = np.frombuffer(body, dtype=np.uint8)
     commas = np.flatnonzero(top & (array == 0x2C))
@@ -221,7 +234,10 @@ def _parse_deep(body):
         elif key == "signature_name":
             raise _invalid("'signature_name' key must be a string value.")
         elif key in _KNOWN_KEYS:
-            raise _invalid(f"JSON Parse error: the value of '{key}' is nested deeper than {MAX_PARSE_DEPTH} levels")
+            raise _invalid(
+                f"JSON Parse error: the value of '{key}' is nested deeper than {MAX_PARSE_DEPTH} "
+                "levels"
+            )
     return result
 
 
@@ -267,7 +283,9 @@ def _decode_b64(value):
             encoded + "=" * (-len(encoded) % 4), altchars=b"-_" if web_safe else None, validate=True
         )
     except (binascii.Error, ValueError):
-        raise _invalid(f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data") from None
+        raise _invalid(
+            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
+        ) from None
 
 
 def _scalar_converter(dtype):
@@ -311,7 +329,8 @@ def _scalar_converter(dtype):
                 return value.encode("utf-8")
             except UnicodeEncodeError:
                 raise _invalid(
-                    f"JSON Value: {json_value_to_string(value)}: The surrogate pair in string is invalid."
+                    f"JSON Value: {json_value_to_string(value)}: The surrogate pair in string is "
+                    "invalid."
                 ) from None
 
         return to_bytes
@@ -319,7 +338,8 @@ def _scalar_converter(dtype):
     def unsupported(value):
         raise ServingError(
             "UNIMPLEMENTED",
-            f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_name(dtype)} is not supported",
+            f"Conversion of JSON Value: {json_value_to_string(value)} to type: "
+            f"{dtype_name(dtype)} is not supported",
         )
 
     return unsupported
@@ -351,7 +371,10 @@ def json_to_array(value, dtype):
     while isinstance(probe, list):
         shape.append(len(probe))
         if len(shape) > MAX_RANK:
-            raise _invalid(f"JSON value is nested more than {MAX_RANK} levels deep; tensors have at most {MAX_RANK} dimensions")
+            raise _invalid(
+                f"JSON value is nested more than {MAX_RANK} levels deep; tensors have at most "
+                f"{MAX_RANK} dimensions"
+            )
         if not probe:
             break
         probe = probe[0]
@@ -389,7 +412,11 @@ def _fast_array(value, dtype):
     try:
         if kind == "float":
             with np.errstate(over="ignore"):
-                return np.array(flat, dtype=np.float64).astype(dtype.as_numpy_dtype).reshape(objects.shape)
+                return (
+                    np.array(flat, dtype=np.float64)
+                    .astype(dtype.as_numpy_dtype)
+                    .reshape(objects.shape)
+                )
         if kind == "int":
             wide = np.array(flat, dtype=np.uint64 if dtype == tf.uint64 else np.int64)
             low, high = _INTEGER_RANGES[dtype]
@@ -412,7 +439,8 @@ def _flatten(value, shape, depth, convert, out):
         return
     if not isinstance(value, list):
         raise _invalid(
-            f"Expecting a list at depth {depth} of shape {shape} but got JSON Value: {json_value_to_string(value)}"
+            f"Expecting a list at depth {depth} of shape {shape} but got JSON Value: "
+            f"{json_value_to_string(value)}"
         )
     if len(value) != shape[depth]:
         raise _invalid(
@@ -437,7 +465,9 @@ def decode_predict_request(request, input_dtypes):
     """Converts a predict body into ({input name: array}, is_row_format)."""
     has_instances, has_inputs = "instances" in request, "inputs" in request
     if has_instances and has_inputs:
-        raise _invalid("Not formatted correctly expecting only one of 'inputs' or 'instances' keys exclusively")
+        raise _invalid(
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exclusively"
+        )
     if has_instances:
         return _decode_instances(request["instances"], input_dtypes), True
     if has_inputs:
@@ -490,18 +520,22 @@ def _exact_instances(instances, input_dtypes):
     for index, element in enumerate(instances):
         if named:
             if not _is_named_object(element):
-                raise _invalid(f"Expecting object but got {_json_type(element)} at item {index} of input list")
+                raise _invalid(
+                    f"Expecting object but got {_json_type(element)} at item {index} of input list"
+                )
             if set(element) != set(input_dtypes):
                 raise _invalid(
                     f"Failed to process element: {index} of 'instances' list. JSON object: "
-                    f"{json_value_to_string(element)} keys: {sorted(element)} expected: {sorted(input_dtypes)}"
+                    f"{json_value_to_string(element)} keys: {sorted(element)} expected: "
+                    f"{sorted(input_dtypes)}"
                 )
             for name, dtype in input_dtypes.items():
                 try:
                     columns[name].append(json_to_array(element[name], dtype))
                 except ServingError as error:
                     raise _wrap_element_error(
-                        error, f"Failed to process element: {index} key: {name} of 'instances' list."
+                        error,
+                        f"Failed to process element: {index} key: {name} of 'instances' list.",
                     ) from None
         else:
             if _is_named_object(element):
@@ -510,16 +544,22 @@ def _exact_instances(instances, input_dtypes):
             try:
                 columns[name].append(json_to_array(element, dtype))
             except ServingError as error:
-                raise _wrap_element_error(error, f"Failed to process element: {index} of 'instances' list.") from None
+                raise _wrap_element_error(
+                    error, f"Failed to process element: {index} of 'instances' list."
+                ) from None
     arrays = {}
     for name, values in columns.items():
         if values[0].ndim >= MAX_RANK:  # stacking adds the batch dimension
-            raise _invalid(f"Instances of {name} have {values[0].ndim} dimensions; at most {MAX_RANK - 1} are supported")
+            raise _invalid(
+                f"Instances of {name} have {values[0].ndim} dimensions; at most {MAX_RANK - 1} "
+                "are supported"
+            )
         expected = values[0].shape
         for index, value in enumerate(values):
             if value.shape != expected:
                 raise _invalid(
-                    f"Expecting shape {list(expected)} but got: {list(value.shape)} for input: {name} "
+                    f"Expecting shape {list(expected)} but got: {list(value.shape)} for input: "
+                    f"{name} "
                     f"at item {index} of 'instances' list (all instances must have the same shape)"
                 )
         arrays[name] = np.stack(values) if values[0].dtype != object else _stack_objects(values)
@@ -580,18 +620,22 @@ def _float32_short_round_trips(flat):
     """For each float32: does `%g` (6 significant digits) read back as the same float32?
 
     Vectorised: the 6-digit rounding is computed in float64 (error ~1e-16 relative, ~1e-9 float32
-    ulp) and must lie within half the float32 gap on its side of the value. Values within 1e-4 of the
-    half-ulp limit (ties, decided by round-half-even) are checked one by one by reading `%g` back.
+    ulp) and must lie within half the float32 gap on its side of the value. Values within 1e-4
+    of the half-ulp limit (ties, decided by round-half-even) are checked one by one by reading `%g` back.
     """
     magnitude = np.abs(flat.astype(np.float64))
     positive = (magnitude > 0) & np.isfinite(magnitude)
     safe = np.where(positive, magnitude, 1.0)
     exponent = np.floor(np.log10(safe))
-    exponent += (safe >= 10.0 ** (exponent + 1)).astype(np.float64) - (safe < 10.0**exponent).astype(np.float64)
+    exponent += (safe >= 10.0 ** (exponent + 1)).astype(np.float64) - (
+        safe < 10.0**exponent
+    ).astype(np.float64)
     scale = 10.0 ** (exponent - 5)
     rounded = np.rint(safe / scale) * scale
     with np.errstate(over="ignore", invalid="ignore"):
-        up, down = np.spacing(np.abs(flat)), -np.spacing(-np.abs(flat))  # float32 gaps (up: inf at max)
+        up, down = np.spacing(np.abs(flat)), -np.spacing(
+            -np.abs(flat)
+        )  # float32 gaps (up: inf at max)
         gap = np.where(rounded >= safe, up, down).astype(np.float64)
         ulps_off = np.where(np.isfinite(gap), np.abs(rounded - safe) / gap, np.inf)
     short = ~positive | (ulps_off < 0.5 - 1e-4)
@@ -621,7 +665,9 @@ def _float_tokens(flat, digits):
         short = np.zeros(flat.shape, dtype=bool)
         candidates = np.flatnonzero(finite)
         values = flat[candidates].tolist()
-        short[candidates] = np.array(list(map(float, _format_each("%g", values))), dtype=np.float64) == values
+        short[candidates] = (
+            np.array(list(map(float, _format_each("%g", values))), dtype=np.float64) == values
+        )
         by_orjson, shortest = np.zeros(flat.shape, dtype=bool), None
     whole = finite & (flat == np.trunc(flat))
     rest = ~by_orjson
@@ -638,7 +684,11 @@ def _float_tokens(flat, digits):
         indices = np.flatnonzero(mask)
         if len(indices):
             tokens[indices] = _format_each(template, flat[indices].astype(np.float64).tolist())
-    for mask, text in ((np.isnan(flat), "NaN"), (flat == np.inf, "Infinity"), (flat == -np.inf, "-Infinity")):
+    for mask, text in (
+        (np.isnan(flat), "NaN"),
+        (flat == np.inf, "Infinity"),
+        (flat == -np.inf, "-Infinity"),
+    ):
         tokens[mask] = text
     return tokens.tolist()
 
@@ -657,7 +707,9 @@ def _tokens(array, name):
         values = flat.tolist()
         if name.endswith("_bytes"):
             return ['{"b64": "%s"}' % base64.b64encode(value).decode("ascii") for value in values]
-        return [json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False) for value in values]
+        return [
+            json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False) for value in values
+        ]
     raise _invalid(f"Tensor name: {name} has unsupported type: {dtype_name(dtype)} for JSON output")
 
 
@@ -709,14 +761,20 @@ def encode_predict_response(outputs, row_format):
         if len(outputs) == 1:
             ((name, array),) = outputs.items()
             return '{"outputs": ' + _joined(_tokens(array, name), array.shape) + "}"
-        members = [f"{json.dumps(name)}: {_joined(_tokens(array, name), array.shape)}" for name, array in outputs.items()]
+        members = [
+            f"{json.dumps(name)}: {_joined(_tokens(array, name), array.shape)}"
+            for name, array in outputs.items()
+        ]
         return '{"outputs": {' + ", ".join(members) + "}}"
     batch_size = None
     for name, array in outputs.items():
         if array.ndim == 0:
             raise _invalid(f"Tensor name: {name} has no shape information ")
         if batch_size is not None and array.shape[0] != batch_size:
-            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch_size}")
+            raise _invalid(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: "
+                f"{batch_size}"
+            )
         batch_size = array.shape[0]
     if len(outputs) == 1:  # the rows joined are the whole array's nested list
         ((name, array),) = outputs.items()
@@ -744,11 +802,15 @@ def _feature_from_json(name, value, where):
             kinds.add("float_list")
         else:
             raise _invalid(
-                f"{where}: feature {name!r} has JSON Value: {json_value_to_string(item)} Type: {_json_type(item)}; "
+                f"{where}: feature {name!r} has JSON Value: {json_value_to_string(item)} Type: "
+                f"{_json_type(item)}; "
                 'expected a string, {"b64": ...}, number or bool, or a flat list of one of them'
             )
     if len(kinds) > 1:
-        raise _invalid(f"{where}: feature {name!r} mixes value types {sorted(kinds)}: {json_value_to_string(value)}")
+        raise _invalid(
+            f"{where}: feature {name!r} mixes value types {sorted(kinds)}: "
+            f"{json_value_to_string(value)}"
+        )
     if kinds == {"bytes_list"}:
         feature.bytes_list.value.extend(
             _decode_b64(item) if is_b64_object(item) else item.encode("utf-8") for item in values
@@ -763,7 +825,8 @@ def _feature_from_json(name, value, where):
 def _example_from_json(value, where):
     if not _is_named_object(value):
         raise _invalid(
-            f"{where} must be a JSON object mapping feature names to values, got: {json_value_to_string(value)}"
+            f"{where} must be a JSON object mapping feature names to values, got: "
+            f"{json_value_to_string(value)}"
         )
     example = example_pb2.Example()
     for name, feature in value.items():
@@ -777,7 +840,9 @@ def decode_examples(request):
     if examples is None:
         raise _invalid("Missing 'examples' key in request; expected a list of JSON objects")
     if not isinstance(examples, list):
-        raise _invalid(f"'examples' must be an array of JSON objects, got: {json_value_to_string(examples)}")
+        raise _invalid(
+            f"'examples' must be an array of JSON objects, got: {json_value_to_string(examples)}"
+        )
     if not examples:
         raise _invalid("'examples' array is empty")
     context = b""
@@ -785,7 +850,9 @@ def decode_examples(request):
         context = _example_from_json(request["context"], "'context'").SerializeToString()
     serialized = np.empty(len(examples), dtype=object)
     for index, example in enumerate(examples):
-        serialized[index] = context + _example_from_json(example, f"'examples' item {index}").SerializeToString()
+        serialized[index] = (
+            context + _example_from_json(example, f"'examples' item {index}").SerializeToString()
+        )
     return serialized
 
 
@@ -804,18 +871,27 @@ def encode_classify_response(outputs, batch_size):
     (label "" without classes, score 0.0 without scores)."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
     if classes is None and scores is None:
-        raise _invalid(f"Expected classification signature outputs to contain classes or scores, got {sorted(outputs)}")
+        raise _invalid(
+            "Expected classification signature outputs to contain classes or scores, got "
+            f"{sorted(outputs)}"
+        )
     if classes is not None:
         if classes.dtype != object:
-            raise _invalid(f"Expected classes Tensor of DT_STRING. Got: {dtype_name(tf.as_dtype(classes.dtype))}")
+            raise _invalid(
+                "Expected classes Tensor of DT_STRING. Got: "
+                f"{dtype_name(tf.as_dtype(classes.dtype))}"
+            )
         _check_batch("classes", classes, batch_size, (2,), "[batch_size num_classes]")
     if scores is not None:
         if scores.dtype != np.float32:
-            raise _invalid(f"Expected scores Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(scores.dtype))}")
+            raise _invalid(
+                f"Expected scores Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(scores.dtype))}"
+            )
         _check_batch("scores", scores, batch_size, (2,), "[batch_size num_classes]")
     if classes is not None and scores is not None and classes.shape != scores.shape:
         raise _invalid(
-            f"Tensors class and score should match in shape, got {list(classes.shape)} and {list(scores.shape)}"
+            f"Tensors class and score should match in shape, got {list(classes.shape)} and "
+            f"{list(scores.shape)}"
         )
     reference = classes if classes is not None else scores
     results = []
@@ -835,10 +911,17 @@ def encode_regress_response(outputs, batch_size):
     if values is None:
         raise _invalid(f"Expected a regression output named 'outputs', got {sorted(outputs)}")
     if values.dtype != np.float32:
-        raise _invalid(f"Expected output Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(values.dtype))}")
+        raise _invalid(
+            f"Expected output Tensor of DT_FLOAT. Got: {dtype_name(tf.as_dtype(values.dtype))}"
+        )
     _check_batch("output", values, batch_size, (1, 2), "[batch_size] or [batch_size, 1]")
     if values.ndim == 2 and values.shape[1] != 1:
         raise _invalid(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(values.shape)}"
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{list(values.shape)}"
         )
-    return '{"results": [' + ", ".join(format_float(value, 9) for value in values.ravel().tolist()) + "]}"
+    return (
+        '{"results": ['
+        + ", ".join(format_float(value, 9) for value in values.ravel().tolist())
+        + "]}"
+    )

@@ -12,7 +12,13 @@ import dataclasses
 import logging
 import os
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +53,13 @@ def _schema_file():
         dependency=["google/protobuf/wrappers.proto"],
     )
     policy = file.message_type.add(name="ServableVersionPolicy")
-    policy.nested_type.add(name="Latest").field.append(_field("num_versions", 1, _Field.TYPE_UINT32))
+    policy.nested_type.add(name="Latest").field.append(
+        _field("num_versions", 1, _Field.TYPE_UINT32)
+    )
     policy.nested_type.add(name="All")
-    policy.nested_type.add(name="Specific").field.append(_field("versions", 1, _Field.TYPE_INT64, repeated=True))
+    policy.nested_type.add(name="Specific").field.append(
+        _field("versions", 1, _Field.TYPE_INT64, repeated=True)
+    )
     policy.oneof_decl.add(name="policy_choice")
     for name, number in (("latest", 100), ("all", 101), ("specific", 102)):
         policy.field.append(
@@ -69,14 +79,21 @@ def _schema_file():
     model = file.message_type.add(name="ModelConfig")
     labels_entry = model.nested_type.add(name="VersionLabelsEntry")
     labels_entry.options.map_entry = True
-    labels_entry.field.extend([_field("key", 1, _Field.TYPE_STRING), _field("value", 2, _Field.TYPE_INT64)])
+    labels_entry.field.extend(
+        [_field("key", 1, _Field.TYPE_STRING), _field("value", 2, _Field.TYPE_INT64)]
+    )
     model.field.extend(
         [
             _field("name", 1, _Field.TYPE_STRING),
             _field("base_path", 2, _Field.TYPE_STRING),
             _field("model_type", 3, _Field.TYPE_ENUM, ".tensorflow.serving.ModelType"),
             _field("model_platform", 4, _Field.TYPE_STRING),
-            _field("model_version_policy", 7, _Field.TYPE_MESSAGE, ".tensorflow.serving.ServableVersionPolicy"),
+            _field(
+                "model_version_policy",
+                7,
+                _Field.TYPE_MESSAGE,
+                ".tensorflow.serving.ServableVersionPolicy",
+            ),
             _field(
                 "version_labels",
                 8,
@@ -92,7 +109,13 @@ def _schema_file():
     server = file.message_type.add(name="ModelServerConfig")
     server.oneof_decl.add(name="config")
     server.field.append(
-        _field("model_config_list", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.ModelConfigList", oneof_index=0)
+        _field(
+            "model_config_list",
+            1,
+            _Field.TYPE_MESSAGE,
+            ".tensorflow.serving.ModelConfigList",
+            oneof_index=0,
+        )
     )
 
     batching = file.message_type.add(name="BatchingParameters")
@@ -106,7 +129,9 @@ def _schema_file():
             _field("thread_pool_name", 5, _Field.TYPE_MESSAGE, ".google.protobuf.StringValue"),
             _field("allowed_batch_sizes", 6, _Field.TYPE_INT64, repeated=True),
             _field("pad_variable_length_inputs", 7, _Field.TYPE_BOOL),
-            _field("enable_large_batch_splitting", 9, _Field.TYPE_MESSAGE, ".google.protobuf.BoolValue"),
+            _field(
+                "enable_large_batch_splitting", 9, _Field.TYPE_MESSAGE, ".google.protobuf.BoolValue"
+            ),
             _field("max_execution_batch_size", 10, _Field.TYPE_MESSAGE, int64_value),
         ]
     )
@@ -118,13 +143,20 @@ def _message_classes():
         from tensorflow_serving.config import model_server_config_pb2
         from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
 
-        return model_server_config_pb2.ModelServerConfig, session_bundle_config_pb2.BatchingParameters
+        return (
+            model_server_config_pb2.ModelServerConfig,
+            session_bundle_config_pb2.BatchingParameters,
+        )
     except ImportError:
         pool = descriptor_pool.DescriptorPool()
-        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
+        pool.Add(
+            descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb)
+        )
         pool.Add(_schema_file())
         return tuple(
-            message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+            message_factory.GetMessageClass(
+                pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
+            )
             for name in ("ModelServerConfig", "BatchingParameters")
         )
 
@@ -202,7 +234,9 @@ def parse_model_config(text, source="<models.config>"):
         if not config.name:
             raise ConfigError(f"{where} has no name")
         if config.name in names:
-            raise ConfigError(f"{source}: Illegal to list model {config.name} multiple times in config list")
+            raise ConfigError(
+                f"{source}: Illegal to list model {config.name} multiple times in config list"
+            )
         names.add(config.name)
         if not config.base_path:
             raise ConfigError(f"{where} ({config.name}) has no base_path")
@@ -232,7 +266,9 @@ def _version_policy(config, where):
         return VersionPolicy("all")
     if kind == "specific":
         if not policy.specific.versions:
-            raise ConfigError(f"{where} ({config.name}): model_version_policy specific {{}} lists no versions")
+            raise ConfigError(
+                f"{where} ({config.name}): model_version_policy specific {{}} lists no versions"
+            )
         return VersionPolicy("specific", versions=tuple(policy.specific.versions))
     return VersionPolicy("latest", num_versions=max(policy.latest.num_versions, 1))
 
@@ -245,11 +281,18 @@ def parse_batching_parameters(text, source="<batching parameters>"):
     """Parses a BatchingParameters text proto, refusing what TF Serving refuses or we do not do."""
     proto = _parse_text_proto(text, _BatchingParametersProto(), source)
     if proto.HasField("enable_large_batch_splitting") and proto.enable_large_batch_splitting.value:
-        raise ConfigError(f"{source}: enable_large_batch_splitting is not supported by keras-s2s serve")
+        raise ConfigError(
+            f"{source}: enable_large_batch_splitting is not supported by keras-s2s serve"
+        )
     defaults = BatchingParameters()
     values = {
         name: getattr(proto, name).value if proto.HasField(name) else getattr(defaults, name)
-        for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+        for name in (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "max_enqueued_batches",
+            "num_batch_threads",
+        )
     }
     for name, value in values.items():
         if value < (0 if name == "batch_timeout_micros" else 1):
@@ -257,14 +300,19 @@ def parse_batching_parameters(text, source="<batching parameters>"):
     allowed = tuple(proto.allowed_batch_sizes)
     if allowed:
         if any(later <= earlier for earlier, later in zip(allowed, allowed[1:])) or allowed[0] < 1:
-            raise ConfigError(f"{source}: allowed_batch_sizes must be positive and increasing, got {list(allowed)}")
+            raise ConfigError(
+                f"{source}: allowed_batch_sizes must be positive and increasing, got "
+                f"{list(allowed)}"
+            )
         if allowed[-1] != values["max_batch_size"]:
             raise ConfigError(
                 f"{source}: Last entry in allowed_batch_sizes ({allowed[-1]}) must equal "
                 f"max_batch_size ({values['max_batch_size']})"
             )
     return BatchingParameters(
-        **values, allowed_batch_sizes=allowed, pad_variable_length_inputs=proto.pad_variable_length_inputs
+        **values,
+        allowed_batch_sizes=allowed,
+        pad_variable_length_inputs=proto.pad_variable_length_inputs,
     )
 
 
@@ -284,7 +332,13 @@ def add_arguments(parser):
     def flag(name, kind, default, help_text):
         if kind is bool:
             parser.add_argument(
-                f"--{name}", type=_parse_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help_text
+                f"--{name}",
+                type=_parse_bool,
+                nargs="?",
+                const=True,
+                default=default,
+                metavar="BOOL",
+                help=help_text,
             )
         else:
             parser.add_argument(f"--{name}", type=kind, default=default, help=help_text)
@@ -297,11 +351,28 @@ def add_arguments(parser):
         "",
         "models.config (text ModelServerConfig); overrides --model_name/--model_base_path.",
     )
-    flag("model_config_file_poll_wait_seconds", float, 0, "Re-read --model_config_file this often; 0 = read once.")
-    flag("file_system_poll_wait_seconds", float, 1, "Poll base paths for versions this often; 0 = once, <0 = never.")
+    flag(
+        "model_config_file_poll_wait_seconds",
+        float,
+        0,
+        "Re-read --model_config_file this often; 0 = read once.",
+    )
+    flag(
+        "file_system_poll_wait_seconds",
+        float,
+        1,
+        "Poll base paths for versions this often; 0 = once, <0 = never.",
+    )
     flag("rest_api_port", int, 8501, "REST port (0 = pick a free port).")
-    flag("rest_api_host", str, "127.0.0.1", "Address the REST server binds to (keras-s2s addition).")
-    flag("rest_api_num_threads", int, 4 * cpus, "Threads running requests (JSON decoding, model execution).")
+    flag(
+        "rest_api_host", str, "127.0.0.1", "Address the REST server binds to (keras-s2s addition)."
+    )
+    flag(
+        "rest_api_num_threads",
+        int,
+        4 * cpus,
+        "Threads running requests (JSON decoding, model execution).",
+    )
     flag("rest_api_timeout_in_ms", int, 30000, "Per-request deadline; exceeded requests get 504.")
     flag(
         "rest_api_header_timeout_in_ms",
@@ -328,7 +399,8 @@ def add_arguments(parser):
         "rest_api_max_connections",
         int,
         1024,
-        "Most open connections; past it idle ones are closed, else new ones get 503 (keras-s2s addition).",
+        "Most open connections; past it idle ones are closed, else new ones get 503 (keras-s2s "
+        "addition).",
     )
     flag(
         "rest_api_large_request_bytes",
@@ -342,17 +414,42 @@ def add_arguments(parser):
         max(1, cpus // 2),
         "Threads for large requests, so that they cannot hold every thread (keras-s2s addition).",
     )
-    flag("rest_api_enable_cors_support", bool, False, "Answer CORS preflights and add CORS headers.")
     flag(
-        "rest_api_max_body_bytes", int, 64 << 20, "Largest request body accepted; larger gets 413 (keras-s2s addition)."
+        "rest_api_enable_cors_support", bool, False, "Answer CORS preflights and add CORS headers."
     )
-    flag("enable_batching", bool, False, "Merge concurrent requests to the same signature into one batch.")
+    flag(
+        "rest_api_max_body_bytes",
+        int,
+        64 << 20,
+        "Largest request body accepted; larger gets 413 (keras-s2s addition).",
+    )
+    flag(
+        "enable_batching",
+        bool,
+        False,
+        "Merge concurrent requests to the same signature into one batch.",
+    )
     flag("batching_parameters_file", str, "", "Text BatchingParameters; needs --enable_batching.")
     flag("max_num_load_retries", int, 5, "Retries of a version that fails to load.")
     flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries.")
-    flag("allow_version_labels_for_unavailable_models", bool, False, "Allow labels on versions not yet loaded.")
-    flag("enable_signature_method_name_check", bool, False, "Require predict/classify/regress method names.")
-    flag("port", int, 8500, "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.")
+    flag(
+        "allow_version_labels_for_unavailable_models",
+        bool,
+        False,
+        "Allow labels on versions not yet loaded.",
+    )
+    flag(
+        "enable_signature_method_name_check",
+        bool,
+        False,
+        "Require predict/classify/regress method names.",
+    )
+    flag(
+        "port",
+        int,
+        8500,
+        "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.",
+    )
 
 
 _POSITIVE_FLAGS = (
@@ -398,14 +495,20 @@ class ServerOptions:
     def from_args(cls, args):
         if args.model_config_file:
             if args.model_base_path:
-                logger.warning("--model_config_file is given: ignoring --model_name and --model_base_path")
+                logger.warning(
+                    "--model_config_file is given: ignoring --model_name and --model_base_path"
+                )
             models = read_model_config_file(args.model_config_file)
         elif args.model_base_path:
             models = [ModelConfig(args.model_name, args.model_base_path)]
         else:
-            raise ConfigError("Both --model_base_path and --model_config_file are empty: give one of them")
+            raise ConfigError(
+                "Both --model_base_path and --model_config_file are empty: give one of them"
+            )
         if args.batching_parameters_file and not args.enable_batching:
-            raise ConfigError("Batching parameters file provided but batching not enabled (--enable_batching).")
+            raise ConfigError(
+                "Batching parameters file provided but batching not enabled (--enable_batching)."
+            )
         batching = None
         if args.enable_batching:
             batching = (
@@ -417,7 +520,9 @@ class ServerOptions:
                 else BatchingParameters()
             )
         if args.rest_api_port != 0 and args.rest_api_port == args.port:
-            raise ConfigError(f"--rest_api_port ({args.rest_api_port}) must differ from --port ({args.port})")
+            raise ConfigError(
+                f"--rest_api_port ({args.rest_api_port}) must differ from --port ({args.port})"
+            )
         for name in _POSITIVE_FLAGS:
             if getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")

@@ -42,7 +42,9 @@ class ServingError(Exception):
 
     def __init__(self, code, message, http_status=None):
         if code not in HTTP_STATUS_BY_CODE:
-            raise ValueError(f"Unknown error code {code!r}; expected one of {sorted(HTTP_STATUS_BY_CODE)}")
+            raise ValueError(
+                f"Unknown error code {code!r}; expected one of {sorted(HTTP_STATUS_BY_CODE)}"
+            )
         super().__init__(message)
         self.code = code
         self.message = message
@@ -54,7 +56,9 @@ class ServingError(Exception):
 
 # "Graph execution error:" and the "Detected at node X defined at (most recent call last):" stack
 # that TensorFlow puts before the op's own message, one `File "...", line N, in f` entry per frame.
-_TF_PREAMBLE = re.compile(r"^(Graph execution error:|Detected at node .* defined at \(most recent call last\):)$")
+_TF_PREAMBLE = re.compile(
+    r"^(Graph execution error:|Detected at node .* defined at \(most recent call last\):)$"
+)
 _STACK_FRAME = re.compile(r'^\s+File "[^"]*", line \d+, in ')
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/\"':,;()\[\]{}]+){2,}/?")
 _MAX_MESSAGE_CHARS = 4096
@@ -91,7 +95,9 @@ def error_from_exception(error):
     if isinstance(error, ServingError):
         return error
     if isinstance(error, tf.errors.OpError):
-        return ServingError(_CODE_NAME_BY_TF_CODE.get(error.error_code, "UNKNOWN"), public_message(error.message))
+        return ServingError(
+            _CODE_NAME_BY_TF_CODE.get(error.error_code, "UNKNOWN"), public_message(error.message)
+        )
     if isinstance(error, FileNotFoundError):
         return ServingError("NOT_FOUND", public_message(str(error)))
     if isinstance(error, (TypeError, ValueError)):

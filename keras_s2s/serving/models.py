@@ -57,7 +57,9 @@ def _eager_runner(function, input_dtypes):
     """Calls a TF2 signature function on numpy inputs."""
 
     def run(inputs):
-        tensors = {name: tf.constant(inputs[name], dtype=dtype) for name, dtype in input_dtypes.items()}
+        tensors = {
+            name: tf.constant(inputs[name], dtype=dtype) for name, dtype in input_dtypes.items()
+        }
         return {name: tensor.numpy() for name, tensor in function(**tensors).items()}
 
     return run
@@ -88,7 +90,10 @@ class Servable:
 
     def signature(self, name):
         if name not in self.signatures:
-            raise ServingError("INVALID_ARGUMENT", f'Serving signature name: "{name[:200]}" not found in signature def')
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f'Serving signature name: "{name[:200]}" not found in signature def',
+            )
         return self.signatures[name]
 
     @functools.cached_property
@@ -97,13 +102,19 @@ class Servable:
         computed once, when the version loads, so metadata requests cost nothing."""
         signature_defs = {
             key: json_format.MessageToDict(
-                signature_def, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                signature_def,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
             )
             for key, signature_def in self.signature_defs.items()
         }
         return json.dumps(
             {
-                "model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
+                "model_spec": {
+                    "name": self.name,
+                    "signature_name": "",
+                    "version": str(self.version),
+                },
                 "metadata": {"signature_def": {"signature_def": signature_defs}},
             },
             indent=1,
@@ -124,17 +135,22 @@ def _read_meta_graph(path):
             else:
                 text_format.Parse(data.decode("utf-8"), saved_model)
         except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as error:
-            raise ServingError("DATA_LOSS", f"Can't parse {file_path} as {parse} proto: {error}") from None
+            raise ServingError(
+                "DATA_LOSS", f"Can't parse {file_path} as {parse} proto: {error}"
+            ) from None
         for meta_graph in saved_model.meta_graphs:
             if SERVE_TAG in meta_graph.meta_info_def.tags:
                 return meta_graph
         raise ServingError(
             "NOT_FOUND",
-            f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }} in {file_path}. "
-            "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
+            f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }} in "
+            f"{file_path}. "
+            "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+            "`saved_model_cli`",
         )
     raise ServingError(
-        "NOT_FOUND", f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}"
+        "NOT_FOUND",
+        f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
     )
 
 
@@ -144,13 +160,17 @@ def load_servable(name, version, path):
     meta_graph = _read_meta_graph(path)
     if meta_graph.object_graph_def.nodes:
         loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-        functions = {key: _eager_runner(function, _dtypes(meta_graph.signature_def[key].inputs))
-                     for key, function in loaded.signatures.items()}
+        functions = {
+            key: _eager_runner(function, _dtypes(meta_graph.signature_def[key].inputs))
+            for key, function in loaded.signatures.items()
+        }
     else:
         loaded = _load_session(path)
-        functions = {key: _session_runner(loaded, signature_def)
-                     for key, signature_def in meta_graph.signature_def.items()
-                     if not key.startswith("__")}  # "__saved_model_init_op" is no signature
+        functions = {
+            key: _session_runner(loaded, signature_def)
+            for key, signature_def in meta_graph.signature_def.items()
+            if not key.startswith("__")
+        }  # "__saved_model_init_op" is no signature
     signatures = {
         key: Signature(
             name=key,
@@ -232,7 +252,9 @@ class ModelManager:
         self._config_poll_wait_seconds = config_poll_wait_seconds
         self._models = {config.name: _Model(config.name, config) for config in models}
         self._lock = threading.Lock()  # guards _models and their VersionStatus entries
-        self._reconcile_lock = threading.Lock()  # one load/unload pass at a time (version and config pollers)
+        self._reconcile_lock = (
+            threading.Lock()
+        )  # one load/unload pass at a time (version and config pollers)
         self._stopping = threading.Event()
         self._threads = []
 
@@ -245,7 +267,8 @@ class ModelManager:
         for model in self._models.values():
             if not tf.io.gfile.isdir(model.config.base_path):
                 raise ServingError(
-                    "INVALID_ARGUMENT", f"Could not find base path {model.config.base_path} for servable {model.name}"
+                    "INVALID_ARGUMENT",
+                    f"Could not find base path {model.config.base_path} for servable {model.name}",
                 )
         while True:
             self._reconcile_all()
@@ -256,7 +279,11 @@ class ModelManager:
                         waiting.append(name)
                         continue
                     latest = model.versions[max(model.versions)]
-                    if latest.state == END and latest.error_code != "OK" and latest.retry_at is None:
+                    if (
+                        latest.state == END
+                        and latest.error_code != "OK"
+                        and latest.retry_at is None
+                    ):
                         failures.append(
                             f"{{name: {name} version: {latest.version}}} due to error: "
                             f"{latest.error_code}: {latest.error_message}"
@@ -264,7 +291,9 @@ class ModelManager:
                     elif latest.state != AVAILABLE:
                         waiting.append(name)  # a failed load with retries left
             if failures:
-                raise ServingError("UNKNOWN", f"{len(failures)} model(s) did not become available: {failures}")
+                raise ServingError(
+                    "UNKNOWN", f"{len(failures)} model(s) did not become available: {failures}"
+                )
             if not waiting:
                 break
             if self._stopping.wait(self._poll_wait_seconds if self._poll_wait_seconds > 0 else 1.0):
@@ -302,19 +331,29 @@ class ModelManager:
         with self._lock:
             model = self._models.get(name)
             if label is not None:
-                labels = model.config.labels if model is not None and model.config is not None else {}
+                labels = (
+                    model.config.labels if model is not None and model.config is not None else {}
+                )
                 if label not in labels:
-                    raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
+                    raise ServingError(
+                        "INVALID_ARGUMENT", f"Unrecognized servable version label: {label}"
+                    )
                 version = labels[label]
             versions = model.versions if model is not None else {}
             if version is None:
-                available = [number for number, status in versions.items() if status.state == AVAILABLE]
+                available = [
+                    number for number, status in versions.items() if status.state == AVAILABLE
+                ]
                 if not available:
-                    raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+                    raise ServingError(
+                        "NOT_FOUND", f"Servable not found for request: Latest({name})"
+                    )
                 return versions[max(available)].servable
             status = versions.get(version)
             if status is None or status.state != AVAILABLE:
-                raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({name}, {version})")
+                raise ServingError(
+                    "NOT_FOUND", f"Servable not found for request: Specific({name}, {version})"
+                )
             return status.servable
 
     def status(self, name, version=None):
@@ -325,10 +364,14 @@ class ModelManager:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
             if version is not None:
                 if version not in model.versions:
-                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+                    raise ServingError(
+                        "NOT_FOUND", f"Could not find version {version} of model {name}"
+                    )
                 entries = [model.versions[version]]
             else:
-                entries = [model.versions[number] for number in sorted(model.versions, reverse=True)]
+                entries = [
+                    model.versions[number] for number in sorted(model.versions, reverse=True)
+                ]
             return [dataclasses.replace(entry, servable=None) for entry in entries]
 
     # Loading and unloading.
@@ -353,11 +396,17 @@ class ModelManager:
             try:
                 found = list_versions(config.base_path)
             except (tf.errors.OpError, OSError) as error:
-                logger.error("Could not list base path %s for servable %s: %s", config.base_path, config.name, error)
+                logger.error(
+                    "Could not list base path %s for servable %s: %s",
+                    config.base_path,
+                    config.name,
+                    error,
+                )
                 return
             if not found and not model.warned_empty:
                 logger.warning(
-                    "No versions of servable %s found under base path %s. Did you forget to name your leaf "
+                    "No versions of servable %s found under base path %s. Did you forget to name "
+                    "your leaf "
                     "directory as a number (eg. '/1/')?",
                     config.name,
                     config.base_path,
@@ -381,9 +430,13 @@ class ModelManager:
     def _next_action(self, model, aspired):
         """TF Serving's AvailabilityPreservingPolicy::GetNextAction."""
         with self._lock:
-            serving = {number for number, status in model.versions.items() if status.state == AVAILABLE}
+            serving = {
+                number for number, status in model.versions.items() if status.state == AVAILABLE
+            }
             unaspired_serving = sorted(serving - aspired)
-            if unaspired_serving and (not aspired or serving & aspired or len(unaspired_serving) > 1):
+            if unaspired_serving and (
+                not aspired or serving & aspired or len(unaspired_serving) > 1
+            ):
                 return "unload", unaspired_serving[0]
             now = time.monotonic()
             new = [
@@ -391,7 +444,10 @@ class ModelManager:
                 for number in aspired
                 if number not in model.versions
                 or not model.versions[number].managed
-                or (model.versions[number].retry_at is not None and model.versions[number].retry_at <= now)
+                or (
+                    model.versions[number].retry_at is not None
+                    and model.versions[number].retry_at <= now
+                )
             ]
             return ("load", max(new)) if new else (None, None)
 
@@ -408,7 +464,15 @@ class ModelManager:
             previous = model.versions.get(number)
             retrying = previous is not None and previous.managed and previous.retry_at is not None
             attempts = previous.attempts if retrying else 0
-        self._set_status(model, number, state=START, error_code="OK", error_message="", managed=True, retry_at=None)
+        self._set_status(
+            model,
+            number,
+            state=START,
+            error_code="OK",
+            error_message="",
+            managed=True,
+            retry_at=None,
+        )
         self._set_status(model, number, state=LOADING)
         logger.info("Loading servable version {name: %s version: %d} from %s", name, number, path)
         try:
@@ -463,7 +527,11 @@ class ModelManager:
         """Re-reads the config file and realizes exactly its model list (others are unloaded)."""
         configs = {config.name: config for config in self._config_reader()}
         with self._lock:
-            current = {name: model.config for name, model in self._models.items() if model.config is not None}
+            current = {
+                name: model.config
+                for name, model in self._models.items()
+                if model.config is not None
+            }
             if configs == current:
                 return
             logger.info("Applying new model config: %s", sorted(configs))
@@ -484,7 +552,8 @@ class ModelManager:
                     old = previous.get(name)
                     if model.config is not None:
                         model.config = dataclasses.replace(
-                            model.config, version_labels=old.version_labels if old is not None else ()
+                            model.config,
+                            version_labels=old.version_labels if old is not None else (),
                         )
 
 

@@ -38,7 +38,12 @@ from aiohttp import web, web_protocol
 
 from keras_s2s.serving import codec
 from keras_s2s.serving.batching import BatchScheduler
-from keras_s2s.serving.config import ConfigError, ServerOptions, add_arguments, read_model_config_file
+from keras_s2s.serving.config import (
+    ConfigError,
+    ServerOptions,
+    add_arguments,
+    read_model_config_file,
+)
 from keras_s2s.serving.errors import ServingError
 from keras_s2s.serving.models import ModelManager, status_json_entries
 
@@ -48,10 +53,12 @@ logger = logging.getLogger(__name__)
 
 _V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _POST_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
 )
 _GET_PATH = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
 )
 _CORS_ORIGIN = re.compile(r"https?://.*")
 _CORS_HEADERS = {
@@ -62,7 +69,11 @@ _CORS_HEADERS = {
 # What libevent's evhttp_send_error answers for paths outside /v1 (not JSON).
 _NOT_FOUND_HTML = "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 _METHOD_NAMES = {
-    "predict": ("tensorflow/serving/predict", "tensorflow/serving/classify", "tensorflow/serving/regress"),
+    "predict": (
+        "tensorflow/serving/predict",
+        "tensorflow/serving/classify",
+        "tensorflow/serving/regress",
+    ),
     "classify": ("tensorflow/serving/classify",),
     "regress": ("tensorflow/serving/regress",),
 }
@@ -299,7 +310,9 @@ class ModelServer:
             self.port = sock.getsockname()[1]
             self._loop = asyncio.new_event_loop()
             ready = concurrent.futures.Future()
-            self._thread = threading.Thread(target=self._serve, args=(sock, ready), name="rest-api", daemon=True)
+            self._thread = threading.Thread(
+                target=self._serve, args=(sock, ready), name="rest-api", daemon=True
+            )
             self._thread.start()
             ready.result()
         except BaseException:
@@ -322,7 +335,9 @@ class ModelServer:
                 pass
         if soft != resource.RLIM_INFINITY and soft < needed:
             allowed = max(1, soft - 256)
-            logger.warning("Open-file limit %d allows %d connections, not %d", soft, allowed, wanted)
+            logger.warning(
+                "Open-file limit %d allows %d connections, not %d", soft, allowed, wanted
+            )
             return allowed
         return wanted
 
@@ -404,7 +419,9 @@ class ModelServer:
         try:
             if request.method == "OPTIONS":
                 if not _CORS_ORIGIN.fullmatch(request.headers.get("Origin", "")):
-                    raise ServingError("INVALID_ARGUMENT", "Origin header is missing in CORS preflight")
+                    raise ServingError(
+                        "INVALID_ARGUMENT", "Origin header is missing in CORS preflight"
+                    )
             else:
                 text = await asyncio.wait_for(self._respond(request, path), self._timeout_seconds)
         except ServingError as error:
@@ -413,16 +430,21 @@ class ModelServer:
         except asyncio.TimeoutError:
             status = 504
             text = _error_json(
-                f"Deadline Exceeded: the request took longer than {self.options.rest_api_timeout_in_ms} ms "
+                "Deadline Exceeded: the request took longer than "
+                f"{self.options.rest_api_timeout_in_ms} ms "
                 "(--rest_api_timeout_in_ms)"
             )
         except Exception:  # a bug here must still answer in TF Serving's format, and say no more
             logger.exception("Request %s %s failed", request.method, path[:200])
-            status, text = 500, _error_json("INTERNAL: the server failed to handle the request (see its log)")
+            status, text = 500, _error_json(
+                "INTERNAL: the server failed to handle the request (see its log)"
+            )
         headers = {"Content-Type": "application/json"}
         if self.options.rest_api_enable_cors_support:
             headers.update(_CORS_HEADERS)
-        response = web.Response(status=status, body=text.encode("utf-8", "replace"), headers=headers)
+        response = web.Response(
+            status=status, body=text.encode("utf-8", "replace"), headers=headers
+        )
         if close:
             response.force_close()
         return response
@@ -434,7 +456,11 @@ class ModelServer:
             name, version, label, verb = post.groups()
             model_request = _model_request(name, version, label)
             body = await self._read_body(request)
-            pool = self._large_pool if len(body) > self.options.rest_api_large_request_bytes else self._pool
+            pool = (
+                self._large_pool
+                if len(body) > self.options.rest_api_large_request_bytes
+                else self._pool
+            )
             return await self._post(pool, verb, *model_request, body)
         get = _GET_PATH.fullmatch(path) if method == "GET" else None
         if get is not None:
@@ -445,7 +471,8 @@ class ModelServer:
             if subresource == "metadata":
                 return self._manager.servable(name, version, label).metadata_json
             return json.dumps(
-                {"model_version_status": status_json_entries(self._manager.status(name, version))}, indent=1
+                {"model_version_status": status_json_entries(self._manager.status(name, version))},
+                indent=1,
             )
         raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path[:200]}")
 
@@ -463,12 +490,16 @@ class ModelServer:
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             raise ServingError(
-                "UNIMPLEMENTED", f"Unsupported Content-Encoding: {encoding[:100]} (gzip and identity are)", http_status=415
+                "UNIMPLEMENTED",
+                f"Unsupported Content-Encoding: {encoding[:100]} (gzip and identity are)",
+                http_status=415,
             )
         expect = request.headers.get("Expect")
         if expect is not None:
             if expect.lower() != "100-continue":
-                raise ServingError("INVALID_ARGUMENT", f"Unsupported Expect: {expect[:100]}", http_status=417)
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"Unsupported Expect: {expect[:100]}", http_status=417
+                )
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         chunks, size = [], 0
         pause = self.options.rest_api_body_timeout_in_ms / 1000
@@ -478,12 +509,15 @@ class ModelServer:
             except asyncio.TimeoutError:
                 raise ServingError(
                     "DEADLINE_EXCEEDED",
-                    f"The request body stopped arriving for {self.options.rest_api_body_timeout_in_ms} ms "
+                    "The request body stopped arriving for "
+                    f"{self.options.rest_api_body_timeout_in_ms} ms "
                     "(--rest_api_body_timeout_in_ms)",
                     http_status=408,
                 ) from None
             except Exception as error:  # aiohttp's payload errors: truncated chunked body, ...
-                raise ServingError("INVALID_ARGUMENT", f"Malformed request body: {error}", http_status=400) from None
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"Malformed request body: {error}", http_status=400
+                ) from None
             if not chunk:
                 break
             size += len(chunk)
@@ -492,7 +526,9 @@ class ModelServer:
             chunks.append(chunk)
         body = b"".join(chunks)
         if encoding == "gzip":
-            return await self._call(self._pool if size < 1 << 20 else self._large_pool, _gunzip, body, limit, too_large)
+            return await self._call(
+                self._pool if size < 1 << 20 else self._large_pool, _gunzip, body, limit, too_large
+            )
         return body
 
     async def _call(self, pool, function, *args):
@@ -507,25 +543,33 @@ class ModelServer:
         request = await self._call(pool, codec.parse_json, body)
         signature_name = codec.signature_name_of(request)
         signature = self._manager.servable(name, version, label).signature(signature_name)
-        if self.options.enable_signature_method_name_check and signature.method_name not in _METHOD_NAMES[verb]:
+        if (
+            self.options.enable_signature_method_name_check
+            and signature.method_name not in _METHOD_NAMES[verb]
+        ):
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Expected {_SIGNATURE_KINDS[verb]} signature method_name to be "
                 f"{' or '.join(_METHOD_NAMES[verb])}. Was: {signature.method_name}",
             )
         if verb == "predict":
-            inputs, row_format = await self._call(pool, codec.decode_predict_request, request, signature.input_dtypes)
+            inputs, row_format = await self._call(
+                pool, codec.decode_predict_request, request, signature.input_dtypes
+            )
             outputs = await self._execute(pool, signature, inputs)
             return await self._call(pool, codec.encode_predict_response, outputs, row_format)
         if len(signature.input_dtypes) != 1:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"Expected one input Tensor in signature {signature_name}, got {sorted(signature.input_dtypes)}",
+                f"Expected one input Tensor in signature {signature_name}, got "
+                f"{sorted(signature.input_dtypes)}",
             )
         serialized = await self._call(pool, codec.decode_examples, request)
         (input_name,) = signature.input_dtypes
         outputs = await self._execute(pool, signature, {input_name: serialized})
-        encode = codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
+        encode = (
+            codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
+        )
         return await self._call(pool, encode, outputs, len(serialized))
 
 
@@ -535,7 +579,9 @@ def _gunzip(body, limit, too_large):
     try:
         data = inflater.decompress(body, limit + 1)
     except zlib.error as error:
-        raise ServingError("INVALID_ARGUMENT", f"Content-Encoding is gzip but the body is not: {error}") from None
+        raise ServingError(
+            "INVALID_ARGUMENT", f"Content-Encoding is gzip but the body is not: {error}"
+        ) from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise too_large
     if not inflater.eof:
@@ -549,7 +595,11 @@ def _model_request(name, version, label):
         if len(version.lstrip("0")) > 19 or int(version) >= 2**63:
             raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {version[:40]}")
         version = int(version)
-    return urllib.parse.unquote(name), version, None if label is None else urllib.parse.unquote(label)
+    return (
+        urllib.parse.unquote(name),
+        version,
+        None if label is None else urllib.parse.unquote(label),
+    )
 
 
 def run(args):
@@ -557,7 +607,10 @@ def run(args):
     server = ModelServer(ServerOptions.from_args(args))
     server.start()
     stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not stopping.wait(1.0):  # a timed wait keeps the main thread responsive to signals
             pass
@@ -571,11 +624,14 @@ def run(args):
 def main(argv=None):
     """`keras-s2s serve` as a standalone program; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="keras-s2s serve", description="TensorFlow Serving's REST API for SavedModels, without TF Serving."
+        prog="keras-s2s serve",
+        description="TensorFlow Serving's REST API for SavedModels, without TF Serving.",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         run(args)
     except (ConfigError, ServingError, OSError) as error:

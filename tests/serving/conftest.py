@@ -94,10 +94,14 @@ def http(base_url, method, path, body=None, headers=None, timeout=30):
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode("utf-8")
-    request = urllib.request.Request(base_url + path, data=body, method=method, headers=headers or {})
+    request = urllib.request.Request(
+        base_url + path, data=body, method=method, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Response(response.status, dict(response.headers), response.read().decode("utf-8"))
+            return Response(
+                response.status, dict(response.headers), response.read().decode("utf-8")
+            )
     except urllib.error.HTTPError as error:
         return Response(error.code, dict(error.headers), error.read().decode("utf-8"))
 

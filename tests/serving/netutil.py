@@ -21,7 +21,11 @@ def raw_request(port, data, timeout=10.0):
 def read_response(sock):
     response = http.client.HTTPResponse(sock)
     response.begin()
-    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode("utf-8")
+    return (
+        response.status,
+        {k.lower(): v for k, v in response.getheaders()},
+        response.read().decode("utf-8"),
+    )
 
 
 def error_of(status_headers_body):

@@ -52,7 +52,10 @@ class StringModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def translate(self, inputs):
-        return {"outputs": tf.strings.upper(inputs), "scores": tf.cast(tf.strings.length(inputs), tf.float32) / 4.0}
+        return {
+            "outputs": tf.strings.upper(inputs),
+            "scores": tf.cast(tf.strings.length(inputs), tf.float32) / 4.0,
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="payload_bytes")])
     def raw_bytes(self, payload_bytes):
@@ -62,7 +65,10 @@ class StringModel(tf.Module):
         }
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name="a"), tf.TensorSpec([None], tf.string, name="b")]
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="a"),
+            tf.TensorSpec([None], tf.string, name="b"),
+        ]
     )
     def pair(self, a, b):
         return {"joined": tf.strings.join([a, b], separator=" ")}
@@ -106,7 +112,11 @@ def save_half_plus(path, offset):
     }
     tf.saved_model.save(module, path, signatures=signatures)
     _set_method_names(
-        path, {"regress_x_to_y": "tensorflow/serving/regress", "classify_x_to_y": "tensorflow/serving/classify"}
+        path,
+        {
+            "regress_x_to_y": "tensorflow/serving/regress",
+            "classify_x_to_y": "tensorflow/serving/classify",
+        },
     )
     return path
 
@@ -144,7 +154,9 @@ def save_tf1_counter_model(path):
             [tf.compat.v1.saved_model.tag_constants.SERVING],
             signature_def_map={
                 "serving_default": signature({"x": x}, {"y": tf.add(a * x, b, name="y")}),
-                "incr_counter_by": signature({"delta": delta}, {"output": tf.compat.v1.assign_add(counter, delta)}),
+                "incr_counter_by": signature(
+                    {"delta": delta}, {"output": tf.compat.v1.assign_add(counter, delta)}
+                ),
             },
         )
         builder.save()

@@ -22,7 +22,9 @@ HALF = "/v1/models/half_plus_two:predict"
 STRINGS = "/v1/models/strings:predict"
 REGRESS = "/v1/models/half_plus_two:regress"
 GOOD = b'{"instances": [1.0, 2.0], "signature_name": "serving_default"}'
-GOOD_TYPED = b'{"signature_name": "typed", "inputs": {"ints": [[1, 2]], "flags": [true], "wide": [-1]}}'
+GOOD_TYPED = (
+    b'{"signature_name": "typed", "inputs": {"ints": [[1, 2]], "flags": [true], "wide": [-1]}}'
+)
 
 
 def _deep(depth, leaf=b"1"):
@@ -40,54 +42,156 @@ def _malformed():
         add("truncated", GOOD[:end])
     for end in range(len(GOOD_TYPED)):
         add("truncated", GOOD_TYPED[:end], STRINGS)
-    for garbage in (b"}", b"]", b"x", b"\x00", b",", b":1", b'{"a"}', b"nul", b"tru", b"NaN1", b"--1", b"1.e5", b".5"):
+    for garbage in (
+        b"}",
+        b"]",
+        b"x",
+        b"\x00",
+        b",",
+        b":1",
+        b'{"a"}',
+        b"nul",
+        b"tru",
+        b"NaN1",
+        b"--1",
+        b"1.e5",
+        b".5",
+    ):
         add("syntax", b'{"instances": [' + garbage + b"]}")
         add("syntax", GOOD + garbage)
-    for top in (b"[1]", b"1", b'"x"', b"null", b"true", b"[]", b"{}", b'{"instances": 1}', b'{"instances": []}'):
+    for top in (
+        b"[1]",
+        b"1",
+        b'"x"',
+        b"null",
+        b"true",
+        b"[]",
+        b"{}",
+        b'{"instances": 1}',
+        b'{"instances": []}',
+    ):
         add("structure", top)
     add("structure", b'{"inputs": [1.0], "instances": [1.0]}')
     for depth in (65, 100, 513, 1000, 1025, 5000, 100_000, 500_000):
         add("deep", b'{"instances": ' + _deep(depth) + b"}")
         add("deep", b'{"inputs": ' + _deep(depth) + b"}")
         add("deep", b'{"signature_name": ' + _deep(depth) + b', "instances": [1.0]}')
-        add("deep", b'{"instances": [' + b'{"x": ' * min(depth, 2000) + b"1" + b"}" * min(depth, 2000) + b"]}")
+        add(
+            "deep",
+            b'{"instances": ['
+            + b'{"x": ' * min(depth, 2000)
+            + b"1"
+            + b"}" * min(depth, 2000)
+            + b"]}",
+        )
     for digits in (310, 400, 4300, 4301, 5000, 100_000):  # int32 inputs: no integer that long fits
         number = b"9" * digits
-        add("huge-int", b'{"signature_name": "typed", "instances": [{"ints": [' + number + b', 1], "flags": true, "wide": 1}]}', STRINGS)
-        add("huge-int", b'{"signature_name": "typed", "instances": [{"ints": [1, 1], "flags": true, "wide": -' + number + b"}]}", STRINGS)
-        add("huge-int", b'{"instances": ["a"], "extra": ' + number + b', "signature_name": 5}', STRINGS)
-    for escape in (b"\\ud800", b"\\udfff", b"\\ud800\\u0041", b"\\ud800x", b"\\udc00\\ud800", b"\\uD83D"):
+        add(
+            "huge-int",
+            b'{"signature_name": "typed", "instances": [{"ints": ['
+            + number
+            + b', 1], "flags": true, "wide": 1}]}',
+            STRINGS,
+        )
+        add(
+            "huge-int",
+            b'{"signature_name": "typed", "instances": [{"ints": [1, 1], "flags": true, "wide": -'
+            + number
+            + b"}]}",
+            STRINGS,
+        )
+        add(
+            "huge-int",
+            b'{"instances": ["a"], "extra": ' + number + b', "signature_name": 5}',
+            STRINGS,
+        )
+    for escape in (
+        b"\\ud800",
+        b"\\udfff",
+        b"\\ud800\\u0041",
+        b"\\ud800x",
+        b"\\udc00\\ud800",
+        b"\\uD83D",
+    ):
         add("surrogate", b'{"instances": ["' + escape + b'"]}', STRINGS)
         add("surrogate", b'{"signature_name": "' + escape + b'", "instances": ["a"]}', STRINGS)
         add("surrogate", b'{"instances": [{"b64": "' + escape + b'"}]}', STRINGS)
         add("surrogate", b'{"' + escape + b'": 1, "instances": 5}', STRINGS)
-    for raw in (b"\xff", b"\xc3\x28", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82"):
+    for raw in (
+        b"\xff",
+        b"\xc3\x28",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xf8\x88\x80\x80\x80",
+        b"\xe2\x82",
+    ):
         add("utf-8", b'{"instances": ["' + raw + b'"]}', STRINGS)
         add("utf-8", raw + GOOD)
-    wrong = {"float": ['"1.0"', "true", "null", "{}", '{"b64": "AA=="}', "[1, [2]]"],
-             "int32": ["1.5", "2147483648", "-2147483649", "true", '"1"', "1e3"],
-             "bool": ["1", "0", '"true"', "null"],
-             "int64": ["9223372036854775808", "1.0", "-9223372036854775809"]}
+    wrong = {
+        "float": ['"1.0"', "true", "null", "{}", '{"b64": "AA=="}', "[1, [2]]"],
+        "int32": ["1.5", "2147483648", "-2147483649", "true", '"1"', "1e3"],
+        "bool": ["1", "0", '"true"', "null"],
+        "int64": ["9223372036854775808", "1.0", "-9223372036854775809"],
+    }
     for value in wrong["float"]:
         add("type", b'{"instances": [' + value.encode() + b"]}")
         add("type", b'{"inputs": {"x": [' + value.encode() + b"]}}")
     for value in wrong["int32"]:
-        add("type", ('{"signature_name": "typed", "inputs": {"ints": [[%s, 1]], "flags": [true], "wide": [1]}}' % value).encode(), STRINGS)
+        add(
+            "type",
+            (
+                '{"signature_name": "typed", "inputs": {"ints": [[%s, 1]], "flags": [true], "wide": [1]}}'
+                % value
+            ).encode(),
+            STRINGS,
+        )
     for value in wrong["bool"]:
-        add("type", ('{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [%s], "wide": [1]}}' % value).encode(), STRINGS)
+        add(
+            "type",
+            (
+                '{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [%s], "wide": [1]}}'
+                % value
+            ).encode(),
+            STRINGS,
+        )
     for value in wrong["int64"]:
-        add("type", ('{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [true], "wide": [%s]}}' % value).encode(), STRINGS)
-    for ragged in ("[[1.0], [1.0, 2.0]]", "[[1.0], 2.0]", "[1.0, [2.0]]", "[[[1.0]], [1.0]]", "[[], [1.0]]"):
+        add(
+            "type",
+            (
+                '{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [true], "wide": [%s]}}'
+                % value
+            ).encode(),
+            STRINGS,
+        )
+    for ragged in (
+        "[[1.0], [1.0, 2.0]]",
+        "[[1.0], 2.0]",
+        "[1.0, [2.0]]",
+        "[[[1.0]], [1.0]]",
+        "[[], [1.0]]",
+    ):
         add("ragged", ('{"instances": %s}' % ragged).encode())
         add("ragged", ('{"inputs": %s}' % ragged).encode())
     for b64 in ("***", "A", "AAA=A", "====", "\u00e9", 5):
         add("b64", json.dumps({"instances": [{"b64": b64}]}).encode(), STRINGS)
     for named in ({"a": "x"}, {"a": "x", "b": "y", "c": "z"}, {"b": "y"}, {"a": 1, "b": "y"}):
         add("named", json.dumps({"signature_name": "pair", "instances": [named]}).encode(), STRINGS)
-    add("named", json.dumps({"signature_name": "pair", "instances": [{"a": "x", "b": "y"}, "x"]}).encode(), STRINGS)
+    add(
+        "named",
+        json.dumps({"signature_name": "pair", "instances": [{"a": "x", "b": "y"}, "x"]}).encode(),
+        STRINGS,
+    )
     for examples in ([], [1], [{"x": [1.0, "a"]}], [{"x": {"y": 1}}], [{"x": 2**63}], "x", None):
-        add("examples", json.dumps({"signature_name": "regress_x_to_y", "examples": examples}).encode(), REGRESS)
-    add("examples", json.dumps({"signature_name": "regress_x_to_y", "context": 5, "examples": [{}]}).encode(), REGRESS)
+        add(
+            "examples",
+            json.dumps({"signature_name": "regress_x_to_y", "examples": examples}).encode(),
+            REGRESS,
+        )
+    add(
+        "examples",
+        json.dumps({"signature_name": "regress_x_to_y", "context": 5, "examples": [{}]}).encode(),
+        REGRESS,
+    )
     for path in (
         "/v1/models/half_plus_two/versions/" + "9" * 5000 + ":predict",
         "/v1/models/half_plus_two/versions/9223372036854775808:predict",
@@ -127,7 +231,9 @@ def test_enough_malformed_requests():
 def test_every_malformed_request_gets_a_4xx_json_error(server):
     failures = []
     for index, (category, path, body, headers) in enumerate(MALFORMED):
-        response = raw_request(server.port, post_bytes(server.port, path, body, headers), timeout=30)
+        response = raw_request(
+            server.port, post_bytes(server.port, path, body, headers), timeout=30
+        )
         try:
             error_of(response)
         except AssertionError:
@@ -140,8 +246,14 @@ def test_every_malformed_request_gets_a_4xx_json_error(server):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        (b'{"instances": [1.0], "unknown": ' + _deep(500_000) + b"}", {"predictions": [2.5]}),  # as TF Serving
-        (b'{"instances": [' + b"9" * 400 + b"]}", {"predictions": [float("inf")]}),  # +-inf, as TF Serving
+        (
+            b'{"instances": [1.0], "unknown": ' + _deep(500_000) + b"}",
+            {"predictions": [2.5]},
+        ),  # as TF Serving
+        (
+            b'{"instances": [' + b"9" * 400 + b"]}",
+            {"predictions": [float("inf")]},
+        ),  # +-inf, as TF Serving
         (b'{"instances": [-' + b"9" * 5000 + b"]}", {"predictions": [float("-inf")]}),
         (b'{"instances": [1e999]}', {"predictions": [float("inf")]}),
         (b'{"instances": [NaN, -Infinity]}', None),
@@ -159,15 +271,25 @@ def test_odd_but_valid_bodies_are_served(server, body, expected):
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=20,
 )
-_DTYPES = {"x": tf.float32}, {"x": tf.int32}, {"x": tf.string}, {"x": tf.bool}, {"a": tf.string, "b": tf.int64}
+_DTYPES = (
+    {"x": tf.float32},
+    {"x": tf.int32},
+    {"x": tf.string},
+    {"x": tf.bool},
+    {"a": tf.string, "b": tf.int64},
+)
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
-@given(body=st.binary(max_size=200) | _JSON.map(lambda v: json.dumps({"instances": v}).encode()), index=st.integers(0, 4))
+@given(
+    body=st.binary(max_size=200) | _JSON.map(lambda v: json.dumps({"instances": v}).encode()),
+    index=st.integers(0, 4),
+)
 def test_any_body_is_served_or_refused_with_a_serving_error(body, index):
     try:
         request = codec.parse_json(body)
@@ -185,11 +307,19 @@ def test_any_body_is_served_or_refused_with_a_serving_error(body, index):
 def test_vectorised_float_text_equals_tf_servings(values, dtype):
     array = np.array(values, dtype=dtype)
     digits = 9 if dtype == np.float32 else 17
-    assert codec._tokens(array, "y") == [codec.format_float(value, digits) for value in array.tolist()]
+    assert codec._tokens(array, "y") == [
+        codec.format_float(value, digits) for value in array.tolist()
+    ]
 
 
 @_SETTINGS
-@given(st.lists(st.lists(st.floats(width=32, allow_nan=False), min_size=2, max_size=2), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.lists(st.floats(width=32, allow_nan=False), min_size=2, max_size=2),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_rows_round_trip(rows):
     array = codec.json_to_array(rows, tf.float32)
     assert array.shape == (len(rows), 2)

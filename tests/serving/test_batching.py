@@ -14,7 +14,9 @@ from tests.serving.savedmodels import publish_version
 
 
 def _parameters(**overrides):
-    values = dict(max_batch_size=8, batch_timeout_micros=100_000, max_enqueued_batches=4, num_batch_threads=1)
+    values = dict(
+        max_batch_size=8, batch_timeout_micros=100_000, max_enqueued_batches=4, num_batch_threads=1
+    )
     values.update(overrides)
     return BatchingParameters(**values)
 
@@ -28,7 +30,9 @@ def test_tasks_are_merged_and_split_back():
 
     scheduler = BatchScheduler(_parameters(max_batch_size=6))
     try:
-        futures = [scheduler.submit("key", run, {"x": np.full((size, 2), size)}) for size in (1, 2, 3)]
+        futures = [
+            scheduler.submit("key", run, {"x": np.full((size, 2), size)}) for size in (1, 2, 3)
+        ]
         results = [future.result(timeout=10) for future in futures]
     finally:
         scheduler.stop()
@@ -44,7 +48,9 @@ def test_padding_to_allowed_batch_sizes_and_common_shape():
         seen.append(inputs["x"].copy())
         return {"y": inputs["x"].sum(axis=1)}
 
-    parameters = _parameters(max_batch_size=4, allowed_batch_sizes=(2, 4), pad_variable_length_inputs=True)
+    parameters = _parameters(
+        max_batch_size=4, allowed_batch_sizes=(2, 4), pad_variable_length_inputs=True
+    )
     scheduler = BatchScheduler(parameters)
     try:
         first = scheduler.submit("key", run, {"x": np.array([[1, 2, 3]])})
@@ -53,7 +59,10 @@ def test_padding_to_allowed_batch_sizes_and_common_shape():
         assert second.result(timeout=10)["y"].tolist() == [15]  # [5] padded with its first element
     finally:
         scheduler.stop()
-    assert seen[0].tolist() == [[1, 2, 3], [5, 5, 5]]  # batch of 2 is an allowed size: no row padding
+    assert seen[0].tolist() == [
+        [1, 2, 3],
+        [5, 5, 5],
+    ]  # batch of 2 is an allowed size: no row padding
 
 
 def test_different_shapes_without_padding_are_batched_apart():
@@ -66,7 +75,11 @@ def test_different_shapes_without_padding_are_batched_apart():
     scheduler = BatchScheduler(_parameters(batch_timeout_micros=200_000))
     try:
         futures = [scheduler.submit("key", run, {"x": np.ones((1, width))}) for width in (2, 3, 2)]
-        assert [future.result(timeout=10)["y"].tolist() for future in futures] == [[2.0], [3.0], [2.0]]
+        assert [future.result(timeout=10)["y"].tolist() for future in futures] == [
+            [2.0],
+            [3.0],
+            [2.0],
+        ]
     finally:
         scheduler.stop()
     assert sorted(batches) == [(1, 3), (2, 2)]
@@ -80,7 +93,9 @@ def test_a_failing_task_fails_alone():
 
     scheduler = BatchScheduler(_parameters(batch_timeout_micros=200_000))
     try:
-        futures = [scheduler.submit("key", run, {"x": np.array([value])}) for value in (1.0, -1.0, 3.0)]
+        futures = [
+            scheduler.submit("key", run, {"x": np.array([value])}) for value in (1.0, -1.0, 3.0)
+        ]
         assert futures[0].result(timeout=10)["y"].tolist() == [2.0]
         assert futures[2].result(timeout=10)["y"].tolist() == [6.0]
         with pytest.raises(ServingError, match="negative input"):
@@ -97,7 +112,9 @@ def test_full_queue_and_oversized_tasks_are_refused():
         release.wait(10)
         return inputs
 
-    scheduler = BatchScheduler(_parameters(max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0))
+    scheduler = BatchScheduler(
+        _parameters(max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0)
+    )
     try:
         running = scheduler.submit("key", slow_run, {"x": np.zeros(1)})
         assert started.wait(10)
@@ -105,8 +122,13 @@ def test_full_queue_and_oversized_tasks_are_refused():
         with pytest.raises(ServingError) as refused:
             scheduler.submit("key", slow_run, {"x": np.zeros(1)})
         assert refused.value.http_status == 503
-        assert refused.value.message == "The batch scheduling queue to which this task was submitted is full"
-        with pytest.raises(ServingError, match="Task size 2 is larger than maximum input batch size 1"):
+        assert (
+            refused.value.message
+            == "The batch scheduling queue to which this task was submitted is full"
+        )
+        with pytest.raises(
+            ServingError, match="Task size 2 is larger than maximum input batch size 1"
+        ):
             scheduler.submit("other", slow_run, {"x": np.zeros(2)})
         release.set()
         assert running.result(timeout=10)["x"].shape == (1,)
@@ -125,7 +147,9 @@ def base_path(tmp_path, built_models):
 def test_concurrent_requests_are_batched_with_separate_answers(base_path):
     options = make_options(
         [ModelConfig("model", base_path)],
-        batching=_parameters(max_batch_size=16, batch_timeout_micros=200_000, max_enqueued_batches=8),
+        batching=_parameters(
+            max_batch_size=16, batch_timeout_micros=200_000, max_enqueued_batches=8
+        ),
     )
     with ModelServer(options) as server:
         count = 12
@@ -149,7 +173,9 @@ def test_concurrent_requests_are_batched_with_separate_answers(base_path):
             assert [p["y"] for p in predictions] == [0.5 * index + 2, 0.5 * (index + 0.5) + 2]
             batch_sizes.update(p["batch_size"] for p in predictions)
         assert max(batch_sizes) > 2  # requests were merged
-        assert http(server.url, "POST", "/v1/models/model:predict", {"inputs": [1.0]}).json == {"outputs": [2.5]}
+        assert http(server.url, "POST", "/v1/models/model:predict", {"inputs": [1.0]}).json == {
+            "outputs": [2.5]
+        }
 
 
 def test_request_waiting_past_the_deadline_gets_504(base_path):

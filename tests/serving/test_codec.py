@@ -32,7 +32,10 @@ def test_float_formatting(value, digits, text):
 
 def test_row_response_with_one_and_several_outputs():
     single = {"y": np.array([[1, 2], [3, 4]], np.int64)}
-    assert codec.encode_predict_response(single, row_format=True) == '{"predictions": [[1, 2], [3, 4]]}'
+    assert (
+        codec.encode_predict_response(single, row_format=True)
+        == '{"predictions": [[1, 2], [3, 4]]}'
+    )
     several = {"a": np.array([True, False]), "b": np.array([b"x", b"\xe2\x82\xac"], dtype=object)}
     assert codec.encode_predict_response(several, row_format=True) == (
         '{"predictions": [{"a": true, "b": "x"}, {"a": false, "b": "\u20ac"}]}'
@@ -51,7 +54,8 @@ def test_row_response_needs_a_shared_batch_dimension():
 def test_columnar_response_keeps_scalars_and_encodes_bytes_outputs():
     outputs = {"score": np.array(0.5, np.float32), "image_bytes": np.array([b"\xff"], dtype=object)}
     assert codec.encode_predict_response(outputs, row_format=False) == (
-        '{"outputs": {"score": 0.5, "image_bytes": [{"b64": "%s"}]}}' % base64.b64encode(b"\xff").decode()
+        '{"outputs": {"score": 0.5, "image_bytes": [{"b64": "%s"}]}}'
+        % base64.b64encode(b"\xff").decode()
     )
 
 
@@ -80,7 +84,9 @@ def test_columnar_request_keeps_each_input_shape():
 
 
 def test_float_overflow_becomes_infinity():
-    (array,) = codec.decode_predict_request({"inputs": [1e300, -1e300]}, {"x": tf.float32})[0].values()
+    (array,) = codec.decode_predict_request({"inputs": [1e300, -1e300]}, {"x": tf.float32})[
+        0
+    ].values()
     assert array.tolist() == [float("inf"), float("-inf")]
 
 
@@ -135,7 +141,10 @@ def test_parse_accepts_nan_and_infinity():
 
 def test_examples_with_context():
     (serialized,) = codec.decode_examples(
-        {"context": {"lang": "en", "n": 1}, "examples": [{"n": [2, 3], "w": 0.5, "flag": True, "raw": {"b64": "/w=="}}]}
+        {
+            "context": {"lang": "en", "n": 1},
+            "examples": [{"n": [2, 3], "w": 0.5, "flag": True, "raw": {"b64": "/w=="}}],
+        }
     )
     example = example_pb2.Example.FromString(serialized)
     features = example.features.feature
@@ -165,12 +174,16 @@ def test_bad_examples(request_body, message):
 
 
 def test_classify_and_regress_results():
-    outputs = {"classes": np.array([[b"a", b"b"]], dtype=object), "scores": np.array([[0.25, 0.75]], np.float32)}
+    outputs = {
+        "classes": np.array([[b"a", b"b"]], dtype=object),
+        "scores": np.array([[0.25, 0.75]], np.float32),
+    }
     assert codec.encode_classify_response(outputs, 1) == '{"results": [[["a", 0.25], ["b", 0.75]]]}'
     scores_only = {"scores": np.array([[0.5]], np.float32)}
     assert codec.encode_classify_response(scores_only, 1) == '{"results": [[["", 0.5]]]}'
     assert (
-        codec.encode_regress_response({"outputs": np.array([[1.0], [2.5]], np.float32)}, 2) == '{"results": [1.0, 2.5]}'
+        codec.encode_regress_response({"outputs": np.array([[1.0], [2.5]], np.float32)}, 2)
+        == '{"results": [1.0, 2.5]}'
     )
     with pytest.raises(ServingError, match="Input batch size did not match output batch size"):
         codec.encode_regress_response({"outputs": np.array([1.0], np.float32)}, 2)

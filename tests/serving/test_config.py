@@ -26,7 +26,9 @@ def _args(*argv):
 
 
 def test_repository_models_config_is_valid():
-    models = {model.name: model for model in read_model_config_file(str(SERVING_DIR / "models.config"))}
+    models = {
+        model.name: model for model in read_model_config_file(str(SERVING_DIR / "models.config"))
+    }
     assert set(models) == {"dates", "kor_eng"}
     for name, model in models.items():
         assert model.base_path == f"/models/{name}"
@@ -76,9 +78,18 @@ def test_model_config_policy_parsing():
     "text, message",
     [
         ('model_config_list { config { name: "m" bogus: 1 } }', 'has no field named "bogus"'),
-        ('model_config_list { config { name: "m" base_path: "/b" } }', 'set model_platform: "tensorflow"'),
-        ('model_config_list { config { base_path: "/b" model_platform: "tensorflow" } }', "has no name"),
-        ('model_config_list { config { name: "m" model_platform: "tensorflow" } }', "has no base_path"),
+        (
+            'model_config_list { config { name: "m" base_path: "/b" } }',
+            'set model_platform: "tensorflow"',
+        ),
+        (
+            'model_config_list { config { base_path: "/b" model_platform: "tensorflow" } }',
+            "has no name",
+        ),
+        (
+            'model_config_list { config { name: "m" model_platform: "tensorflow" } }',
+            "has no base_path",
+        ),
         (
             'model_config_list { config { name: "m" base_path: "/a" model_platform: "tensorflow" } '
             'config { name: "m" base_path: "/b" model_platform: "tensorflow" } }',
@@ -106,7 +117,8 @@ def test_bad_model_configs(text, message):
 def test_batching_parameters_defaults_and_validation():
     assert parse_batching_parameters("") == BatchingParameters()
     parsed = parse_batching_parameters(
-        "max_batch_size { value: 8 } allowed_batch_sizes: 2 allowed_batch_sizes: 8 pad_variable_length_inputs: true"
+        "max_batch_size { value: 8 } allowed_batch_sizes: 2 allowed_batch_sizes: 8 "
+        "pad_variable_length_inputs: true"
     )
     assert parsed.allowed_batch_sizes == (2, 8) and parsed.pad_variable_length_inputs
     with pytest.raises(ConfigError, match="Last entry in allowed_batch_sizes"):
@@ -136,7 +148,12 @@ def test_tf_serving_style_flags(tmp_path):
     assert options.rest_api_enable_cors_support is True
     assert options.file_system_poll_wait_seconds == 5
     assert options.rest_api_host == "127.0.0.1"
-    assert ServerOptions.from_args(_args(f"--model_base_path={tmp_path}", "--enable_batching=false")).batching is None
+    assert (
+        ServerOptions.from_args(
+            _args(f"--model_base_path={tmp_path}", "--enable_batching=false")
+        ).batching
+        is None
+    )
 
 
 @pytest.mark.parametrize(

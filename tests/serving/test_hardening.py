@@ -18,8 +18,19 @@ import pytest
 from keras_s2s.serving.config import BatchingParameters, ModelConfig
 from keras_s2s.serving.server import ModelServer
 from tests.serving.conftest import http, make_options, wait_until
-from tests.serving.netutil import closed_within, connect, error_of, post_bytes, raw_request, read_response
-from tests.serving.savedmodels import publish_broken_version, publish_version, save_tf1_counter_model
+from tests.serving.netutil import (
+    closed_within,
+    connect,
+    error_of,
+    post_bytes,
+    raw_request,
+    read_response,
+)
+from tests.serving.savedmodels import (
+    publish_broken_version,
+    publish_version,
+    save_tf1_counter_model,
+)
 
 HEADER_S, BODY_S, KEEPALIVE_S = 1.0, 1.0, 1.5
 PREDICT = "/v1/models/half:predict"
@@ -38,7 +49,10 @@ def model_root(tmp_path_factory, built_models):
 def hardened(model_root):
     """A server with short client timeouts and few connections."""
     options = make_options(
-        [ModelConfig("half", str(model_root / "half")), ModelConfig("strings", str(model_root / "strings"))],
+        [
+            ModelConfig("half", str(model_root / "half")),
+            ModelConfig("strings", str(model_root / "strings")),
+        ],
         rest_api_header_timeout_in_ms=int(HEADER_S * 1000),
         rest_api_body_timeout_in_ms=int(BODY_S * 1000),
         rest_api_keepalive_timeout_in_ms=int(KEEPALIVE_S * 1000),
@@ -99,7 +113,9 @@ def test_idle_keep_alive_connections_are_closed(hardened):
 def test_a_body_shorter_than_its_content_length_gets_408_quickly(hardened):
     with connect(hardened.port) as sock:
         start = time.monotonic()
-        sock.sendall(post_bytes(hardened.port, PREDICT, b'{"instances"', headers=[("Content-Length", "100")]))
+        sock.sendall(
+            post_bytes(hardened.port, PREDICT, b'{"instances"', headers=[("Content-Length", "100")])
+        )
         error = error_of(read_response(sock))
         assert "--rest_api_body_timeout_in_ms" in error
         assert time.monotonic() - start < BODY_S + 3  # not the 30 s request deadline
@@ -116,7 +132,14 @@ def test_expect_100_continue(hardened):
         assert first == b"HTTP/1.1 413"
     with connect(hardened.port) as sock:  # acceptable: 100 Continue, then the answer
         body = b'{"instances": [1.0]}'
-        sock.sendall(post_bytes(hardened.port, PREDICT, b"", headers=[("Content-Length", str(len(body))), ("Expect", "100-continue")]))
+        sock.sendall(
+            post_bytes(
+                hardened.port,
+                PREDICT,
+                b"",
+                headers=[("Content-Length", str(len(body))), ("Expect", "100-continue")],
+            )
+        )
         assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         status, _, text = read_response(sock)
@@ -124,7 +147,7 @@ def test_expect_100_continue(hardened):
 
 
 def test_connections_past_the_limit(hardened):
-    """Idle connections make room for new ones; busy ones (mid-body) cannot, so a new one gets 503."""
+    """Idle connections make room for new ones; busy ones (mid-body) cannot: a new one gets 503."""
     idle = [connect(hardened.port) for _ in range(30)]
     try:
         healthy(hardened)  # 30 idle + this one > 24: the longest-idle ones were closed
@@ -137,15 +160,21 @@ def test_connections_past_the_limit(hardened):
     try:
         for _ in range(24):
             sock = connect(hardened.port)
-            sock.sendall(post_bytes(hardened.port, PREDICT, b"{", headers=[("Content-Length", "50")]))
+            sock.sendall(
+                post_bytes(hardened.port, PREDICT, b"{", headers=[("Content-Length", "50")])
+            )
             busy.append(sock)
         time.sleep(0.3)
-        status, headers, body = raw_request(hardened.port, post_bytes(hardened.port, PREDICT, b"{}"))
+        status, headers, body = raw_request(
+            hardened.port, post_bytes(hardened.port, PREDICT, b"{}")
+        )
         assert status == 503 and "--rest_api_max_connections" in json.loads(body)["error"]
     finally:
         for sock in busy:
             sock.close()
-    wait_until(lambda: http(hardened.url, "GET", "/v1/models/half").status == 200, timeout=BODY_S + 5)
+    wait_until(
+        lambda: http(hardened.url, "GET", "/v1/models/half").status == 200, timeout=BODY_S + 5
+    )
     healthy(hardened)
 
 
@@ -155,12 +184,27 @@ def test_connections_past_the_limit(hardened):
 @pytest.mark.parametrize(
     "data, status",
     [
-        (b"GET /v1/models/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # URL over 8,190 bytes
-        (b"GET /v1/models/half HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 400),
+        (
+            b"GET /v1/models/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+        ),  # URL over 8,190 bytes
+        (
+            b"GET /v1/models/half HTTP/1.1\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(150))
+            + b"\r\n",
+            400,
+        ),
         (b"G@T /v1/models/half HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # bad method token
-        (b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: rot13\r\n\r\n", 400),
+        (
+            b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: rot13\r\n\r\n",
+            400,
+        ),
         (b"GET /v1/models/half HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 9000 + b"\r\n\r\n", 400),
-        (b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}", 400),
+        (
+            b"POST /v1/models/half:predict HTTP/1.1\r\n"
+            b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+        ),
     ],
 )
 def test_http_level_errors_are_json(hardened, data, status):
@@ -171,13 +215,20 @@ def test_http_level_errors_are_json(hardened, data, status):
 
 def test_content_encodings(hardened):
     body = b'{"instances": [1.0, 2.0]}'
-    ok = raw_request(hardened.port, post_bytes(hardened.port, PREDICT, gzip.compress(body), [("Content-Encoding", "gzip")]))
+    ok = raw_request(
+        hardened.port,
+        post_bytes(hardened.port, PREDICT, gzip.compress(body), [("Content-Encoding", "gzip")]),
+    )
     assert ok[0] == 200 and json.loads(ok[2]) == {"predictions": [2.5, 3.0]}
     not_gzip = post_bytes(hardened.port, PREDICT, body, [("Content-Encoding", "gzip")])
     assert "not" in error_of(raw_request(hardened.port, not_gzip))
-    truncated = post_bytes(hardened.port, PREDICT, gzip.compress(body)[:-9], [("Content-Encoding", "gzip")])
+    truncated = post_bytes(
+        hardened.port, PREDICT, gzip.compress(body)[:-9], [("Content-Encoding", "gzip")]
+    )
     error_of(raw_request(hardened.port, truncated))
-    bomb = post_bytes(hardened.port, PREDICT, gzip.compress(b" " * (80 << 20)), [("Content-Encoding", "gzip")])
+    bomb = post_bytes(
+        hardened.port, PREDICT, gzip.compress(b" " * (80 << 20)), [("Content-Encoding", "gzip")]
+    )
     assert raw_request(hardened.port, bomb)[0] == 413  # inflates past --rest_api_max_body_bytes
     brotli = post_bytes(hardened.port, PREDICT, body, [("Content-Encoding", "br")])
     assert raw_request(hardened.port, brotli)[0] == 415
@@ -215,12 +266,17 @@ def test_large_requests_leave_small_ones_responsive(hardened):
 
 def test_requests_past_their_deadline_stop_using_cpu(model_root):
     options = make_options(
-        [ModelConfig("half", str(model_root / "half"))], rest_api_timeout_in_ms=300, rest_api_num_large_request_threads=1
+        [ModelConfig("half", str(model_root / "half"))],
+        rest_api_timeout_in_ms=300,
+        rest_api_num_large_request_threads=1,
     )
     with ModelServer(options) as server:
         body = _big_body(300_000)
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            statuses = [f.result(timeout=60).status for f in [pool.submit(http, server.url, "POST", PREDICT, body) for _ in range(6)]]
+            statuses = [
+                f.result(timeout=60).status
+                for f in [pool.submit(http, server.url, "POST", PREDICT, body) for _ in range(6)]
+            ]
         assert 504 in statuses, statuses
         time.sleep(1.0)  # the request running when its deadline passed finishes its current stage
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -237,7 +293,9 @@ def test_requests_past_their_deadline_stop_using_cpu(model_root):
 def test_batching_mixed_shapes_fails_no_client(model_root):
     options = make_options(
         [ModelConfig("half", str(model_root / "half"))],
-        batching=BatchingParameters(max_batch_size=32, batch_timeout_micros=20_000, num_batch_threads=2),
+        batching=BatchingParameters(
+            max_batch_size=32, batch_timeout_micros=20_000, num_batch_threads=2
+        ),
     )
     with ModelServer(options) as server:
 
@@ -263,14 +321,17 @@ def test_a_corrupt_version_delays_no_other_model(tmp_path, built_models):
     options = make_options(
         [ModelConfig("a", str(tmp_path / "a")), ModelConfig("b", str(tmp_path / "b"))],
         max_num_load_retries=5,
-        load_retry_interval_micros=60_000_000,  # TF Serving's default: 5 x 60 s used to block polling
+        load_retry_interval_micros=60_000_000,  # TF Serving's default: 5 x 60 s blocked polling
     )
     with ModelServer(options) as server:
         publish_broken_version(str(tmp_path / "a"), 2)
 
         def failed_status():
             entries = http(server.url, "GET", "/v1/models/a").json["model_version_status"]
-            return next((e for e in entries if e["version"] == "2" and e["status"]["error_code"] != "OK"), None)
+            return next(
+                (e for e in entries if e["version"] == "2" and e["status"]["error_code"] != "OK"),
+                None,
+            )
 
         entry = wait_until(failed_status, timeout=10)
         assert entry["state"] == "END"
@@ -281,8 +342,13 @@ def test_a_corrupt_version_delays_no_other_model(tmp_path, built_models):
             == {"predictions": [2.5]},
             timeout=10,
         )
-        assert http(server.url, "POST", "/v1/models/a:predict", {"instances": [1.0]}).json == {"predictions": [1.5]}
-        assert http(server.url, "POST", "/v1/models/a/versions/2:predict", {"instances": [1.0]}).status == 404
+        assert http(server.url, "POST", "/v1/models/a:predict", {"instances": [1.0]}).json == {
+            "predictions": [1.5]
+        }
+        assert (
+            http(server.url, "POST", "/v1/models/a/versions/2:predict", {"instances": [1.0]}).status
+            == 404
+        )
 
 
 # TF1 SavedModels.
@@ -292,13 +358,18 @@ def test_tf1_saved_model_with_reference_variables(tmp_path):
     save_tf1_counter_model(str(tmp_path / "counter" / "1"))
     with ModelServer(make_options([ModelConfig("counter", str(tmp_path / "counter"))])) as server:
         url = "/v1/models/counter:predict"
-        assert http(server.url, "POST", url, {"instances": [1.0, 2.0]}).json == {"predictions": [2.5, 3.0]}
+        assert http(server.url, "POST", url, {"instances": [1.0, 2.0]}).json == {
+            "predictions": [2.5, 3.0]
+        }
         for delta, total in ((1.0, 1.0), (2.0, 3.0)):
             body = {"signature_name": "incr_counter_by", "inputs": {"delta": delta}}
             response = http(server.url, "POST", url, body)
             assert response.json == {"outputs": total}, response.text
         metadata = http(server.url, "GET", "/v1/models/counter/metadata").json
-        assert set(metadata["metadata"]["signature_def"]["signature_def"]) >= {"serving_default", "incr_counter_by"}
+        assert set(metadata["metadata"]["signature_def"]["signature_def"]) >= {
+            "serving_default",
+            "incr_counter_by",
+        }
 
 
 # Error bodies say nothing of the server's internals.

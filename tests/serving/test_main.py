@@ -34,13 +34,21 @@ def test_main_serves_until_sigterm(tmp_path, built_models):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stderr=subprocess.PIPE, text=True)
     lines = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
+    ).start()
     try:
         port = None
         while port is None:
-            match = re.search(r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+)", lines.get(timeout=60))
+            match = re.search(
+                r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+)", lines.get(timeout=60)
+            )
             port = match and int(match.group(1))
-        assert Client(f"http://127.0.0.1:{port}", "hpt").predict(instances=[1.0, 2.0, 5.0]) == [2.5, 3.0, 4.5]
+        assert Client(f"http://127.0.0.1:{port}", "hpt").predict(instances=[1.0, 2.0, 5.0]) == [
+            2.5,
+            3.0,
+            4.5,
+        ]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -57,7 +65,11 @@ def test_port_in_use_fails_start_and_stops_polling(tmp_path, built_models):
     publish_version(built_models["half_plus_two"], str(tmp_path), 1)
     threads_before = set(threading.enumerate())
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        server = ModelServer(make_options([ModelConfig("m", str(tmp_path))], rest_api_port=taken.getsockname()[1]))
+        server = ModelServer(
+            make_options([ModelConfig("m", str(tmp_path))], rest_api_port=taken.getsockname()[1])
+        )
         with pytest.raises(OSError):
             server.start()
-    assert [thread.name for thread in set(threading.enumerate()) - threads_before if thread.is_alive()] == []
+    assert [
+        thread.name for thread in set(threading.enumerate()) - threads_before if thread.is_alive()
+    ] == []

@@ -26,7 +26,9 @@ def test_half_plus_two_row_format(server):
 def test_columnar_format_and_named_inputs(server):
     assert predict(server, {"inputs": [1.0, 2.0, 5.0]}).json == {"outputs": [2.5, 3.0, 4.5]}
     assert predict(server, {"inputs": {"x": [1.0, 2.0]}}).json == {"outputs": [2.5, 3.0]}
-    assert predict(server, {"instances": [{"x": 1.0}, {"x": 2.0}]}).json == {"predictions": [2.5, 3.0]}
+    assert predict(server, {"instances": [{"x": 1.0}, {"x": 2.0}]}).json == {
+        "predictions": [2.5, 3.0]
+    }
 
 
 def test_signature_name_selects_the_signature(server):
@@ -36,7 +38,9 @@ def test_signature_name_selects_the_signature(server):
 
 def test_string_model_with_two_outputs(server):
     response = predict(server, {"instances": ["abc", "hello"]}, model="strings")
-    assert response.json == {"predictions": [{"outputs": "ABC", "scores": 0.75}, {"outputs": "HELLO", "scores": 1.25}]}
+    assert response.json == {
+        "predictions": [{"outputs": "ABC", "scores": 0.75}, {"outputs": "HELLO", "scores": 1.25}]
+    }
     columnar = predict(server, {"inputs": ["abc", "hello"]}, model="strings").json
     assert columnar == {"outputs": {"outputs": ["ABC", "HELLO"], "scores": [0.75, 1.25]}}
 
@@ -56,15 +60,22 @@ def test_b64_inputs_and_bytes_outputs(server):
 
 def test_multiple_inputs_and_typed_values(server):
     response = predict(
-        server, {"signature_name": "pair", "instances": [{"a": "x", "b": "y"}, {"a": "1", "b": "2"}]}, model="strings"
+        server,
+        {"signature_name": "pair", "instances": [{"a": "x", "b": "y"}, {"a": "1", "b": "2"}]},
+        model="strings",
     )
     assert response.json == {"predictions": ["x y", "1 2"]}
     response = predict(
         server,
-        {"signature_name": "typed", "inputs": {"ints": [[1, 2], [3, 4]], "flags": [True, False], "wide": [2**40, -1]}},
+        {
+            "signature_name": "typed",
+            "inputs": {"ints": [[1, 2], [3, 4]], "flags": [True, False], "wide": [2**40, -1]},
+        },
         model="strings",
     )
-    assert response.json == {"outputs": {"sum": [3, 7], "negated": [False, True], "wide": [2**40, -1]}}
+    assert response.json == {
+        "outputs": {"sum": [3, 7], "negated": [False, True], "wide": [2**40, -1]}
+    }
 
 
 def test_version_and_label_routing(server):
@@ -73,7 +84,9 @@ def test_version_and_label_routing(server):
     assert predict(server, body, suffix="/versions/2").json == {"predictions": [2.5, 3.0, 4.5]}
     assert predict(server, body, suffix="/labels/stable").json == {"predictions": [1.5, 2.0, 3.5]}
     assert predict(server, body, suffix="/labels/canary").json == {"predictions": [2.5, 3.0, 4.5]}
-    assert predict(server, {"instances": ["a"]}, model="strings", suffix="/versions/7").status == 200
+    assert (
+        predict(server, {"instances": ["a"]}, model="strings", suffix="/versions/7").status == 200
+    )
 
 
 # Classify and regress.
@@ -98,18 +111,35 @@ def test_classify_with_context(server):
     )
     assert response.status == 200, response.text
     results = response.json["results"]
-    assert [[label for label, _ in result] for result in results] == [["low", "high"], ["low", "high"]]
+    assert [[label for label, _ in result] for result in results] == [
+        ["low", "high"],
+        ["low", "high"],
+    ]
     assert results[0][1][1] == pytest.approx(0.5)  # context x=2 -> y=3 -> sigmoid(0)
-    assert results[1][1][1] == pytest.approx(1 / (1 + math.exp(-4.0)))  # the example's x=10 overrides it
+    assert results[1][1][1] == pytest.approx(
+        1 / (1 + math.exp(-4.0))
+    )  # the example's x=10 overrides it
 
 
 def test_classify_and_regress_errors(server):
     url = "/v1/models/half_plus_two:regress"
-    assert http(server.url, "POST", url, {"signature_name": "regress_x_to_y", "examples": []}).status == 400
-    mixed = http(server.url, "POST", url, {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]})
+    assert (
+        http(server.url, "POST", url, {"signature_name": "regress_x_to_y", "examples": []}).status
+        == 400
+    )
+    mixed = http(
+        server.url,
+        "POST",
+        url,
+        {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]},
+    )
     assert mixed.status == 400 and "mixes value types" in mixed.json["error"]
-    no_outputs = http(server.url, "POST", url, {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]})
-    assert no_outputs.status == 400 and "regression output named 'outputs'" in no_outputs.json["error"]
+    no_outputs = http(
+        server.url, "POST", url, {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]}
+    )
+    assert (
+        no_outputs.status == 400 and "regression output named 'outputs'" in no_outputs.json["error"]
+    )
 
 
 # Status and metadata.
@@ -120,16 +150,29 @@ def test_model_status(server):
     assert response.status == 200
     assert response.json == {
         "model_version_status": [
-            {"version": version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": version,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
             for version in ("2", "1")
         ]
     }
     assert [
         entry["version"]
-        for entry in http(server.url, "GET", "/v1/models/half_plus_two/versions/1").json["model_version_status"]
+        for entry in http(server.url, "GET", "/v1/models/half_plus_two/versions/1").json[
+            "model_version_status"
+        ]
     ] == ["1"]
     # Labels are ignored by the status API.
-    assert len(http(server.url, "GET", "/v1/models/half_plus_two/labels/stable").json["model_version_status"]) == 2
+    assert (
+        len(
+            http(server.url, "GET", "/v1/models/half_plus_two/labels/stable").json[
+                "model_version_status"
+            ]
+        )
+        == 2
+    )
 
 
 def test_metadata(server):
@@ -141,7 +184,10 @@ def test_metadata(server):
     default = signature_defs["serving_default"]
     assert default["method_name"] == "tensorflow/serving/predict"
     assert default["inputs"]["x"]["dtype"] == "DT_FLOAT"
-    assert default["inputs"]["x"]["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
+    assert default["inputs"]["x"]["tensor_shape"] == {
+        "dim": [{"size": "-1", "name": ""}],
+        "unknown_rank": False,
+    }
     assert default["outputs"]["y"]["dtype"] == "DT_FLOAT"
     assert default["defaults"] == {}
     assert signature_defs["classify_x_to_y"]["method_name"] == "tensorflow/serving/classify"
@@ -155,11 +201,35 @@ def test_metadata(server):
 @pytest.mark.parametrize(
     "method, path, body, status, message",
     [
-        ("POST", "/v1/models/half_plus_two:predict", b"", 400, "JSON Parse error: The document is empty"),
-        ("POST", "/v1/models/half_plus_two:predict", b"{", 400, "JSON Parse error: Missing a name for object member."),
-        ("POST", "/v1/models/half_plus_two:predict", b'{"instances": [1,]}', 400, "JSON Parse error: Invalid value."),
+        (
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            b"",
+            400,
+            "JSON Parse error: The document is empty",
+        ),
+        (
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            b"{",
+            400,
+            "JSON Parse error: Missing a name for object member.",
+        ),
+        (
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            b'{"instances": [1,]}',
+            400,
+            "JSON Parse error: Invalid value.",
+        ),
         ("POST", "/v1/models/half_plus_two:predict", b"[1]", 400, "Is not object"),
-        ("POST", "/v1/models/half_plus_two:predict", b'{"instances": []}', 400, "No values in 'instances' array"),
+        (
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            b'{"instances": []}',
+            400,
+            "No values in 'instances' array",
+        ),
         (
             "POST",
             "/v1/models/half_plus_two:predict",
@@ -167,13 +237,20 @@ def test_metadata(server):
             400,
             "Expecting 'instances' to be an list/array",
         ),
-        ("POST", "/v1/models/half_plus_two:predict", b'{"x": 1}', 400, "Missing 'inputs' or 'instances' key"),
+        (
+            "POST",
+            "/v1/models/half_plus_two:predict",
+            b'{"x": 1}',
+            400,
+            "Missing 'inputs' or 'instances' key",
+        ),
         (
             "POST",
             "/v1/models/half_plus_two:predict",
             b'{"inputs": 1, "instances": [1]}',
             400,
-            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exclusively",
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+            "exclusively",
         ),
         (
             "POST",
@@ -281,11 +358,29 @@ def test_metadata(server):
             400,
             "Malformed request: POST /v1/models/half_plus_two:PREDICT",
         ),
-        ("DELETE", "/v1/models/half_plus_two", None, 400, "Malformed request: DELETE /v1/models/half_plus_two"),
+        (
+            "DELETE",
+            "/v1/models/half_plus_two",
+            None,
+            400,
+            "Malformed request: DELETE /v1/models/half_plus_two",
+        ),
         ("GET", "/v1/models", None, 400, "Missing model name in request."),
         ("GET", "/v1/models/unknown", None, 404, "Could not find any versions of model unknown"),
-        ("GET", "/v1/models/half_plus_two/versions/5", None, 404, "Could not find version 5 of model half_plus_two"),
-        ("GET", "/v1/models/unknown/metadata", None, 404, "Servable not found for request: Latest(unknown)"),
+        (
+            "GET",
+            "/v1/models/half_plus_two/versions/5",
+            None,
+            404,
+            "Could not find version 5 of model half_plus_two",
+        ),
+        (
+            "GET",
+            "/v1/models/unknown/metadata",
+            None,
+            404,
+            "Servable not found for request: Latest(unknown)",
+        ),
     ],
 )
 def test_errors(server, method, path, body, status, message):
@@ -303,7 +398,9 @@ def test_paths_outside_v1_get_a_plain_404(server):
 
 
 def test_percent_encoded_model_name(server):
-    assert predict(server, {"instances": [1.0]}, model="half%5Fplus%5Ftwo").json == {"predictions": [2.5]}
+    assert predict(server, {"instances": [1.0]}, model="half%5Fplus%5Ftwo").json == {
+        "predictions": [2.5]
+    }
 
 
 def test_body_too_large_is_refused(models_config_path):
@@ -323,8 +420,16 @@ def test_body_too_large_is_refused(models_config_path):
 
 def test_cors_preflight(server):
     assert (
-        http(server.url, "OPTIONS", "/v1/models/half_plus_two:predict", headers={"Origin": "https://a.example"}).status
+        http(
+            server.url,
+            "OPTIONS",
+            "/v1/models/half_plus_two:predict",
+            headers={"Origin": "https://a.example"},
+        ).status
         == 200
     )
     response = http(server.url, "OPTIONS", "/v1/models/half_plus_two:predict")
-    assert response.status == 400 and response.json["error"] == "Origin header is missing in CORS preflight"
+    assert (
+        response.status == 400
+        and response.json["error"] == "Origin header is missing in CORS preflight"
+    )

@@ -77,7 +77,11 @@ def test_broken_version_is_reported_and_never_served(base_path):
         assert entries[0]["version"] == "2" and entries[0]["state"] == "END"
         assert entries[0]["status"]["error_code"] == "DATA_LOSS"
         assert "saved_model.pb" in entries[0]["status"]["error_message"]
-        assert entries[1] == {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        assert entries[1] == {
+            "version": "1",
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }
         assert _predict(server).json == {"predictions": OLD}
         missing = _predict(server, "/versions/2")
         assert missing.status == 404
@@ -126,7 +130,8 @@ def test_config_file_reload_adds_and_removes_models(tmp_path, base_path):
 
     def write_config(*names):
         entries = "".join(
-            f'config {{ name: "{name}" base_path: "{base_path}" model_platform: "tensorflow" }}\n' for name in names
+            f'config {{ name: "{name}" base_path: "{base_path}" model_platform: "tensorflow" }}\n'
+            for name in names
         )
         config_path.write_text(f"model_config_list {{\n{entries}}}\n")
 
@@ -145,7 +150,9 @@ def test_config_file_reload_adds_and_removes_models(tmp_path, base_path):
             )
         )
         wait_until(lambda: _status(server, "first") == {"1": ("END", "OK")})
-        assert http(server.url, "POST", "/v1/models/first:predict", {"instances": [1.0]}).status == 404
+        assert (
+            http(server.url, "POST", "/v1/models/first:predict", {"instances": [1.0]}).status == 404
+        )
         assert http(server.url, "POST", "/v1/models/second:predict", {"instances": [1.0]}).json == {
             "predictions": [1.5]
         }
