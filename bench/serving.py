@@ -8,17 +8,30 @@
 - TFLite (`keras_s2s.tflite.convert`, quantization none/dynamic/float16): file size, latency per
   sentence against the SavedModel's `translate_ids` on the same ids, and exact match on fresh
   dates, against the reference and against the float32 SavedModel's outputs.
+- Hardening (issue 10), on a y = x/2 + 2 SavedModel, each server a `keras-s2s serve` subprocess
+  on 127.0.0.1: the 1M-float predict round trip of the server before the fix (the package as of
+  commit `BEFORE_COMMIT`, extracted with `git archive`) and after it, interleaved in one run; 8
+  concurrent 1M-float predicts with status requests meanwhile; a 10,000-request soak at 32 clients
+  (errors, p50/p99, server RSS before and after); idle connections past the connection limit.
 
     python bench/serving.py --quick
+    KERAS_S2S_BENCH_SERVING_PART=hardening python bench/serving.py   # the hardening part alone
 """
 
 import concurrent.futures
 import glob
+import http.client
+import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,8 +209,265 @@ def tflite_figures(run_dir, export_dir, workdir, args):
             "max_target_length": MAX_TARGET_LENGTH, "models": figures}
 
 
+#: The last commit before issue 10's fixes: the "before" server of the hardening figures.
+BEFORE_COMMIT = "df9ddcc"
+
+
+class HalfPlusTwo(tf.Module):
+    """TF Serving's half_plus_two: y = x / 2 + 2 on float32 [batch]."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": 0.5 * x + 2.0}
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m keras_s2s.serving.server` in a subprocess, importing keras_s2s from `pythonpath`
+    (the working tree, or an older commit's extracted package)."""
+
+    def __init__(self, pythonpath, base_path, *flags):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "keras_s2s.serving.server", "--model_name=half",
+                   f"--model_base_path={base_path}", f"--rest_api_port={self.port}",
+                   "--rest_api_timeout_in_ms=600000", *flags]
+        env = dict(os.environ, PYTHONPATH=pythonpath, TF_CPP_MIN_LOG_LEVEL="2")
+        self.process = subprocess.Popen(command, env=env, cwd=pythonpath, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if _get(self.url + "/v1/models/half", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server on port {self.port} did not start")
+
+    def memory_mb(self):
+        """Resident and peak resident memory of the server process, MB."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+        return {"rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
+                "peak_rss_mb": round(int(fields["VmHWM"].split()[0]) / 1024, 1)}
+
+    def open_files(self):
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def _get(url, timeout=30):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+def _post(url, body, timeout=600):
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _before_tree(workdir):
+    """The package as of BEFORE_COMMIT, extracted into `workdir`; None without git history."""
+    archive = os.path.join(workdir, "before.tar")
+    try:
+        subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "-o", archive, BEFORE_COMMIT,
+                        "keras_s2s"], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    tree = os.path.join(workdir, "before")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def _percentiles_ms(latencies):
+    return {"p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
+            "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 2),
+            "max_ms": round(1000 * max(latencies), 2)}
+
+
+def big_request_figures(before, after, rows, repeats):
+    """Round trip of one `rows`-float predict, before and after, interleaved; medians."""
+    values = np.round(np.random.default_rng(0).random(rows), 3)
+    numbers = ", ".join("%g" % value for value in values.tolist())
+    body = ('{"instances": [' + numbers + "]}").encode()
+    servers = {"before": before, "after": after} if before is not None else {"after": after}
+    times = {name: [] for name in servers}
+    answers = {}
+    for _ in range(repeats):
+        for name, server in servers.items():
+            start = time.perf_counter()
+            status, answer = _post(server.url + "/v1/models/half:predict", body)
+            times[name].append(time.perf_counter() - start)
+            assert status == 200, (name, status, answer[:300])
+            answers[name] = answer
+    figures = {"rows": rows, "body_bytes": len(body), "repeats": repeats,
+               **{f"{name}_seconds": round(statistics.median(t), 3) for name, t in times.items()}}
+    if before is not None:
+        speedup = statistics.median(times["before"]) / statistics.median(times["after"])
+        figures["speedup"] = round(speedup, 1)
+        figures["same_response_text"] = answers["before"] == answers["after"]
+    return figures
+
+
+def concurrent_big_figures(server, rows, clients):
+    """`clients` concurrent `rows`-float predicts; status and metadata requests sent meanwhile."""
+    body = ('{"instances": [' + ", ".join(["0.5"] * rows) + "]}").encode()
+    memory_before = server.memory_mb()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        start = time.perf_counter()
+        url = server.url + "/v1/models/half:predict"
+        big = [pool.submit(_post, url, body) for _ in range(clients)]
+        small = []
+        while not all(future.done() for future in big) and time.perf_counter() - start < 300:
+            for path in ("/v1/models/half", "/v1/models/half/metadata"):
+                begin = time.perf_counter()
+                assert _get(server.url + path, timeout=60)[0] == 200
+                small.append(time.perf_counter() - begin)
+            time.sleep(0.05)
+        statuses = [future.result()[0] for future in big]
+        wall = time.perf_counter() - start
+    return {"clients": clients, "rows": rows, "body_bytes": len(body), "statuses": statuses,
+            "wall_seconds": round(wall, 2), "status_and_metadata_requests": len(small),
+            "status_and_metadata_latency": _percentiles_ms(small),
+            "server_memory_before": memory_before, "server_memory_after": server.memory_mb()}
+
+
+def soak_figures(server, requests, clients):
+    """`requests` small predicts from `clients` keep-alive clients; errors and latency."""
+    body = b'{"instances": [1.0, 2.0, 3.0]}'
+    expected = b'{"predictions": [2.5, 3.0, 3.5]}'
+    memory_before = server.memory_mb()
+
+    def client(count):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        latencies, errors = [], 0
+        for _ in range(count):
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/v1/models/half:predict", body)
+                response = connection.getresponse()
+                ok = response.status == 200 and response.read() == expected
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+        connection.close()
+        return latencies, errors
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        counts = [requests // clients + (index < requests % clients) for index in range(clients)]
+        results = list(pool.map(client, counts))
+    wall = time.perf_counter() - start
+    latencies = [t for result in results for t in result[0]]
+    return {"requests": len(latencies), "clients": clients, "errors": sum(r[1] for r in results),
+            "requests_per_second": round(len(latencies) / wall, 1), **_percentiles_ms(latencies),
+            "server_memory_before": memory_before, "server_memory_after": server.memory_mb()}
+
+
+def idle_connection_figures(pythonpath, base_path, connections, max_connections, header_seconds):
+    """`connections` connections that never send a byte, against a server allowing
+    `max_connections` and `header_seconds` for headers: what it closes, and when."""
+    server = ServerProcess(pythonpath, base_path, f"--rest_api_max_connections={max_connections}",
+                           f"--rest_api_header_timeout_in_ms={int(header_seconds * 1000)}")
+    sockets = []
+    try:
+        files_before = server.open_files()
+        start = time.perf_counter()
+        opened_at = []
+        for _ in range(connections):
+            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            opened_at.append(time.perf_counter())
+        opened = time.perf_counter() - start
+        time.sleep(0.5)
+        files_peak = server.open_files()
+        begin = time.perf_counter()
+        status = _post(server.url + "/v1/models/half:predict", b'{"instances": [1.0]}', 30)[0]
+        request_ms = round(1000 * (time.perf_counter() - begin), 2)
+        for sock in sockets:
+            sock.settimeout(0)
+        closed_at = {}
+        give_up = start + opened + header_seconds + 30
+        while len(closed_at) < len(sockets) and time.perf_counter() < give_up:
+            for index, sock in enumerate(sockets):
+                if index not in closed_at:
+                    try:
+                        if sock.recv(1) == b"":
+                            closed_at[index] = time.perf_counter() - opened_at[index]
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed_at[index] = time.perf_counter() - opened_at[index]
+            time.sleep(0.05)
+        closed_early = sum(t < header_seconds * 0.9 for t in closed_at.values())
+        return {"connections": connections, "max_connections": max_connections,
+                "header_timeout_seconds": header_seconds, "open_seconds": round(opened, 2),
+                "server_open_files_before": files_before, "server_open_files_peak": files_peak,
+                "predict_meanwhile": {"status": status, "ms": request_ms},
+                "closed_by_server": len(closed_at),
+                "closed_before_the_header_timeout_to_make_room": closed_early,
+                "longest_open_seconds": round(max(closed_at.values()), 2) if closed_at else None,
+                "server_open_files_after": server.open_files()}
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
+def hardening_figures(args):
+    """Issue 10's figures (see the module docstring)."""
+    rows = 100_000 if args.quick else 1_000_000
+    with tempfile.TemporaryDirectory() as workdir:
+        base_path = os.path.join(workdir, "half")
+        tf.saved_model.save(HalfPlusTwo(), os.path.join(base_path, "1"),
+                            signatures={"serving_default": HalfPlusTwo().predict})
+        before_tree = _before_tree(workdir)
+        after = ServerProcess(str(REPO_ROOT), base_path)
+        before = ServerProcess(before_tree, base_path) if before_tree is not None else None
+        try:
+            big = big_request_figures(before, after, rows, repeats=1 if args.quick else 3)
+        finally:
+            if before is not None:
+                before.stop()
+        try:
+            concurrent_big = concurrent_big_figures(after, rows, clients=8)
+            soak = soak_figures(after, 1000 if args.quick else 10_000, clients=32)
+        finally:
+            after.stop()
+        idle = idle_connection_figures(str(REPO_ROOT), base_path, 300 if args.quick else 2000,
+                                       max_connections=100 if args.quick else 1024,
+                                       header_seconds=5.0 if args.quick else 20.0)
+    before_commit = BEFORE_COMMIT if before_tree is not None else "skipped (no git history)"
+    return {"before_commit": before_commit,
+            "loadavg_at_start": os.getloadavg(), "big_request_round_trip": big,
+            "concurrent_big_requests": concurrent_big, "soak": soak, "idle_connections": idle}
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
+    if os.environ.get("KERAS_S2S_BENCH_SERVING_PART") == "hardening":
+        write_result("serving_hardening_quick" if args.quick else "serving_hardening", args,
+                     {"hardening": hardening_figures(args)})
+        return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
         run_dir, export_dir = train_and_export(workdir)
@@ -208,6 +478,7 @@ def main():
                       "train_and_export_seconds": round(train_seconds, 1)},
             "rest": rest_figures(export_dir, sentences, args),
             "tflite": tflite_figures(run_dir, export_dir, workdir, args),
+            "hardening": hardening_figures(args),
         }
     write_result("serving", args, figures)
 
