@@ -8,6 +8,7 @@ beside healthy models; TF1 SavedModels with reference variables; no internals in
 import concurrent.futures
 import gzip
 import json
+import logging
 import os
 import resource
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from keras_s2s.serving.config import BatchingParameters, ModelConfig
-from keras_s2s.serving.server import ModelServer
+from keras_s2s.serving.server import ModelServer, RepeatedLogFilter
 from tests.serving.conftest import http, make_options, wait_until
 from tests.serving.netutil import (
     closed_within,
@@ -383,3 +384,22 @@ def test_op_errors_carry_no_stack_or_paths(hardened):
     for leak in ('File "', "most recent call", "keras_s2s", os.sep + "tmp", "site-packages"):
         assert leak not in error, error
     healthy(hardened)
+
+
+def test_repeated_log_lines_are_rate_limited():
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("tests.serving.flood")
+    log.addHandler(handler)
+    log.addFilter(RepeatedLogFilter(burst=3, interval=0.5))
+    log.propagate = False
+    try:
+        for index in range(1000):
+            log.error("Refused a malformed HTTP request from %s", index)
+        time.sleep(0.6)
+        log.error("Refused a malformed HTTP request from %s", "later")
+    finally:
+        log.removeHandler(handler)
+    assert len(records) == 4
+    assert records[-1].getMessage().endswith("later (997 similar messages dropped)")
