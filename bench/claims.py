@@ -38,7 +38,7 @@ from corpora import CORPORA, NTREX_KOR_ENG, corpus_config, missing  # noqa: E402
 
 from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import read_tsv, synthetic  # noqa: E402
-from keras_s2s.evaluation import bleu_by_length, corpus_scores  # noqa: E402
+from keras_s2s.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.plotting import plot_attention, plot_lines  # noqa: E402
 from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
@@ -178,7 +178,8 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
         config = corpus_config("kor-eng", arch, out, budget_minutes,
                                max_source_length=CORPUS_MAX_LENGTH,
                                max_target_length=CORPUS_MAX_LENGTH)
-        test_sets["kor-eng"] = load_pairs(config)[1]
+        if test_sets["kor-eng"] is None:  # the same seeded split for every architecture
+            test_sets["kor-eng"] = load_pairs(config)[1]
         row = _train(config)
         translator = Translator.load(out)
         row["parameters"] = count_params(translator.model)
@@ -188,13 +189,8 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
                 continue
             sources, references = [s for s, _ in pairs], [t for _, t in pairs]
             texts = [o.text for o in translator.translate(sources)]
-            row[name] = {**{k: round(v, 2) for k, v in corpus_scores(texts, references).items()
-                            if k in ("bleu", "chrf")},
-                         "count": len(pairs), "distinct_outputs": len(set(texts)),
-                         "by_source_length": [
-                             {**b, "bleu": round(b["bleu"], 2), "chrf": round(b["chrf"], 2)}
-                             for b in bleu_by_length(sources, texts, references,
-                                                     buckets=CORPUS_BUCKETS)],
+            row[name] = {**evaluation_report(sources, texts, references, buckets=CORPUS_BUCKETS),
+                         "distinct_outputs": len(set(texts)),
                          "examples": list(zip(sources[:3], texts[:3]))}
         if arch != "seq2seq":
             row["heat_map"] = _heat_map(translator, KOREAN_EXAMPLE,

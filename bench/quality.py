@@ -27,7 +27,8 @@ from common import write_result  # noqa: E402
 from corpora import CORPORA, corpus_config, missing  # noqa: E402
 from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
-from keras_s2s.config import ARCHITECTURES, TrainConfig  # noqa: E402
+from keras_s2s import architectures  # noqa: E402
+from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
@@ -117,8 +118,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="dates only, 1 minute per model")
     parser.add_argument("--tasks", nargs="+", default=["dates"],
                         choices=["dates", *CORPORA])
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES),
-                        choices=[*ARCHITECTURES, KERAS_IO_RECIPE])
+    parser.add_argument("--archs", nargs="+", default=architectures.names(),
+                        choices=[*architectures.names(), KERAS_IO_RECIPE])
     parser.add_argument("--budget-minutes", type=float, default=5.0)
     parser.add_argument("--beam", type=int, nargs="+", default=[4],
                         help="beam widths to evaluate our models with (1 = greedy)")

@@ -10,13 +10,30 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
-
-from keras_s2s.config import ARCHITECTURES  # noqa: E402
+from keras_s2s import architectures
 
 logger = logging.getLogger("keras_s2s")
 
 USER_ERRORS = (ValueError, OSError, UnicodeDecodeError)
+
+
+def _number(kind, check, expected):
+    """An argparse type: `kind(text)`, which must pass `check`, else "expected, got text"."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda value: value > 0, "a positive integer")
+non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0")
+positive_float = _number(float, lambda value: value > 0, "a positive number")
+fraction = _number(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 #: `keras_s2s.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
 TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
@@ -28,37 +45,37 @@ def _add_train_parser(subparsers):
         description="Train a model on a built-in task (dates, reverse, copy) or a TSV file of "
                     "source<TAB>target pairs. An interrupted run resumes when restarted with "
                     "the same --out.")
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="bahdanau")
+    parser.add_argument("--arch", choices=architectures.names(), default="bahdanau")
     parser.add_argument("--data", default="dates",
                         help="built-in task name (dates, reverse, copy) or a TSV path")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
-    parser.add_argument("--epochs", type=int,
+    parser.add_argument("--epochs", type=positive_int,
                         help="default: 4 for dates, 15 for reverse/copy, 30 for TSV files "
                              "(with early stopping)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-pairs", type=int, default=20000,
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--num-pairs", type=positive_int, default=20000,
                         help="built-in tasks: number of training pairs to generate")
-    parser.add_argument("--min-length", type=int, help="reverse/copy: shortest sequence")
-    parser.add_argument("--max-length", type=int, help="reverse/copy: longest sequence")
-    parser.add_argument("--source-column", type=int, default=0)
-    parser.add_argument("--target-column", type=int, default=1,
+    parser.add_argument("--min-length", type=positive_int, help="reverse/copy: shortest sequence")
+    parser.add_argument("--max-length", type=positive_int, help="reverse/copy: longest sequence")
+    parser.add_argument("--source-column", type=non_negative_int, default=0)
+    parser.add_argument("--target-column", type=non_negative_int, default=1,
                         help="TSV column of the target (Anki files put English in column 0)")
     parser.add_argument("--skip-bad-lines", action="store_true",
                         help="count and skip malformed TSV lines instead of stopping")
-    parser.add_argument("--vocab-size", type=int, default=2000)
+    parser.add_argument("--vocab-size", type=positive_int, default=2000)
     parser.add_argument("--shared-vocab", action="store_true",
                         help="one subword vocabulary for both sides")
     parser.add_argument("--lowercase", action="store_true")
-    parser.add_argument("--max-source-length", type=int, default=64)
-    parser.add_argument("--max-target-length", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float,
+    parser.add_argument("--max-source-length", type=positive_int, default=64)
+    parser.add_argument("--max-target-length", type=positive_int, default=64)
+    parser.add_argument("--learning-rate", type=positive_float,
                         help="RNNs: Adam's rate (1e-3); Transformer: scale of the warm-up "
                              "schedule (1.0)")
-    parser.add_argument("--warmup-steps", type=int, default=1000)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--patience", type=int, default=3, help="early stopping patience")
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+    parser.add_argument("--warmup-steps", type=positive_int, default=1000)
+    parser.add_argument("--label-smoothing", type=fraction, default=0.1)
+    parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
+    parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
                         help="stop training after this many minutes of wall-clock time")
     parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
                         help="override a model argument, e.g. units=512 or num_layers=2 "
@@ -66,7 +83,7 @@ def _add_train_parser(subparsers):
     parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--xla", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--distribute", choices=["auto", "mirrored", "off"], default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.set_defaults(handler=_train)
 
 
@@ -185,11 +202,12 @@ def _add_xla_argument(parser):
 def _translate(args):
     if args.server:
         return _translate_remotely(args)
-    from keras_s2s.translator import Translator, check_run_dir
+    from keras_s2s.run_dir import check_trained
+    from keras_s2s.translator import Translator
 
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
-    check_run_dir(args.run_dir)
+    check_trained(args.run_dir)
     strategy = _strategy(args)
     texts = _texts_to_translate(args.text)
     translator = Translator.load(args.run_dir, jit_compile=args.xla == "on")
@@ -285,9 +303,10 @@ def _evaluate(args):
     from keras_s2s.data import synthetic
     from keras_s2s.data.tsv import read_tsv
     from keras_s2s.evaluation import evaluation_report
-    from keras_s2s.translator import Translator, check_run_dir
+    from keras_s2s.run_dir import check_trained
+    from keras_s2s.translator import Translator
 
-    check_run_dir(args.run_dir)
+    check_trained(args.run_dir)
     strategy = _strategy(args)
     if strategy.n_best > 1:
         raise ValueError("evaluate scores the best hypothesis: leave out --n-best")
@@ -341,11 +360,11 @@ def _add_tflite_parser(subparsers):
     parser.add_argument("--out", required=True, metavar="MODEL.tflite")
     parser.add_argument("--quantize", choices=TFLITE_QUANTIZATIONS, default="none",
                         help="weights: float32, int8 (dynamic range) or float16")
-    parser.add_argument("--max-source-length", type=int,
+    parser.add_argument("--max-source-length", type=positive_int,
                         help="fixed source length, END included (default: the run's)")
-    parser.add_argument("--max-target-length", type=int,
+    parser.add_argument("--max-target-length", type=positive_int,
                         help="fixed output length (default: the run's)")
-    parser.add_argument("--batch-size", type=int, default=1, help="fixed batch size")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="fixed batch size")
     parser.set_defaults(handler=_tflite)
 
 
@@ -358,8 +377,15 @@ def _tflite(args):
     print(f"wrote {args.out} ({args.quantize}, {size} bytes)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the usage of `train` is a screenful)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-s2s",
         description="Sequence-to-sequence models: RNN encoder-decoder, Bahdanau/Luong "
                     "attention and the Transformer.")
@@ -374,16 +400,55 @@ def build_parser():
     return parser
 
 
+def _start_tensorflow_quietly():
+    """Import TensorFlow and probe its devices with the process's stderr closed.
+
+    Its C++ start-up logs (oneDNN, CUDA probing, CPU features: 6–8 lines such as "failed call
+    to cuInit") come before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not
+    silence them; they read like errors and are shown only with -v.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ logs: errors only
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _one_line(error):
+    """The line of `error` that says what is wrong.
+
+    TensorFlow wraps an error raised while tracing a `tf.function` as "in user code:", a
+    stack, and the cause last; Keras wraps one raised in a layer as "Exception encountered
+    when calling ...", the cause next.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0] == "in user code:":
+        return lines[-1]
+    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        return lines[1]
+    return lines[0]
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose and not getattr(args, "server", None):  # --server needs no TF
+        _start_tensorflow_quietly()
     try:
         args.handler(args)
     except USER_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"keras-s2s {args.command}: error: {message}", file=sys.stderr)
+        print(f"keras-s2s {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"keras-s2s {args.command}: interrupted", file=sys.stderr)

@@ -1,27 +1,14 @@
-"""What a training run is made of: the architecture presets and the run configuration.
+"""What a training run is made of: its configuration, saved as the run's `config.json`.
 
-A run directory stores this configuration as `config.json`; everything needed to rebuild the
-model and its tokenizers is read back from there.
+Everything needed to rebuild the model and its tokenizers is read back from there. Importing
+this module imports no TensorFlow (the CLI's parser and `--help` use it).
 """
 
 import dataclasses
 import json
 import os
 
-from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
-
-#: Model arguments of each architecture: small enough to train on a laptop CPU in minutes.
-ARCHITECTURES = {
-    "seq2seq": {"embedding_dim": 128, "units": 256, "cell": "lstm", "num_layers": 1,
-                "dropout": 0.1},
-    "bahdanau": {"embedding_dim": 128, "units": 256, "cell": "gru", "num_layers": 1,
-                 "dropout": 0.1, "attention": "bahdanau", "bidirectional_encoder": True},
-    "luong": {"embedding_dim": 128, "units": 256, "cell": "lstm", "num_layers": 1,
-              "dropout": 0.1, "attention": "luong", "luong_score": "general",
-              "bidirectional_encoder": True},
-    "transformer": {"num_layers": 3, "d_model": 128, "num_heads": 4, "d_ff": 512,
-                    "dropout": 0.1, "normalize_first": False, "tie_embeddings": False},
-}
+from keras_s2s import architectures
 
 
 #: Epochs when none are given: the built-in tasks converge quickly (dates in 2–3 epochs of 20k
@@ -57,7 +44,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3
     time_budget_minutes: float | None = None  # stop training after this much wall-clock time
-    model: dict = dataclasses.field(default_factory=dict)  # overrides of ARCHITECTURES[arch]
+    model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
     distribute: str = "auto"  # "auto" (mirrored across GPUs when there are several), "mirrored", "off"
@@ -65,8 +52,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS.get(self.data, DEFAULT_EPOCHS_FOR_FILES)
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {tuple(ARCHITECTURES)}, got {self.arch!r}")
+        architectures.get(self.arch)  # an unknown name lists the known ones
         for name in ("mixed_precision", "jit_compile"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be 'auto', 'on' or 'off', got "
@@ -79,12 +65,18 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ValueError(f"time_budget_minutes must be a positive number of minutes, got "
+                             f"{self.time_budget_minutes!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
 
-    def model_arguments(self):
-        return {**ARCHITECTURES[self.arch], **self.model}
+    def build_model(self, source_vocab_size, target_vocab_size):
+        """The family's model with its presets and this run's overrides."""
+        longest = max(self.max_source_length, self.max_target_length) + 2  # start and end ids
+        return architectures.get(self.arch).build(source_vocab_size, target_vocab_size,
+                                                  self.model, longest)
 
     def save(self, path):
         with open(path, "w", encoding="utf-8") as file:
@@ -93,21 +85,26 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path):
-        with open(path, encoding="utf-8") as file:
-            return cls(**json.load(file))
+        """Read `path`; a file that is not this configuration is a ValueError naming it."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                values = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object of settings, got a "
+                             f"{type(values).__name__}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path} has unknown settings {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from error
 
-
-def build_model(config, source_vocab_size, target_vocab_size):
-    """The model of `config.arch` with the preset arguments and the config's overrides."""
-    arguments = config.model_arguments()
-    if config.arch == "seq2seq":
-        return Seq2Seq(source_vocab_size, target_vocab_size, **arguments)
-    if config.arch == "transformer":
-        max_length = max(config.max_source_length, config.max_target_length) + 2
-        return Transformer(source_vocab_size, target_vocab_size,
-                           **{"max_length": max_length, **arguments})
-    return AttentionSeq2Seq(source_vocab_size, target_vocab_size, **arguments)
-
-
-def config_path(run_dir):
-    return os.path.join(run_dir, "config.json")
+    def differences(self, other, ignore=("epochs", "time_budget_minutes")):
+        """`{name: (mine, other's)}` of the settings that differ, except `ignore`."""
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        return {name: (mine[name], theirs[name]) for name in mine
+                if name not in ignore and mine[name] != theirs[name]}

@@ -24,6 +24,7 @@ With `Beam(n_best=N)`, N > 1, every output has a hypothesis axis after the batch
 
 Example:
 
+>>> from keras_s2s.decoding import Beam, Sample
 >>> Beam(width=0)
 Traceback (most recent call last):
 ...
@@ -260,14 +261,22 @@ def _unfinished(max_length, done):
     return cond
 
 
+def _prepare(model, source_ids, max_length):
+    """Check the arguments and build a model never called before: its sublayers must not be
+    first built inside the decoding loop (that leaks tracers on JAX)."""
+    check_positive_int("max_length", max_length)
+    if not model.built:
+        model.build()
+    return ops.convert_to_tensor(source_ids, dtype="int32")
+
+
 def _decode_one_per_input(model, source_ids, max_length, choose_next, attention, start_id,
                           end_id):
     """Shared loop of greedy search and sampling: one hypothesis per input.
 
     `choose_next(log_probs (B, V), step)` → `(B,)` the next token of each row.
     """
-    check_positive_int("max_length", max_length)
-    source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
+    source_ids = _prepare(model, source_ids, max_length)
     memory = model.encode(source_ids, training=False)
     state = model.initial_state(memory, max_length)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
@@ -324,8 +333,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
     slot). A finished hypothesis is its score, log-probability, end step and parent slot;
     `_backtrack` reads the tokens back at the end."""
-    check_positive_int("max_length", max_length)
-    source_ids = ops.convert_to_tensor(source_ids, dtype="int32")
+    source_ids = _prepare(model, source_ids, max_length)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
     k, alpha = beam.width, beam.alpha
 

@@ -35,7 +35,7 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_s2s.config import config_path
+from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Greedy, Sample, check_strategy
 from keras_s2s.translator import MODEL_FILE, Translator, blank_empty_sources

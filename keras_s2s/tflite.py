@@ -84,9 +84,20 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
 
     Returns:
         The size of the written model in bytes.
+
+    Raises:
+        FileExistsError: `out_path` or a vocabulary beside it exists (never overwritten).
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    stem = os.path.splitext(os.path.basename(out_path))[0]
+    outputs = [out_path] + [os.path.join(out_dir, f"{stem}.{side}_vocab.txt")
+                            for side in ("source", "target")]
+    for output in outputs:
+        if os.path.exists(output):
+            raise FileExistsError(f"{output} already exists and is never overwritten; choose "
+                                  f"another --out or remove it")
     run_dir = run_dir_of(path)
     translator = Translator.load(run_dir)
     if max_source_length is None:
@@ -113,14 +124,11 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         converter.target_spec.supported_types = [tf.float16]
     flatbuffer = converter.convert()
 
-    out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
-    with open(out_path, "wb") as file:
+    with open(out_path, "xb") as file:
         file.write(flatbuffer)
-    stem = os.path.splitext(os.path.basename(out_path))[0]
-    for side in ("source", "target"):
-        shutil.copyfile(os.path.join(run_dir, f"{side}_vocab.txt"),
-                        os.path.join(out_dir, f"{stem}.{side}_vocab.txt"))
+    for side, output in zip(("source", "target"), outputs[1:]):
+        shutil.copyfile(os.path.join(run_dir, f"{side}_vocab.txt"), output)
     logger.info("wrote %s (%s, %d bytes; source ids [%d, %d] → output ids [%d, %d])", out_path,
                 quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
                 max_target_length)

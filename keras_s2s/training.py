@@ -7,6 +7,7 @@ Padding (id 0) never counts: loss and accuracy are averages over real target tok
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 
@@ -15,14 +16,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_s2s.config import build_model, config_path
+from keras_s2s import architectures, run_dir as run_files
+from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
 from keras_s2s.data.tokenizers import SubwordTokenizer, train_tokenizers
 from keras_s2s.data.tsv import read_tsv
 from keras_s2s.plotting import plot_history
 from keras_s2s.special_tokens import PAD_ID
-from keras_s2s.translator import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,16 @@ def rnn_optimizer(learning_rate=1e-3, clipnorm=1.0):
     return keras.optimizers.Adam(learning_rate, clipnorm=clipnorm)
 
 
+def rnn_optimizer_for(model, config):
+    """The RNN families' optimizer for a run: `config.learning_rate` is Adam's rate."""
+    return rnn_optimizer(config.learning_rate or 1e-3)
+
+
+def transformer_optimizer_for(model, config):
+    """The Transformer's optimizer for a run: `config.learning_rate` scales the schedule."""
+    return transformer_optimizer(model.d_model, config.warmup_steps, config.learning_rate or 1.0)
+
+
 def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="auto"):
     """Compile `model` with the masked label-smoothed loss and masked accuracy."""
     model.compile(optimizer=optimizer,
@@ -154,9 +165,41 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-# --- The recipe: data → tokenizers → datasets → model → fit → run directory -----------------
+class EpochHistory(keras.callbacks.Callback):
+    """Keep every epoch's metrics in `path` (JSON), across interrupted and resumed runs.
 
-HISTORY_FILE = "history.json"
+    `keras.callbacks.History` only knows the epochs of the current `fit`; after a resume
+    (`BackupAndRestore`) the run's history would lose the epochs before the restart. The first
+    epoch a `fit` runs tells where it resumed, so anything recorded after it (an epoch that
+    ended but was not backed up) is dropped before it is recorded again.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.history = {}
+
+    def on_train_begin(self, logs=None):
+        self._resumed_at = None
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as file:
+                self.history = json.load(file)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._resumed_at is None:
+            self._resumed_at = epoch
+            self.history = {name: values[:epoch] for name, values in self.history.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        temporary = f"{self.path}.partial"
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(self.history, file, indent=2)
+        os.replace(temporary, self.path)
+
+
+# --- The recipe: data → tokenizers → datasets → model → fit → run directory -----------------
 
 
 def load_pairs(config):
@@ -209,35 +252,83 @@ def _strategy(config):
     return tf.distribute.get_strategy()
 
 
-def train(config, verbose="auto"):
-    """Train `config` into `config.out`; an interrupted run in the same directory resumes.
+def _prepare_run_dir(config):
+    """Tokenizers of the run: learned and saved for a new run, read back for a resumed one.
 
-    `verbose` is passed to `fit` (Keras progress bars). Returns the `History.history` dict. The run directory then holds `config.json`,
-    `model.keras`, the tokenizers' vocabularies, `history.json`, `training_curves.png`,
-    `checkpoints/` and TensorBoard `logs/`.
+    Returns `(source_tokenizer, target_tokenizer, train_pairs, validation_pairs, created)`,
+    `created` listing what this call wrote (removed again if the run fails before its first
+    backup, so a failed start never leaves a directory that looks resumable).
     """
     run_dir = config.out
-    model_path = os.path.join(run_dir, MODEL_FILE)
-    if os.path.exists(model_path):
+    if os.path.exists(run_files.model_path(run_dir)):
         raise FileExistsError(
             f"{run_dir!r} already holds a trained model; choose another output directory")
-    os.makedirs(run_dir, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-
-    train_pairs, validation_pairs = load_pairs(config)
-    resuming = os.path.exists(os.path.join(run_dir, "target_vocab.txt"))
+    saved_config = run_files.config_path(run_dir)
+    resuming = os.path.exists(saved_config)
     if resuming:
-        source_tokenizer = SubwordTokenizer.load(run_dir, "source")
-        target_tokenizer = SubwordTokenizer.load(run_dir, "target")
+        differences = TrainConfig.load(saved_config).differences(config)
+        if differences:
+            listed = ", ".join(f"{name} {old!r} → {new!r}"
+                               for name, (old, new) in sorted(differences.items()))
+            raise ValueError(f"{run_dir!r} holds an interrupted run with other settings "
+                             f"({listed}); resume it with its own settings or choose another "
+                             f"--out")
+    elif os.path.isdir(run_dir) and os.listdir(run_dir):
+        existing = sorted(os.listdir(run_dir))
+        raise FileExistsError(f"{run_dir!r} is not empty ({', '.join(existing[:5])}) and is "
+                              f"not a run to resume; choose an empty or new --out")
+    train_pairs, validation_pairs = load_pairs(config)
+    if resuming:
         logger.info("resuming the interrupted run in %s", run_dir)
-    else:
+        return (SubwordTokenizer.load(run_dir, "source"), SubwordTokenizer.load(run_dir, "target"),
+                train_pairs, validation_pairs, [])
+    created = [] if os.path.isdir(run_dir) else [run_dir]
+    os.makedirs(run_dir, exist_ok=True)
+    before = set(os.listdir(run_dir))
+    try:
         source_tokenizer, target_tokenizer = train_tokenizers(
             train_pairs, config.vocab_size, shared=config.shared_vocab,
             lowercase=config.lowercase)
         source_tokenizer.save(run_dir, "source")
         target_tokenizer.save(run_dir, "target")
-    config.save(config_path(run_dir))
+        config.save(saved_config)  # last: a directory with a config is a run
+    finally:
+        created += [os.path.join(run_dir, name) for name in set(os.listdir(run_dir)) - before]
+    return source_tokenizer, target_tokenizer, train_pairs, validation_pairs, created
 
+
+def _remove(paths):
+    """Remove what a failed start created (files and the directories it made, deepest first)."""
+    for path in reversed(sorted(paths)):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def train(config, verbose="auto"):
+    """Train `config` into `config.out`; an interrupted run in the same directory resumes.
+
+    A resume must have the interrupted run's settings (only `epochs` and the time budget may
+    change). `verbose` is passed to `fit` (Keras progress bars). Returns every epoch's metrics
+    (those before a resume too). The run directory's layout is `keras_s2s.run_dir`'s.
+    """
+    keras.utils.set_random_seed(config.seed)
+    source_tokenizer, target_tokenizer, train_pairs, validation_pairs, created = (
+        _prepare_run_dir(config))
+    run_dir = config.out
+    try:
+        return _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs,
+                    verbose)
+    except BaseException:
+        if created and not os.path.exists(os.path.join(run_dir, run_files.BACKUP)):
+            logger.info("training failed before its first backup: removing %s", created)
+            _remove(created)
+        raise
+
+
+def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs, verbose):
+    run_dir = config.out
     dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
                         batch_size=config.batch_size,
                         max_source_length=config.max_source_length,
@@ -248,46 +339,42 @@ def train(config, verbose="auto"):
     logger.info("training data: %s", train_stats)
 
     mixed_precision, jit_compile = _use_accelerator_defaults(config)
+    global_policy = keras.mixed_precision.global_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    history = EpochHistory(os.path.join(run_dir, run_files.HISTORY))
     try:
         with _strategy(config).scope():
-            model = build_model(config, source_tokenizer.vocabulary_size,
-                                target_tokenizer.vocabulary_size)
+            model = config.build_model(source_tokenizer.vocabulary_size,
+                                       target_tokenizer.vocabulary_size)
             model.build()  # BackupAndRestore needs the weights before fit
-            if config.arch == "transformer":
-                optimizer = transformer_optimizer(
-                    model.d_model, config.warmup_steps, config.learning_rate or 1.0)
-            else:
-                optimizer = rnn_optimizer(config.learning_rate or 1e-3)
+            optimizer = architectures.get(config.arch).make_optimizer(model, config)
             compile_for_training(model, optimizer, config.label_smoothing,
                                  jit_compile=jit_compile)
         callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, run_files.BACKUP)),
+            history,
             keras.callbacks.ModelCheckpoint(
-                os.path.join(run_dir, "checkpoints", "best.weights.h5"), monitor="val_loss",
+                os.path.join(run_dir, run_files.BEST_WEIGHTS), monitor="val_loss",
                 save_best_only=True, save_weights_only=True),
             keras.callbacks.EarlyStopping(monitor="val_loss",
                                           patience=config.early_stopping_patience,
                                           restore_best_weights=True),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, run_files.LOGS)),
         ]
         if config.time_budget_minutes:
             callbacks.append(TimeBudget(60 * config.time_budget_minutes))
-        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.join(run_dir, run_files.BEST_WEIGHTS)),
+                    exist_ok=True)
         with warnings.catch_warnings():
             # Bucketed datasets have no known length, so Keras warns at every epoch's end.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            history = model.fit(train_data, validation_data=validation_data,
-                                epochs=config.epochs, callbacks=callbacks, shuffle=False,
-                                verbose=verbose)
+            model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+                      callbacks=callbacks, shuffle=False, verbose=verbose)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(global_policy)
 
-    history = {name: [float(v) for v in values] for name, values in history.history.items()}
-    with open(os.path.join(run_dir, HISTORY_FILE), "w", encoding="utf-8") as file:
-        json.dump(history, file, indent=2)
-    if history:
-        plot_history(history, os.path.join(run_dir, "training_curves.png"))
-    model.save(model_path)
-    return history
+    if history.history:
+        plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
+    model.save(run_files.model_path(run_dir))
+    return history.history

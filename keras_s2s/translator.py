@@ -2,20 +2,20 @@
 
 import dataclasses
 import logging
-import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_s2s.config import TrainConfig, config_path
+from keras_s2s.config import TrainConfig
+from keras_s2s import run_dir as run_files
+from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import SubwordTokenizer
 from keras_s2s.decoding import Greedy, Sample, check_strategy
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = run_files.MODEL
 
 
 @dataclasses.dataclass
@@ -56,15 +56,6 @@ def blank_empty_sources(result, source_ids):
                            tf.zeros_like(value), value) for name, value in result.items()}
 
 
-def check_run_dir(run_dir):
-    """Raise a clear error when `run_dir` is not a finished training run."""
-    for needed in (config_path(run_dir), os.path.join(run_dir, MODEL_FILE)):
-        if not os.path.exists(needed):
-            raise FileNotFoundError(
-                f"{run_dir!r} is not a trained run directory: {os.path.basename(needed)} is "
-                f"missing (train one with `keras-s2s train --out {run_dir}`)")
-
-
 class Translator:
     """Translate text with a trained model.
 
@@ -92,9 +83,9 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir, jit_compile=False):
-        check_run_dir(run_dir)
+        run_files.check_trained(run_dir)
         config = TrainConfig.load(config_path(run_dir))
-        model = keras.models.load_model(os.path.join(run_dir, MODEL_FILE), compile=False)
+        model = run_files.load_model(run_dir)
         return cls(model, SubwordTokenizer.load(run_dir, "source"),
                    SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
                    config.max_target_length, jit_compile=jit_compile)

@@ -13,7 +13,8 @@ import pytest
 
 from keras_s2s import export
 from keras_s2s.cli import main
-from keras_s2s.config import TrainConfig, build_model, config_path
+from keras_s2s.config import TrainConfig
+from keras_s2s.run_dir import config_path
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import train_tokenizers
@@ -47,8 +48,8 @@ def make_run_dir(directory, arch):
     source_tokenizer.save(directory, "source")
     target_tokenizer.save(directory, "target")
     config.save(config_path(directory))
-    model = build_model(config, source_tokenizer.vocabulary_size,
-                        target_tokenizer.vocabulary_size)
+    model = config.build_model(source_tokenizer.vocabulary_size,
+                               target_tokenizer.vocabulary_size)
     model.build()
     model.save(os.path.join(directory, MODEL_FILE))
     return str(directory)

@@ -32,11 +32,14 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert (run_dir / "backup").exists() and not (run_dir / "model.keras").exists()
     monkeypatch.undo()
 
+    first_epoch = json.loads((run_dir / "history.json").read_text())["loss"]
+    assert len(first_epoch) == 1
     history = train(config, verbose=0)
-    assert len(history["loss"]) == 2, "the resumed run must only train the remaining epochs"
+    # The resumed run trains the remaining two epochs and keeps the first one's figures.
+    assert len(history["loss"]) == 3 and history["loss"][:1] == first_epoch
     assert (run_dir / "model.keras").exists()
     saved = json.loads((run_dir / "history.json").read_text())
-    assert saved["loss"] == history["loss"]
+    assert saved == history and len(saved["val_loss"]) == 3
 
 
 @pytest.mark.slow
@@ -65,9 +68,12 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
 
 
 def test_bad_configuration_is_refused():
-    with pytest.raises(ValueError, match="arch must be one of .*'gpt'"):
+    with pytest.raises(ValueError, match="unknown architecture 'gpt'; known: seq2seq, "):
         TrainConfig(arch="gpt")
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(mixed_precision="yes")
+    with pytest.raises(ValueError, match="time_budget_minutes must be a positive number of "
+                                         "minutes, got -1"):
+        TrainConfig(time_budget_minutes=-1)

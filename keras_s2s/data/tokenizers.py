@@ -101,6 +101,7 @@ class SubwordTokenizer(tf.Module):
         lowercase: case-fold text before tokenizing (detokenized text is then lower case).
 
     Example:
+    >>> from keras_s2s.data import SubwordTokenizer
     >>> tokenizer = SubwordTokenizer.train(["I go to school.", "We go home."], vocab_size=100)
     >>> ids = tokenizer.tokenize(["I go to school."])        # RaggedTensor (1, None) int32
     >>> tokenizer.detokenize(ids).numpy()

@@ -109,6 +109,8 @@ class BahdanauAttention(_ScoredAttention):
     `W₂: (Dk, units)`, `v: (units, 1)`, no biases, as in the equation.
 
     Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import BahdanauAttention
     >>> layer = BahdanauAttention(units=16)
     >>> context, weights = layer(ops.ones((2, 8)), ops.ones((2, 5, 12)), return_attention_scores=True)
     >>> tuple(context.shape), tuple(weights.shape)

@@ -107,6 +107,8 @@ class TransformerEncoderLayer(_TransformerLayer):
         `(B, T, d_model)` (and the weights).
 
     Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import TransformerEncoderLayer
     >>> layer = TransformerEncoderLayer(d_model=16, num_heads=2, d_ff=32)
     >>> tuple(layer(ops.ones((2, 5, 16))).shape)
     (2, 5, 16)

@@ -170,6 +170,8 @@ class Seq2Seq(_RNNEncoderDecoder):
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
     Example:
+    >>> from keras import ops
+    >>> from keras_s2s.models import Seq2Seq
     >>> model = Seq2Seq(100, 120, embedding_dim=16, units=32)
     >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
     (2, 5, 120)

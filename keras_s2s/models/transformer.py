@@ -40,6 +40,8 @@ class Transformer(Seq2SeqModel):
     `decode_step` returns the last layer's cross-attention weights averaged over heads, (B, S).
 
     Example:
+    >>> from keras import ops
+    >>> from keras_s2s.models import Transformer
     >>> model = Transformer(100, 120, num_layers=1, d_model=16, num_heads=2, d_ff=32)
     >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
     (2, 5, 120)

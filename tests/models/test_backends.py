@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_s2s.decoding import Beam, Greedy, Sample
 from tests.models.families import FAMILIES, TARGET_VOCAB
 
 SOURCE = np.array([[5, 6, 7, 3], [8, 3, 0, 0]], "int32")
@@ -58,3 +59,12 @@ def test_fit_with_dropout(family):
                         epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
 
+
+
+@pytest.mark.parametrize("strategy", [Greedy(), Beam(2), Sample(seed=3)], ids=repr)
+def test_a_fresh_model_can_decode_first_and_train_after(strategy):
+    """`keras_s2s.decoding` builds a model that was never called before its loop."""
+    model = FAMILIES["transformer"]()
+    result = strategy.decode(model, SOURCE, max_length=4)
+    assert ops.convert_to_numpy(result["tokens"]).shape[0] == 2
+    assert ops.convert_to_numpy(model((SOURCE, TARGET_IN))).shape == (2, 3, TARGET_VOCAB)

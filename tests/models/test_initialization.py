@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_s2s.config import ARCHITECTURES, TrainConfig, build_model
+from keras_s2s import architectures
+from keras_s2s.config import TrainConfig
 from keras_s2s.layers import MultiHeadAttention, PositionwiseFeedForward
 
 
@@ -28,9 +29,9 @@ def copies(weights):
             if arrays[a].size == arrays[b].size and np.allclose(arrays[a], arrays[b])]
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", architectures.names())
 def test_models_built_for_training_start_with_independent_weights(arch):
-    model = build_model(TrainConfig(arch=arch, data="dates"), 37, 41)
+    model = TrainConfig(arch=arch, data="dates").build_model(37, 41)
     model.build()
     assert copies(model.weights) == []
 

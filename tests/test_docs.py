@@ -1,0 +1,57 @@
+"""The documentation runs: README.md's Python blocks execute, its `keras-s2s` command lines
+parse, and every `>>>` example in the package's docstrings passes as a doctest."""
+
+import doctest
+import importlib
+import pkgutil
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import keras_s2s
+from keras_s2s.cli import build_parser
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def code_blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def command_lines():
+    """Every `keras-s2s ...` command of the README's bash blocks (continuations joined)."""
+    for block in code_blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for command in re.split(r"&&|;|\|", line.split(" #")[0]):
+                words = shlex.split(command.strip().rstrip("&"))
+                if words[:1] == ["keras-s2s"]:
+                    yield words[1:]
+
+
+def test_readme_python_blocks_run():
+    blocks = code_blocks("python")
+    assert blocks, "README.md has Python blocks"
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
+
+
+@pytest.mark.parametrize("argv", list(command_lines()), ids=" ".join)
+def test_readme_commands_parse(argv):
+    args = build_parser().parse_args(argv)
+    assert args.handler
+
+
+def modules():
+    return [info.name for info in pkgutil.walk_packages(keras_s2s.__path__, "keras_s2s.")]
+
+
+@pytest.mark.parametrize("name", modules())
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(module, name, globs={}):  # examples import what they use
+        runner.run(test)
+    assert runner.failures == 0, f"{runner.failures} failing examples in {name}"
