@@ -40,9 +40,17 @@ def check_trained(run_dir):
 
 
 def load_model(run_dir):
-    """The run's Keras model; a truncated or corrupt `model.keras` is a ValueError saying so."""
+    """The run's Keras model; a truncated or corrupt `model.keras` is a ValueError saying so.
+
+    The family's model class is imported first: a family from another package registers its
+    classes with Keras when imported, and nothing else may have imported it in this process.
+    """
     import keras
 
+    from keras_s2s import architectures
+    from keras_s2s.config import TrainConfig
+
+    architectures.get(TrainConfig.load(config_path(run_dir)).arch).model_class()
     path = model_path(run_dir)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a complete .keras file (truncated or corrupt); "
