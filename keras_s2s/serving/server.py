@@ -29,6 +29,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -318,7 +319,6 @@ class ModelServer:
         except BaseException:
             self.stop()
             raise
-        logger.info("Exporting HTTP/REST API at:%s:%d ...", host, self.port)
         return self.port
 
     def _max_connections(self):
@@ -604,8 +604,13 @@ def _model_request(name, version, label):
 
 def run(args):
     """Serves the models of parsed flags `args` until SIGINT or SIGTERM."""
-    server = ModelServer(ServerOptions.from_args(args))
-    server.start()
+    options = ServerOptions.from_args(args)
+    server = ModelServer(options)
+    port = server.start()
+    # One line once the REST API answers, as tensorflow_model_server logs it, whatever the
+    # log level: scripts and people wait for it.
+    print(f"Exporting HTTP/REST API at:{options.rest_api_host}:{port} ...", file=sys.stderr,
+          flush=True)
     stopping = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stopping.set())
