@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS_DIR, count_params, shown, write_result  # noqa: E402
 from corpora import CORPORA, NTREX_KOR_ENG, corpus_config, missing  # noqa: E402
 
+from keras_s2s import architectures  # noqa: E402
 from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import read_tsv, synthetic  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
@@ -96,7 +97,7 @@ def claim_length(budget_minutes, per_length, workdir, tag=""):
         config = _budget_config(arch=arch, data=TASK, out=out, task_options=TASK_OPTIONS,
                                 max_source_length=max_len, max_target_length=max_len,
                                 time_budget_minutes=budget_minutes, warmup_steps=400,
-                                learning_rate=2.0 if arch == "transformer" else 2e-3)
+                                learning_rate=2 * architectures.get(arch).learning_rate)
         row = _train(config)
         translator = Translator.load(out)
         row["parameters"] = count_params(translator.model)
@@ -192,7 +193,7 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
             row[name] = {**evaluation_report(sources, texts, references, buckets=CORPUS_BUCKETS),
                          "distinct_outputs": len(set(texts)),
                          "examples": list(zip(sources[:3], texts[:3]))}
-        if arch != "seq2seq":
+        if translator.model.has_attention:
             row["heat_map"] = _heat_map(translator, KOREAN_EXAMPLE,
                                         RESULTS_DIR / f"attention_ko_en_{arch}{tag}.png",
                                         f"{arch}, Tatoeba kor-eng, {budget_minutes:g} min")

@@ -29,6 +29,8 @@ CORPUS_MODELS = {
     "transformer": {"num_layers": 2, "d_model": 256, "num_heads": 4, "d_ff": 1024,
                     "dropout": 0.3, "normalize_first": True, "tie_embeddings": True},
 }
+#: Their learning rates: Adam's for the RNNs, the scale of the Transformer's schedule.
+CORPUS_LEARNING_RATES = {"seq2seq": 1e-3, "bahdanau": 1e-3, "luong": 1e-3, "transformer": 0.3}
 
 
 def missing(task):
@@ -46,5 +48,5 @@ def corpus_config(task, arch, out, budget_minutes, **overrides):
     return TrainConfig(**{
         "arch": arch, "out": out, "epochs": 200, "early_stopping_patience": 5,
         "time_budget_minutes": budget_minutes, "label_smoothing": 0.1, "batch_size": 32,
-        "warmup_steps": 400, "learning_rate": 0.3 if arch == "transformer" else 1e-3,
+        "warmup_steps": 400, "learning_rate": CORPUS_LEARNING_RATES[arch],
         "model": CORPUS_MODELS[arch], **CORPORA[task], **overrides})

@@ -26,8 +26,11 @@ class Family:
         model: `"module:Class"` of a `keras_s2s.models.Seq2SeqModel` subclass, or the class.
         presets: the model's arguments when the user overrides none: small enough to train
             on a laptop CPU in minutes.
-        optimizer: `"module:function"` (or the function) taking `(model, config)` and
-            returning the Keras optimizer to train with.
+        optimizer: `"module:function"` (or the function) taking `(model, config,
+            learning_rate)` and returning the Keras optimizer to train with.
+        learning_rate: the `learning_rate` the optimizer gets when the run sets none; what
+            it means is the optimizer's (Adam's rate for the RNNs, the scale of the
+            Transformer's schedule), so a benchmark tuning it scales this value.
         length_argument: the model argument, if any, that must hold the longest sequence the
             run trains or decodes (e.g. the Transformer's positional range `max_length`).
     """
@@ -36,6 +39,7 @@ class Family:
     presets: dict
     optimizer: object = "keras_s2s.training:rnn_optimizer_for"
     length_argument: str | None = None
+    learning_rate: float = 1e-3
 
     def model_class(self):
         return _resolve(self.model)
@@ -48,7 +52,8 @@ class Family:
         return self.model_class()(source_vocab_size, target_vocab_size, **arguments)
 
     def make_optimizer(self, model, config):
-        return _resolve(self.optimizer)(model, config)
+        """The optimizer for `model` in the run `config` (a `TrainConfig`)."""
+        return _resolve(self.optimizer)(model, config, config.learning_rate or self.learning_rate)
 
 
 def _resolve(target):
@@ -72,7 +77,8 @@ BUILT_IN = {
         "keras_s2s.models:Transformer",
         {"num_layers": 3, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.1,
          "normalize_first": False, "tie_embeddings": False},
-        optimizer="keras_s2s.training:transformer_optimizer_for", length_argument="max_length"),
+        optimizer="keras_s2s.training:transformer_optimizer_for", length_argument="max_length",
+        learning_rate=1.0),
 }
 
 

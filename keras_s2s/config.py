@@ -9,6 +9,8 @@ import json
 import os
 
 from keras_s2s import architectures
+from keras_s2s.checks import (check_choice, check_fraction, check_number,
+                              check_positive_int)
 
 
 #: Epochs when none are given: the built-in tasks converge quickly (dates in 2–3 epochs of 20k
@@ -39,7 +41,7 @@ class TrainConfig:
     max_target_length: int = 64
     batch_size: int = 64
     epochs: int | None = None  # default: DEFAULT_EPOCHS of the task, or DEFAULT_EPOCHS_FOR_FILES
-    learning_rate: float | None = None  # RNNs: Adam's rate; Transformer: scale of the schedule
+    learning_rate: float | None = None  # default: the family's (`Family.learning_rate`)
     warmup_steps: int = 1000
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3
@@ -54,23 +56,17 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS.get(self.data, DEFAULT_EPOCHS_FOR_FILES)
         architectures.get(self.arch)  # an unknown name lists the known ones
         for name in ("mixed_precision", "jit_compile"):
-            if getattr(self, name) not in ("auto", "on", "off"):
-                raise ValueError(f"{name} must be 'auto', 'on' or 'off', got "
-                                 f"{getattr(self, name)!r}")
-        if self.distribute not in ("auto", "mirrored", "off"):
-            raise ValueError(f"distribute must be 'auto', 'mirrored' or 'off', got "
-                             f"{self.distribute!r}")
+            check_choice(name, getattr(self, name), ("auto", "on", "off"))
+        check_choice("distribute", self.distribute, ("auto", "mirrored", "off"))
         for name in ("num_pairs", "vocab_size", "max_source_length", "max_target_length",
                      "batch_size", "epochs", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
-            raise ValueError(f"time_budget_minutes must be a positive number of minutes, got "
-                             f"{self.time_budget_minutes!r}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+            check_positive_int(name, getattr(self, name))
+        check_number("time_budget_minutes", self.time_budget_minutes, 0.0, low_inclusive=False,
+                     optional=True)
+        check_number("learning_rate", self.learning_rate, 0.0, low_inclusive=False,
+                     optional=True)
+        check_fraction("validation_fraction", self.validation_fraction)
+        check_fraction("label_smoothing", self.label_smoothing)
 
     def build_model(self, source_vocab_size, target_vocab_size):
         """The family's model with its presets and this run's overrides."""

@@ -38,26 +38,11 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_s2s.checks import check_positive_int
+from keras_s2s.checks import check_non_negative_int, check_number, check_positive_int
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
-
-
-def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-
-
-def _check_number(name, value, low, high=None, low_inclusive=True):
-    """`value` a real number with low <= value (or low < value) and value <= high."""
-    in_range = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value >= low if low_inclusive else value > low) and (high is None or value <= high)
-    if not in_range:
-        bounds = f"{'>=' if low_inclusive else '>'} {low}" if high is None else (
-            f"in {'[' if low_inclusive else '('}{low}, {high}]")
-        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
 
 
 class Strategy:
@@ -134,12 +119,12 @@ class Sample(Strategy):
     seed: int | None = None
 
     def __post_init__(self):
-        _check_number("temperature", self.temperature, 0.0)
+        check_number("temperature", self.temperature, 0.0)
         if self.top_k is not None:
             check_positive_int("top_k", self.top_k)
         if self.top_p is not None:
-            _check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
-        _check_seed(self.seed)
+            check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
+        check_non_negative_int("seed", self.seed, optional=True)
 
     def seed_tensor(self, stream=0):
         """The `(2,)` int32 seed of `decode` for this strategy's own seed and `stream`."""
@@ -191,7 +176,7 @@ class Beam(Strategy):
 
     def __post_init__(self):
         check_positive_int("width", self.width)
-        _check_number("alpha", self.alpha, 0.0)
+        check_number("alpha", self.alpha, 0.0)
         check_positive_int("n_best", self.n_best)
         if self.n_best > self.width:
             raise ValueError(f"n_best must be at most the beam width {self.width}, got "

@@ -35,19 +35,16 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_s2s.run_dir import config_path
+from keras_s2s import run_dir as run_files
+from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Greedy, Sample, check_strategy
-from keras_s2s.translator import MODEL_FILE, Translator, blank_empty_sources
+from keras_s2s.translator import Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
 
 #: Where in a version directory the run's files are copied (TF Serving ignores it).
 RUN_FILES_DIR = "assets.extra"
-
-#: Files of a run directory an export carries along (besides `config.json`).
-_RUN_FILES = (MODEL_FILE, "source_vocab.txt", "source_tokenizer.json", "target_vocab.txt",
-              "target_tokenizer.json")
 
 
 class TranslationModule(tf.Module):
@@ -119,10 +116,9 @@ def export_run(run_dir, model_name, base_path="export", version=None, strategy=G
             os.altsep and os.altsep in model_name):
         raise ValueError(f"model_name must be one path component, got {model_name!r}")
     model_dir = os.path.join(base_path, model_name)
+    check_non_negative_int("version", version, optional=True)
     if version is None:
         version = (existing_versions(model_dir) or [0])[-1] + 1
-    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"version must be a non-negative int, got {version!r}")
     version_dir = os.path.join(model_dir, str(version))
     if os.path.exists(version_dir):
         raise FileExistsError(f"{version_dir!r} already exists and versions are never "
@@ -150,7 +146,7 @@ def export_run(run_dir, model_name, base_path="export", version=None, strategy=G
 
 def _copy_run_files(run_dir, destination):
     os.makedirs(destination)
-    for name in (os.path.basename(config_path(run_dir)),) + _RUN_FILES:
+    for name in run_files.portable_files():
         shutil.copy2(os.path.join(run_dir, name), destination)
 
 
@@ -161,9 +157,9 @@ def run_dir_of(path):
         FileNotFoundError: `path` is neither.
     """
     for candidate in (path, os.path.join(path, RUN_FILES_DIR)):
-        if os.path.exists(config_path(candidate)) and os.path.exists(
-                os.path.join(candidate, MODEL_FILE)):
+        if run_files.is_trained(candidate):
             return candidate
     raise FileNotFoundError(
         f"{path!r} is neither a trained run directory nor an export version directory "
-        f"(expected config.json and {MODEL_FILE} in it or in its {RUN_FILES_DIR}/)")
+        f"(expected {run_files.CONFIG} and {run_files.MODEL} in it or in its "
+        f"{RUN_FILES_DIR}/)")

@@ -20,6 +20,8 @@ CURVES = "training_curves.png"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP = "backup"
 LOGS = "logs"
+#: The two tokenizers' file prefixes (`SubwordTokenizer.save(run_dir, side)`).
+SIDES = ("source", "target")
 
 
 def config_path(run_dir):
@@ -28,6 +30,39 @@ def config_path(run_dir):
 
 def model_path(run_dir):
     return os.path.join(run_dir, MODEL)
+
+
+def vocabulary_path(directory, side):
+    """The vocabulary file (one token a line, in id order) of `side` ("source" or "target",
+    or a name ending in one) in `directory`."""
+    from keras_s2s.data.tokenizers import file_names
+
+    return os.path.join(directory, file_names(side)[0])
+
+
+def portable_files():
+    """The names of the files that make a trained run anywhere (an export carries them)."""
+    from keras_s2s.data.tokenizers import file_names
+
+    return (CONFIG, MODEL) + tuple(name for side in SIDES for name in file_names(side))
+
+
+def save_tokenizers(run_dir, source_tokenizer, target_tokenizer):
+    """Write both tokenizers' files; returns the paths written."""
+    return [path for side, tokenizer in zip(SIDES, (source_tokenizer, target_tokenizer))
+            for path in tokenizer.save(run_dir, side)]
+
+
+def load_tokenizers(run_dir):
+    """`(source_tokenizer, target_tokenizer)`, as `save_tokenizers` wrote them."""
+    from keras_s2s.data.tokenizers import SubwordTokenizer
+
+    return tuple(SubwordTokenizer.load(run_dir, side) for side in SIDES)
+
+
+def is_trained(run_dir):
+    """Whether `run_dir` holds a finished run (its configuration and its model)."""
+    return all(map(os.path.exists, (config_path(run_dir), model_path(run_dir))))
 
 
 def check_trained(run_dir):

@@ -30,18 +30,15 @@ import shutil
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from keras_s2s import run_dir as run_files
+from keras_s2s.checks import check_choice, check_positive_int
 from keras_s2s.decoding import Greedy
 from keras_s2s.export import run_dir_of
-from keras_s2s.translator import Translator, blank_empty_sources
+from keras_s2s.translator import Translator, blank_empty_sources, check_length_limit
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("none", "dynamic", "float16")
-
-
-def _check_length(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def greedy_ids_function(model, max_source_length, max_target_length, batch_size=1):
@@ -88,12 +85,11 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     Raises:
         FileExistsError: `out_path` or a vocabulary beside it exists (never overwritten).
     """
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    check_choice("quantize", quantize, QUANTIZATIONS)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     stem = os.path.splitext(os.path.basename(out_path))[0]
-    outputs = [out_path] + [os.path.join(out_dir, f"{stem}.{side}_vocab.txt")
-                            for side in ("source", "target")]
+    outputs = [out_path] + [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
+                            for side in run_files.SIDES]
     for output in outputs:
         if os.path.exists(output):
             raise FileExistsError(f"{output} already exists and is never overwritten; choose "
@@ -106,12 +102,8 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         max_target_length = translator.max_target_length
     for name, value in (("max_source_length", max_source_length),
                         ("max_target_length", max_target_length), ("batch_size", batch_size)):
-        _check_length(name, value)
-    positions = getattr(translator.model, "max_length", None)  # the Transformer's limit
-    if positions is not None and max(max_source_length, max_target_length) > positions:
-        raise ValueError(
-            f"max_source_length={max_source_length} and max_target_length={max_target_length} "
-            f"must not exceed the model's max_length={positions}")
+        check_positive_int(name, value)
+    check_length_limit(translator.model, max_source_length, max_target_length)
 
     function = greedy_ids_function(translator.model, max_source_length, max_target_length,
                                    batch_size)
@@ -127,8 +119,8 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     os.makedirs(out_dir, exist_ok=True)
     with open(out_path, "xb") as file:
         file.write(flatbuffer)
-    for side, output in zip(("source", "target"), outputs[1:]):
-        shutil.copyfile(os.path.join(run_dir, f"{side}_vocab.txt"), output)
+    for side, output in zip(run_files.SIDES, outputs[1:]):
+        shutil.copyfile(run_files.vocabulary_path(run_dir, side), output)
     logger.info("wrote %s (%s, %d bytes; source ids [%d, %d] → output ids [%d, %d])", out_path,
                 quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
                 max_target_length)

@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_s2s.checks import check_fraction, check_number, check_positive_int
 from keras_s2s import architectures, run_dir as run_files
 from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
-from keras_s2s.data.tokenizers import SubwordTokenizer, train_tokenizers
+from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.data.tsv import read_tsv
 from keras_s2s.plotting import plot_history
 from keras_s2s.special_tokens import PAD_ID
@@ -45,8 +46,7 @@ class MaskedSparseCrossentropy(keras.losses.Loss):
     def __init__(self, label_smoothing=0.0, pad_id=PAD_ID, name="masked_sparse_crossentropy",
                  **kwargs):
         super().__init__(name=name, **kwargs)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        check_fraction("label_smoothing", label_smoothing)
         self.label_smoothing = label_smoothing
         self.pad_id = pad_id
 
@@ -101,9 +101,9 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, d_model, warmup_steps=4000, scale=1.0):
-        for name, value in (("d_model", d_model), ("warmup_steps", warmup_steps)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("d_model", d_model)
+        check_positive_int("warmup_steps", warmup_steps)
+        check_number("scale", scale, 0.0, low_inclusive=False)
         self.d_model = d_model
         self.warmup_steps = warmup_steps
         self.scale = scale
@@ -128,14 +128,14 @@ def rnn_optimizer(learning_rate=1e-3, clipnorm=1.0):
     return keras.optimizers.Adam(learning_rate, clipnorm=clipnorm)
 
 
-def rnn_optimizer_for(model, config):
-    """The RNN families' optimizer for a run: `config.learning_rate` is Adam's rate."""
-    return rnn_optimizer(config.learning_rate or 1e-3)
+def rnn_optimizer_for(model, config, learning_rate):
+    """The RNN families' optimizer for a run: `learning_rate` is Adam's rate."""
+    return rnn_optimizer(learning_rate)
 
 
-def transformer_optimizer_for(model, config):
-    """The Transformer's optimizer for a run: `config.learning_rate` scales the schedule."""
-    return transformer_optimizer(model.d_model, config.warmup_steps, config.learning_rate or 1.0)
+def transformer_optimizer_for(model, config, learning_rate):
+    """The Transformer's optimizer for a run: `learning_rate` scales the Noam schedule."""
+    return transformer_optimizer(model.d_model, config.warmup_steps, learning_rate)
 
 
 def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="auto"):
@@ -280,8 +280,7 @@ def _prepare_run_dir(config):
     train_pairs, validation_pairs = load_pairs(config)
     if resuming:
         logger.info("resuming the interrupted run in %s", run_dir)
-        return (SubwordTokenizer.load(run_dir, "source"), SubwordTokenizer.load(run_dir, "target"),
-                train_pairs, validation_pairs, [])
+        return (*run_files.load_tokenizers(run_dir), train_pairs, validation_pairs, [])
     created = [] if os.path.isdir(run_dir) else [run_dir]
     os.makedirs(run_dir, exist_ok=True)
     before = set(os.listdir(run_dir))
@@ -289,8 +288,7 @@ def _prepare_run_dir(config):
         source_tokenizer, target_tokenizer = train_tokenizers(
             train_pairs, config.vocab_size, shared=config.shared_vocab,
             lowercase=config.lowercase)
-        source_tokenizer.save(run_dir, "source")
-        target_tokenizer.save(run_dir, "target")
+        run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
         config.save(saved_config)  # last: a directory with a config is a run
     finally:
         created += [os.path.join(run_dir, name) for name in set(os.listdir(run_dir)) - before]

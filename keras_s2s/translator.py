@@ -10,13 +10,9 @@ from keras_s2s.config import TrainConfig
 from keras_s2s import run_dir as run_files
 from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.data.tokenizers import SubwordTokenizer
 from keras_s2s.decoding import Greedy, Sample, check_strategy
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = run_files.MODEL
-
 
 @dataclasses.dataclass
 class Translation:
@@ -47,6 +43,15 @@ def empty_sources(source_ids):
     return tf.math.count_nonzero(source_ids, axis=1) <= 1
 
 
+def check_length_limit(model, max_source_length, max_target_length):
+    """Raise ValueError if a length exceeds the `model.max_decode_length` limit."""
+    limit = model.max_decode_length
+    if limit is not None and max(max_source_length, max_target_length) > limit:
+        raise ValueError(
+            f"max_source_length={max_source_length} and max_target_length={max_target_length} "
+            f"must not exceed the model's max_decode_length={limit}")
+
+
 def blank_empty_sources(result, source_ids):
     """A decoding `result` (dict of batch-first tensors) with the rows of empty sources zeroed:
     no output ids, length 0, score 0.0, as the `Translator` gives them without decoding, for
@@ -73,6 +78,7 @@ class Translator:
 
     def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length,
                  max_target_length, jit_compile=False):
+        check_length_limit(model, max_source_length, max_target_length)
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
@@ -86,8 +92,7 @@ class Translator:
         run_files.check_trained(run_dir)
         config = TrainConfig.load(config_path(run_dir))
         model = run_files.load_model(run_dir)
-        return cls(model, SubwordTokenizer.load(run_dir, "source"),
-                   SubwordTokenizer.load(run_dir, "target"), config.max_source_length,
+        return cls(model, *run_files.load_tokenizers(run_dir), config.max_source_length,
                    config.max_target_length, jit_compile=jit_compile)
 
     def _decoder(self, strategy, attention):

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from keras_s2s.cli import main
+from keras_s2s.cli import _one_line, main
 from tests.test_cli import train_tiny
 
 
@@ -71,16 +71,28 @@ def test_a_truncated_model_file_is_not_called_missing(transformer_run, tmp_path,
     assert_one_line_error(err, "model.keras", "not a complete .keras file")
 
 
-def test_an_error_inside_the_decoding_function_shows_its_cause(transformer_run, tmp_path,
-                                                                capsys):
-    """Raised while tracing the Translator's tf.function: the cause, not 'in user code:'."""
+def test_lengths_past_the_models_limit_are_one_line(transformer_run, tmp_path, capsys):
+    """Refused when the Translator is made, before any decoding function is traced."""
     run = copy_of_run(transformer_run, tmp_path)
     config = json.loads((run / "config.json").read_text())
     config["max_target_length"] = 500  # beyond the model's positional range
     (run / "config.json").write_text(json.dumps(config))
     status, _, err = run_main(["translate", str(run), "hello"], capsys)
     assert status == 2
-    assert_one_line_error(err, "exceeds the model's max_length")
+    assert_one_line_error(err, "must not exceed the model's max_decode_length=")
+
+
+def test_an_error_raised_while_tracing_shows_its_cause():
+    """TensorFlow wraps an error raised inside a tf.function: the cause is the last line."""
+    import tensorflow as tf
+
+    @tf.function
+    def failing():
+        raise ValueError("max_length=9 exceeds the model's max_length=4")
+
+    with pytest.raises(ValueError) as caught:
+        failing()
+    assert _one_line(caught.value) == "ValueError: max_length=9 exceeds the model's max_length=4"
 
 
 def test_a_failed_first_run_leaves_nothing_to_resume(tmp_path, capsys):

@@ -21,6 +21,7 @@ class BigramModel:
     """A fixed next-token table behind the model contract: P(next | previous token)."""
 
     has_attention = False
+    max_decode_length = None
 
     def __init__(self, table):
         self.log_table = np.log(np.asarray(table, "float32") + 1e-12)

@@ -14,7 +14,7 @@ import pytest
 from keras_s2s import export
 from keras_s2s.cli import main
 from keras_s2s.config import TrainConfig
-from keras_s2s.run_dir import config_path
+from keras_s2s import run_dir as run_files
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import train_tokenizers
@@ -23,7 +23,7 @@ from keras_s2s.export import export_run
 from keras_s2s.serving import Client
 from keras_s2s.serving.config import ModelConfig, ServerOptions
 from keras_s2s.serving.server import ModelServer
-from keras_s2s.translator import MODEL_FILE, Translator
+from keras_s2s.translator import Translator
 
 MODEL_ARGS = {
     "seq2seq": {"embedding_dim": 16, "units": 32},
@@ -45,13 +45,12 @@ def make_run_dir(directory, arch):
                          max_target_length=MAX_TARGET_LENGTH, model=MODEL_ARGS[arch])
     source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size)
     os.makedirs(directory)
-    source_tokenizer.save(directory, "source")
-    target_tokenizer.save(directory, "target")
-    config.save(config_path(directory))
+    run_files.save_tokenizers(directory, source_tokenizer, target_tokenizer)
+    config.save(run_files.config_path(directory))
     model = config.build_model(source_tokenizer.vocabulary_size,
                                target_tokenizer.vocabulary_size)
     model.build()
-    model.save(os.path.join(directory, MODEL_FILE))
+    model.save(run_files.model_path(directory))
     return str(directory)
 
 
@@ -238,7 +237,7 @@ def test_a_failed_export_leaves_no_version_behind(tiny_runs, tmp_path, monkeypat
 
 @pytest.mark.parametrize("arguments, message", [
     ({"model_name": "a/b"}, "model_name must be one path component, got 'a/b'"),
-    ({"model_name": "m", "version": -1}, "version must be a non-negative int, got -1"),
+    ({"model_name": "m", "version": -1}, "version must be a non-negative int or None, got -1"),
     ({"model_name": "m", "strategy": "beam"}, "strategy must be a decoding strategy such as "),
 ])
 def test_bad_arguments_are_named(arguments, message, tiny_runs, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_s2s.decoding import Beam, Greedy, Sample
+from keras_s2s.models import Transformer
 from keras_s2s.translator import Translator
 from tests.test_decoding import BigramModel, uniform_table
 from tests.test_export import MAX_SOURCE_LENGTH, make_run_dir
@@ -78,3 +79,10 @@ def test_strategy_must_be_a_value(translator):
         translator.translate(TEXTS, strategy="beam")
     np.testing.assert_array_equal([t.score for t in translator.translate(TEXTS)],
                                   [t.score for t in translator.translate(TEXTS, Greedy())])
+
+
+def test_lengths_beyond_the_models_limit_are_refused(translator):
+    model = Transformer(8, 8, num_layers=1, d_model=8, num_heads=2, d_ff=8, max_length=10)
+    with pytest.raises(ValueError, match="must not exceed the model's max_decode_length=10"):
+        Translator(model, translator.source_tokenizer, translator.target_tokenizer,
+                   max_source_length=11, max_target_length=4)

@@ -19,6 +19,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_s2s.checks import check_int
 from keras_s2s.special_tokens import END_ID, START_ID
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
     for name, value, smallest in (("batch_size", batch_size, 1),
                                   ("max_source_length", max_source_length, 2),
                                   ("max_target_length", max_target_length, 2)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
-            raise ValueError(f"{name} must be an int >= {smallest}, got {value!r}.")
+        check_int(name, value, smallest)
 
     def encode_batch(sources, targets):
         source_ids = _append(source_tokenizer.tokenize(sources), END_ID)  # (batch, None)
@@ -163,8 +163,7 @@ def encode_source(texts, tokenizer, max_length):
         tokenizer: the source `SubwordTokenizer`.
         max_length: the most ids per row, END included (the model's `max_source_length`).
     """
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}.")
+    check_int("max_length", max_length, 2)
     texts = tf.convert_to_tensor(texts, dtype=tf.string)
     if texts.shape.rank != 1:
         raise ValueError(f"texts must be a list or 1-D string tensor, got shape {texts.shape}.")

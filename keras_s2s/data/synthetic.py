@@ -12,6 +12,8 @@ import datetime
 import random
 import string
 
+from keras_s2s.checks import check_int, check_positive_int
+
 TASKS = ("dates", "reverse", "copy")
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -130,8 +132,7 @@ def generate(task, num_pairs, seed=0, **options):
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
-    if not isinstance(num_pairs, int) or isinstance(num_pairs, bool) or num_pairs < 1:
-        raise ValueError(f"num_pairs must be a positive int, got {num_pairs!r}.")
+    check_positive_int("num_pairs", num_pairs)
     unknown = sorted(set(options) - set(_DEFAULT_OPTIONS[task]))
     if unknown:
         raise ValueError(
@@ -145,11 +146,6 @@ def generate(task, num_pairs, seed=0, **options):
     return _generate_sequences(rng, num_pairs, reverse=task == "reverse", **options)
 
 
-def _check_int_range(name, value, low, high):
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}.")
-
-
 def _check_names(option, names, allowed):
     if isinstance(names, str) or not names or any(name not in allowed for name in names):
         raise ValueError(
@@ -160,8 +156,8 @@ def _check_names(option, names, allowed):
 def _generate_dates(rng, num_pairs, formats, cases, min_year, max_year):
     _check_names("formats", formats, DATE_FORMATS)
     _check_names("cases", cases, DATE_CASES)
-    _check_int_range("min_year", min_year, datetime.MINYEAR, datetime.MAXYEAR)
-    _check_int_range("max_year", max_year, min_year, datetime.MAXYEAR)
+    check_int("min_year", min_year, datetime.MINYEAR, datetime.MAXYEAR)
+    check_int("max_year", max_year, min_year, datetime.MAXYEAR)
     first = datetime.date(min_year, 1, 1).toordinal()
     last = datetime.date(max_year, 12, 31).toordinal()
     formats, cases = list(formats), list(cases)
@@ -181,9 +177,9 @@ def _sequence_tokens(vocab_size):
 
 
 def _generate_sequences(rng, num_pairs, reverse, min_length, max_length, vocab_size):
-    _check_int_range("min_length", min_length, 1, 10_000)
-    _check_int_range("max_length", max_length, min_length, 10_000)
-    _check_int_range("vocab_size", vocab_size, 2, MAX_SEQUENCE_VOCAB_SIZE)
+    check_int("min_length", min_length, 1, 10_000)
+    check_int("max_length", max_length, min_length, 10_000)
+    check_int("vocab_size", vocab_size, 2, MAX_SEQUENCE_VOCAB_SIZE)
     tokens = _sequence_tokens(vocab_size)
     pairs = []
     for _ in range(num_pairs):

@@ -234,14 +234,14 @@ class SubwordTokenizer(tf.Module):
         return tf.strings.strip(words)
 
     def save(self, directory, prefix):
-        """Write `<prefix>_vocab.txt` (one token a line) and `<prefix>_tokenizer.json`.
+        """Write `file_names(prefix)`: the vocabulary (one token a line), then the settings.
 
         Returns:
             The two paths written.
         """
         os.makedirs(directory, exist_ok=True)
-        vocabulary_path = os.path.join(directory, f"{prefix}_vocab.txt")
-        settings_path = os.path.join(directory, f"{prefix}_tokenizer.json")
+        vocabulary_path, settings_path = (os.path.join(directory, name)
+                                          for name in file_names(prefix))
         with open(vocabulary_path, "w", encoding="utf-8", newline="\n") as file:
             file.writelines(f"{token}\n" for token in self._vocabulary)
         with open(settings_path, "w", encoding="utf-8") as file:
@@ -253,7 +253,7 @@ class SubwordTokenizer(tf.Module):
     @classmethod
     def load(cls, directory, prefix):
         """Read a tokenizer written by `save(directory, prefix)`."""
-        settings_path = os.path.join(directory, f"{prefix}_tokenizer.json")
+        settings_path = os.path.join(directory, file_names(prefix)[1])
         with open(settings_path, encoding="utf-8") as file:
             settings = json.load(file)
         if settings.get("type") != "wordpiece":
@@ -264,6 +264,11 @@ class SubwordTokenizer(tf.Module):
         with open(vocabulary_path, encoding="utf-8") as file:
             vocabulary = [line.rstrip("\n") for line in file]
         return cls(vocabulary, lowercase=settings["lowercase"])
+
+
+def file_names(prefix):
+    """The files `SubwordTokenizer.save(directory, prefix)` writes: `(vocabulary, settings)`."""
+    return f"{prefix}_vocab.txt", f"{prefix}_tokenizer.json"
 
 
 def _add_missing_characters(vocabulary, texts, lowercase):

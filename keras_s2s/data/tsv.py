@@ -10,6 +10,8 @@ import os
 import re
 import unicodedata
 
+from keras_s2s.checks import check_choice, check_non_negative_int, check_positive_int
+
 logger = logging.getLogger(__name__)
 
 #: How many `file:line` locations the skip warning lists.
@@ -54,16 +56,13 @@ def read_tsv(path, source_column=0, target_column=1, on_error="raise", max_pairs
         ValueError: invalid arguments.
     """
     for name, column in (("source_column", source_column), ("target_column", target_column)):
-        if not isinstance(column, int) or isinstance(column, bool) or column < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {column!r}.")
+        check_non_negative_int(name, column)
     if source_column == target_column:
         raise ValueError(
             f"source_column and target_column must differ, both are {source_column}."
         )
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-    if max_pairs is not None and (not isinstance(max_pairs, int) or max_pairs < 1):
-        raise ValueError(f"max_pairs must be a positive int or None, got {max_pairs!r}.")
+    check_choice("on_error", on_error, ("raise", "skip"))
+    check_positive_int("max_pairs", max_pairs, optional=True)
 
     path = os.fspath(path)
     columns_needed = max(source_column, target_column) + 1

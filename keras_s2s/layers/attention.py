@@ -14,6 +14,7 @@ import math
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_bool, check_choice, check_dropout, check_positive_int
 from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.masking import masked_softmax, merge_masks
 
@@ -23,8 +24,7 @@ class _ScoredAttention(keras.layers.Layer):
 
     def __init__(self, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout)
         self.dropout = dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
@@ -122,8 +122,7 @@ class BahdanauAttention(_ScoredAttention):
 
     def __init__(self, units, dropout=0.0, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
-        if not isinstance(units, int) or units <= 0:
-            raise ValueError(f"units must be a positive int, got {units!r}")
+        check_positive_int("units", units)
         self.units = units
         self.query_dense = self._dense(units, "query_dense")
         self.key_dense = self._dense(units, "key_dense")
@@ -168,10 +167,9 @@ class LuongAttention(_ScoredAttention):
 
     def __init__(self, score="general", scale=False, units=None, dropout=0.0, **kwargs):
         super().__init__(dropout=dropout, **kwargs)
-        if score not in self.SCORES:
-            raise ValueError(f"score must be one of {self.SCORES}, got {score!r}")
-        if units is not None and (not isinstance(units, int) or units <= 0):
-            raise ValueError(f"units must be a positive int or None, got {units!r}")
+        check_choice("score", score, self.SCORES)
+        check_bool("scale", scale)
+        check_positive_int("units", units, optional=True)
         self.score_mode = score
         self.scale = scale
         self.units = units

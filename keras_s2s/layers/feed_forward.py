@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_s2s.checks import check_dropout, check_positive_int
 from keras_s2s.layers.common import clone_initializer
 
 
@@ -22,9 +23,9 @@ class PositionwiseFeedForward(keras.layers.Layer):
     def __init__(self, d_model, d_ff, activation="relu", dropout=0.0,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("d_model", d_model), ("d_ff", d_ff)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("d_model", d_model)
+        check_positive_int("d_ff", d_ff)
+        check_dropout(dropout)
         self.d_model = d_model
         self.d_ff = d_ff
         self.activation = keras.activations.get(activation)

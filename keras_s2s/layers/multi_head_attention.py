@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_bool, check_dropout, check_positive_int
 from keras_s2s.layers.attention import ScaledDotProductAttention
 from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.masking import merge_masks
@@ -50,11 +51,12 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
                  output_dim=None, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("num_heads", num_heads), ("key_dim", key_dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if value_dim is not None and (not isinstance(value_dim, int) or value_dim <= 0):
-            raise ValueError(f"value_dim must be a positive int or None, got {value_dim!r}")
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
+        check_positive_int("value_dim", value_dim, optional=True)
+        check_positive_int("output_dim", output_dim, optional=True)
+        check_dropout(dropout)
+        check_bool("use_bias", use_bias)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.value_dim = value_dim or key_dim

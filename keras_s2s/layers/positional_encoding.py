@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_number, check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
 class SinusoidalPositionalEncoding(keras.layers.Layer):
@@ -26,8 +28,8 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
     def __init__(self, max_length, max_wavelength=10000.0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        check_positive_int("max_length", max_length)
+        check_number("max_wavelength", max_wavelength, 0.0, low_inclusive=False)
         self.max_length = max_length
         self.max_wavelength = max_wavelength
 

@@ -7,7 +7,8 @@ which trains more stably in deep stacks; the model then needs a final LayerNorm)
 
 import keras
 
-from keras_s2s.checks import check_dropout, check_heads, check_positive_int
+from keras_s2s.checks import (check_bool, check_dropout, check_heads, check_number,
+                              check_positive_int)
 from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.feed_forward import PositionwiseFeedForward
 from keras_s2s.layers.multi_head_attention import MultiHeadAttention
@@ -23,6 +24,8 @@ class _TransformerLayer(keras.layers.Layer):
         check_heads(d_model, num_heads)
         check_positive_int("d_ff", d_ff)
         check_dropout(dropout)
+        check_bool("normalize_first", normalize_first)
+        check_number("layer_norm_epsilon", layer_norm_epsilon, 0.0, low_inclusive=False)
         self.d_model = d_model
         self.num_heads = num_heads
         self.d_ff = d_ff

@@ -10,7 +10,7 @@
   attention (B, S) or None)`: one output position, given the previous token `(B,)`.
 
 Decoding (greedy, beam, sampling), export and TFLite are written once against these four
-methods. Every tensor in memory and state has the batch on axis 0, so a beam search can tile
+methods, and `max_decode_length`, the longest sequence a model can encode or decode. Every tensor in memory and state has the batch on axis 0, so a beam search can tile
 and reorder them without knowing the family.
 
 Padding id 0 is masked out of attention, loss and metrics; see `keras_s2s.special_tokens`.
@@ -40,6 +40,13 @@ class Seq2SeqModel(keras.Model):
         check_positive_int("target_vocab_size", target_vocab_size)
         self.source_vocab_size = source_vocab_size
         self.target_vocab_size = target_vocab_size
+
+    @property
+    def max_decode_length(self):
+        """The longest source or output (in tokens) the model can encode or decode, or None
+        when any length works (RNNs). The `Translator`, export and TFLite check their lengths
+        against it rather than knowing each family's limit."""
+        return None
 
     def build(self, input_shape=None):
         """Create every weight from the configuration alone (the input shapes do not matter).

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_s2s.layers.attention import BahdanauAttention, LuongAttention
-from keras_s2s.checks import check_choice, check_dropout, check_positive_int
+from keras_s2s.checks import check_bool, check_choice, check_dropout, check_positive_int
 from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
@@ -28,6 +28,7 @@ class _RNNEncoderDecoder(Seq2SeqModel):
         check_positive_int("num_layers", num_layers)
         check_choice("cell", cell, CELLS)
         check_dropout(dropout)
+        check_bool("bidirectional_encoder", bidirectional_encoder)
         if bidirectional_encoder and units % 2:
             raise ValueError(
                 f"a bidirectional encoder splits units between its two directions, so units "
@@ -222,8 +223,8 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
                  luong_score="general", attention_units=None, bidirectional_encoder=True,
                  **kwargs):
         check_choice("attention", attention, self.ATTENTIONS)
-        if attention_units is not None:
-            check_positive_int("attention_units", attention_units)
+        check_choice("luong_score", luong_score, LuongAttention.SCORES)
+        check_positive_int("attention_units", attention_units, optional=True)
         super().__init__(source_vocab_size, target_vocab_size,
                          bidirectional_encoder=bidirectional_encoder, **kwargs)
         self.attention_type = attention

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
 from keras_s2s.layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer
-from keras_s2s.checks import check_dropout, check_heads, check_positive_int
+from keras_s2s.checks import check_bool, check_dropout, check_heads, check_positive_int
 from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
 
@@ -56,6 +56,8 @@ class Transformer(Seq2SeqModel):
             check_positive_int(name, value)
         check_heads(d_model, num_heads)
         check_dropout(dropout)
+        check_bool("normalize_first", normalize_first)
+        check_bool("tie_embeddings", tie_embeddings)
         self.num_layers = num_layers
         self.d_model = d_model
         self.num_heads = num_heads
@@ -165,6 +167,10 @@ class Transformer(Seq2SeqModel):
         logits = self._logits(x[:, 0])  # (B, V)
         attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
         return logits, {"self_cache": tuple(caches)}, attention
+
+    @property
+    def max_decode_length(self):
+        return self.max_length  # the positional encoding's range
 
     def get_config(self):
         return {

@@ -88,3 +88,10 @@ def test_transformer_state_longer_than_max_length_is_refused(batch):
                         d_ff=8, max_length=4)
     with pytest.raises(ValueError, match="max_length=9 exceeds the model's max_length=4"):
         model.initial_state(model.encode(batch[0][:, :3]), max_length=9)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_max_decode_length_is_the_positional_range_or_none(family):
+    model = FAMILIES[family]()
+    assert model.max_decode_length == (model.max_length if isinstance(model, Transformer)
+                                       else None)

@@ -8,13 +8,13 @@ importing this module imports no TensorFlow model (the class is named, not impor
 from keras_s2s.architectures import Family
 
 
-def optimizer(model, config):
-    """Adam at the run's rate, 3e-3 by default."""
+def optimizer(model, config, learning_rate):
+    """Adam with gradients clipped (a plain GRU's gradients spike on long sources)."""
     import keras
 
-    return keras.optimizers.Adam(config.learning_rate or 3e-3)
+    return keras.optimizers.Adam(learning_rate, clipnorm=1.0)
 
 
 FAMILY = Family("s2s_plugin_family.model:ReversedSourceSeq2Seq",
                 {"embedding_dim": 16, "units": 32, "cell": "gru", "dropout": 0.0},
-                optimizer=optimizer)
+                optimizer=optimizer, learning_rate=3e-3)
