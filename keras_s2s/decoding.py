@@ -250,7 +250,7 @@ def _prepare(model, source_ids, max_length):
     """Check the arguments and build a model never called before: its sublayers must not be
     first built inside the decoding loop (that leaks tracers on JAX)."""
     check_positive_int("max_length", max_length)
-    if not model.built:
+    if not getattr(model, "built", True):  # a Keras model; plain contract objects need none
         model.build()
     return ops.convert_to_tensor(source_ids, dtype="int32")
 
