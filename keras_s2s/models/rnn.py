@@ -129,15 +129,19 @@ class _RNNEncoderDecoder(Seq2SeqModel):
                 x = x * keep[index]
         return x, new_states
 
-    def _step_dropout_masks(self, batch_size, steps, training):
-        """Dropout masks `num_layers × (T, B, units)` for a loop over T decoder steps, or None.
+    def _step_dropout_masks(self, time_major, training):
+        """Dropout masks `num_layers × (T, B, units)` for a loop over the T steps of
+        `time_major` `(T, B, E)`, or None.
 
         Drawn before the loop because a random draw inside `ops.scan` leaks the seed's tracer
         on JAX; each step still gets its own mask, as `Dropout` inside the loop would give.
+        The ones are shaped from `time_major` so that their rank is static in a traced graph
+        (TensorFlow's scan needs it).
         """
         if not training or not self.dropout:
             return None
-        ones = ops.ones((steps, batch_size, self.units), dtype=self.compute_dtype)
+        ones = ops.ones_like(time_major[..., :1], dtype=self.compute_dtype) * ops.ones(
+            (self.units,), dtype=self.compute_dtype)  # (T, B, units)
         return [self.dropout_layer(ones, training=True) for _ in self.decoder_layers]
 
     def get_config(self):
@@ -266,11 +270,10 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
 
         # keras.ops.scan (TF backend) requires each step's output to match the carry, so the
         # carry holds the step's features as well and the stacked carries are the output.
-        keep = self._step_dropout_masks(ops.shape(target_in_ids)[0],
-                                        ops.shape(target_in_ids)[1], training)
-
         def step(carry, inputs_t):
-            embedded_t, keep_t = inputs_t if keep is not None else (inputs_t, None)
+            embedded_t, keep_t = inputs_t[:, :width], None
+            if keep is not None:  # the step's masks ride along with its embedding
+                keep_t = ops.split(inputs_t[:, width:], len(self.decoder_layers), axis=-1)
             features, states, _ = self._bahdanau_step(embedded_t, memory, carry["rnn"], keep_t)
             carry = {"rnn": states, "features": features}
             return carry, carry
@@ -280,7 +283,12 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
         initial = {"rnn": memory["rnn"], "features": ops.zeros(
             (batch_size, feature_size), dtype=memory["outputs"].dtype)}
         time_major = ops.transpose(embedded, (1, 0, 2))  # (T, B, E)
-        _, stacked = ops.scan(step, initial, time_major if keep is None else (time_major, keep))
+        width = time_major.shape[-1]
+        keep = self._step_dropout_masks(time_major, training)
+        # One scanned tensor: Keras's TF scan cannot check the length of several whose
+        # leading dimension is unknown in a traced graph.
+        scanned = time_major if keep is None else ops.concatenate([time_major, *keep], axis=-1)
+        _, stacked = ops.scan(step, initial, scanned)
         features = ops.transpose(stacked["features"], (1, 0, 2))  # (B, T, units + Dv)
         return self.output_projection(features)  # (B, T, V)
 
