@@ -33,10 +33,10 @@ def parse_args(description):
     parser.add_argument("--quick", action="store_true",
                         help="fewer sizes and repeats; minutes instead of tens of minutes")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats per measurement (default: 3 quick, 7 full)")
+                        help="timed repeats per measurement (default: 1 quick, 7 full)")
     args = parser.parse_args()
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 1 if args.quick else 7
     return args
 
 

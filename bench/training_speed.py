@@ -157,14 +157,15 @@ def cpu_efficiency(repeats, batch_size, length):
 
 def main():
     args = parse_args(__doc__.splitlines()[0])
-    lengths = (16, 32, 64) if args.quick else (16, 32, 64, 128)
+    lengths = (16, 32) if args.quick else (16, 32, 64, 128)
     figures = {
         "ours_vs_keras_hub": ours_against_keras_hub(
-            args.repeats, jit_modes=(False,) if args.quick else (False, True)),
+            args.repeats, jit_modes=(False,) if args.quick else (False, True),
+            batch_size=8 if args.quick else 32),
         "by_sequence_length": tokens_per_second_by_length(
-            args.repeats, lengths, tokens_per_batch=1024 if args.quick else 4096),
-        "cpu_efficiency": cpu_efficiency(args.repeats, batch_size=16 if args.quick else 32,
-                                         length=32),
+            args.repeats, lengths, tokens_per_batch=256 if args.quick else 4096),
+        "cpu_efficiency": cpu_efficiency(args.repeats, batch_size=4 if args.quick else 32,
+                                         length=16 if args.quick else 32),
     }
     figures["goal_speedup_vs_keras_hub_ge_1_2"] = {
         mode: speedup >= 1.2

@@ -64,15 +64,23 @@ def _resolve(target):
     return getattr(importlib.import_module(module), attribute)
 
 
+def _layer(class_name, **config):
+    """A layer argument as JSON (what `keras.layers.serialize` writes), for presets."""
+    return {"class_name": f"keras_s2s>{class_name}", "config": config}
+
+
 _RNN = {"embedding_dim": 128, "units": 256, "num_layers": 1, "dropout": 0.1}
 
 BUILT_IN = {
     "seq2seq": Family("keras_s2s.models:Seq2Seq", {**_RNN, "cell": "lstm"}),
     "bahdanau": Family("keras_s2s.models:AttentionSeq2Seq", {
-        **_RNN, "cell": "gru", "attention": "bahdanau", "bidirectional_encoder": True}),
+        **_RNN, "cell": "gru", "bidirectional_encoder": True,
+        "attention": _layer("BahdanauAttention", units=_RNN["units"]),
+        "step_order": "attend_then_update"}),
     "luong": Family("keras_s2s.models:AttentionSeq2Seq", {
-        **_RNN, "cell": "lstm", "attention": "luong", "luong_score": "general",
-        "bidirectional_encoder": True}),
+        **_RNN, "cell": "lstm", "bidirectional_encoder": True,
+        "attention": _layer("LuongAttention", score="general"),
+        "step_order": "update_then_attend", "input_feeding": False}),
     "transformer": Family(
         "keras_s2s.models:Transformer",
         {"num_layers": 3, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.1,

@@ -49,7 +49,8 @@ class TrainConfig:
     model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
-    distribute: str = "auto"  # "auto" (mirrored across GPUs when there are several), "mirrored", "off"
+    # "auto" (mirrored across GPUs when there are several), "mirrored", "off"
+    distribute: str = "auto"
 
     def __post_init__(self):
         if self.epochs is None:

@@ -53,6 +53,15 @@ class Strategy:
 
     #: Hypotheses returned per input; more than one adds a hypothesis axis to the outputs.
     n_best = 1
+    #: Whether `decode` draws random numbers from its `seed`. The Translator and the export
+    #: then pass the seed in as a tensor (one compiled function serves every seed), drawn
+    #: afresh per call when the strategy's own `seed` is None.
+    random = False
+    seed = None
+
+    def without_seed(self):
+        """This strategy with its own `seed` left to the caller's `seed` tensor."""
+        return dataclasses.replace(self, seed=None) if self.random else self
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
                start_id=START_ID, end_id=END_ID):
@@ -86,9 +95,9 @@ class Greedy(Strategy):
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
                start_id=START_ID, end_id=END_ID):
-        return _decode_one_per_input(model, source_ids, max_length,
-                                     lambda log_probs, step: _most_probable(log_probs),
-                                     attention, start_id, end_id)
+        return token_by_token(model, source_ids, max_length,
+                              lambda log_probs, step: _most_probable(log_probs), attention,
+                              start_id, end_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +126,7 @@ class Sample(Strategy):
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    random = True
 
     def __post_init__(self):
         check_number("temperature", self.temperature, 0.0)
@@ -144,8 +154,8 @@ class Sample(Strategy):
             logits = _filtered(log_probs / self.temperature, self.top_k, self.top_p)
             return ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
 
-        return _decode_one_per_input(model, source_ids, max_length, choose_next, attention,
-                                     start_id, end_id)
+        return token_by_token(model, source_ids, max_length, choose_next, attention,
+                              start_id, end_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,11 +265,11 @@ def _prepare(model, source_ids, max_length):
     return ops.convert_to_tensor(source_ids, dtype="int32")
 
 
-def _decode_one_per_input(model, source_ids, max_length, choose_next, attention, start_id,
-                          end_id):
-    """Shared loop of greedy search and sampling: one hypothesis per input.
-
-    `choose_next(log_probs (B, V), step)` → `(B,)` the next token of each row.
+def token_by_token(model, source_ids, max_length, choose_next, attention=False,
+                   start_id=START_ID, end_id=END_ID):
+    """The loop of greedy search and sampling, for any strategy keeping one hypothesis per
+    input: `decode`'s arguments and outputs, with the choice of each token left to
+    `choose_next(log_probs (B, V) float32, step () int32)` → `(B,)` int ids, in `keras.ops`.
     """
     source_ids = _prepare(model, source_ids, max_length)
     memory = model.encode(source_ids, training=False)

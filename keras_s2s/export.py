@@ -38,7 +38,7 @@ import tensorflow as tf
 from keras_s2s import run_dir as run_files
 from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, Sample, check_strategy
+from keras_s2s.decoding import Greedy, check_strategy
 from keras_s2s.translator import Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class TranslationModule(tf.Module):
     def _search(self, source_ids, attention):
         """Decode `source_ids`; empty rows (END alone) get zeros: no ids, length, score 0."""
         seed = None  # a seeded strategy's own seed
-        if isinstance(self.strategy, Sample) and self.strategy.seed is None:
+        if self.strategy.random and self.strategy.seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
         return blank_empty_sources(self.strategy.decode(
             self.model, source_ids, self.max_target_length, attention=attention, seed=seed),

@@ -10,7 +10,7 @@ from keras_s2s.config import TrainConfig
 from keras_s2s import run_dir as run_files
 from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, Sample, check_strategy
+from keras_s2s.decoding import Greedy, check_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +136,10 @@ class Translator:
             raise TypeError("texts must be a list of strings, not one string")
         check_strategy(strategy)
         seed = None
-        if isinstance(strategy, Sample):  # the seed goes in as a tensor
+        if strategy.random:  # the seed goes in as a tensor
             seed = strategy.seed if strategy.seed is not None else int(
                 np.random.default_rng().integers(2 ** 31 - 1))
-            strategy = dataclasses.replace(strategy, seed=None)
+            strategy = strategy.without_seed()
         decoder = self._decoder(strategy, bool(attention))
         translations = []
         for number, start in enumerate(range(0, len(texts), batch_size)):

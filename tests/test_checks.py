@@ -45,9 +45,8 @@ BAD_ARGUMENTS = [
                                                   "True"),
     (lambda: Seq2Seq(10, 10, bidirectional_encoder="yes"),
      "bidirectional_encoder must be True or False, got 'yes'"),
-    (lambda: AttentionSeq2Seq(10, 10, attention_units=0), "attention_units must be a positive "
-                                                          "int or None, got 0"),
-    (lambda: AttentionSeq2Seq(10, 10, luong_score="cos"), "luong_score must be one of"),
+    (lambda: AttentionSeq2Seq(10, 10, step_order="luong"), "step_order must be one of"),
+    (lambda: AttentionSeq2Seq(10, 10, input_feeding=1), "input_feeding must be True or False"),
     (lambda: Transformer(10, 10, max_length=True), "max_length must be a positive int, got "
                                                    "True"),
     (lambda: Transformer(10, 10, tie_embeddings=0), "tie_embeddings must be True or False, "

@@ -7,6 +7,7 @@ import pytest
 from keras import ops
 
 from keras_s2s.decoding import Beam, Greedy, Sample, length_penalty
+from keras_s2s.layers import LuongAttention
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 
@@ -210,7 +211,9 @@ MODELS = {
     "seq2seq": lambda: built(Seq2Seq(VOCAB, VOCAB, embedding_dim=8, units=16)),
     "bahdanau": lambda: built(AttentionSeq2Seq(VOCAB, VOCAB, embedding_dim=8, units=16)),
     "luong": lambda: built(AttentionSeq2Seq(VOCAB, VOCAB, embedding_dim=8, units=16,
-                                            attention="luong")),
+                                            attention=LuongAttention(),
+                                            step_order="update_then_attend",
+                                            input_feeding=True)),
     "transformer": lambda: built(Transformer(VOCAB, VOCAB, num_layers=2, d_model=16,
                                              num_heads=2, d_ff=32, max_length=16)),
 }

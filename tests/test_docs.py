@@ -55,3 +55,26 @@ def test_docstring_examples(name):
     for test in finder.find(module, name, globs={}):  # examples import what they use
         runner.run(test)
     assert runner.failures == 0, f"{runner.failures} failing examples in {name}"
+
+
+def _public_classes():
+    """Every public layer and model but the contract (documented in keras_s2s.models.base)."""
+    from keras_s2s import layers, models
+
+    return [getattr(module, name) for module in (layers, models) for name in module.__all__
+            if name != "Seq2SeqModel"]
+
+
+@pytest.mark.parametrize("cls", _public_classes(), ids=lambda cls: cls.__name__)
+def test_public_layers_and_models_are_documented_to_keras_hub_standard(cls):
+    """Args, shapes or returns, a runnable example and linked references, in every public
+    layer and model docstring (the examples run in `test_docstring_examples`)."""
+    doc = cls.__doc__ or ""
+    missing = [section for section, present in (
+        ("Args:", "Args:" in doc),
+        ("shapes/Returns", any(word in doc for word in ("Shapes", "Returns", "Inputs", "Call"))),
+        ("Example", ">>>" in doc),
+        ("Reference with a link", "Reference" in doc and "https://" in doc),
+        ("defaults", "default" in doc),
+    ) if not present]
+    assert not missing, f"{cls.__name__}'s docstring lacks {missing}"

@@ -16,9 +16,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = sorted(path for folder in ("keras_s2s", "bench") for path in (ROOT / folder).rglob("*.py")
                  if "serving" not in path.relative_to(ROOT).parts[1:2])
 
-#: Where "bahdanau" and "luong" name attention mechanisms (`AttentionSeq2Seq(attention=...)`),
-#: not families: the models and layers know no family.
-MECHANISMS = ("keras_s2s/models/", "keras_s2s/layers/")
 #: Run-file names, and the modules allowed to spell them.
 RUN_FILES = ("config.json", "model.keras", "history.json", "training_curves", "best.weights",
              "_vocab.txt", "_tokenizer.json")
@@ -51,8 +48,7 @@ def _parse(path):
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
-@pytest.mark.parametrize("path", [path for path in SOURCES if not str(
-    path.relative_to(ROOT)).startswith(MECHANISMS)], ids=lambda path: str(path.relative_to(ROOT)))
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_architecture_name_comparison(path):
     found = [f"line {node.lineno}: {ast.unparse(node)}" for node in _name_comparisons(_parse(path))]
     assert not found, f"compare no family names outside keras_s2s.architectures: {found}"

@@ -19,8 +19,42 @@ from keras_s2s.layers.common import clone_initializer
 from keras_s2s.layers.masking import masked_softmax, merge_masks
 
 
-class _ScoredAttention(keras.layers.Layer):
-    """Shared call path; subclasses implement `score(query, key) -> (B, Tq, Tv)`."""
+class ScoredAttention(keras.layers.Layer):
+    """Base of single-head attention: subclasses implement `score(query, key) -> (B, Tq, Tv)`.
+
+    The base owns everything else — masking, the softmax (exactly 0 on masked keys), dropout on
+    the weights, the one-step `(B, Dq)` query form and the output shapes — so a new score is
+    one method (and a `build` for its weights, made with `self._dense`).
+
+    Args:
+        dropout: float, default 0.0. Dropout on the attention weights.
+        kernel_initializer: initializer, default "glorot_uniform". Each weight a subclass
+            makes with `self._dense` gets its own copy.
+
+    Call arguments and returns: see `call`. Shapes: query `(B, Dq)` (one decoder step) or
+    `(B, Tq, Dq)`, value `(B, Tv, Dv)` → context `(B, Dv)` / `(B, Tq, Dv)` and weights
+    `(B, Tv)` / `(B, Tq, Tv)`.
+
+    Example (cosine similarity, a score none of the papers here uses):
+    >>> import keras
+    >>> from keras import ops
+    >>> from keras_s2s.layers import ScoredAttention
+    >>> class CosineAttention(ScoredAttention):
+    ...     def score(self, query, key):
+    ...         query = query / ops.norm(query, axis=-1, keepdims=True)
+    ...         key = key / ops.norm(key, axis=-1, keepdims=True)
+    ...         return ops.matmul(query, ops.swapaxes(key, -1, -2))
+    >>> context, weights = CosineAttention()(ops.ones((2, 4)), ops.ones((2, 3, 4)),
+    ...                                      return_attention_scores=True)
+    >>> tuple(context.shape), [round(float(w), 3) for w in weights[0]]
+    ((2, 4), [0.333, 0.333, 0.333])
+
+    Register the subclass (`@keras.saving.register_keras_serializable`) so that models
+    holding it can be saved and loaded.
+
+    Reference: the shared form of Luong, Pham, Manning. [Effective Approaches to
+    Attention-based Neural Machine Translation](https://arxiv.org/abs/1508.04025), §3.1.
+    """
 
     def __init__(self, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
@@ -33,6 +67,9 @@ class _ScoredAttention(keras.layers.Layer):
         """A bias-free projection of the score, with its own copy of the initializer."""
         return keras.layers.Dense(units, use_bias=False, name=name, dtype=self.dtype_policy,
                                   kernel_initializer=clone_initializer(self.kernel_initializer))
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        """Create the score's weights from the shapes (a score without weights needs none)."""
 
     def score(self, query, key):
         raise NotImplementedError
@@ -96,15 +133,16 @@ def _additive_score(layer, query, key):
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
-class BahdanauAttention(_ScoredAttention):
+class BahdanauAttention(ScoredAttention):
     """Additive attention (Bahdanau et al., 2015): score(s, hⱼ) = vᵀ tanh(W₁ s + W₂ hⱼ).
 
     Args:
-        units: size of the hidden layer inside the score (the width of W₁, W₂ and v).
-        dropout: dropout on the attention weights.
-        kernel_initializer: initializer of W₁, W₂ and v (each gets its own copy).
+        units: int. Size of the hidden layer inside the score (the width of W₁, W₂ and v).
+        dropout: float, default 0.0. Dropout on the attention weights.
+        kernel_initializer: initializer, default "glorot_uniform". Of W₁, W₂ and v (each gets
+            its own copy).
 
-    Call arguments and shapes: see `_ScoredAttention.call`; query `(B, Dq)` or `(B, Tq, Dq)`,
+    Call arguments and shapes: see `ScoredAttention.call`; query `(B, Dq)` or `(B, Tq, Dq)`,
     value `(B, Tv, Dv)`, key `(B, Tv, Dk)` (defaults to value). Weights `W₁: (Dq, units)`,
     `W₂: (Dk, units)`, `v: (units, 1)`, no biases, as in the equation.
 
@@ -112,12 +150,13 @@ class BahdanauAttention(_ScoredAttention):
     >>> from keras import ops
     >>> from keras_s2s.layers import BahdanauAttention
     >>> layer = BahdanauAttention(units=16)
-    >>> context, weights = layer(ops.ones((2, 8)), ops.ones((2, 5, 12)), return_attention_scores=True)
+    >>> context, weights = layer(ops.ones((2, 8)), ops.ones((2, 5, 12)),
+    ...                          return_attention_scores=True)
     >>> tuple(context.shape), tuple(weights.shape)
     ((2, 12), (2, 5))
 
-    Reference: Bahdanau, Cho, Bengio. Neural Machine Translation by Jointly Learning to Align
-    and Translate. ICLR 2015.
+    Reference: Bahdanau, Cho, Bengio. [Neural Machine Translation by Jointly Learning to Align
+    and Translate](https://arxiv.org/abs/1409.0473). ICLR 2015, appendix A.1.2.
     """
 
     def __init__(self, units, dropout=0.0, **kwargs):
@@ -142,7 +181,7 @@ class BahdanauAttention(_ScoredAttention):
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
-class LuongAttention(_ScoredAttention):
+class LuongAttention(ScoredAttention):
     """Multiplicative attention (Luong et al., 2015) with its three score functions.
 
     - `"dot"`:     score(hₜ, h̄ₛ) = hₜᵀ h̄ₛ            (requires Dq == Dk)
@@ -150,17 +189,27 @@ class LuongAttention(_ScoredAttention):
     - `"concat"`:  score(hₜ, h̄ₛ) = vₐᵀ tanh(Wₐ [hₜ; h̄ₛ])  (Wₐ split into query and key halves)
 
     Args:
-        score: one of "dot", "general", "concat".
-        scale: multiply the scores by a learned scalar (initialised to 1), as
-            `keras.layers.Attention(use_scale=True)` does.
-        units: width of the "concat" hidden layer; defaults to the query size.
-        dropout: dropout on the attention weights.
-        kernel_initializer: initializer of Wₐ and vₐ (each gets its own copy).
+        score: str, default "general". One of "dot", "general", "concat".
+        scale: bool, default False. Multiply the scores by a learned scalar (initialised to 1),
+            as `keras.layers.Attention(use_scale=True)` does.
+        units: int or None, default None (the query size). Width of the "concat" hidden layer.
+        dropout: float, default 0.0. Dropout on the attention weights.
+        kernel_initializer: initializer, default "glorot_uniform". Of Wₐ and vₐ (each gets its
+            own copy).
 
-    Shapes: query `(B, Dq)` or `(B, Tq, Dq)`, value `(B, Tv, Dv)`, key defaults to value.
+    Shapes: query `(B, Dq)` or `(B, Tq, Dq)`, value `(B, Tv, Dv)`, key defaults to value;
+    returns as `ScoredAttention.call`.
 
-    Reference: Luong, Pham, Manning. Effective Approaches to Attention-based Neural Machine
-    Translation. EMNLP 2015.
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import LuongAttention
+    >>> context, weights = LuongAttention("dot")(ops.ones((2, 3, 8)), ops.ones((2, 5, 8)),
+    ...                                          return_attention_scores=True)
+    >>> tuple(context.shape), tuple(weights.shape)
+    ((2, 3, 8), (2, 3, 5))
+
+    Reference: Luong, Pham, Manning. [Effective Approaches to Attention-based Neural Machine
+    Translation](https://arxiv.org/abs/1508.04025). EMNLP 2015, §3.1.
     """
 
     SCORES = ("dot", "general", "concat")
@@ -213,14 +262,30 @@ class LuongAttention(_ScoredAttention):
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
-class ScaledDotProductAttention(_ScoredAttention):
+class ScaledDotProductAttention(ScoredAttention):
     """softmax(Q Kᵀ / √d_k) · V (Vaswani et al., 2017). No weights.
 
-    Works on any leading dimensions: `(B, Tq, d)` or, inside multi-head attention,
-    `(B, H, Tq, d)` with masks broadcastable to `(B, H, Tq, Tv)`.
+    Works on any leading dimensions: `(B, Tq, d)` or `(B, H, Tq, d)` with masks
+    broadcastable to `(B, H, Tq, Tv)`. (`MultiHeadAttention` fuses the same equation into
+    `keras.ops.dot_product_attention` when it can.)
 
     Args:
-        dropout: dropout on the attention weights.
+        dropout: float, default 0.0. Dropout on the attention weights.
+
+    Shapes: query `(..., Tq, d)`, key `(..., Tv, d)` (defaults to value), value
+    `(..., Tv, dv)` → context `(..., Tq, dv)` and weights `(..., Tq, Tv)`.
+
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import ScaledDotProductAttention
+    >>> context, weights = ScaledDotProductAttention()(
+    ...     ops.ones((2, 3, 4)), ops.ones((2, 5, 4)), use_causal_mask=True,
+    ...     return_attention_scores=True)
+    >>> [round(float(w), 2) for w in weights[0, 1]]  # query 1 sees keys 0 and 1
+    [0.5, 0.5, 0.0, 0.0, 0.0]
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.2.1.
     """
 
     def build(self, query_shape, value_shape, key_shape=None):

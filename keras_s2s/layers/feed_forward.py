@@ -11,13 +11,23 @@ class PositionwiseFeedForward(keras.layers.Layer):
     """FFN(x) = dropout(W₂ · activation(W₁ x + b₁) + b₂), applied to every position alike.
 
     Args:
-        d_model: input and output size.
-        d_ff: inner size (2048 in the base model).
-        activation: activation of the inner layer.
-        dropout: dropout on the output (before the residual connection).
-        kernel_initializer: initializer of W₁ and W₂ (each gets its own copy).
+        d_model: int. Input and output size.
+        d_ff: int. Inner size (2048 in the base model).
+        activation: str or callable, default "relu". Activation of the inner layer.
+        dropout: float, default 0.0. Dropout on the output (before the residual connection).
+        kernel_initializer: initializer, default "glorot_uniform". Of W₁ and W₂ (each gets its
+            own copy).
 
     Shapes: `(B, T, d_model)` → `(B, T, d_model)`.
+
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import PositionwiseFeedForward
+    >>> tuple(PositionwiseFeedForward(d_model=8, d_ff=32)(ops.ones((2, 5, 8))).shape)
+    (2, 5, 8)
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.3.
     """
 
     def __init__(self, d_model, d_ff, activation="relu", dropout=0.0,

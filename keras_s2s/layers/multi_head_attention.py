@@ -1,12 +1,13 @@
 """Multi-head attention with an incremental-decoding key/value cache."""
 
+import math
+
 import keras
 from keras import ops
 
 from keras_s2s.checks import check_bool, check_dropout, check_positive_int
-from keras_s2s.layers.attention import ScaledDotProductAttention
 from keras_s2s.layers.common import clone_initializer
-from keras_s2s.layers.masking import merge_masks
+from keras_s2s.layers.masking import masked_softmax, merge_masks
 from keras_s2s.tensor_ops import write_at
 
 
@@ -19,14 +20,15 @@ class MultiHeadAttention(keras.layers.Layer):
     `set_weights(keras_mha.get_weights())` gives identical outputs.
 
     Args:
-        num_heads: number of heads H.
-        key_dim: size of each query/key head.
-        value_dim: size of each value head; defaults to `key_dim`.
-        dropout: dropout on the attention weights.
-        use_bias: whether the projections have biases.
-        output_dim: size of the output; defaults to the query's last dimension.
-        kernel_initializer: initializer of the four kernels (each gets its own copy, so the
-            query, key, value and output projections start different).
+        num_heads: int. Number of heads H.
+        key_dim: int. Size of each query/key head.
+        value_dim: int or None, default None (`key_dim`). Size of each value head.
+        dropout: float, default 0.0. Dropout on the attention weights.
+        use_bias: bool, default True. Whether the projections have biases.
+        output_dim: int or None, default None (the query's last dimension). Output size.
+        kernel_initializer: initializer, default "glorot_uniform". Of the four kernels (each
+            gets its own copy, so the query, key, value and output projections start
+            different).
 
     Call arguments:
         query: `(B, Tq, Dq)`. value: `(B, Tv, Dv)`. key: `(B, Tv, Dk)`, defaults to value.
@@ -45,7 +47,22 @@ class MultiHeadAttention(keras.layers.Layer):
         `output (B, Tq, output_dim)`, then the scores if asked for, then the updated cache if a
         cache was given.
 
-    Reference: Vaswani et al. Attention Is All You Need. NeurIPS 2017, §3.2.2.
+    To change how the heads attend (relative positions, ALiBi, a local window, another
+    score), subclass and override `_compute_attention`, the hook Keras's own
+    `MultiHeadAttention` has; the projections, masks and cache stay as they are. The
+    Transformer layers and model take such a subclass as `attention_class`.
+
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import MultiHeadAttention
+    >>> layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> output, scores = layer(ops.ones((1, 3, 8)), ops.ones((1, 5, 8)),
+    ...                        return_attention_scores=True)
+    >>> tuple(output.shape), tuple(scores.shape)
+    ((1, 3, 8), (1, 2, 3, 5))
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.2.2.
     """
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
@@ -64,8 +81,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.output_dim = output_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.attention = ScaledDotProductAttention(dropout=dropout, name="attention",
-                                                   dtype=self.dtype_policy)
+        self._dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
@@ -139,13 +155,10 @@ class MultiHeadAttention(keras.layers.Layer):
         if mask is not None:
             mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv), broadcast over heads
 
-        context, scores = self.attention(
-            ops.transpose(query_heads, (0, 2, 1, 3)),  # (B, H, Tq, dk)
-            ops.transpose(value_heads, (0, 2, 1, 3)),  # (B, H, Tv, dv)
-            key=ops.transpose(key_heads, (0, 2, 1, 3)),  # (B, H, Tv, dk)
-            attention_mask=mask, return_attention_scores=True, training=training,
-        )  # context (B, H, Tq, dv), scores (B, H, Tq, Tv)
-        output = ops.einsum("bhtv,hvo->bto", context, self.output_kernel)
+        context, scores = self._compute_attention(
+            query_heads, key_heads, value_heads, attention_mask=mask, training=training,
+            return_attention_scores=return_attention_scores)  # (B, Tq, H, dv), (B, H, Tq, Tv)
+        output = ops.einsum("bthv,hvo->bto", context, self.output_kernel)
         if self.use_bias:
             output = output + self.output_bias
 
@@ -155,6 +168,33 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             results += (cache,)
         return results[0] if len(results) == 1 else results
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False):
+        """softmax(Q Kᵀ / √d_k) V over every head: the hook to override.
+
+        Args:
+            query: `(B, Tq, H, dk)`, key: `(B, Tv, H, dk)`, value: `(B, Tv, H, dv)` — the
+                projected heads, in the layout of `keras.ops.dot_product_attention`.
+            attention_mask: boolean, broadcastable to `(B, H, Tq, Tv)`, True where a query may
+                attend; None for no mask.
+            training: whether attention dropout applies.
+            return_attention_scores: whether the caller needs the weights.
+
+        Returns:
+            `(context (B, Tq, H, dv), weights (B, H, Tq, Tv) or None)`. When nobody asks for
+            the weights, no dropout applies and `value_dim == key_dim`, they are never
+            materialised outside the fused `keras.ops.dot_product_attention` (cuDNN flash
+            attention on GPUs under JAX).
+        """
+        fused = self.value_dim == self.key_dim  # what jax.nn.dot_product_attention takes
+        if fused and not return_attention_scores and not (training and self.dropout):
+            return ops.dot_product_attention(query, key, value, mask=attention_mask), None
+        scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * (1.0 / math.sqrt(self.key_dim))
+        weights = masked_softmax(scores, attention_mask)  # (B, H, Tq, Tv), 0 where masked
+        context = ops.einsum("bhqk,bkhd->bqhd",
+                             self._dropout_layer(weights, training=training), value)
+        return context, weights
 
     def compute_output_spec(self, query, value, key=None, query_mask=None, value_mask=None,
                             key_mask=None, attention_mask=None, return_attention_scores=False,

@@ -14,8 +14,9 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     caller decides how to combine it: `embeddings * sqrt(d) + encoding(embeddings)`.
 
     Args:
-        max_length: the longest sequence this model supports; longer static lengths raise.
-        max_wavelength: the 10000 of the formula.
+        max_length: int. The longest sequence this model supports; longer static lengths
+            raise.
+        max_wavelength: float, default 10000.0. The 10000 of the formula.
 
     Call arguments:
         inputs: `(B, T, d)` (only the shape and dtype are used); `d` must be even.
@@ -24,6 +25,16 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
     Returns:
         `(B, T, d)` encoding of positions `start_index .. start_index + T - 1`.
+
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import SinusoidalPositionalEncoding
+    >>> encoding = SinusoidalPositionalEncoding(max_length=16)(ops.zeros((1, 3, 4)))
+    >>> [round(float(value), 3) for value in encoding[0, 1]]  # sin 1, cos 1, sin .01, cos .01
+    [0.841, 0.54, 0.01, 1.0]
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.5.
     """
 
     def __init__(self, max_length, max_wavelength=10000.0, **kwargs):

@@ -19,7 +19,8 @@ class _TransformerLayer(keras.layers.Layer):
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.0, activation="relu",
                  normalize_first=False, layer_norm_epsilon=1e-5,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", attention_class=MultiHeadAttention,
+                 **kwargs):
         super().__init__(**kwargs)
         check_heads(d_model, num_heads)
         check_positive_int("d_ff", d_ff)
@@ -34,6 +35,7 @@ class _TransformerLayer(keras.layers.Layer):
         self.normalize_first = normalize_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.attention_class = attention_class_from(attention_class)
         self.feed_forward = PositionwiseFeedForward(
             d_model, d_ff, activation=activation, dropout=dropout, name="feed_forward",
             kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -41,7 +43,7 @@ class _TransformerLayer(keras.layers.Layer):
         self.feed_forward_norm = self._layer_norm("feed_forward_norm")
 
     def _attention(self, name):
-        return MultiHeadAttention(
+        return self.attention_class(
             self.num_heads, self.d_model // self.num_heads, dropout=self.dropout, name=name,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy)
@@ -87,7 +89,25 @@ class _TransformerLayer(keras.layers.Layer):
             "normalize_first": self.normalize_first,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "attention_class": keras.saving.get_registered_name(self.attention_class),
         }
+
+
+def attention_class_from(attention_class):
+    """A `MultiHeadAttention` subclass, given as the class or its registered name (as
+    `get_config` stores it, e.g. "keras_s2s>MultiHeadAttention")."""
+    if isinstance(attention_class, str):
+        found = keras.saving.get_registered_object(attention_class)
+        if found is None:
+            raise ValueError(
+                f"attention_class {attention_class!r} is not a registered Keras class; "
+                f"register it with @keras.saving.register_keras_serializable")
+        attention_class = found
+    if not (isinstance(attention_class, type) and issubclass(attention_class,
+                                                             MultiHeadAttention)):
+        raise ValueError(f"attention_class must be a subclass of "
+                         f"keras_s2s.layers.MultiHeadAttention, got {attention_class!r}")
+    return attention_class
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -95,11 +115,19 @@ class TransformerEncoderLayer(_TransformerLayer):
     """Self-attention → feed-forward, each with residual + layer norm.
 
     Args:
-        d_model: model width. num_heads: heads (d_model must divide by it). d_ff: FFN width.
-        dropout: on attention weights and on each sub-layer's output.
-        activation: FFN activation. normalize_first: pre-norm instead of the paper's post-norm.
-        layer_norm_epsilon: epsilon of the layer norms.
-        kernel_initializer: initializer of every kernel (each weight gets its own copy).
+        d_model: int. Model width.
+        num_heads: int. Attention heads; `d_model` must divide by it.
+        d_ff: int. Width of the feed-forward hidden layer.
+        dropout: float, default 0.0. On attention weights and on each sub-layer's output.
+        activation: str or callable, default "relu". The feed-forward activation.
+        normalize_first: bool, default False. Pre-norm instead of the paper's post-norm.
+        layer_norm_epsilon: float, default 1e-5. Epsilon of the layer norms.
+        kernel_initializer: initializer, default "glorot_uniform". Of every kernel (each
+            weight gets its own copy).
+        attention_class: a `MultiHeadAttention` subclass (or its registered name), default
+            `MultiHeadAttention`. Built for every attention sub-layer, with
+            `(num_heads, d_model // num_heads, dropout=, kernel_initializer=, name=)`; a
+            subclass overriding `_compute_attention` changes how every head attends.
 
     Call arguments:
         inputs: `(B, T, d_model)`.
@@ -115,6 +143,10 @@ class TransformerEncoderLayer(_TransformerLayer):
     >>> layer = TransformerEncoderLayer(d_model=16, num_heads=2, d_ff=32)
     >>> tuple(layer(ops.ones((2, 5, 16))).shape)
     (2, 5, 16)
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.1; pre-norm: Xiong et al. [On Layer Normalization in the Transformer
+    Architecture](https://arxiv.org/abs/2002.04745). ICML 2020.
     """
 
     def __init__(self, d_model, num_heads, d_ff, **kwargs):
@@ -130,16 +162,16 @@ class TransformerEncoderLayer(_TransformerLayer):
             layer.build(inputs_shape)
 
     def call(self, inputs, padding_mask=None, return_attention_scores=False, training=None):
-        outputs, scores = self._residual(
+        outputs, *scores = self._residual(
             inputs, self.self_attention_norm,
             lambda x: self.self_attention(
                 x, x, value_mask=padding_mask,
-                return_attention_scores=True, training=training),
+                return_attention_scores=return_attention_scores, training=training),
             self.self_attention_dropout, training,
         )  # (B, T, d_model)
         (outputs,) = self._residual(
             outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
-        return (outputs, scores) if return_attention_scores else outputs
+        return (outputs, *scores) if return_attention_scores else outputs
 
     def compute_output_spec(self, inputs, padding_mask=None, return_attention_scores=False,
                             training=None):
@@ -154,8 +186,11 @@ class TransformerEncoderLayer(_TransformerLayer):
 class TransformerDecoderLayer(_TransformerLayer):
     """Masked self-attention → encoder–decoder cross-attention → feed-forward.
 
-    Each sub-layer has a residual connection and layer norm. Arguments as for
-    `TransformerEncoderLayer`.
+    Each sub-layer has a residual connection and layer norm.
+
+    Args: as for `TransformerEncoderLayer` (`d_model`, `num_heads`, `d_ff`, `dropout` default
+        0.0, `activation` default "relu", `normalize_first` default False,
+        `layer_norm_epsilon` default 1e-5, `kernel_initializer`, `attention_class`).
 
     Call arguments:
         decoder_sequence: `(B, T, d_model)`.
@@ -167,10 +202,25 @@ class TransformerDecoderLayer(_TransformerLayer):
         cross_attention_cache: `(B, 2, S, H, d_model/H)` from `compute_cross_attention_cache`,
             so the encoder output is projected once per sentence, not once per step.
         use_causal_mask: mask future positions in self-attention (default True).
+        return_attention_scores: also return the cross-attention weights (default False: they
+            are then never materialised outside the fused attention).
 
     Returns:
-        `(outputs (B, T, d_model), cross_attention_weights (B, H, T, S))`, plus the updated
-        self-attention cache when one was given.
+        `outputs (B, T, d_model)`, then the cross-attention weights `(B, H, T, S)` if asked
+        for, then the updated self-attention cache if one was given (a tuple when more than
+        the outputs).
+
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import TransformerDecoderLayer
+    >>> layer = TransformerDecoderLayer(d_model=16, num_heads=2, d_ff=32)
+    >>> outputs, weights = layer(ops.ones((2, 4, 16)), ops.ones((2, 6, 16)),
+    ...                          return_attention_scores=True)
+    >>> tuple(outputs.shape), tuple(weights.shape)
+    ((2, 4, 16), (2, 2, 4, 6))
+
+    Reference: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017, §3.1.
     """
 
     def __init__(self, d_model, num_heads, d_ff, **kwargs):
@@ -201,7 +251,7 @@ class TransformerDecoderLayer(_TransformerLayer):
     def call(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
              encoder_padding_mask=None, self_attention_cache=None,
              self_attention_cache_update_index=None, cross_attention_cache=None,
-             use_causal_mask=True, training=None):
+             use_causal_mask=True, return_attention_scores=False, training=None):
         if encoder_sequence is None and cross_attention_cache is None:
             raise ValueError("pass encoder_sequence or cross_attention_cache")
         self_attention_extras = {}
@@ -216,27 +266,38 @@ class TransformerDecoderLayer(_TransformerLayer):
             self.self_attention_dropout, training,
         )  # (B, T, d_model)
         memory = encoder_sequence if cross_attention_cache is None else None
-        outputs, cross_weights = self._residual(
+        outputs, *cross_weights = self._residual(
             outputs, self.cross_attention_norm,
-            lambda x: self.cross_attention(
-                x, memory, value_mask=encoder_padding_mask, cache=cross_attention_cache,
-                return_attention_scores=True, training=training)[:2],
+            lambda x: self._cross_attend(x, memory, encoder_padding_mask, cross_attention_cache,
+                                         return_attention_scores, training),
             self.cross_attention_dropout, training,
-        )  # (B, T, d_model), (B, H, T, S)
+        )  # (B, T, d_model), [(B, H, T, S)]
         (outputs,) = self._residual(
             outputs, self.feed_forward_norm, lambda x: self.feed_forward(x, training=training))
-        return (outputs, cross_weights, *new_cache)
+        results = (outputs, *cross_weights, *new_cache)
+        return results[0] if len(results) == 1 else results
+
+    def _cross_attend(self, x, memory, mask, cache, return_attention_scores, training):
+        """Cross-attention output and, if asked for, its weights (never the fixed cache)."""
+        results = self.cross_attention(x, memory, value_mask=mask, cache=cache,
+                                       return_attention_scores=return_attention_scores,
+                                       training=training)
+        if cache is None:
+            return results
+        return results[:2] if return_attention_scores else results[0]
 
     def compute_output_spec(self, decoder_sequence, encoder_sequence=None,
                             decoder_padding_mask=None, encoder_padding_mask=None,
                             self_attention_cache=None, self_attention_cache_update_index=None,
-                            cross_attention_cache=None, use_causal_mask=True, training=None):
+                            cross_attention_cache=None, use_causal_mask=True,
+                            return_attention_scores=False, training=None):
         batch, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
-        source_length = (encoder_sequence.shape[1] if cross_attention_cache is None
-                         else cross_attention_cache.shape[2])
-        results = (self._spec(decoder_sequence.shape),
-                   self._spec((batch, self.num_heads, length, source_length)))
+        results = (self._spec(decoder_sequence.shape),)
+        if return_attention_scores:
+            source_length = (encoder_sequence.shape[1] if cross_attention_cache is None
+                             else cross_attention_cache.shape[2])
+            results += (self._spec((batch, self.num_heads, length, source_length)),)
         if self_attention_cache is not None:
             results += (keras.KerasTensor(self_attention_cache.shape,
                                           dtype=self_attention_cache.dtype),)
-        return results
+        return results[0] if len(results) == 1 else results

@@ -10,8 +10,9 @@
   attention (B, S) or None)`: one output position, given the previous token `(B,)`.
 
 Decoding (greedy, beam, sampling), export and TFLite are written once against these four
-methods, and `max_decode_length`, the longest sequence a model can encode or decode. Every tensor in memory and state has the batch on axis 0, so a beam search can tile
-and reorder them without knowing the family.
+methods, and `max_decode_length`, the longest sequence a model can encode or decode. Every
+tensor in memory and state has the batch on axis 0, so a beam search can tile and reorder them
+without knowing the family.
 
 Padding id 0 is masked out of attention, loss and metrics; see `keras_s2s.special_tokens`.
 """

@@ -5,7 +5,7 @@ attention that computes a new context at every step (Bahdanau et al., 2015; Luon
 import keras
 from keras import ops
 
-from keras_s2s.layers.attention import BahdanauAttention, LuongAttention
+from keras_s2s.layers.attention import BahdanauAttention, ScoredAttention
 from keras_s2s.checks import check_bool, check_choice, check_dropout, check_positive_int
 from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
@@ -20,8 +20,7 @@ class _RNNEncoderDecoder(Seq2SeqModel):
     """
 
     def __init__(self, source_vocab_size, target_vocab_size, embedding_dim=256, units=512,
-                 cell="lstm", num_layers=1, dropout=0.1, bidirectional_encoder=False,
-                 decoder_input_dim=None, **kwargs):
+                 cell="lstm", num_layers=1, dropout=0.1, bidirectional_encoder=False, **kwargs):
         super().__init__(source_vocab_size, target_vocab_size, **kwargs)
         check_positive_int("embedding_dim", embedding_dim)
         check_positive_int("units", units)
@@ -165,12 +164,15 @@ class Seq2Seq(_RNNEncoderDecoder):
     again, so everything about the source must fit into `units` numbers per layer.
 
     Args:
-        source_vocab_size, target_vocab_size: vocabulary sizes (id 0 is padding).
-        embedding_dim: token embedding size. units: RNN state size.
-        cell: "lstm" or "gru". num_layers: stacked RNN layers on each side.
-        dropout: on embeddings and between RNN layers.
-        bidirectional_encoder: run the encoder both ways; the two final states are
-            concatenated (each direction gets units/2).
+        source_vocab_size: int. Source vocabulary size (id 0 is padding).
+        target_vocab_size: int. Target vocabulary size (id 0 is padding).
+        embedding_dim: int, default 256. Token embedding size.
+        units: int, default 512. RNN state size.
+        cell: str, default "lstm". "lstm" or "gru".
+        num_layers: int, default 1. Stacked RNN layers on each side.
+        dropout: float, default 0.1. On embeddings and between RNN layers.
+        bidirectional_encoder: bool, default False. Run the encoder both ways; the two final
+            states are concatenated (each direction gets units/2).
 
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
@@ -181,7 +183,9 @@ class Seq2Seq(_RNNEncoderDecoder):
     >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
     (2, 5, 120)
 
-    Reference: Sutskever, Vinyals, Le. Sequence to Sequence Learning with Neural Networks. 2014.
+    References: Sutskever, Vinyals, Le. [Sequence to Sequence Learning with Neural
+    Networks](https://arxiv.org/abs/1409.3215). NeurIPS 2014; Cho et al. [Learning Phrase
+    Representations using RNN Encoder–Decoder](https://arxiv.org/abs/1406.1078). EMNLP 2014.
     """
 
     has_attention = False
@@ -201,72 +205,110 @@ class Seq2Seq(_RNNEncoderDecoder):
 class AttentionSeq2Seq(_RNNEncoderDecoder):
     """RNN encoder–decoder with attention: a new context vector at every decoder step.
 
-    - `attention="bahdanau"` (attend, then update): the previous decoder state sₜ₋₁ queries the
-      encoder outputs with additive attention; the context cₜ is fed into the RNN with the
-      previous token, and the output layer sees [sₜ; cₜ]. Teacher forcing must step through
-      time, because each step's query depends on the previous step.
-    - `attention="luong"` (update, then attend): the RNN runs first; its output hₜ queries the
-      encoder outputs (`luong_score` "dot", "general" or "concat"), and the output layer sees
-      the attentional vector h̃ₜ = tanh(W_c [cₜ; hₜ]). Without input feeding, so teacher forcing
-      runs the whole target sequence at once.
+    The attention layer and the step order are arguments, so Bahdanau's and Luong's models —
+    and a user's — are one class:
+
+    - `step_order="attend_then_update"` (Bahdanau): the previous decoder state sₜ₋₁ queries
+      the encoder outputs; the context cₜ goes into the RNN with the previous token, and the
+      output layer sees [sₜ; cₜ].
+    - `step_order="update_then_attend"` (Luong): the RNN runs first; its output hₜ queries
+      the encoder outputs, and the output layer sees the attentional vector
+      h̃ₜ = tanh(W_c [cₜ; hₜ]). With `input_feeding`, h̃ₜ₋₁ joins the next step's input, so
+      the decoder knows what it attended to before (Luong et al., §3.3).
+
+    Teacher forcing runs the whole target sequence at once when no step depends on the
+    previous step's attention (update-then-attend without input feeding); otherwise it steps
+    through time with `keras.ops.scan`. Inside that loop the attention layer's own dropout is
+    off (a random draw in a scan leaks on JAX); the decoder's step dropout masks are drawn
+    before it.
 
     Args:
-        attention: "bahdanau" or "luong". luong_score: Luong's score function.
-        attention_units: width of the additive score (Bahdanau); defaults to `units`.
-        bidirectional_encoder: default True (as in Bahdanau et al.).
-        Other arguments as for `Seq2Seq`.
+        source_vocab_size: int. Source vocabulary size (id 0 is padding).
+        target_vocab_size: int. Target vocabulary size (id 0 is padding).
+        attention: a `keras_s2s.layers.ScoredAttention` (any of ours or a user's subclass),
+            or its serialized config (a dict, as `keras.layers.serialize` writes it — what a
+            run's `config.json` holds); default `BahdanauAttention(units)`. It is called as
+            `attention(query, encoder_outputs, value_mask=, return_attention_scores=True)`
+            with a `(B, units)` query in the step loop and a `(B, T, units)` one otherwise.
+        step_order: str, default "attend_then_update". Or "update_then_attend".
+        input_feeding: bool, default False. Luong's input feeding (needs
+            `step_order="update_then_attend"`).
+        bidirectional_encoder: bool, default True (as in Bahdanau et al.).
+        embedding_dim, units, cell, num_layers, dropout: as for `Seq2Seq`.
 
-    `decode_step` returns the attention weights `(B, S)` over source positions.
+    Shapes: inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`;
+    `decode_step` returns the attention weights `(B, S)` over source positions. The state is
+    `{"rnn": ...}`, plus `{"feed": h̃ₜ₋₁ (B, units)}` with input feeding.
 
-    References: Bahdanau, Cho, Bengio, ICLR 2015; Luong, Pham, Manning, EMNLP 2015.
+    Example:
+    >>> from keras import ops
+    >>> from keras_s2s.layers import LuongAttention
+    >>> from keras_s2s.models import AttentionSeq2Seq
+    >>> model = AttentionSeq2Seq(100, 120, attention=LuongAttention("dot"),
+    ...                          step_order="update_then_attend", input_feeding=True,
+    ...                          embedding_dim=16, units=32)
+    >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
+    (2, 5, 120)
+
+    References: Bahdanau, Cho, Bengio. [Neural Machine Translation by Jointly Learning to
+    Align and Translate](https://arxiv.org/abs/1409.0473). ICLR 2015; Luong, Pham, Manning.
+    [Effective Approaches to Attention-based Neural Machine
+    Translation](https://arxiv.org/abs/1508.04025). EMNLP 2015.
     """
 
-    ATTENTIONS = ("bahdanau", "luong")
+    STEP_ORDERS = ("attend_then_update", "update_then_attend")
 
-    def __init__(self, source_vocab_size, target_vocab_size, attention="bahdanau",
-                 luong_score="general", attention_units=None, bidirectional_encoder=True,
-                 **kwargs):
-        check_choice("attention", attention, self.ATTENTIONS)
-        check_choice("luong_score", luong_score, LuongAttention.SCORES)
-        check_positive_int("attention_units", attention_units, optional=True)
+    def __init__(self, source_vocab_size, target_vocab_size, attention=None,
+                 step_order="attend_then_update", input_feeding=False,
+                 bidirectional_encoder=True, **kwargs):
+        check_choice("step_order", step_order, self.STEP_ORDERS)
+        check_bool("input_feeding", input_feeding)
+        if input_feeding and step_order != "update_then_attend":
+            raise ValueError("input_feeding feeds the attentional vector h̃ₜ₋₁ of Luong's "
+                             "step order; it needs step_order='update_then_attend'")
         super().__init__(source_vocab_size, target_vocab_size,
                          bidirectional_encoder=bidirectional_encoder, **kwargs)
-        self.attention_type = attention
-        self.luong_score = luong_score
-        self.attention_units = attention_units
-        policy = self.dtype_policy
-        if attention == "bahdanau":
-            self.attention = BahdanauAttention(attention_units or self.units, name="attention",
-                                               dtype=policy)
-        else:
-            self.attention = LuongAttention(luong_score, name="attention", dtype=policy)
+        self.step_order = step_order
+        self.input_feeding = input_feeding
+        self.attention = _attention_layer(attention, self.units, self.dtype_policy)
+        if step_order == "update_then_attend":
             self.attentional_dense = keras.layers.Dense(
                 self.units, activation="tanh", use_bias=False, name="attentional_dense",
-                dtype=policy)
+                dtype=self.dtype_policy)
+
+    @property
+    def _attends_first(self):
+        return self.step_order == "attend_then_update"
 
     @property
     def _decoder_input_extra(self):
-        return self.units if self.attention_type == "bahdanau" else 0  # [yₜ₋₁; cₜ]
+        # [yₜ₋₁; cₜ] (attend first), [yₜ₋₁; h̃ₜ₋₁] (input feeding), or yₜ₋₁ alone.
+        return self.units if self._attends_first or self.input_feeding else 0
 
     @property
     def _features_extra(self):
-        return self.units if self.attention_type == "bahdanau" else 0  # [sₜ; cₜ]
+        return self.units if self._attends_first else 0  # [sₜ; cₜ]
 
     def build(self, input_shape=None):
         super().build(input_shape)
         memory_shape = (None, None, self.units)  # encoder outputs, either direction count
-        if self.attention_type == "bahdanau":
-            self.attention.build((None, self.units), memory_shape)
-        else:
-            self.attention.build((None, None, self.units), memory_shape)
+        self.attention.build((None, self.units), memory_shape)
+        if not self._attends_first:
             self.attentional_dense.build((None, None, 2 * self.units))
+
+    def initial_state(self, memory, max_length):
+        state = {"rnn": memory["rnn"]}
+        if self.input_feeding:
+            batch_size = ops.shape(memory["outputs"])[0]
+            state["feed"] = ops.zeros((batch_size, self.units), dtype=memory["outputs"].dtype)
+        return state
 
     def teacher_forced_logits(self, target_in_ids, memory, training=None):
         embedded = self.dropout_layer(self.target_embedding(target_in_ids), training=training)
-        if self.attention_type == "luong":
+        if not (self._attends_first or self.input_feeding):  # no step needs the last one's
             outputs, _ = self._run_decoder_rnn(embedded, memory["rnn"], training=training)
-            features, _ = self._luong_features(outputs, memory, training)  # (B, T, units)
-            return self.output_projection(features)
+            features, _ = self._attentional(outputs, memory, training)  # (B, T, units)
+            return self._output_logits(features, training)
 
         # keras.ops.scan (TF backend) requires each step's output to match the carry, so the
         # carry holds the step's features as well and the stacked carries are the output.
@@ -274,13 +316,13 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
             embedded_t, keep_t = inputs_t[:, :width], None
             if keep is not None:  # the step's masks ride along with its embedding
                 keep_t = ops.split(inputs_t[:, width:], len(self.decoder_layers), axis=-1)
-            features, states, _ = self._bahdanau_step(embedded_t, memory, carry["rnn"], keep_t)
-            carry = {"rnn": states, "features": features}
+            features, state, _ = self._step(embedded_t, memory, carry["state"], keep_t)
+            carry = {"state": state, "features": features}
             return carry, carry
 
         batch_size = ops.shape(target_in_ids)[0]
-        feature_size = self.units + memory["outputs"].shape[-1]
-        initial = {"rnn": memory["rnn"], "features": ops.zeros(
+        feature_size = self.units + self._features_extra
+        initial = {"state": self.initial_state(memory, None), "features": ops.zeros(
             (batch_size, feature_size), dtype=memory["outputs"].dtype)}
         time_major = ops.transpose(embedded, (1, 0, 2))  # (T, B, E)
         width = time_major.shape[-1]
@@ -289,43 +331,66 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
         # leading dimension is unknown in a traced graph.
         scanned = time_major if keep is None else ops.concatenate([time_major, *keep], axis=-1)
         _, stacked = ops.scan(step, initial, scanned)
-        features = ops.transpose(stacked["features"], (1, 0, 2))  # (B, T, units + Dv)
-        return self.output_projection(features)  # (B, T, V)
+        features = ops.transpose(stacked["features"], (1, 0, 2))  # (B, T, features)
+        return self._output_logits(features, training)
+
+    def _output_logits(self, features, training):
+        """Logits from the step features; dropout on h̃ₜ (Luong), where [sₜ; cₜ] has had its
+        own in the RNN (Bahdanau)."""
+        if not self._attends_first:
+            features = self.dropout_layer(features, training=training)
+        return self.output_projection(features)
 
     def decode_step(self, token_ids, memory, state, step, training=None):
-        embedded = self.target_embedding(token_ids)  # (B, E)
-        if self.attention_type == "luong":
-            outputs, states = self._step_decoder_rnn(embedded, state["rnn"])
-            features, weights = self._luong_features(outputs, memory, training)
-        else:
-            features, states, weights = self._bahdanau_step(embedded, memory, state["rnn"])
-        return self.output_projection(features), {"rnn": states}, weights
+        features, state, weights = self._step(self.target_embedding(token_ids), memory, state)
+        return self.output_projection(features), state, weights
 
-    def _bahdanau_step(self, embedded, memory, states, keep=None):
-        """(B, E) previous token → features [sₜ; cₜ] (B, units + Dv), new states, weights (B, S).
+    def _step(self, embedded, memory, state, keep=None):
+        """One decoder step: (B, E) previous token → features (B, units [+ Dv]), the new
+        state and the attention weights (B, S).
 
         `keep`: the step's dropout masks (see `_step_dropout_masks`), or None.
         """
-        query = states[-1][0]  # top layer's previous hidden state sₜ₋₁, (B, units)
-        context, weights = self.attention(
-            query, memory["outputs"], value_mask=memory["source_mask"],
-            return_attention_scores=True)  # (B, Dv), (B, S)
-        outputs, states = self._step_decoder_rnn(
-            ops.concatenate([embedded, context], axis=-1), states, keep)
-        return ops.concatenate([outputs, context], axis=-1), states, weights
+        if self._attends_first:
+            query = state["rnn"][-1][0]  # top layer's previous hidden state sₜ₋₁, (B, units)
+            context, weights = self._attend(query, memory, training=False)  # (B, Dv), (B, S)
+            outputs, rnn_states = self._step_decoder_rnn(
+                ops.concatenate([embedded, context], axis=-1), state["rnn"], keep)
+            return ops.concatenate([outputs, context], axis=-1), {"rnn": rnn_states}, weights
+        inputs = (ops.concatenate([embedded, state["feed"]], axis=-1) if self.input_feeding
+                  else embedded)
+        outputs, rnn_states = self._step_decoder_rnn(inputs, state["rnn"], keep)
+        features, weights = self._attentional(outputs, memory, training=False)
+        new_state = {"rnn": rnn_states}
+        if self.input_feeding:
+            new_state["feed"] = features
+        return features, new_state, weights
 
-    def _luong_features(self, outputs, memory, training):
+    def _attend(self, query, memory, training):
+        return self.attention(query, memory["outputs"], value_mask=memory["source_mask"],
+                              return_attention_scores=True, training=training)
+
+    def _attentional(self, outputs, memory, training):
         """RNN outputs hₜ (B, [T,] units) → h̃ₜ = tanh(W_c [cₜ; hₜ]) and the weights."""
-        context, weights = self.attention(
-            outputs, memory["outputs"], value_mask=memory["source_mask"],
-            return_attention_scores=True, training=training)
-        features = self.attentional_dense(ops.concatenate([context, outputs], axis=-1))
-        return self.dropout_layer(features, training=training), weights
+        context, weights = self._attend(outputs, memory, training)
+        return self.attentional_dense(ops.concatenate([context, outputs], axis=-1)), weights
 
     def get_config(self):
         return {
             **super().get_config(),
-            "attention": self.attention_type,
-            "luong_score": self.luong_score,
-            "attention_units": self.attention_units,
+            "attention": keras.layers.serialize(self.attention),
+            "step_order": self.step_order,
+            "input_feeding": self.input_feeding,
         }
+
+
+def _attention_layer(attention, units, dtype_policy):
+    """The `attention` argument of `AttentionSeq2Seq` as a layer (see there)."""
+    if attention is None:
+        return BahdanauAttention(units, name="attention", dtype=dtype_policy)
+    if isinstance(attention, dict):
+        attention = keras.layers.deserialize(attention)
+    if not isinstance(attention, ScoredAttention):
+        raise ValueError(f"attention must be a keras_s2s.layers.ScoredAttention (or its "
+                         f"serialized config), got {attention!r}")
+    return attention

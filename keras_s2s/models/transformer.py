@@ -5,8 +5,10 @@ import math
 import keras
 from keras import ops
 
+from keras_s2s.layers.multi_head_attention import MultiHeadAttention
 from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
-from keras_s2s.layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from keras_s2s.layers.transformer import (TransformerDecoderLayer, TransformerEncoderLayer,
+                                          attention_class_from)
 from keras_s2s.checks import check_bool, check_dropout, check_heads, check_positive_int
 from keras_s2s.models.base import Seq2SeqModel, padding_mask
 
@@ -21,15 +23,23 @@ class Transformer(Seq2SeqModel):
     0.1); small data wants far less.
 
     Args:
-        source_vocab_size, target_vocab_size: vocabulary sizes (id 0 is padding).
-        num_layers: layers in each stack. d_model: model width. num_heads: attention heads.
-        d_ff: feed-forward width. dropout: residual, attention and embedding dropout.
-        max_length: longest source or target sequence (positional encoding range and the
-            size of the decoding cache).
-        normalize_first: pre-norm layers plus a final layer norm on each stack, instead of the
-            paper's post-norm.
-        tie_embeddings: use the target embedding matrix (transposed) as the output projection
-            (Press & Wolf, 2017; the paper does this too); fewer parameters, better on small data.
+        source_vocab_size: int. Source vocabulary size (id 0 is padding).
+        target_vocab_size: int. Target vocabulary size (id 0 is padding).
+        num_layers: int, default 6. Layers in each stack.
+        d_model: int, default 512. Model width.
+        num_heads: int, default 8. Attention heads; `d_model` must divide by it.
+        d_ff: int, default 2048. Feed-forward width.
+        dropout: float, default 0.1. Residual, attention and embedding dropout.
+        max_length: int, default 256. Longest source or target sequence (positional encoding
+            range and the size of the decoding cache).
+        normalize_first: bool, default False. Pre-norm layers plus a final layer norm on each
+            stack, instead of the paper's post-norm.
+        tie_embeddings: bool, default False. Use the target embedding matrix (transposed) as
+            the output projection (Press & Wolf, 2017; the paper does this too): fewer
+            parameters, better on small data.
+        attention_class: a `keras_s2s.layers.MultiHeadAttention` subclass or its registered
+            name, default `MultiHeadAttention`: the attention of every layer (see
+            `TransformerEncoderLayer`).
 
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
@@ -45,11 +55,15 @@ class Transformer(Seq2SeqModel):
     >>> model = Transformer(100, 120, num_layers=1, d_model=16, num_heads=2, d_ff=32)
     >>> tuple(model((ops.ones((2, 7), "int32"), ops.ones((2, 5), "int32"))).shape)
     (2, 5, 120)
+
+    References: Vaswani et al. [Attention Is All You Need](https://arxiv.org/abs/1706.03762).
+    NeurIPS 2017; Press & Wolf. [Using the Output Embedding to Improve Language
+    Models](https://arxiv.org/abs/1608.05859). EACL 2017.
     """
 
     def __init__(self, source_vocab_size, target_vocab_size, num_layers=6, d_model=512,
                  num_heads=8, d_ff=2048, dropout=0.1, max_length=256, normalize_first=False,
-                 tie_embeddings=False, **kwargs):
+                 tie_embeddings=False, attention_class=MultiHeadAttention, **kwargs):
         super().__init__(source_vocab_size, target_vocab_size, **kwargs)
         for name, value in (("num_layers", num_layers), ("d_ff", d_ff),
                             ("max_length", max_length)):
@@ -66,6 +80,7 @@ class Transformer(Seq2SeqModel):
         self.max_length = max_length
         self.normalize_first = normalize_first
         self.tie_embeddings = tie_embeddings
+        self.attention_class = attention_class_from(attention_class)
 
         policy = self.dtype_policy
         self.source_embedding = keras.layers.Embedding(
@@ -76,7 +91,8 @@ class Transformer(Seq2SeqModel):
             max_length, name="positional_encoding", dtype=policy)
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
         layer_args = dict(d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
-                          normalize_first=normalize_first, dtype=policy)
+                          normalize_first=normalize_first,
+                          attention_class=self.attention_class, dtype=policy)
         self.encoder_layers = [TransformerEncoderLayer(**layer_args, name=f"encoder_layer_{i}")
                                for i in range(num_layers)]
         self.decoder_layers = [TransformerDecoderLayer(**layer_args, name=f"decoder_layer_{i}")
@@ -137,10 +153,10 @@ class Transformer(Seq2SeqModel):
         target_mask = padding_mask(target_in_ids)  # (B, T)
         x = self._embed(self.target_embedding, target_in_ids, training=training)  # (B, T, d)
         for index, layer in enumerate(self.decoder_layers):
-            x, _ = layer(x, decoder_padding_mask=target_mask,
-                         encoder_padding_mask=memory["source_mask"],
-                         cross_attention_cache=memory["cross_cache"][index],
-                         training=training)
+            x = layer(x, decoder_padding_mask=target_mask,
+                      encoder_padding_mask=memory["source_mask"],
+                      cross_attention_cache=memory["cross_cache"][index],
+                      training=training)
         return self._logits(x)  # (B, T, V)
 
     def initial_state(self, memory, max_length):
@@ -158,12 +174,15 @@ class Transformer(Seq2SeqModel):
                         training=training)  # (B, 1, d)
         caches = []
         for index, layer in enumerate(self.decoder_layers):
-            x, weights, cache = layer(
+            x, *weights, cache = layer(
                 x, encoder_padding_mask=memory["source_mask"],
                 self_attention_cache=state["self_cache"][index],
                 self_attention_cache_update_index=step,
-                cross_attention_cache=memory["cross_cache"][index], training=training)
+                cross_attention_cache=memory["cross_cache"][index],
+                return_attention_scores=index == self.num_layers - 1,  # only the last's
+                training=training)
             caches.append(cache)
+        (weights,) = weights
         logits = self._logits(x[:, 0])  # (B, V)
         attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
         return logits, {"self_cache": tuple(caches)}, attention
@@ -183,4 +202,5 @@ class Transformer(Seq2SeqModel):
             "max_length": self.max_length,
             "normalize_first": self.normalize_first,
             "tie_embeddings": self.tie_embeddings,
+            "attention_class": keras.saving.get_registered_name(self.attention_class),
         }

@@ -85,7 +85,8 @@ class BatchScheduler:
             thread.start()
 
     def submit(self, key, run, inputs):
-        """Queues one request's inputs for `run` (the same for every task of `key`); returns a Future
+        """Queues one request's inputs for `run` (the same for every task of `key`); returns a
+        Future
         of its outputs. Raises ServingError when the task is too large or the queue is full."""
         size = task_size(inputs)
         limit = self._parameters.max_batch_size

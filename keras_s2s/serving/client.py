@@ -73,7 +73,8 @@ class Client:
         return response["predictions" if instances is not None else "outputs"]
 
     def classify(self, examples, context=None, signature_name=None):
-        """Classify examples (dicts of features); returns `results`: per example, [[label, score], ...]."""
+        """Classify examples (dicts of features); returns `results`: per example,
+        [[label, score], ...]."""
         return self._examples_request("classify", examples, context, signature_name)
 
     def regress(self, examples, context=None, signature_name=None):

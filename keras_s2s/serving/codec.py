@@ -1,9 +1,10 @@
 """JSON <-> tensors the way TF Serving's util/json_tensor.cc converts them.
 
 Requests: row (`instances`) and columnar (`inputs`) predict bodies become numpy arrays typed by the
-signature's input dtypes; classify/regress bodies become serialized tf.train.Examples. Responses:
-arrays become `predictions`/`outputs`/`results` JSON with TF Serving's float formatting (`%g` when it
-round-trips, `.0` on whole numbers, bare NaN/Infinity) and `{"b64": ...}` for outputs named `*_bytes`.
+signature's input dtypes; classify/regress bodies become serialized tf.train.Examples.
+Responses: arrays become `predictions`/`outputs`/`results` JSON with TF Serving's float
+formatting (`%g` when it round-trips, `.0` on whole numbers, bare NaN/Infinity) and
+`{"b64": ...}` for outputs named `*_bytes`.
 Error messages follow TF Serving's wording so clients can match on them.
 """
 
@@ -621,7 +622,8 @@ def _float32_short_round_trips(flat):
 
     Vectorised: the 6-digit rounding is computed in float64 (error ~1e-16 relative, ~1e-9 float32
     ulp) and must lie within half the float32 gap on its side of the value. Values within 1e-4
-    of the half-ulp limit (ties, decided by round-half-even) are checked one by one by reading `%g` back.
+    of the half-ulp limit (ties, decided by round-half-even) are checked one by one by reading
+    `%g` back.
     """
     magnitude = np.abs(flat.astype(np.float64))
     positive = (magnitude > 0) & np.isfinite(magnitude)

@@ -79,7 +79,8 @@ def _session_runner(session, signature_def):
 
 @dataclasses.dataclass(eq=False)
 class Servable:
-    """A loaded model version: its signatures and the MetaGraphDef's SignatureDefs (for metadata)."""
+    """A loaded model version: its signatures and the MetaGraphDef's SignatureDefs (for
+    metadata)."""
 
     name: str
     version: int
@@ -327,7 +328,8 @@ class ModelManager:
     # Requests.
 
     def servable(self, name, version=None, label=None):
-        """The servable for Latest(name), Specific(name, version) or the version labelled `label`."""
+        """The servable for Latest(name), Specific(name, version) or the version labelled
+        `label`."""
         with self._lock:
             model = self._models.get(name)
             if label is not None:

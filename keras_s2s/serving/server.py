@@ -1,4 +1,5 @@
-"""`keras-s2s serve`: TensorFlow Serving's REST API for any SavedModel, without tensorflow_model_server.
+"""`keras-s2s serve`: TensorFlow Serving's REST API for any SavedModel, without
+tensorflow_model_server.
 
 Same URLs, bodies, responses, error messages and status codes as TF Serving's REST API, same flags
 and models.config, so one client, one set of curl lines and one export directory work with both.
@@ -68,7 +69,8 @@ _CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Content-Type",
 }
 # What libevent's evhttp_send_error answers for paths outside /v1 (not JSON).
-_NOT_FOUND_HTML = "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
+_NOT_FOUND_HTML = ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n"
+                   "<H1>Not Found</H1>\n</BODY></HTML>\n")
 _METHOD_NAMES = {
     "predict": (
         "tensorflow/serving/predict",
@@ -251,7 +253,8 @@ class ModelServer:
     """The REST server: models from `options`, HTTP on an aiohttp loop in a background thread.
 
     Example:
-        server = ModelServer(ServerOptions(models=[ModelConfig("dates", "export/dates")], rest_api_port=0))
+        server = ModelServer(ServerOptions(models=[ModelConfig("dates", "export/dates")],
+                                           rest_api_port=0))
         port = server.start()  # loads the models, then listens on 127.0.0.1:port
         ...
         server.stop()
@@ -263,12 +266,13 @@ class ModelServer:
         if options.model_config_file:
             path = options.model_config_file
             config_reader = lambda: read_model_config_file(path)  # noqa: E731
+        allow_unavailable_labels = options.allow_version_labels_for_unavailable_models
         self._manager = ModelManager(
             options.models,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
-            allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+            allow_version_labels_for_unavailable_models=allow_unavailable_labels,
             config_reader=config_reader,
             config_poll_wait_seconds=options.model_config_file_poll_wait_seconds,
         )
@@ -287,7 +291,8 @@ class ModelServer:
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def start(self):
-        """Loads the models, starts listening, and returns the bound port (a free one for port 0)."""
+        """Loads the models, starts listening, and returns the bound port (a free one for
+        port 0)."""
         if self._thread is not None:
             raise RuntimeError("ModelServer is already started")
         for name in _RATE_LIMITED_LOGGERS:
@@ -378,7 +383,8 @@ class ModelServer:
         self._loop.close()
 
     def stop(self):
-        """Stops listening (letting requests in flight finish), then batching, polling and the pools."""
+        """Stops listening (letting requests in flight finish), then batching, polling and the
+        pools."""
         if self._thread is not None:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._loop.stop)

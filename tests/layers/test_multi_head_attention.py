@@ -102,3 +102,43 @@ def test_bad_arguments_raise(tensors):
         MultiHeadAttention(2, 4, value_dim=3).compute_cache(value)
     with pytest.raises(ValueError, match="without a cache"):
         MultiHeadAttention(2, 4)(query, value, cache_update_index=0)
+
+
+@pytest.mark.parametrize("masks", ["padding", "causal", "none"])
+def test_output_is_the_same_whether_or_not_the_weights_are_asked_for(tensors, masks):
+    """Without the weights the layer takes the fused `keras.ops.dot_product_attention`."""
+    query, value, padding = tensors
+    if masks == "causal":
+        value = query
+    layer = MultiHeadAttention(HEADS, KEY_DIM)
+    arguments = {"padding": dict(value_mask=padding), "causal": dict(use_causal_mask=True),
+                 "none": {}}[masks]
+    with_weights, _ = layer(query, value, return_attention_scores=True, **arguments)
+    np.testing.assert_allclose(np.asarray(layer(query, value, **arguments)),
+                               np.asarray(with_weights), atol=1e-5)
+
+
+def test_compute_attention_is_the_hook_that_runs(tensors):
+    """A subclass overriding `_compute_attention` (scores × 2) equals the plain layer whose
+    query projection is doubled — in training, decoding with a cache, and after a reload."""
+    from tests.layers.custom_attention import SharpenedAttention
+
+    query, value, padding = tensors
+    sharpened = SharpenedAttention(HEADS, KEY_DIM)
+    sharpened(query, value)
+    plain = MultiHeadAttention(HEADS, KEY_DIM)
+    plain(query, value)
+    weights = sharpened.get_weights()
+    plain.set_weights([w * 2 if index < 2 else w for index, w in enumerate(weights)])
+    expected = np.asarray(plain(query, value, value_mask=padding))
+    np.testing.assert_allclose(np.asarray(sharpened(query, value, value_mask=padding)),
+                               expected, atol=1e-5)
+    cache = sharpened.compute_cache(value)
+    np.testing.assert_allclose(
+        np.asarray(sharpened(query, None, value_mask=padding, cache=cache)[0]), expected,
+        atol=1e-5)
+    restored = keras.layers.deserialize(keras.layers.serialize(sharpened))
+    restored(query, value)
+    restored.set_weights(weights)
+    np.testing.assert_allclose(np.asarray(restored(query, value, value_mask=padding)),
+                               expected, atol=1e-5)

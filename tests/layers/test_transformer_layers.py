@@ -66,7 +66,8 @@ def test_decoder_layer_matches_keras_hub(sequences, normalize_first, rng):
                    encoder_padding_mask=encoder_mask)
     output, cross_weights = ours(decoder_sequence, encoder_sequence,
                                  decoder_padding_mask=decoder_mask,
-                                 encoder_padding_mask=encoder_mask)
+                                 encoder_padding_mask=encoder_mask,
+                                 return_attention_scores=True)
     np.testing.assert_allclose(np.asarray(output), np.asarray(expected), atol=1e-5)
     cross_weights = np.asarray(cross_weights)
     assert cross_weights.shape == (B, HEADS, T, S)
@@ -78,8 +79,8 @@ def test_decoder_is_causal(sequences, rng):
     layer = TransformerDecoderLayer(D, HEADS, FF)
     changed = decoder_sequence.copy()
     changed[:, 3:] = rng.normal(size=changed[:, 3:].shape)
-    before, _ = layer(decoder_sequence, encoder_sequence)
-    after, _ = layer(changed, encoder_sequence)
+    before = layer(decoder_sequence, encoder_sequence)
+    after = layer(changed, encoder_sequence)
     np.testing.assert_allclose(np.asarray(before)[:, :3], np.asarray(after)[:, :3], atol=1e-6)
 
 
@@ -87,12 +88,12 @@ def test_decoder_is_causal(sequences, rng):
 def test_decoder_cached_steps_reproduce_full_pass(sequences, normalize_first):
     encoder_sequence, decoder_sequence, encoder_mask, _ = sequences
     layer = TransformerDecoderLayer(D, HEADS, FF, normalize_first=normalize_first)
-    full, _ = layer(decoder_sequence, encoder_sequence, encoder_padding_mask=encoder_mask)
+    full = layer(decoder_sequence, encoder_sequence, encoder_padding_mask=encoder_mask)
     cross_cache = layer.compute_cross_attention_cache(encoder_sequence)
     cache = np.zeros((B, 2, T, HEADS, D // HEADS), "float32")
     steps = []
     for t in range(T):
-        output, _, cache = layer(
+        output, cache = layer(
             decoder_sequence[:, t:t + 1], encoder_padding_mask=encoder_mask,
             self_attention_cache=cache, self_attention_cache_update_index=t,
             cross_attention_cache=cross_cache)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from keras_s2s.layers import LuongAttention
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 from keras_s2s.special_tokens import END_ID, START_ID
 from keras_s2s.training import compile_for_training, rnn_optimizer, transformer_optimizer
@@ -28,7 +29,8 @@ FAMILIES = {
     "bahdanau": (lambda: AttentionSeq2Seq(VOCAB, VOCAB, embedding_dim=32, units=64,
                                           dropout=0.0), lambda: rnn_optimizer(3e-3), 5),
     "luong": (lambda: AttentionSeq2Seq(VOCAB, VOCAB, embedding_dim=32, units=64,
-                                       attention="luong", dropout=0.0),
+                                       attention=LuongAttention(),
+                                       step_order="update_then_attend", dropout=0.0),
               lambda: rnn_optimizer(3e-3), 5),
     "transformer": (lambda: Transformer(VOCAB, VOCAB, num_layers=1, d_model=64, num_heads=4,
                                         d_ff=128, dropout=0.0, max_length=16),

@@ -72,8 +72,12 @@ def test_transformer_base_configuration_is_reachable():
     (lambda: Seq2Seq(10, 10, cell="rnn"), "cell must be one of .*'rnn'"),
     (lambda: Seq2Seq(10, 10, dropout=1.0), "dropout"),
     (lambda: Seq2Seq(10, 10, units=15, bidirectional_encoder=True), "units must be even"),
-    (lambda: AttentionSeq2Seq(10, 10, attention="additive"), "attention must be one of"),
-    (lambda: AttentionSeq2Seq(10, 10, attention="luong", luong_score="cos"), "'cos'"),
+    (lambda: AttentionSeq2Seq(10, 10, attention="additive"),
+     "attention must be a keras_s2s.layers.ScoredAttention"),
+    (lambda: AttentionSeq2Seq(10, 10, input_feeding=True), "needs step_order="),
+    (lambda: Transformer(10, 10, attention_class="nobody>Attention"), "not a registered"),
+    (lambda: Transformer(10, 10, attention_class=keras.layers.MultiHeadAttention),
+     "subclass of keras_s2s.layers.MultiHeadAttention"),
     (lambda: Transformer(10, 10, d_model=30, num_heads=4),
      "d_model must be divisible by num_heads, got d_model=30 and num_heads=4"),
     (lambda: Transformer(10, 10, num_layers=0), "num_layers"),
@@ -95,3 +99,37 @@ def test_max_decode_length_is_the_positional_range_or_none(family):
     model = FAMILIES[family]()
     assert model.max_decode_length == (model.max_length if isinstance(model, Transformer)
                                        else None)
+
+
+def test_input_feeding_feeds_the_attentional_vector_into_the_next_step(batch):
+    """Luong §3.3: h̃ₜ₋₁ joins the next input. The state carries exactly the features that
+    made the step's logits, and the next logits depend on it."""
+    model = FAMILIES["luong_dot_input_feeding"]()
+    source, target_in = batch
+    model((source, target_in))
+    assert model.decoder_layers[0].cell.kernel.shape[0] == 8 + 16  # [yₜ₋₁; h̃ₜ₋₁]
+    memory = model.encode(source)
+    state = model.initial_state(memory, max_length=2)
+    np.testing.assert_array_equal(np.asarray(state["feed"]), 0.0)
+    logits, state, _ = model.decode_step(ops.convert_to_tensor(target_in[:, 0]), memory, state,
+                                         0)
+    np.testing.assert_allclose(np.asarray(model.output_projection(state["feed"])),
+                               np.asarray(logits), atol=1e-6)
+    token = ops.convert_to_tensor(target_in[:, 1])
+    fed, _, _ = model.decode_step(token, memory, state, 1)
+    unfed, _, _ = model.decode_step(token, memory, {**state, "feed": ops.zeros_like(
+        state["feed"])}, 1)
+    assert np.abs(np.asarray(fed) - np.asarray(unfed)).max() > 1e-4
+
+
+def test_attention_layers_are_arguments(batch):
+    """The family's attention is the layer given (ours or a user's), kept through saving."""
+    source, target_in = batch
+    model = FAMILIES["user_score_attend_first"]()
+    model((source, target_in))
+    assert type(model.attention).__name__ == "CosineAttention"
+    transformer = FAMILIES["transformer_user_attention"]()
+    transformer((source, target_in))
+    assert {type(layer.cross_attention).__name__ for layer in transformer.decoder_layers} == {
+        "SharpenedAttention"}
+    assert transformer.get_config()["attention_class"] == "tests>SharpenedAttention"

@@ -45,7 +45,8 @@ def built_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def models_config_path(tmp_path_factory, built_models):
-    """A models.config serving half_plus_two versions 1 (stable) and 2 (canary), and strings "007"."""
+    """A models.config serving half_plus_two versions 1 (stable) and 2 (canary), and strings
+    "007"."""
     root = tmp_path_factory.mktemp("models")
     for name in ("half_plus_two", "strings"):
         os.makedirs(root / name)

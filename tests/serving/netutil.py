@@ -39,7 +39,8 @@ def error_of(status_headers_body):
 
 
 def closed_within(sock, seconds):
-    """Seconds until the server closed `sock` (reading b""), or None if still open after `seconds`."""
+    """Seconds until the server closed `sock` (reading b""), or None if still open after
+    `seconds`."""
     start = time.monotonic()
     sock.settimeout(0.1)
     while time.monotonic() - start < seconds:

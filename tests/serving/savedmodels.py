@@ -89,7 +89,8 @@ class StringModel(tf.Module):
 
 
 def _set_method_names(path, method_names):
-    """tf.saved_model.save writes every signature as predict; classify/regress ones get their names."""
+    """tf.saved_model.save writes every signature as predict; classify/regress ones get their
+    names."""
     pb_path = os.path.join(path, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     with open(pb_path, "rb") as file:

@@ -136,33 +136,12 @@ def _malformed():
     for value in wrong["float"]:
         add("type", b'{"instances": [' + value.encode() + b"]}")
         add("type", b'{"inputs": {"x": [' + value.encode() + b"]}}")
-    for value in wrong["int32"]:
-        add(
-            "type",
-            (
-                '{"signature_name": "typed", "inputs": {"ints": [[%s, 1]], "flags": [true], "wide": [1]}}'
-                % value
-            ).encode(),
-            STRINGS,
-        )
-    for value in wrong["bool"]:
-        add(
-            "type",
-            (
-                '{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [%s], "wide": [1]}}'
-                % value
-            ).encode(),
-            STRINGS,
-        )
-    for value in wrong["int64"]:
-        add(
-            "type",
-            (
-                '{"signature_name": "typed", "inputs": {"ints": [[1, 1]], "flags": [true], "wide": [%s]}}'
-                % value
-            ).encode(),
-            STRINGS,
-        )
+    typed = '{"signature_name": "typed", "inputs": {"ints": [[%s]], "flags": [%s], "wide": [%s]}}'
+    for kind, fields in (("int32", ("{}, 1", "true", "1")), ("bool", ("1, 1", "{}", "1")),
+                         ("int64", ("1, 1", "true", "{}"))):
+        for value in wrong[kind]:
+            body = typed % tuple(field.format(value) for field in fields)
+            add("type", body.encode(), STRINGS)
     for ragged in (
         "[[1.0], [1.0, 2.0]]",
         "[[1.0], 2.0]",

@@ -1,4 +1,5 @@
-"""Server-side batching: merging, splitting, padding, bounded queue, and concurrent HTTP requests."""
+"""Server-side batching: merging, splitting, padding, bounded queue, and concurrent HTTP
+requests."""
 
 import threading
 

@@ -340,7 +340,8 @@ def test_metadata(server):
         (
             "POST",
             "/v1/models/strings:predict",
-            b'{"signature_name": "typed", "instances": [{"ints": [1, 2.5], "flags": true, "wide": 1}]}',
+            b'{"signature_name": "typed", '
+            b'"instances": [{"ints": [1, 2.5], "flags": true, "wide": 1}]}',
             400,
             "JSON Value: 2.5 Type: Number is not of expected type: int32",
         ),

@@ -1,4 +1,5 @@
-"""Version polling: new versions replace old ones without failing requests; broken ones are never served."""
+"""Version polling: new versions replace old ones without failing requests; broken ones are never
+served."""
 
 import os
 import threading
