@@ -9,8 +9,14 @@ heads · N² float32 values. Time has terms linear in N (projections, feed-forwa
 2·d·d_ff) FLOPs per token and layer) and quadratic ones (QKᵀ and weights·V: 4·N²·d per layer),
 so the slope approaches 2 only once the quadratic FLOPs dominate; their share is reported.
 
+Beside it, side by side: the same stack's forward time when `MultiHeadAttention` takes its
+fused path (`keras.ops.dot_product_attention`, nobody asks for the weights) and when it
+materialises the weights (asked for and dropped) — whether the fusion pays on this backend.
+
 Usage: python bench/attention_cost.py [--quick] [--repeats N]
 """
+
+import os
 
 import keras
 import numpy as np
@@ -59,12 +65,22 @@ def main():
             x = layer(x, training=False)
         return tf.reduce_sum(x)
 
+    @tf.function
+    def encode_materialised(x):
+        for layer in layers:
+            x, _ = layer(x, return_attention_scores=True, training=False)
+        return tf.reduce_sum(x)
+
     inputs = {length: tf.random.normal((BATCH_SIZE, length, CONFIG["d_model"]))
               for length in lengths}
     seconds = interleaved_medians(
         {length: lambda x=inputs[length]: encode(x).numpy() for length in lengths},
         args.repeats)
     times = [seconds[length] for length in lengths]
+    paths = {length: interleaved_medians(
+        {"fused": lambda x=inputs[length]: encode(x).numpy(),
+         "materialised": lambda x=inputs[length]: encode_materialised(x).numpy()},
+        args.repeats) for length in lengths}
     peak_bytes = [forward_peak_bytes(encode, inputs[length]) for length in lengths]
     attention_bytes = [BATCH_SIZE * CONFIG["num_heads"] * length ** 2 * FLOAT_BYTES
                        for length in lengths]
@@ -86,6 +102,11 @@ def main():
         "peak_memory_log_log_slope_all": log_log_slope(lengths, peak_bytes),
         "peak_memory_log_log_slope_two_longest": log_log_slope(lengths[-2:], peak_bytes[-2:]),
         "plot": shown(plot_path),
+        "fused_vs_materialised_weights": {
+            length: {"fused_ms": 1000 * row["fused"], "materialised_ms": 1000 * row["materialised"],
+                     "materialised_over_fused": row["materialised"] / row["fused"]}
+            for length, row in paths.items()},
+        "loadavg": os.getloadavg(),
     }
     write_result("attention_cost", args, figures)
 

@@ -378,7 +378,9 @@ class AttentionSeq2Seq(_RNNEncoderDecoder):
     def get_config(self):
         return {
             **super().get_config(),
-            "attention": keras.layers.serialize(self.attention),
+            # The layer is built with the model, so its shapes are left out of the config.
+            "attention": {key: value for key, value in keras.layers.serialize(
+                self.attention).items() if key != "build_config"},
             "step_order": self.step_order,
             "input_feeding": self.input_feeding,
         }
