@@ -273,7 +273,7 @@ def _stream(config):
                  for part in ("train", "validation"))
 
 
-def _vocabulary_pairs(pairs):
+def vocabulary_pairs(pairs):
     """All of `pairs` held in memory; the first `VOCABULARY_SAMPLE_PAIRS` of a stream."""
     if isinstance(pairs, tf.data.Dataset):
         return [(source.decode(), target.decode()) for source, target in
@@ -334,7 +334,7 @@ def _prepare_run_dir(config):
     before = set(os.listdir(run_dir))
     try:
         source_tokenizer, target_tokenizer = train_tokenizers(
-            _vocabulary_pairs(train_pairs), config.vocab_size, shared=config.shared_vocab,
+            vocabulary_pairs(train_pairs), config.vocab_size, shared=config.shared_vocab,
             lowercase=config.lowercase)
         run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
         config.save(saved_config)  # last: a directory with a config is a run

@@ -197,11 +197,18 @@ def stream_tsv(pattern, source_column=0, target_column=1, on_error="raise",
     paths = tsv_files(pattern)
     columns_needed = max(source_column, target_column) + 1
 
+    threshold = None if part is None else round(validation_fraction * _SPLIT_BUCKETS)
+
+    def in_part(sources, targets):
+        buckets = tf.strings.to_hash_bucket_fast(
+            tf.strings.join([sources, targets], separator="\t"), _SPLIT_BUCKETS)
+        return (buckets < threshold) if part == "validation" else (buckets >= threshold)
+
     def decode(lines):  # (batch,) raw lines → sources, targets, whether each line is a pair
         text = tf.strings.unicode_transcode(lines, "UTF-8", "UTF-8", errors="replace")
         valid_utf8 = tf.equal(text, lines)
         text = tf.strings.regex_replace(text, "^\ufeff|\r$", "")
-        blank = tf.equal(tf.strings.strip(normalize_text_tf(text)), "")
+        blank = tf.strings.regex_full_match(text, _WHITESPACE_RUN_RE2[:-1] + "*")
         fields = tf.strings.split(text, "\t")  # (batch, None)
         enough = fields.row_lengths() >= columns_needed
         columns = normalize_text_tf(
@@ -209,6 +216,8 @@ def stream_tsv(pattern, source_column=0, target_column=1, on_error="raise",
         sources, targets = columns[:, source_column], columns[:, target_column]
         good = valid_utf8 & enough & tf.not_equal(sources, "") & tf.not_equal(targets, "")
         bad = tf.logical_not(good | blank)
+        if part is not None:
+            good &= in_part(sources, targets)
         if on_error == "raise":
             message = (f"{pattern}: a line is not 'source<TAB>target' with both sides "
                        f"non-empty (columns {source_column} and {target_column}) in UTF-8; "
@@ -219,7 +228,7 @@ def stream_tsv(pattern, source_column=0, target_column=1, on_error="raise",
                 good = tf.identity(good)
         return tf.boolean_mask(sources, good), tf.boolean_mask(targets, good)
 
-    pairs = (
+    return (
         tf.data.Dataset.from_tensor_slices(paths)
         .interleave(tf.data.TextLineDataset, cycle_length=min(len(paths), _FILES_READ_AT_ONCE),
                     block_length=1)
@@ -227,13 +236,3 @@ def stream_tsv(pattern, source_column=0, target_column=1, on_error="raise",
         .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .unbatch()
     )
-    if part is None:
-        return pairs
-    threshold = round(validation_fraction * _SPLIT_BUCKETS)
-
-    def in_part(source, target):
-        bucket = tf.strings.to_hash_bucket_fast(
-            tf.strings.join([source, target], separator="\t"), _SPLIT_BUCKETS)
-        return (bucket < threshold) if part == "validation" else (bucket >= threshold)
-
-    return pairs.filter(in_part)
