@@ -210,8 +210,8 @@ def test_unknown_architecture_is_refused(capsys):
 def test_train_streamed_from_a_glob_and_translate(tmp_path, capsys):
     """`--stream` on two TSV files: trains, and the run translates like any other."""
     from keras_s2s.data import synthetic
-    pairs = synthetic.generate("reverse", 300, seed=0, max_length=6)
-    for name, part in (("a.tsv", pairs[:150]), ("b.tsv", pairs[150:])):
+    pairs = synthetic.generate("reverse", 200, seed=0, max_length=6)
+    for name, part in (("a.tsv", pairs[:100]), ("b.tsv", pairs[100:])):
         (tmp_path / name).write_text("".join(f"{s}\t{t}\n" for s, t in part), encoding="utf-8")
     out = tmp_path / "run"
     assert train_tiny("seq2seq", out, data=str(tmp_path / "*.tsv"), extra=["--stream"]) == 0

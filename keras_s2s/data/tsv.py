@@ -42,6 +42,8 @@ def normalize_text(text):
 
 def tsv_files(pattern):
     """The files that `pattern` (a path or a glob such as `'corpus/*.tsv'`) names, sorted."""
+    if os.path.isfile(pattern):  # a file whose name holds glob characters ("pairs[1].tsv")
+        return [os.fspath(pattern)]
     paths = sorted(path for path in glob.glob(os.fspath(pattern)) if os.path.isfile(path))
     if not paths:
         raise FileNotFoundError(f"{os.fspath(pattern)!r} names no file")

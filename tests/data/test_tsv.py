@@ -140,14 +140,14 @@ def test_a_glob_streams_every_file(tmp_path):
 
 
 def test_hash_split_is_deterministic_disjoint_and_complete(tmp_path):
-    lines = [f"source {i}\ttarget {i}\n" for i in range(2000)]
+    lines = [f"source {i}\ttarget {i}\n" for i in range(1000)]
     path = write(tmp_path, "".join(lines))
     validation = streamed(path, validation_fraction=0.1, part="validation")
     train = streamed(path, validation_fraction=0.1, part="train")
     assert streamed(path, validation_fraction=0.1, part="validation") == validation
     assert not set(train) & set(validation)
     assert sorted(train + validation) == sorted(read_tsv(path))
-    assert 140 < len(validation) < 260  # about 10 %
+    assert 60 < len(validation) < 140  # about 10 %
     shuffled = write(tmp_path, "".join(reversed(lines)), "reversed.tsv")  # order-independent
     assert sorted(streamed(shuffled, validation_fraction=0.1, part="validation")) == sorted(
         validation)
