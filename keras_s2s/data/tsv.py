@@ -170,8 +170,9 @@ def stream_tsv(pattern, source_column=0, target_column=1, on_error="raise",
     The same lines as `read_tsv` give the same pairs (normalised alike; blank lines ignored),
     but nothing is read before iteration and memory does not depend on the files' size. With
     several files, up to `_FILES_READ_AT_ONCE` are read in turn, in sorted order, so the
-    stream is deterministic; `tf.distribute` shards it across workers by file (or by line when
-    there are fewer files than workers), its `AUTO` policy.
+    stream is deterministic. `tf.distribute`'s default `AUTO` policy shards it across workers by
+    file, which needs at least as many files as workers (else iteration fails with "Could not
+    apply FILE based sharding"; `AutoShardPolicy.DATA` then shards by line).
 
     Args:
         pattern: a path or a glob.
