@@ -47,9 +47,14 @@ def _add_train_parser(subparsers):
                     "the same --out.")
     parser.add_argument("--arch", choices=architectures.names(), default="bahdanau")
     parser.add_argument("--data", default="dates",
-                        help="built-in task name (dates, reverse, copy) or a TSV path")
+                        help="built-in task name (dates, reverse, copy) or TSV files (a path or "
+                             "a quoted glob such as 'corpus/*.tsv')")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
+    parser.add_argument("--stream", action="store_true",
+                        help="stream the TSV files line by line (memory independent of their "
+                             "size): validation split by a hash of each pair, vocabularies from "
+                             "the first 100,000 training pairs, a bounded shuffle buffer")
     parser.add_argument("--epochs", type=positive_int,
                         help="default: 4 for dates, 15 for reverse/copy, 30 for TSV files "
                              "(with early stopping)")
@@ -107,7 +112,8 @@ def _train(args):
     task_options = {name: getattr(args, name) for name in ("min_length", "max_length")
                     if getattr(args, name) is not None}
     config = TrainConfig(
-        arch=args.arch, data=args.data, out=args.out, val=args.val, epochs=args.epochs,
+        arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
+        epochs=args.epochs,
         batch_size=args.batch_size, num_pairs=args.num_pairs, task_options=task_options,
         source_column=args.source_column, target_column=args.target_column,
         on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,

@@ -24,9 +24,10 @@ class TrainConfig:
     """Everything `keras_s2s.training.train` needs; saved as the run's `config.json`."""
 
     arch: str = "bahdanau"
-    data: str = "dates"  # a built-in task name or a TSV path
+    data: str = "dates"  # a built-in task name, or TSV files: a path or a glob
     out: str = "runs/dates"
     val: str | None = None  # TSV of validation pairs; default: a split of the training data
+    stream: bool = False  # stream the TSV files with tf.data (memory independent of their size)
     source_column: int = 0
     target_column: int = 1
     on_error: str = "raise"  # malformed TSV lines: "raise" or "skip"

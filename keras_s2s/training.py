@@ -22,11 +22,15 @@ from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
 from keras_s2s.data.tokenizers import train_tokenizers
-from keras_s2s.data.tsv import read_tsv
+from keras_s2s.data.tsv import read_tsv, stream_tsv, tsv_files
 from keras_s2s.plotting import plot_history
 from keras_s2s.special_tokens import PAD_ID
 
 logger = logging.getLogger(__name__)
+
+#: A streamed corpus learns its vocabularies from its first this many training pairs (read from
+#: every file in turn), so that memory stays bounded; see `load_pairs`.
+VOCABULARY_SAMPLE_PAIRS = 100_000
 
 
 def _token_mask(y_true, pad_id):
@@ -203,7 +207,19 @@ class EpochHistory(keras.callbacks.Callback):
 
 
 def load_pairs(config):
-    """Training and validation pairs of `config`: a built-in task or TSV files."""
+    """Training and validation pairs of `config`: a built-in task or TSV files (a glob).
+
+    In memory (lists of pairs) by default: the validation split is a seeded random sample and
+    training shuffles over the whole corpus. With `config.stream`, two `tf.data` streams
+    (`stream_tsv`) whose memory does not depend on the corpus size: the validation split is by
+    a hash of each pair, and the vocabularies are learned from the first
+    `VOCABULARY_SAMPLE_PAIRS` training pairs (a reservoir sample would need a whole pass over
+    the corpus before training starts; shuffle a corpus sorted by topic or length beforehand).
+    Streaming is asked for, never switched on by size: it changes the split, the shuffle and
+    so the results, which should not change because a file grew.
+    """
+    if config.stream:
+        return _stream(config)
     if config.data in synthetic.TASKS:
         train_pairs = synthetic.generate(config.data, config.num_pairs, seed=config.seed,
                                          **config.task_options)
@@ -213,9 +229,6 @@ def load_pairs(config):
         validation_pairs = synthetic.generate(config.data, num_validation, seed=config.seed + 1,
                                               **config.task_options)
         return train_pairs, validation_pairs
-    if not os.path.exists(config.data):
-        raise FileNotFoundError(
-            f"--data {config.data!r} is neither a built-in task {synthetic.TASKS} nor a file")
     pairs = _read(config, config.data)
     if config.val:
         return pairs, _read(config, config.val)
@@ -228,9 +241,44 @@ def load_pairs(config):
     return [pairs[i] for i in order[num_validation:]], validation
 
 
-def _read(config, path):
-    return read_tsv(path, source_column=config.source_column,
-                    target_column=config.target_column, on_error=config.on_error)
+def _read(config, pattern):
+    return [pair for path in _files(config, pattern)
+            for pair in read_tsv(path, source_column=config.source_column,
+                                 target_column=config.target_column, on_error=config.on_error)]
+
+
+def _files(config, pattern):
+    try:
+        return tsv_files(pattern)
+    except FileNotFoundError:
+        if pattern == config.data:
+            raise FileNotFoundError(f"--data {pattern!r} is neither a built-in task "
+                                    f"{synthetic.TASKS} nor a file or glob of files") from None
+        raise
+
+
+def _stream(config):
+    if config.data in synthetic.TASKS:
+        raise ValueError(f"--stream reads TSV files; {config.data!r} is a built-in task (held in "
+                         f"memory)")
+
+    def stream(pattern, **split):
+        _files(config, pattern)
+        return stream_tsv(pattern, source_column=config.source_column,
+                          target_column=config.target_column, on_error=config.on_error, **split)
+
+    if config.val:
+        return stream(config.data), stream(config.val)
+    return tuple(stream(config.data, validation_fraction=config.validation_fraction, part=part)
+                 for part in ("train", "validation"))
+
+
+def vocabulary_pairs(pairs):
+    """All of `pairs` held in memory; the first `VOCABULARY_SAMPLE_PAIRS` of a stream."""
+    if isinstance(pairs, tf.data.Dataset):
+        return [(source.decode(), target.decode()) for source, target in
+                pairs.take(VOCABULARY_SAMPLE_PAIRS).as_numpy_iterator()]
+    return pairs
 
 
 def _use_accelerator_defaults(config):
@@ -286,7 +334,7 @@ def _prepare_run_dir(config):
     before = set(os.listdir(run_dir))
     try:
         source_tokenizer, target_tokenizer = train_tokenizers(
-            train_pairs, config.vocab_size, shared=config.shared_vocab,
+            vocabulary_pairs(train_pairs), config.vocab_size, shared=config.shared_vocab,
             lowercase=config.lowercase)
         run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
         config.save(saved_config)  # last: a directory with a config is a run
@@ -334,7 +382,7 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
                                            **dataset_args)
     validation_data, _ = make_dataset(validation_pairs, shuffle=False, **dataset_args)
-    logger.info("training data: %s", train_stats)
+    logger.info("training data: %s", train_stats or f"streamed from {config.data}")
 
     mixed_precision, jit_compile = _use_accelerator_defaults(config)
     global_policy = keras.mixed_precision.global_policy()

@@ -205,3 +205,19 @@ def test_unknown_architecture_is_refused(capsys):
         main(["train", "--arch", "lstm", "--out", "x"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'lstm'" in capsys.readouterr().err
+
+
+def test_train_streamed_from_a_glob_and_translate(tmp_path, capsys):
+    """`--stream` on two TSV files: trains, and the run translates like any other."""
+    from keras_s2s.data import synthetic
+    pairs = synthetic.generate("reverse", 200, seed=0, max_length=6)
+    for name, part in (("a.tsv", pairs[:100]), ("b.tsv", pairs[100:])):
+        (tmp_path / name).write_text("".join(f"{s}\t{t}\n" for s, t in part), encoding="utf-8")
+    out = tmp_path / "run"
+    assert train_tiny("seq2seq", out, data=str(tmp_path / "*.tsv"), extra=["--stream"]) == 0
+    assert json.loads((out / "config.json").read_text())["stream"] is True
+    vocabulary = set((out / "source_vocab.txt").read_text(encoding="utf-8").split())
+    assert {token for source, _ in pairs for token in source.split()} <= vocabulary
+    capsys.readouterr()
+    assert main(["translate", str(out), "a b c", "d e"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2

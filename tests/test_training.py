@@ -46,3 +46,26 @@ def test_bad_arguments_raise():
         MaskedSparseCrossentropy(label_smoothing=1.2)
     with pytest.raises(ValueError, match="warmup_steps"):
         TransformerSchedule(512, warmup_steps=0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_pairs_reads_every_file_of_a_glob(tmp_path, stream):
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import load_pairs
+    expected = {(f"s{i}", f"t{i}") for i in range(400)}
+    for name, part in (("a.tsv", range(0, 200)), ("b.tsv", range(200, 400))):
+        (tmp_path / name).write_text("".join(f"s{i}\tt{i}\n" for i in part))
+    config = TrainConfig(data=str(tmp_path / "*.tsv"), stream=stream, validation_fraction=0.1)
+    train, validation = load_pairs(config)
+    if stream:
+        train, validation = ([(s.decode(), t.decode()) for s, t in part.as_numpy_iterator()]
+                             for part in (train, validation))
+    assert set(train) | set(validation) == expected and not set(train) & set(validation)
+    assert 10 < len(validation) < 80
+
+
+def test_stream_refuses_a_built_in_task():
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import load_pairs
+    with pytest.raises(ValueError, match="--stream reads TSV files; 'dates' is a built-in task"):
+        load_pairs(TrainConfig(data="dates", stream=True))

@@ -30,6 +30,10 @@ _TOKENIZE_BATCH_SIZE = 1024
 #: At most this many length buckets; fewer when the data has fewer distinct lengths.
 _NUM_BUCKETS = 8
 
+#: Streamed pairs: the shuffle buffer, and the first pairs whose lengths set the buckets.
+STREAM_SHUFFLE_BUFFER = 20_000
+STREAM_LENGTH_SAMPLE = 10_000
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetStats:
@@ -57,12 +61,16 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
                  max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False):
     """Build the training dataset `((source_ids, target_in_ids), target_out_ids)` from pairs.
 
-    Tokenizing runs as batched TF ops inside the pipeline. One pass over the data at build time
-    counts the lengths for `stats` (and fills the cache, so with `cache=True` tokenizing happens
-    once in all).
+    Tokenizing runs as batched TF ops inside the pipeline. Pairs held in memory (a list) get one
+    pass at build time that counts the lengths for `stats` (and fills the cache, so with
+    `cache=True` tokenizing happens once in all). A stream (a `tf.data.Dataset`, e.g.
+    `stream_tsv`) is never held: nothing is cached, the shuffle buffer holds
+    `STREAM_SHUFFLE_BUFFER` pairs, the bucket boundaries come from the first
+    `STREAM_LENGTH_SAMPLE` pairs, and `stats` is None (its size is unknown until read).
 
     Args:
-        pairs: `(source, target)` string pairs.
+        pairs: `(source, target)` string pairs: a list, or a `tf.data.Dataset` of scalar string
+            pairs.
         source_tokenizer, target_tokenizer: `SubwordTokenizer`s (or anything whose
             `tokenize(strings)` returns `(batch, None)` ragged int ids).
         batch_size: pairs per batch.
@@ -71,19 +79,21 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         shuffle: reshuffle the pairs every epoch (over the whole dataset).
         seed: seed of the shuffle; the same seed gives the same batches.
         bucket: batch pairs of similar length together (less padding) instead of in order.
-        cache: keep the tokenized pairs in memory after the first pass.
+        cache: keep the tokenized pairs in memory after the first pass (lists only).
         repeat: repeat forever (use `stats.steps_per_epoch` with `fit`).
 
     Returns:
         `(dataset, stats)`: batches of int32 `((source_ids (B, S), target_in_ids (B, T)),
-        target_out_ids (B, T))` padded with 0, and a `DatasetStats`.
+        target_out_ids (B, T))` padded with 0, and a `DatasetStats` (None for a stream).
 
     Raises:
         ValueError: no pairs, invalid sizes, or no pair within the length limits.
     """
-    pairs = list(pairs)
-    if not pairs:
-        raise ValueError("pairs must hold at least one (source, target) pair.")
+    streamed = isinstance(pairs, tf.data.Dataset)
+    if not streamed:
+        pairs = list(pairs)
+        if not pairs:
+            raise ValueError("pairs must hold at least one (source, target) pair.")
     for name, value, smallest in (("batch_size", batch_size, 1),
                                   ("max_source_length", max_source_length, 2),
                                   ("max_target_length", max_target_length, 2)):
@@ -94,20 +104,22 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         target_ids = target_tokenizer.tokenize(targets)  # (batch, None)
         return source_ids, _prepend(target_ids, START_ID), _append(target_ids, END_ID)
 
+    texts = pairs if streamed else tf.data.Dataset.from_tensor_slices(
+        ([s for s, _ in pairs], [t for _, t in pairs]))
     sequences = (
-        tf.data.Dataset.from_tensor_slices(([s for s, _ in pairs], [t for _, t in pairs]))
-        .batch(_TOKENIZE_BATCH_SIZE)
+        texts.batch(_TOKENIZE_BATCH_SIZE)
         .map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
         .map(_as_dense)
     )
-    if cache:
+    if cache and not streamed:
         sequences = sequences.cache()
 
-    source_lengths, target_lengths = _lengths(sequences)
+    source_lengths, target_lengths = _lengths(
+        sequences.take(STREAM_LENGTH_SAMPLE) if streamed else sequences)
     kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
     num_kept = int(kept.sum())
-    stats = DatasetStats(
+    stats = None if streamed else DatasetStats(
         num_pairs=len(pairs),
         num_kept=num_kept,
         num_filtered=len(pairs) - num_kept,
@@ -115,12 +127,13 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         longest_target=int(target_lengths[kept].max(initial=0)),
         steps_per_epoch=math.ceil(num_kept / batch_size),
     )
-    if stats.num_filtered:
+    if num_kept < len(source_lengths):
         logger.warning(
-            "Dropped %d of %d pairs longer than max_source_length=%d or max_target_length=%d "
+            "Dropped %d of %d pairs%s longer than max_source_length=%d or max_target_length=%d "
             "(longest seen: source %d, target %d, special ids included).",
-            stats.num_filtered, stats.num_pairs, max_source_length, max_target_length,
-            source_lengths.max(), target_lengths.max(),
+            len(source_lengths) - num_kept, len(source_lengths),
+            " (the first ones of the stream)" if streamed else "", max_source_length,
+            max_target_length, source_lengths.max(), target_lengths.max(),
         )
     if not num_kept:
         raise ValueError(
@@ -134,7 +147,8 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         & (tf.size(target_in) <= max_target_length)
     )
     if shuffle:
-        dataset = dataset.shuffle(num_kept, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(STREAM_SHUFFLE_BUFFER if streamed else num_kept, seed=seed,
+                                  reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     if bucket:
@@ -198,6 +212,8 @@ def _lengths(sequences):
     for source_batch, target_batch in lengths.as_numpy_iterator():
         source_lengths.append(source_batch)
         target_lengths.append(target_batch)
+    if not source_lengths:
+        raise ValueError("pairs must hold at least one (source, target) pair.")
     return np.concatenate(source_lengths), np.concatenate(target_lengths)
 
 

@@ -101,3 +101,53 @@ def test_reads_the_kor_eng_corpus():
     pairs = read_tsv(KOR_ENG)
     assert len(pairs) == 4576
     assert pairs[0] == ("가.", "Go.")
+
+
+# Streaming: the same pairs as read_tsv (the reference), read line by line with tf.data.
+
+
+def streamed(pattern, **options):
+    from keras_s2s.data.tsv import stream_tsv
+    return [(source.decode(), target.decode())
+            for source, target in stream_tsv(pattern, **options).as_numpy_iterator()]
+
+
+def test_stream_gives_read_tsvs_pairs(tmp_path):
+    decomposed = unicodedata.normalize("NFD", "안녕")
+    path = write(tmp_path, f"\ufeff  Hello \x0b world\u3000\t{decomposed}\u00a0\tx\r\n\n  \n"
+                           f"Go.\tGa.\nb\ta\n")
+    assert streamed(path) == read_tsv(path) == [("Hello world", "안녕"), ("Go.", "Ga."),
+                                               ("b", "a")]
+    assert streamed(path, source_column=1, target_column=0) == [
+        (target, source) for source, target in read_tsv(path)]
+
+
+def test_stream_skips_or_raises_on_bad_lines(tmp_path):
+    import tensorflow as tf
+    path = write(tmp_path, b"a\tb\nbad\nc\t\xff\n\td\ne\tf\n")
+    assert streamed(path, on_error="skip") == read_tsv(path, on_error="skip")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="The line:.*bad"):
+        streamed(path)
+
+
+def test_a_glob_streams_every_file(tmp_path):
+    write(tmp_path, "a\t1\nb\t2\n", "one.tsv")
+    write(tmp_path, "c\t3\n", "two.tsv")
+    write(tmp_path, "not\tread\n", "other.txt")
+    assert sorted(streamed(tmp_path / "*.tsv")) == [("a", "1"), ("b", "2"), ("c", "3")]
+    with pytest.raises(FileNotFoundError, match="names no file"):
+        streamed(tmp_path / "*.csv")
+
+
+def test_hash_split_is_deterministic_disjoint_and_complete(tmp_path):
+    lines = [f"source {i}\ttarget {i}\n" for i in range(1000)]
+    path = write(tmp_path, "".join(lines))
+    validation = streamed(path, validation_fraction=0.1, part="validation")
+    train = streamed(path, validation_fraction=0.1, part="train")
+    assert streamed(path, validation_fraction=0.1, part="validation") == validation
+    assert not set(train) & set(validation)
+    assert sorted(train + validation) == sorted(read_tsv(path))
+    assert 60 < len(validation) < 140  # about 10 %
+    shuffled = write(tmp_path, "".join(reversed(lines)), "reversed.tsv")  # order-independent
+    assert sorted(streamed(shuffled, validation_fraction=0.1, part="validation")) == sorted(
+        validation)
