@@ -9,7 +9,8 @@ JSON API:
 - `POST /api/translate` with `{"text", "strategy": "greedy" | "beam" | "sample", "beam_width",
   "alpha", "n_best", "temperature", "seed"}` (all but "text" optional) → `{"text" (as
   translated), "notes": [...], "results": [one per run, in order]}`; each result holds
-  "translation", "score", "log_probability", "length_penalty" (beam search), "seconds",
+  "translation", "score", "log_probability", "length_penalty" (beam search), "seconds" (of
+  decoding; a strategy's first use, which traces its decoder, is decoded once beforehand),
   "source_tokens", "target_tokens", "attention" (`(layers, heads, outputs, sources)` nested
   lists, from `Translator.attention_heads`, or null with the reason in "attention_note"),
   "notes" and "alternatives" (the next best beam hypotheses, the same fields without
@@ -99,13 +100,12 @@ class Explorer:
                  for name, run_dir in zip(names, run_dirs)]
         self.runs = []
         for name, run_dir in zip(names, run_dirs):
-            translator = Translator.load(run_dir)
-            translator.translate(["1"], attention=True)  # trace greedy search before timing
             self.runs.append({
-                "name": name, "translator": translator,
+                "name": name, "translator": Translator.load(run_dir),
                 "arch": TrainConfig.load(run_files.config_path(run_dir)).arch})
         self.hangul_font = find_hangul_font()
         self._lock = threading.Lock()
+        self._traced = set()  # (run name, strategy): decoded once, so timings leave out tracing
 
     def runs_json(self):
         return {"runs": [{"name": run["name"], "arch": run["arch"],
@@ -137,6 +137,9 @@ class Explorer:
 
     def _translate(self, run, text, strategy):
         translator = run["translator"]
+        if (run["name"], strategy) not in self._traced:
+            translator.translate(["1"], strategy=strategy)  # traces this strategy's decoder
+            self._traced.add((run["name"], strategy))
         start = time.perf_counter()
         (translation,) = translator.translate([text], strategy=strategy)
         seconds = time.perf_counter() - start

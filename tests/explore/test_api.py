@@ -5,6 +5,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from keras_s2s.explore.server import MAX_CHARACTERS
 from tests.explore.conftest import ARCHS, post
 
 TEXT = "a b c d"
+#: The beam search of the tests (the browser test's too, so each run traces one beam search).
+BEAM = {"beam_width": 3, "alpha": 0.8, "n_best": 3}
 
 
 def translators(explorer):
@@ -55,8 +58,7 @@ def test_greedy_translations_and_attention_are_the_translators(explorer, explore
 
 
 def test_beam_n_best_with_length_penalties(explorer, explorer_url):
-    request = {"text": TEXT, "strategy": "beam", "beam_width": 3, "alpha": 0.8, "n_best": 3}
-    status, answer = post(explorer_url, request)
+    status, answer = post(explorer_url, {"text": TEXT, "strategy": "beam", **BEAM})
     assert status == 200
     for result, translator in zip(answer["results"], translators(explorer)):
         (expected,) = translator.translate([TEXT], strategy=Beam(3, alpha=0.8, n_best=3))
@@ -143,6 +145,13 @@ def test_long_texts_are_cut_with_a_note(explorer_url):
     assert status == 200 and len(answer["text"]) == MAX_CHARACTERS
     assert "first 5,000 characters (it had 6,000)" in answer["notes"][0]
     assert "reads at most" in answer["results"][0]["notes"][0]
+
+
+def test_cli_prints_one_ready_line(tiny_runs, monkeypatch, capsys):
+    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", lambda server: None)
+    assert main(["explore", tiny_runs["luong"], tiny_runs["seq2seq"], "--port", "0"]) == 0
+    assert re.fullmatch(r"Attention explorer of 2 run\(s\) at http://127\.0\.0\.1:\d+/\n",
+                        capsys.readouterr().out)
 
 
 def test_cli_refuses_a_directory_that_is_no_run(tmp_path, capsys):

@@ -1,22 +1,19 @@
-"""The explorer in a real headless Chromium (Debian's `chromium`, driven by Playwright), served
-by the `keras-s2s explore` command: a shared link translates, hovering lights the source token
-an output token attended to most (and the reverse), beam search lists its n best, and markup in
-texts or tokens stays text. Skips, saying why, where Chromium or Playwright is missing."""
+"""The explorer in a real headless Chromium (Debian's `chromium`, driven by Playwright): a
+shared link translates, hovering lights the source token an output token attended to most (and
+the reverse), beam search lists its n best, and markup in texts or tokens stays text. Skips,
+saying why, where Chromium or Playwright is missing."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import urllib.parse
 
 import numpy as np
 import pytest
 
 from tests.explore.conftest import ARCHS, post
+from tests.explore.test_api import BEAM
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEXT = "a b c d e"
 MARKUP = "<img src=x onerror=window.injected=1>"
 
@@ -35,25 +32,10 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def cli_url(browser, tiny_runs):
-    """The URL of `keras-s2s explore RUN_DIR... --port 0`, read from its one ready line."""
-    command = [sys.executable, "-m", "keras_s2s.cli", "explore",
-               *[tiny_runs[arch] for arch in ARCHS], "--port", "0"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("Attention explorer of 3 run(s) at http://127.0.0.1:"), line
-        yield line.split(" at ")[1].strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 @pytest.fixture
 def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(120_000)  # a busy machine traces decoders slowly
     yield page
     page.close()
 
@@ -73,12 +55,12 @@ def clearest_argmax(weights, axis):
     return int(np.argmax(gaps))
 
 
-def test_a_link_translates_and_hover_shows_where_each_token_looked(page, cli_url, tmp_path):
-    page.goto(cli_url + "?" + urllib.parse.urlencode({"text": TEXT}))
+def test_a_link_translates_and_hover_shows_where_each_token_looked(page, explorer_url, tmp_path):
+    page.goto(explorer_url + "?" + urllib.parse.urlencode({"text": TEXT}))
     cards = page.locator("section.run")
     page.locator("section.run table.heatmap td").first.wait_for()
     assert cards.count() == len(ARCHS)
-    status, answer = post(cli_url, {"text": TEXT})
+    status, answer = post(explorer_url, {"text": TEXT})
     assert status == 200
     for card, result in zip([cards.nth(i) for i in range(len(ARCHS))], answer["results"]):
         assert card.locator(".translation").text_content() == (
@@ -103,14 +85,16 @@ def test_a_link_translates_and_hover_shows_where_each_token_looked(page, cli_url
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
 
     page.check("input[value=beam]")
-    page.fill("#n_best", "2")
+    for name, value in BEAM.items():
+        page.fill(f"#{name}", str(value))
     page.click("#translate")
     page.locator("ol.nbest").first.wait_for()
-    assert [cards.nth(i).locator("ol.nbest li").count() for i in range(len(ARCHS))] == [2] * 3
-    assert "strategy=beam" in page.url and "n_best=2" in page.url
+    assert [cards.nth(i).locator("ol.nbest li").count() for i in range(len(ARCHS))] == [
+        BEAM["n_best"]] * len(ARCHS)
+    assert "strategy=beam" in page.url and f"n_best={BEAM['n_best']}" in page.url
 
 
-def test_markup_in_the_text_and_in_tokens_stays_text(page, cli_url):
+def test_markup_in_the_text_and_in_tokens_stays_text(page, explorer_url):
     """The server's answers are replaced by ones full of markup (as a vocabulary could hold),
     and the runs' font check by "no Hangul font", to see what the page makes of them."""
     tokens = [MARKUP, "<b>bold</b>", "[END]"]
@@ -125,7 +109,7 @@ def test_markup_in_the_text_and_in_tokens_stays_text(page, cli_url):
     page.route("**/api/runs", lambda route: route.fulfill(
         content_type="application/json",
         body=json.dumps({"runs": [], "hangul_font": None, "max_characters": 5000})))
-    page.goto(cli_url + "?" + urllib.parse.urlencode({"text": MARKUP}))
+    page.goto(explorer_url + "?" + urllib.parse.urlencode({"text": MARKUP}))
     page.locator("table.heatmap td").first.wait_for()
     assert page.input_value("#text") == MARKUP
     assert page.locator(".translation").text_content() == MARKUP

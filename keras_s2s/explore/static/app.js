@@ -122,7 +122,8 @@ function card(result) {
     el("p", { className: "meta" }, `${scoreLine(result)} · ${result.seconds.toFixed(3)} s`));
   for (const text of result.notes) section.append(el("p", { className: "note" }, text));
   if (result.attention === null) {
-    section.append(el("p", { className: "no-attention" }, `This model has ${result.attention_note}.`));
+    section.append(
+      el("p", { className: "no-attention" }, `This model has ${result.attention_note}.`));
   } else if (result.target_tokens.length > 0) {
     section.append(attentionView(result));
   }
