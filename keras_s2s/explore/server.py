@@ -237,13 +237,17 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length))
         try:
             request = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # JSON, UTF-8 or nesting errors
             self._error(400, f"the request body is not JSON in UTF-8: {error}")
             return
         try:
             answer = self.explorer.translate_json(request)
         except ValueError as error:
             self._error(400, str(error).splitlines()[0])
+            return
+        except Exception as error:  # the page shows it and stays usable
+            logger.exception("translating %r failed", request)
+            self._error(500, f"the translation failed: {type(error).__name__}")
             return
         self._send_json(200, answer)
 

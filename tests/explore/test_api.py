@@ -87,6 +87,7 @@ def test_sampling_with_a_seed_is_the_translators(explorer, explorer_url):
 @pytest.mark.parametrize("body, message", [
     (b"{not json", "not JSON"),
     (b"\xff\xfe", "not JSON in UTF-8"),
+    (b"[" * 100_000, "not JSON"),
     ([TEXT], "must be a JSON object"),
     ({}, "text must be a string"),
     ({"text": 3}, "text must be a string"),

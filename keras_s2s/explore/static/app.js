@@ -102,14 +102,11 @@ function formatNumber(value, digits = 4) {
   return value === null ? "n/a" : value.toFixed(digits);
 }
 
-/** "score s · log p · length penalty" of one hypothesis (the last two for beam search). */
+/** The score of one hypothesis: beam search's is the log-probability over the length penalty. */
 function scoreLine(result) {
-  let line = `score ${formatNumber(result.score)}`;
-  if (result.length_penalty !== null) {
-    line += ` = log p ${formatNumber(result.log_probability)} / length penalty ` +
-      `${formatNumber(result.length_penalty, 3)}`;
-  }
-  return line;
+  if (result.length_penalty === null) return `score (log p) ${formatNumber(result.score)}`;
+  return `score ${formatNumber(result.score)} = log p ${formatNumber(result.log_probability)}` +
+    ` / length penalty ${formatNumber(result.length_penalty, 3)}`;
 }
 
 function card(result) {
