@@ -1,11 +1,27 @@
 """Remake a screenshot of `keras-s2s explore` for the README (docs/images/explorer_*.png).
 
-    python docs/explorer_screenshots.py docs/images/explorer_dates.png "Thursday, March 4th, 2021" \
-        runs/dates runs/dates-transformer --query "strategy=beam&n_best=3" --hover 2
+    python docs/explorer_screenshots.py OUT.png TEXT RUN_DIR [RUN_DIR ...] [--query Q] [--hover I]
 
 opens the explorer on the runs in headless Chromium (Debian's `chromium`, driven by
 Playwright), translates TEXT through a `/?text=...` link (plus --query), hovers output token
 --hover of the first heat map, and writes the page as a 256-colour PNG (a few dozen KB).
+
+The README's two pictures, from runs trained on 2 shared CPU cores:
+
+    keras-s2s train --arch bahdanau --data dates --out runs/dates        # the main job
+    keras-s2s train --arch transformer --data dates --out runs/dates-transformer \
+        --time-budget 4 --model-arg num_layers=2 --model-arg d_model=64
+    python docs/explorer_screenshots.py docs/images/explorer_dates.png \
+        "Thursday, March 4th, 2021" runs/dates runs/dates-transformer \
+        --query "strategy=beam&n_best=3" --hover 2
+
+    keras-s2s train --arch transformer --data ../shared/data/kor-eng/train.tsv --out runs/ko-en \
+        --vocab-size 2000 --max-source-length 24 --max-target-length 24 --batch-size 32 \
+        --warmup-steps 400 --learning-rate 0.5 --epochs 200 --patience 5 --time-budget 11 \
+        --model-arg num_layers=2 --model-arg d_model=128 --model-arg d_ff=512 \
+        --model-arg dropout=0.1 --model-arg normalize_first=true --model-arg tie_embeddings=true
+    python docs/explorer_screenshots.py docs/images/explorer_ko_en.png "이곳은 내 학교다." \
+        runs/ko-en --query "strategy=beam&n_best=3" --hover 3 --width 1000
 """
 
 import argparse
