@@ -1,4 +1,4 @@
-"""The `keras-s2s` command: train, translate, evaluate, export, tflite (and serve).
+"""The `keras-s2s` command: train, translate, evaluate, export, tflite (and serve, explore).
 
 Errors a user can cause (missing run directory, unknown architecture, bad data) end with a
 one-line message and exit status 2, without a traceback.
@@ -34,6 +34,7 @@ positive_int = _number(int, lambda value: value > 0, "a positive integer")
 non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0")
 positive_float = _number(float, lambda value: value > 0, "a positive number")
 fraction = _number(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+port_number = _number(int, lambda value: 0 <= value <= 65535, "a port number in [0, 65535]")
 
 #: `keras_s2s.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
 TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
@@ -288,6 +289,27 @@ def _serve(args):
         raise ValueError(str(error)) from error
 
 
+def _add_explore_parser(subparsers):
+    parser = subparsers.add_parser(
+        "explore", help="a local web page comparing runs' translations and attention",
+        description="Serve a page where every RUN_DIR translates the sentence typed, side by "
+                    "side, with score, time, an interactive cross-attention heat map (layer "
+                    "and head for Transformers), beam search's n-best list and sampling. "
+                    "Share an example as URL/?text=...")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="trained run directory")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=port_number, default=8080,
+                        help="port (default 8080; 0: any free one)")
+    parser.set_defaults(handler=_explore)
+
+
+def _explore(args):
+    from keras_s2s.explore.server import run
+
+    run(args.run_dirs, host=args.host, port=args.port)
+
+
 def _add_evaluate_parser(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="score a trained run on a TSV file",
@@ -401,6 +423,7 @@ def build_parser():
     _add_translate_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_serve_parser(subparsers)
+    _add_explore_parser(subparsers)
     _add_export_parser(subparsers)
     _add_tflite_parser(subparsers)
     return parser

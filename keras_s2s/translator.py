@@ -11,6 +11,7 @@ from keras_s2s import run_dir as run_files
 from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Greedy, check_strategy
+from keras_s2s.special_tokens import START_ID
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,26 @@ class Translator:
                                                   decoder, seeds, strategy.n_best,
                                                   bool(attention))
         return translations
+
+    def attention_heads(self, translation):
+        """The cross-attention of one `Translation` (or one of its alternatives) by layer and
+        head, `(layers, heads, len(output_tokens), len(source_tokens))`, or None when it has no
+        `attention`. Models with several (a Transformer) recompute it from the output tokens
+        (`cross_attention_heads`); for the others it is `translation.attention` as one layer of
+        one head. A Transformer's last layer averaged over heads is `translation.attention`.
+        """
+        if translation.attention is None:
+            return None
+        if translation.output_tokens:
+            source_ids = [[self.source_tokenizer.token_to_id(token)
+                           for token in translation.source_tokens]]
+            target_in_ids = [[START_ID] + [self.target_tokenizer.token_to_id(token)
+                                           for token in translation.output_tokens[:-1]]]
+            heads = self.model.cross_attention_heads(np.array(source_ids, "int32"),
+                                                     np.array(target_in_ids, "int32"))
+            if heads is not None:
+                return np.asarray(heads[0], "float32")
+        return translation.attention[None, None]
 
     def _translate_batch(self, texts, decoder, seed, n_best, attention):
         source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)

@@ -86,3 +86,38 @@ def test_lengths_beyond_the_models_limit_are_refused(translator):
     with pytest.raises(ValueError, match="must not exceed the model's max_decode_length=10"):
         Translator(model, translator.source_tokenizer, translator.target_tokenizer,
                    max_source_length=11, max_target_length=4)
+
+
+def test_attention_heads_are_every_layers_step_by_step_weights(translator):
+    """A Transformer's teacher-forced weights of each layer and head are those its decoder
+    layers give step by step (read here through their caches, as decode_step runs them)."""
+    vocab_sizes = (translator.source_tokenizer.vocabulary_size,
+                   translator.target_tokenizer.vocabulary_size)
+    model = Transformer(*vocab_sizes, num_layers=2, d_model=16, num_heads=2, d_ff=16,
+                        max_length=MAX_SOURCE_LENGTH)
+    transformer = Translator(model, translator.source_tokenizer, translator.target_tokenizer,
+                             MAX_SOURCE_LENGTH, max_target_length=6)
+    (translation,) = transformer.translate(["a b c"])
+    heads = transformer.attention_heads(translation)
+    source_ids = np.array([[translator.source_tokenizer.token_to_id(token)
+                            for token in translation.source_tokens]])
+    memory = model.encode(source_ids)
+    caches = model.initial_state(memory, 6)["self_cache"]
+    previous = [2] + [translator.target_tokenizer.token_to_id(token)
+                      for token in translation.output_tokens]
+    for step in range(len(translation.output_tokens)):
+        x = model._embed(model.target_embedding, np.array([[previous[step]]]), step)
+        for index, layer in enumerate(model.decoder_layers):
+            x, weights, cache = layer(x, encoder_padding_mask=memory["source_mask"],
+                                      self_attention_cache=caches[index],
+                                      self_attention_cache_update_index=step,
+                                      cross_attention_cache=memory["cross_cache"][index])
+            caches = caches[:index] + (cache,) + caches[index + 1:]
+            np.testing.assert_allclose(heads[index, :, step], np.asarray(weights)[0, :, 0],
+                                       atol=1e-5)
+    np.testing.assert_allclose(heads[-1].mean(axis=0), translation.attention, atol=1e-5)
+    assert heads.shape == (2, 2, len(translation.output_tokens), len(translation.source_tokens))
+    [luong] = translator.translate(["a b c"])
+    np.testing.assert_array_equal(translator.attention_heads(luong), luong.attention[None, None])
+    [plain] = translator.translate(["a b c"], attention=False)
+    assert translator.attention_heads(plain) is None

@@ -8,6 +8,8 @@
   (RNN states, or the Transformer's key/value cache for `max_length` steps).
 - `decode_step(token_ids, memory, state, step)` → `(logits (B, V), new_state,
   attention (B, S) or None)`: one output position, given the previous token `(B,)`.
+- `cross_attention_heads(source_ids, target_in_ids)` → `(B, layers, heads, T, S)` or None
+  (the default): for the attention views of families with several layers or heads.
 
 Decoding (greedy, beam, sampling), export and TFLite are written once against these four
 methods, and `max_decode_length`, the longest sequence a model can encode or decode. Every
@@ -75,6 +77,12 @@ class Seq2SeqModel(keras.Model):
 
     def decode_step(self, token_ids, memory, state, step, training=None):
         raise NotImplementedError
+
+    def cross_attention_heads(self, source_ids, target_in_ids):
+        """Cross-attention of every layer and head, `(B, layers, heads, T, S)`, for the
+        teacher-forced `target_in_ids` `(B, T)`; None (this default) when the one distribution
+        per step that `decode_step` returns is all the model has (RNN attention)."""
+        return None
 
     def get_config(self):
         return {**super().get_config(), "source_vocab_size": self.source_vocab_size,

@@ -149,15 +149,31 @@ class Transformer(Seq2SeqModel):
                             for layer in self.decoder_layers)  # L × (B, 2, S, H, d/H)
         return {"outputs": x, "source_mask": source_mask, "cross_cache": cross_cache}
 
-    def teacher_forced_logits(self, target_in_ids, memory, training=None):
+    def _decode_all(self, target_in_ids, memory, training=None, return_weights=False):
+        """Teacher-forced decoder stack → `(outputs (B, T, d), L × (B, H, T, S) weights)`, the
+        weights only when asked for (else an empty list: training never materialises them)."""
         target_mask = padding_mask(target_in_ids)  # (B, T)
         x = self._embed(self.target_embedding, target_in_ids, training=training)  # (B, T, d)
+        weights = []
         for index, layer in enumerate(self.decoder_layers):
-            x = layer(x, decoder_padding_mask=target_mask,
-                      encoder_padding_mask=memory["source_mask"],
-                      cross_attention_cache=memory["cross_cache"][index],
-                      training=training)
+            x, *layer_weights = layer(x, decoder_padding_mask=target_mask,
+                                      encoder_padding_mask=memory["source_mask"],
+                                      cross_attention_cache=memory["cross_cache"][index],
+                                      return_attention_scores=return_weights,
+                                      training=training)
+            weights += layer_weights
+        return x, weights
+
+    def teacher_forced_logits(self, target_in_ids, memory, training=None):
+        x, _ = self._decode_all(target_in_ids, memory, training=training)
         return self._logits(x)  # (B, T, V)
+
+    def cross_attention_heads(self, source_ids, target_in_ids):
+        """Every layer's and head's cross-attention, `(B, L, H, T, S)`: the causal decoder
+        gives the same weights teacher-forced as step by step."""
+        _, weights = self._decode_all(target_in_ids, self.encode(source_ids),
+                                      return_weights=True)
+        return ops.stack(weights, axis=1)
 
     def initial_state(self, memory, max_length):
         if max_length > self.max_length:

@@ -1,0 +1,41 @@
+"""The explorer on the session's tiny runs (one per family: none, Bahdanau and a Transformer),
+served on a free loopback port."""
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from keras_s2s.explore.server import Explorer, make_server, url_of
+from tests.test_export import tiny_runs  # noqa: F401  (a session fixture)
+
+ARCHS = ("seq2seq", "bahdanau", "transformer")
+
+
+@pytest.fixture(scope="session")
+def explorer(tiny_runs):  # noqa: F811
+    return Explorer([tiny_runs[arch] for arch in ARCHS])
+
+
+@pytest.fixture(scope="session")
+def explorer_url(explorer):
+    server = make_server(explorer, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield url_of(server)
+    server.shutdown()
+    server.server_close()
+
+
+def post(url, body):
+    """POST `body` (bytes, or a value sent as JSON) to /api/translate → (status, JSON answer)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url + "api/translate", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
