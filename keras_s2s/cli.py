@@ -135,7 +135,8 @@ def _add_translate_parser(subparsers):
                     "an empty line), or N lines per input, best first, with --n-best N. "
                     "--scores puts the score and a tab before each line.")
     parser.add_argument("run_dir", nargs="?",
-                        help="trained run directory (omit with --server)")
+                        help="trained run directory, or a CTranslate2 export (omit with "
+                             "--server)")
     parser.add_argument("text", nargs="*")
     parser.add_argument("--server", metavar="URL",
                         help="translate through a TF Serving REST endpoint instead, e.g. "

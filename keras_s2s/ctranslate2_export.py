@@ -5,8 +5,9 @@
 and a copy of the run's configuration (the layout is `keras_s2s.run_dir`'s), so that
 `keras_s2s.translator.CTranslate2Translator` (and `keras-s2s translate` / `evaluate`) tokenize
 with our tokenizers and decode with `ctranslate2.Translator`. The directory is also a plain
-CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens (the source
-without END, which the model's configuration adds).
+CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens, the source
+ending with `[END]` as our sources do (the caller appends it, rather than the model's
+configuration, so that CTranslate2's attention covers it as ours does).
 
 What the converter carries over exactly (so CTranslate2 float32 gives our outputs):
 
@@ -72,19 +73,12 @@ def export_ctranslate2(run_dir, out_dir, quantize="none"):
 
     source_tokenizer, target_tokenizer = run_files.load_tokenizers(run_dir)
     spec = family.ctranslate2_spec(run_files.load_model(run_dir))
-    spec.register_source_vocabulary(source_tokenizer.vocabulary)
-    spec.register_target_vocabulary(target_tokenizer.vocabulary)
-    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = UNK, START, END
-    spec.config.decoder_start_token = START
-    spec.config.add_source_eos = True  # our sources end with END
-    spec.validate()
-    spec.optimize(quantization=None if quantize == "none" else quantize)
-
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
     try:
-        spec.save(staging_dir)
+        save_spec(spec, source_tokenizer.vocabulary, target_tokenizer.vocabulary, staging_dir,
+                  quantize)
         run_files.save_tokenizers(staging_dir, source_tokenizer, target_tokenizer)
         config.save(run_files.ctranslate2_config_path(staging_dir))
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private
@@ -94,6 +88,19 @@ def export_ctranslate2(run_dir, out_dir, quantize="none"):
         raise
     logger.info("exported %s to CTranslate2 (%s) in %s", run_dir, quantize, out_dir)
     return out_dir
+
+
+def save_spec(spec, source_vocabulary, target_vocabulary, directory, quantize="none"):
+    """Write the CTranslate2 model of `spec` (from a family's converter) into `directory`, with
+    our vocabularies and special tokens, its weights of type `quantize` (`QUANTIZATIONS`)."""
+    check_choice("quantize", quantize, QUANTIZATIONS)
+    spec.register_source_vocabulary(list(source_vocabulary))
+    spec.register_target_vocabulary(list(target_vocabulary))
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = UNK, START, END
+    spec.config.decoder_start_token = START
+    spec.validate()
+    spec.optimize(quantization=None if quantize == "none" else quantize)
+    spec.save(directory)
 
 
 def _activation(name):

@@ -1,4 +1,5 @@
-"""Translator: tokenizers + model + a decoding strategy, loaded from a run directory."""
+"""Translators: tokenizers + a search, loaded from a run directory (our model and decoding) or
+from a CTranslate2 export (`ctranslate2.Translator`)."""
 
 import dataclasses
 import logging
@@ -223,7 +224,10 @@ class CTranslate2Translator(_TranslatorBase):
     (ours: among the 2·width best, so an unlikely early END still ends one), and it stops once
     `width` hypotheses have finished (ours: once no live one can beat them). On a trained
     model's peaked distributions both give the same outputs (tests/test_ctranslate2.py); on
-    flat ones they can differ. Sampling is not offered (CTranslate2 draws its own numbers).
+    flat ones they can differ. `Translation.attention` is CTranslate2's (the last layer's
+    cross-attention averaged over heads, as ours), except that its beam search reports a wrong
+    first row (other rows agree with ours; greedy search's agree everywhere). Sampling is not
+    offered (CTranslate2 draws its own numbers).
 
     Args:
         directory: a CTranslate2 export.
@@ -254,11 +258,11 @@ class CTranslate2Translator(_TranslatorBase):
         options = dict(beam_size=width, num_hypotheses=width, length_penalty=0.0,
                        min_decoding_length=0, max_decoding_length=self.max_target_length,
                        max_input_length=0, return_scores=True, return_end_token=True,
-                       return_attention=bool(attention), max_batch_size=batch_size)
+                       return_attention=bool(attention))
 
         def decode(rows, number):
-            sources = [[self._source_vocabulary[i] for i in row[:np.count_nonzero(row) - 1]]
-                       for row in rows.numpy()]  # without END: the model adds it
+            sources = [[self._source_vocabulary[i] for i in row[:np.count_nonzero(row)]]
+                       for row in rows.numpy()]  # END included
             return self._outputs(self.translator.translate_batch(sources, **options),
                                  rows.shape[1], strategy)
 
