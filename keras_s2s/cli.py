@@ -359,6 +359,9 @@ def _export(args):
         return _export_ctranslate2(args)
     from keras_s2s.export import export_run
 
+    if args.out or args.quantize != "none":
+        raise ValueError("--out and --quantize apply to --format ctranslate2 (a SavedModel "
+                         "goes to --base-path; `keras-s2s tflite` quantizes)")
     if not args.model_name:
         raise ValueError("export needs --model-name NAME (or --format ctranslate2 --out DIR)")
     print(export_run(args.run_dir, args.model_name, base_path=args.base_path,

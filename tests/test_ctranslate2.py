@@ -164,6 +164,7 @@ def test_an_existing_directory_is_never_overwritten(dates_transformer, tmp_path,
     (["export", "{run}", "--format", "ctranslate2", "--out", "{tmp}/x", "--beam", "4"],
      "does not take --beam"),
     (["export", "{run}", "--format", "ctranslate2"], "needs --out DIR"),
+    (["export", "{run}", "--model-name", "m", "--quantize", "int8"], "apply to --format"),
     (["translate", "{export}", "hi", "--temperature", "0.5"], "Greedy() or Beam(...)"),
     (["translate", "{export}", "hi", "--xla", "on"], "is a CTranslate2 export"),
 ])
