@@ -15,8 +15,16 @@ with XLA (`jit_compile=True`; the tutorial's growing prefix cannot be). Every de
 inside a `tf.function`, and no end token can stop a loop early (`end_id=-1`), so each produces
 exactly N tokens.
 
+3. CTranslate2 (`by_batch_size`): the same weights exported with `keras_s2s.ctranslate2_export`
+   (float32 and int8), greedy and beam 4 at batch 1 and 32, side by side with our graph loop
+   (and its XLA compilation, full mode), CTranslate2 held to exactly N tokens too
+   (`min_decoding_length = max_decoding_length = N`) on all the machine's cores.
+
 Usage: python bench/decoding_speed.py [--quick] [--repeats N]
 """
+
+import os
+import tempfile
 
 import keras
 import keras_hub
@@ -27,7 +35,7 @@ from common import interleaved_medians, materialize, parse_args, write_result
 from keras_hub_baseline import KerasHubTransformer
 from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.models import Transformer
-from keras_s2s.special_tokens import PAD_ID, START_ID
+from keras_s2s.special_tokens import PAD_ID, SPECIAL_TOKENS, START_ID
 
 CONFIG = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
 VOCAB_SIZE = 1000
@@ -115,6 +123,71 @@ def keras_hub_greedy(model, source_ids, num_tokens):
     return tokens[:, 1:]  # (B, N)
 
 
+#: CTranslate2 rows: batch sizes, output length and the weight types compared with our loops.
+CT2_BATCH_SIZES = (1, 32)
+CT2_OUTPUT_LENGTH = 32
+CT2_QUANTIZATIONS = ("none", "int8")
+
+
+def ctranslate2_translators(model):
+    """`{quantization: ctranslate2.Translator}` of `model`'s weights (a vocabulary of dummy
+    tokens), on all cores."""
+    import ctranslate2
+
+    from keras_s2s.ctranslate2_export import save_spec, transformer_spec
+
+    vocabulary = [*SPECIAL_TOKENS, *(f"t{i}" for i in range(len(SPECIAL_TOKENS), VOCAB_SIZE))]
+    translators = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for quantize in CT2_QUANTIZATIONS:
+            path = os.path.join(directory, quantize)
+            os.makedirs(path)
+            save_spec(transformer_spec(model), vocabulary, vocabulary, path, quantize)
+            translators[quantize] = ctranslate2.Translator(path, device="cpu",
+                                                           intra_threads=os.cpu_count())
+    return translators, vocabulary
+
+
+def ctranslate2_side_by_side(model, source_length, repeats, xla):
+    """Seconds, target tokens/s and sentences/s of our loops and CTranslate2's, per batch size
+    and search, every output exactly CT2_OUTPUT_LENGTH tokens."""
+    translators, vocabulary = ctranslate2_translators(model)
+    length = CT2_OUTPUT_LENGTH
+    rows = {}
+    for batch_size in CT2_BATCH_SIZES:
+        source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE, tf.int32)
+        tokens = [[vocabulary[i] for i in row] for row in source_ids.numpy()]
+        for search, strategy, width in (("greedy", Greedy(), 1),
+                                        (f"beam{BEAM_WIDTH}", Beam(BEAM_WIDTH), BEAM_WIDTH)):
+            def loop(s, strategy=strategy):
+                return strategy.decode(model, s, length, end_id=NEVER)["tokens"]
+
+            contenders = {"ours_graph": tf.function(loop)}
+            if xla:
+                contenders["ours_xla"] = tf.function(loop, jit_compile=True)
+            contenders = {name: lambda f=f: materialize(f(source_ids))
+                          for name, f in contenders.items()}
+            for quantize, translator in translators.items():
+                contenders[f"ctranslate2_{'float32' if quantize == 'none' else quantize}"] = (
+                    lambda t=translator, k=width: t.translate_batch(
+                        tokens, beam_size=k, min_decoding_length=length,
+                        max_decoding_length=length, length_penalty=0.0))
+            seconds = interleaved_medians(contenders, repeats)
+            ours_best = min(value for name, value in seconds.items() if name.startswith("ours"))
+            rows[f"batch{batch_size}_{search}"] = {
+                "seconds": seconds,
+                "target_tokens_per_second": {name: batch_size * length / value
+                                             for name, value in seconds.items()},
+                "sentences_per_second": {name: batch_size / value
+                                         for name, value in seconds.items()},
+                "ours_best_vs_ctranslate2_float32":
+                    seconds["ctranslate2_float32"] / ours_best,
+                "ctranslate2_int8_vs_ours_graph":
+                    seconds["ours_graph"] / seconds["ctranslate2_int8"],
+            }
+    return rows
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     batch_size, source_length = 8, 24
@@ -168,6 +241,15 @@ def main():
             "beam4_cost_relative_to_greedy": seconds["beam_search_ours"] / cached,
             "greedy_ms_per_token": 1000 * cached / num_tokens,
         }
+    figures["ctranslate2"] = {
+        "output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count(),
+        "by_batch_size": ctranslate2_side_by_side(ours, source_length, args.repeats,
+                                                  xla=not args.quick)}
+    batch32 = figures["ctranslate2"]["by_batch_size"][f"batch{max(CT2_BATCH_SIZES)}_greedy"]
+    figures["goal_ours_best_ge_half_ctranslate2_float32_at_batch32"] = (
+        batch32["ours_best_vs_ctranslate2_float32"] >= 0.5)
+    figures["goal_ctranslate2_int8_ge_3x_ours_graph"] = (
+        batch32["ctranslate2_int8_vs_ours_graph"] >= 3)
     longest = figures["by_output_length"][max(output_lengths)]
     figures["goal_speedup_vs_recompute_at_64_ge_5"] = {
         baseline: longest[f"speedup_vs_{baseline}"] >= 5

@@ -33,6 +33,9 @@ class Family:
             Transformer's schedule), so a benchmark tuning it scales this value.
         length_argument: the model argument, if any, that must hold the longest sequence the
             run trains or decodes (e.g. the Transformer's positional range `max_length`).
+        ctranslate2: `"module:function"` (or the function) taking a trained model of the
+            family and returning its `ctranslate2.specs` model specification (weights set,
+            vocabularies not yet registered), or None when CTranslate2 cannot run the family.
     """
 
     model: object
@@ -40,6 +43,7 @@ class Family:
     optimizer: object = "keras_s2s.training:rnn_optimizer_for"
     length_argument: str | None = None
     learning_rate: float = 1e-3
+    ctranslate2: object = None
 
     def model_class(self):
         return _resolve(self.model)
@@ -54,6 +58,10 @@ class Family:
     def make_optimizer(self, model, config):
         """The optimizer for `model` in the run `config` (a `TrainConfig`)."""
         return _resolve(self.optimizer)(model, config, config.learning_rate or self.learning_rate)
+
+    def ctranslate2_spec(self, model):
+        """The CTranslate2 specification of `model` (the family must have a converter)."""
+        return _resolve(self.ctranslate2)(model)
 
 
 def _resolve(target):
@@ -86,7 +94,7 @@ BUILT_IN = {
         {"num_layers": 3, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.1,
          "normalize_first": False, "tie_embeddings": False},
         optimizer="keras_s2s.training:transformer_optimizer_for", length_argument="max_length",
-        learning_rate=1.0),
+        learning_rate=1.0, ctranslate2="keras_s2s.ctranslate2_export:transformer_spec"),
 }
 
 

@@ -38,6 +38,8 @@ port_number = _number(int, lambda value: 0 <= value <= 65535, "a port number in 
 
 #: `keras_s2s.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
 TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
+#: `keras_s2s.ctranslate2_export.QUANTIZATIONS`, for the same reason.
+CTRANSLATE2_QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
 
 
 def _add_train_parser(subparsers):
@@ -140,7 +142,8 @@ def _add_translate_parser(subparsers):
                     "an empty line), or N lines per input, best first, with --n-best N. "
                     "--scores puts the score and a tab before each line.")
     parser.add_argument("run_dir", nargs="?",
-                        help="trained run directory (omit with --server)")
+                        help="trained run directory, or a CTranslate2 export (omit with "
+                             "--server)")
     parser.add_argument("text", nargs="*")
     parser.add_argument("--server", metavar="URL",
                         help="translate through a TF Serving REST endpoint instead, e.g. "
@@ -209,15 +212,15 @@ def _add_xla_argument(parser):
 def _translate(args):
     if args.server:
         return _translate_remotely(args)
-    from keras_s2s.run_dir import check_trained
-    from keras_s2s.translator import Translator
+    from keras_s2s.run_dir import check_translatable
+    from keras_s2s.translator import load_translator
 
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
-    check_trained(args.run_dir)
+    check_translatable(args.run_dir)
     strategy = _strategy(args)
     texts = _texts_to_translate(args.text)
-    translator = Translator.load(args.run_dir, jit_compile=args.xla == "on")
+    translator = load_translator(args.run_dir, jit_compile=args.xla == "on")
     translations = translator.translate(texts, strategy=strategy,
                                         attention=bool(args.attention_plot))
     for translation in translations:
@@ -331,10 +334,10 @@ def _evaluate(args):
     from keras_s2s.data import synthetic
     from keras_s2s.data.tsv import read_tsv
     from keras_s2s.evaluation import evaluation_report
-    from keras_s2s.run_dir import check_trained
-    from keras_s2s.translator import Translator
+    from keras_s2s.run_dir import check_translatable
+    from keras_s2s.translator import load_translator
 
-    check_trained(args.run_dir)
+    check_translatable(args.run_dir)
     strategy = _strategy(args)
     if strategy.n_best > 1:
         raise ValueError("evaluate scores the best hypothesis: leave out --n-best")
@@ -345,7 +348,7 @@ def _evaluate(args):
                          target_column=args.target_column)
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
-    translations = Translator.load(args.run_dir, jit_compile=args.xla == "on").translate(
+    translations = load_translator(args.run_dir, jit_compile=args.xla == "on").translate(
         sources, strategy=strategy, attention=False)
     report = evaluation_report(sources, [t.text for t in translations], references)
     if args.json:
@@ -358,25 +361,53 @@ def _evaluate(args):
 
 def _add_export_parser(subparsers):
     parser = subparsers.add_parser(
-        "export", help="export a trained run as a SavedModel for TF Serving",
+        "export", help="export a trained run as a SavedModel for TF Serving, or to CTranslate2",
         description="Write BASE_PATH/NAME/<version>/, a SavedModel translating strings "
                     "(serving_default) and token ids (translate_ids), tokenizer and decoding "
-                    "inside; an existing version is never overwritten.")
+                    "inside; an existing version is never overwritten. With --format "
+                    "ctranslate2, write --out DIR instead: a CTranslate2 model (Transformers "
+                    "only) and the tokenizers, which translate and evaluate read.")
     parser.add_argument("run_dir")
-    parser.add_argument("--model-name", required=True, help="the model's name on the server")
+    parser.add_argument("--format", choices=["savedmodel", "ctranslate2"], default="savedmodel")
+    parser.add_argument("--model-name", help="savedmodel: the model's name on the server")
     parser.add_argument("--base-path", default="export",
-                        help="directory of the served models (default: export)")
+                        help="savedmodel: directory of the served models (default: export)")
     parser.add_argument("--version", type=int,
-                        help="version number (default: the next free one, 1 for the first)")
+                        help="savedmodel: version number (default: the next free one, 1 for "
+                             "the first)")
+    parser.add_argument("--out", metavar="DIR", help="ctranslate2: the directory to create")
+    parser.add_argument("--quantize", choices=CTRANSLATE2_QUANTIZATIONS, default="none",
+                        help="ctranslate2: weight type (none: float32)")
     _add_decoding_arguments(parser)
     parser.set_defaults(handler=_export)
 
 
 def _export(args):
+    if args.format == "ctranslate2":
+        return _export_ctranslate2(args)
     from keras_s2s.export import export_run
 
+    if args.out or args.quantize != "none":
+        raise ValueError("--out and --quantize apply to --format ctranslate2 (a SavedModel "
+                         "goes to --base-path; `keras-s2s tflite` quantizes)")
+    if not args.model_name:
+        raise ValueError("export needs --model-name NAME (or --format ctranslate2 --out DIR)")
     print(export_run(args.run_dir, args.model_name, base_path=args.base_path,
                      version=args.version, strategy=_strategy(args)))
+
+
+def _export_ctranslate2(args):
+    misplaced = [flag for flag, name in [*DECODING_FLAGS.items(), ("--model-name", "model_name"),
+                                        ("--version", "version")]
+                 if getattr(args, name) is not None]
+    if misplaced:
+        raise ValueError(f"--format ctranslate2 does not take {', '.join(misplaced)}: the "
+                         f"decoding is chosen when translating")
+    if not args.out:
+        raise ValueError("--format ctranslate2 needs --out DIR")
+    from keras_s2s.ctranslate2_export import export_ctranslate2
+
+    print(export_ctranslate2(args.run_dir, args.out, quantize=args.quantize))
 
 
 def _add_tflite_parser(subparsers):

@@ -8,6 +8,10 @@ A run directory holds:
 - `model.keras`: the trained model, written last;
 - `history.json` and `training_curves.png`: every epoch's metrics, across resumptions;
 - `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`.
+
+A CTranslate2 export (`keras_s2s.ctranslate2_export`) holds CTranslate2's own files
+(`model.bin`, its `config.json` and vocabularies), the run's two tokenizers' files and
+`run_config.json`, a copy of the run's `config.json` (CTranslate2 owns that name there).
 """
 
 import os
@@ -20,6 +24,9 @@ CURVES = "training_curves.png"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP = "backup"
 LOGS = "logs"
+#: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
+CTRANSLATE2_MODEL = "model.bin"
+CTRANSLATE2_RUN_CONFIG = "run_config.json"
 #: The two tokenizers' file prefixes (`SubwordTokenizer.save(run_dir, side)`).
 SIDES = ("source", "target")
 
@@ -63,6 +70,23 @@ def load_tokenizers(run_dir):
 def is_trained(run_dir):
     """Whether `run_dir` holds a finished run (its configuration and its model)."""
     return all(map(os.path.exists, (config_path(run_dir), model_path(run_dir))))
+
+
+def is_ctranslate2(directory):
+    """Whether `directory` holds a CTranslate2 export written by this package."""
+    return all(os.path.exists(os.path.join(directory, name))
+               for name in (CTRANSLATE2_MODEL, CTRANSLATE2_RUN_CONFIG))
+
+
+def ctranslate2_config_path(directory):
+    """The run configuration copied into a CTranslate2 export."""
+    return os.path.join(directory, CTRANSLATE2_RUN_CONFIG)
+
+
+def check_translatable(path):
+    """Raise FileNotFoundError unless `path` is a trained run or a CTranslate2 export."""
+    if not is_ctranslate2(path):
+        check_trained(path)
 
 
 def check_trained(run_dir):

@@ -1,16 +1,18 @@
-"""Translator: tokenizers + model + a decoding strategy, loaded from a run directory."""
+"""Translators: tokenizers + a search, loaded from a run directory (our model and decoding) or
+from a CTranslate2 export (`ctranslate2.Translator`)."""
 
 import dataclasses
 import logging
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_s2s.config import TrainConfig
 from keras_s2s import run_dir as run_files
 from keras_s2s.run_dir import config_path
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, check_strategy
+from keras_s2s.decoding import Beam, Greedy, check_strategy, length_penalty
 from keras_s2s.special_tokens import START_ID
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,62 @@ def blank_empty_sources(result, source_ids):
                            tf.zeros_like(value), value) for name, value in result.items()}
 
 
-class Translator:
+class _TranslatorBase:
+    """What both translators share: batching texts, and turning a search's outputs into
+    `Translation`s. A subclass sets the tokenizers, `max_source_length` and `has_attention`."""
+
+    def _translate_texts(self, texts, strategy, attention, batch_size, decode):
+        """`decode(rows (n, S) int32 ids of non-empty sources, batch_number)` → the search's
+        outputs as numpy arrays with a hypothesis axis (`tokens` `(n, N, T)`, `lengths`,
+        `scores` `(n, N)`, `attention` `(n, N, T, S)` when asked for)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        translations = []
+        for number, start in enumerate(range(0, len(texts), batch_size)):
+            translations += self._translate_batch(
+                list(texts[start:start + batch_size]), lambda rows: decode(rows, number),
+                strategy.n_best, bool(attention))
+        return translations
+
+    def _translate_batch(self, texts, decode, n_best, attention):
+        source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
+        decoded = np.flatnonzero(~empty_sources(source_ids).numpy())  # rows worth decoding
+        result = {}
+        if len(decoded):
+            result = decode(tf.gather(source_ids, decoded))
+            shape = result["tokens"].shape
+            result["texts"] = self.target_tokenizer.detokenize(
+                result["tokens"].reshape(-1, shape[-1])).numpy().reshape(shape[:2])
+        attention = attention and self.has_attention
+        source_ids = source_ids.numpy()
+        translations = []
+        for row, text in enumerate(texts):
+            source_length = int(np.count_nonzero(source_ids[row]))
+            source_tokens = [self.source_tokenizer.id_to_token(int(i))
+                             for i in source_ids[row, :source_length]]
+            index = np.searchsorted(decoded, row)
+            if index == len(decoded) or decoded[index] != row:  # an empty input
+                translations.append(Translation(
+                    source=text, text="", score=0.0, source_tokens=source_tokens,
+                    output_tokens=[],
+                    attention=np.zeros((0, source_length), "float32") if attention else None))
+                continue
+            hypotheses = []
+            for rank in range(n_best):
+                length = int(result["lengths"][index, rank])
+                hypotheses.append(Translation(
+                    source=text, text=result["texts"][index, rank].decode("utf-8"),
+                    score=float(result["scores"][index, rank]), source_tokens=source_tokens,
+                    output_tokens=[self.target_tokenizer.id_to_token(int(i)) for i in
+                                   result["tokens"][index, rank, :length]],
+                    attention=result["attention"][index, rank, :length, :source_length]
+                    if attention else None))
+            hypotheses[0].alternatives = hypotheses[1:]
+            translations.append(hypotheses[0])
+        return translations
+
+
+class Translator(_TranslatorBase):
     """Translate text with a trained model.
 
     Args:
@@ -86,6 +143,7 @@ class Translator:
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
         self.jit_compile = bool(jit_compile)
+        self.has_attention = model.has_attention
         self._decoders = {}
 
     @classmethod
@@ -133,8 +191,6 @@ class Translator:
                 when they are not needed, to save the decoder's attention buffers.
             batch_size: texts decoded at once.
         """
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string")
         check_strategy(strategy)
         seed = None
         if strategy.random:  # the seed goes in as a tensor
@@ -142,13 +198,18 @@ class Translator:
                 np.random.default_rng().integers(2 ** 31 - 1))
             strategy = strategy.without_seed()
         decoder = self._decoder(strategy, bool(attention))
-        translations = []
-        for number, start in enumerate(range(0, len(texts), batch_size)):
+
+        def decode(rows, number):
             seeds = tf.constant([seed or 0, number], tf.int32)  # one stream per batch
-            translations += self._translate_batch(list(texts[start:start + batch_size]),
-                                                  decoder, seeds, strategy.n_best,
-                                                  bool(attention))
-        return translations
+            if self.jit_compile:
+                padded = decoder(self._padded_for_compilation(rows), seeds)
+                result = {name: value[:len(rows)] for name, value in padded.items()}
+            else:
+                result = decoder(rows, seeds)
+            return {name: value.numpy() if strategy.n_best > 1 else value.numpy()[:, None]
+                    for name, value in result.items()}  # (rows, n_best, ...)
+
+        return self._translate_texts(texts, strategy, attention, batch_size, decode)
 
     def attention_heads(self, translation):
         """The cross-attention of one `Translation` (or one of its alternatives) by layer and
@@ -170,46 +231,94 @@ class Translator:
                 return np.asarray(heads[0], "float32")
         return translation.attention[None, None]
 
-    def _translate_batch(self, texts, decoder, seed, n_best, attention):
-        source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
-        decoded = np.flatnonzero(~empty_sources(source_ids).numpy())  # rows worth decoding
-        result = {}
-        if len(decoded):
-            rows = tf.gather(source_ids, decoded)
-            if self.jit_compile:
-                padded = decoder(self._padded_for_compilation(rows), seed)
-                result = {name: value[:len(decoded)] for name, value in padded.items()}
-            else:
-                result = decoder(rows, seed)
-            result = {name: value.numpy() if n_best > 1 else value.numpy()[:, None]
-                      for name, value in result.items()}  # (rows, n_best, ...)
-            shape = result["tokens"].shape
-            result["texts"] = self.target_tokenizer.detokenize(
-                result["tokens"].reshape(-1, shape[-1])).numpy().reshape(shape[:2])
-        attention = attention and self.model.has_attention
-        source_ids = source_ids.numpy()
-        translations = []
-        for row, text in enumerate(texts):
-            source_length = int(np.count_nonzero(source_ids[row]))
-            source_tokens = [self.source_tokenizer.id_to_token(int(i))
-                             for i in source_ids[row, :source_length]]
-            index = np.searchsorted(decoded, row)
-            if index == len(decoded) or decoded[index] != row:  # an empty input
-                translations.append(Translation(
-                    source=text, text="", score=0.0, source_tokens=source_tokens,
-                    output_tokens=[],
-                    attention=np.zeros((0, source_length), "float32") if attention else None))
-                continue
-            hypotheses = []
-            for rank in range(n_best):
-                length = int(result["lengths"][index, rank])
-                hypotheses.append(Translation(
-                    source=text, text=result["texts"][index, rank].decode("utf-8"),
-                    score=float(result["scores"][index, rank]), source_tokens=source_tokens,
-                    output_tokens=[self.target_tokenizer.id_to_token(int(i)) for i in
-                                   result["tokens"][index, rank, :length]],
-                    attention=result["attention"][index, rank, :length, :source_length]
-                    if attention else None))
-            hypotheses[0].alternatives = hypotheses[1:]
-            translations.append(hypotheses[0])
-        return translations
+
+class CTranslate2Translator(_TranslatorBase):
+    """Translate with a CTranslate2 export (`keras_s2s.ctranslate2_export`): our tokenizers
+    in Python, `ctranslate2.Translator` for the search; `translate` as `Translator.translate`.
+
+    `Greedy()` is CTranslate2's greedy search and `Beam(width, alpha, n_best)` its beam search
+    of that width. Scores are ours: log-probabilities (END included), over the GNMT length
+    penalty ((5 + |Y|) / 6)^α for beam search. CTranslate2's own `length_penalty` divides by
+    |Y|^α instead, a different ranking, so it is asked for the raw log-probabilities (penalty
+    0) of all `width` hypotheses it finishes, and those are ranked by our penalty. Its search
+    differs in two ways: a step finishes hypotheses only among its `width` best candidates
+    (ours: among the 2·width best, so an unlikely early END still ends one), and it stops once
+    `width` hypotheses have finished (ours: once no live one can beat them). On a trained
+    model's peaked distributions both give the same outputs (tests/test_ctranslate2.py); on
+    flat ones they can differ. `Translation.attention` is CTranslate2's (the last layer's
+    cross-attention averaged over heads, as ours), except that its beam search reports a wrong
+    first row (other rows agree with ours; greedy search's agree everywhere). Sampling is not
+    offered (CTranslate2 draws its own numbers).
+
+    Args:
+        directory: a CTranslate2 export.
+        threads: CPU threads of one translation (CTranslate2's `intra_threads`; 0: its default).
+    """
+
+    def __init__(self, directory, threads=0):
+        import ctranslate2
+
+        config = TrainConfig.load(run_files.ctranslate2_config_path(directory))
+        self.source_tokenizer, self.target_tokenizer = run_files.load_tokenizers(directory)
+        self.max_source_length = config.max_source_length
+        self.max_target_length = config.max_target_length
+        self.has_attention = True
+        self.translator = ctranslate2.Translator(directory, device="cpu",
+                                                 intra_threads=threads)
+        self._source_vocabulary = self.source_tokenizer.vocabulary
+        self._target_ids = {token: i for i, token in
+                            enumerate(self.target_tokenizer.vocabulary)}
+
+    def translate(self, texts, strategy=Greedy(), attention=True, batch_size=64):
+        """As `Translator.translate`, for `Greedy()` and `Beam(...)` strategies."""
+        check_strategy(strategy)
+        if not isinstance(strategy, (Greedy, Beam)):
+            raise ValueError(f"a CTranslate2 export decodes with Greedy() or Beam(...), not "
+                             f"{strategy!r}")
+        width = strategy.width if isinstance(strategy, Beam) else 1
+        options = dict(beam_size=width, num_hypotheses=width, length_penalty=0.0,
+                       min_decoding_length=0, max_decoding_length=self.max_target_length,
+                       max_input_length=0, return_scores=True, return_end_token=True,
+                       return_attention=bool(attention))
+
+        def decode(rows, number):
+            sources = [[self._source_vocabulary[i] for i in row[:np.count_nonzero(row)]]
+                       for row in rows.numpy()]  # END included
+            return self._outputs(self.translator.translate_batch(sources, **options),
+                                 rows.shape[1], strategy)
+
+        return self._translate_texts(texts, strategy, attention, batch_size, decode)
+
+    def _outputs(self, results, source_length, strategy):
+        """CTranslate2's results → the arrays `_translate_batch` reads, best `n_best` first."""
+        n_best, length = strategy.n_best, self.max_target_length
+        outputs = {"tokens": np.zeros((len(results), n_best, length), "int32"),
+                   "lengths": np.zeros((len(results), n_best), "int32"),
+                   "scores": np.zeros((len(results), n_best), "float32"),
+                   "attention": np.zeros((len(results), n_best, length, source_length),
+                                         "float32")}
+        for row, result in enumerate(results):
+            lengths = np.array([len(tokens) for tokens in result.hypotheses])
+            scores = np.array(result.scores, "float32")
+            if isinstance(strategy, Beam):
+                scores = scores / ops.convert_to_numpy(length_penalty(lengths, strategy.alpha))
+            for rank, best in enumerate(np.argsort(-scores, kind="stable")[:n_best]):
+                outputs["tokens"][row, rank, :lengths[best]] = [
+                    self._target_ids[token] for token in result.hypotheses[best]]
+                outputs["lengths"][row, rank] = lengths[best]
+                outputs["scores"][row, rank] = scores[best]
+                if result.attention:
+                    weights = np.array(result.attention[best], "float32")  # (|Y|, S)
+                    outputs["attention"][row, rank, :len(weights), :weights.shape[1]] = weights
+        return outputs
+
+
+def load_translator(path, jit_compile=False):
+    """A `Translator` of a run directory, or a `CTranslate2Translator` of a CTranslate2 export
+    (`jit_compile` is keras-s2s's own decoding, so it is an error there)."""
+    if run_files.is_ctranslate2(path):
+        if jit_compile:
+            raise ValueError(f"{path!r} is a CTranslate2 export, decoded by CTranslate2: XLA "
+                             f"compilation applies to keras-s2s's own decoding")
+        return CTranslate2Translator(path)
+    return Translator.load(path, jit_compile=jit_compile)

@@ -15,3 +15,19 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def dates_transformer(tmp_path_factory):
+    """A run directory of a tiny Transformer trained briefly on the built-in dates task (its
+    next-token distributions are peaked, as a trained model's are)."""
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import train
+
+    run_dir = str(tmp_path_factory.mktemp("dates") / "transformer")
+    train(TrainConfig(arch="transformer", data="dates", out=run_dir, epochs=3, num_pairs=3000,
+                      batch_size=64, vocab_size=200, max_source_length=24,
+                      max_target_length=16, warmup_steps=100, learning_rate=2.0,
+                      model={"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64,
+                             "dropout": 0.0}), verbose=0)
+    return run_dir

@@ -35,7 +35,8 @@ def _load(results_dir, name):
 def test_decoding_speed_quick(quick_results):
     figures = _load(quick_results, "decoding_speed")
     assert figures["params_ours"] == figures["params_keras_hub"]
-    for row in figures["by_output_length"].values():
+    for row in [*figures["by_output_length"].values(),
+                *figures["ctranslate2"]["by_batch_size"].values()]:
         assert all(seconds > 0 for seconds in row["seconds"].values())
 
 

@@ -37,12 +37,16 @@ PAIRS = synthetic.generate("reverse", 200, seed=0, max_length=6)
 TEXTS = [source for source, _ in PAIRS[:3]] + ["", " ".join("abcdefghijklmnopq")]
 
 
-def make_run_dir(directory, arch):
-    """A run directory of an untrained tiny model: what `train` writes, in a second."""
+def make_run_dir(directory, arch, model_args=None, prepare=None):
+    """A run directory of an untrained tiny model: what `train` writes, in a second.
+
+    `model_args` override `MODEL_ARGS[arch]`; `prepare(model)` may change the built model's
+    weights before it is saved."""
     keras.utils.set_random_seed(0)
     config = TrainConfig(arch=arch, data="reverse", out=str(directory), vocab_size=60,
                          max_source_length=MAX_SOURCE_LENGTH,
-                         max_target_length=MAX_TARGET_LENGTH, model=MODEL_ARGS[arch])
+                         max_target_length=MAX_TARGET_LENGTH,
+                         model={**MODEL_ARGS[arch], **(model_args or {})})
     source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size)
     os.makedirs(directory)
     run_files.save_tokenizers(directory, source_tokenizer, target_tokenizer)
@@ -50,6 +54,8 @@ def make_run_dir(directory, arch):
     model = config.build_model(source_tokenizer.vocabulary_size,
                                target_tokenizer.vocabulary_size)
     model.build()
+    if prepare is not None:
+        prepare(model)
     model.save(run_files.model_path(directory))
     return str(directory)
 
