@@ -156,12 +156,13 @@ class Transformer(Seq2SeqModel):
         x = self._embed(self.target_embedding, target_in_ids, training=training)  # (B, T, d)
         weights = []
         for index, layer in enumerate(self.decoder_layers):
-            x, *layer_weights = layer(x, decoder_padding_mask=target_mask,
-                                      encoder_padding_mask=memory["source_mask"],
-                                      cross_attention_cache=memory["cross_cache"][index],
-                                      return_attention_scores=return_weights,
-                                      training=training)
-            weights += layer_weights
+            x = layer(x, decoder_padding_mask=target_mask,
+                      encoder_padding_mask=memory["source_mask"],
+                      cross_attention_cache=memory["cross_cache"][index],
+                      return_attention_scores=return_weights, training=training)
+            if return_weights:
+                x, layer_weights = x
+                weights.append(layer_weights)
         return x, weights
 
     def teacher_forced_logits(self, target_in_ids, memory, training=None):
