@@ -27,7 +27,7 @@ def dates_transformer(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("dates") / "transformer")
     train(TrainConfig(arch="transformer", data="dates", out=run_dir, epochs=3, num_pairs=3000,
                       batch_size=64, vocab_size=200, max_source_length=24,
-                      max_target_length=16, warmup_steps=100, learning_rate=2.0,
+                      max_target_length=16, warmup_steps=100, learning_rate=1.0,
                       model={"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64,
                              "dropout": 0.0}), verbose=0)
     return run_dir
