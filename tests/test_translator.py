@@ -111,7 +111,8 @@ def test_attention_heads_are_every_layers_step_by_step_weights(translator):
             x, weights, cache = layer(x, encoder_padding_mask=memory["source_mask"],
                                       self_attention_cache=caches[index],
                                       self_attention_cache_update_index=step,
-                                      cross_attention_cache=memory["cross_cache"][index])
+                                      cross_attention_cache=memory["cross_cache"][index],
+                                      return_attention_scores=True)
             caches = caches[:index] + (cache,) + caches[index + 1:]
             np.testing.assert_allclose(heads[index, :, step], np.asarray(weights)[0, :, 0],
                                        atol=1e-5)

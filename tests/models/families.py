@@ -42,3 +42,7 @@ FAMILIES = {
     "transformer_prenorm_tied": _family(Transformer, **_TRANSFORMER, num_heads=4,
                                         normalize_first=True, tie_embeddings=True),
 }
+
+#: One family per training code path (parallel RNN decoder, the scanned attend-first step, the
+#: scanned input-feeding step, the Transformer), for the tests that trace a whole `fit`.
+FIT_FAMILIES = ("seq2seq_lstm", "bahdanau", "luong_dot_input_feeding", "transformer")
