@@ -88,13 +88,14 @@ def _token_accuracy(output, target):
     return hits / max(len(output), len(target))
 
 
-def claim_length(budget_minutes, per_length, workdir, tag=""):
+def claim_length(budget_minutes, per_length, workdir, tag="", num_pairs=20000):
     pairs = _fresh_examples(per_length)
     results = {}
     for arch in ARCHS:
         out = os.path.join(workdir, f"{TASK}-{arch}")
         max_len = TASK_OPTIONS["max_length"] + 2
         config = _budget_config(arch=arch, data=TASK, out=out, task_options=TASK_OPTIONS,
+                                num_pairs=num_pairs,
                                 max_source_length=max_len, max_target_length=max_len,
                                 time_budget_minutes=budget_minutes, warmup_steps=400,
                                 learning_rate=2 * architectures.get(arch).learning_rate)
@@ -148,15 +149,15 @@ def _heat_map(translator, text, path, title):
     return entry
 
 
-def claim_attention(dates_minutes, workdir, tag=""):
+def claim_attention(dates_minutes, workdir, tag="", num_pairs=20000, num_fresh=500):
     results = {}
     out = os.path.join(workdir, "dates-bahdanau")
-    row = _train(_budget_config(arch="bahdanau", data="dates", out=out,
+    row = _train(_budget_config(arch="bahdanau", data="dates", out=out, num_pairs=num_pairs,
                                 time_budget_minutes=dates_minutes))
     translator = Translator.load(out)
-    fresh = synthetic.generate("dates", 500, seed=EVAL_SEED)
+    fresh = synthetic.generate("dates", num_fresh, seed=EVAL_SEED)
     outputs = translator.translate([s for s, _ in fresh])
-    row["exact_match_500_fresh"] = round(
+    row[f"exact_match_{num_fresh}_fresh"] = round(
         sum(o.text == t for o, (_, t) in zip(outputs, fresh)) / len(fresh), 4)
     row["heat_maps"] = [
         _heat_map(translator, text, RESULTS_DIR / f"attention_dates_{i}{tag}.png",
@@ -166,21 +167,23 @@ def claim_attention(dates_minutes, workdir, tag=""):
     return results
 
 
-def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag=""):
-    """BLEU by source length on kor-eng validation and NTREX-128, equal budgets per arch."""
+def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag="", archs=ARCHS):
+    """BLEU by source length on kor-eng validation and NTREX-128, equal budgets per arch;
+    `ntrex_limit` and `archs` (quick mode) decode only the first pairs of each test set, with
+    fewer families."""
     if missing("kor-eng"):
         return {"skipped": missing("kor-eng")}
     test_sets = {"kor-eng": None, "ntrex128": None}
     if os.path.exists(NTREX_KOR_ENG):
         test_sets["ntrex128"] = read_tsv(NTREX_KOR_ENG)[:ntrex_limit]
     results = {}
-    for arch in ARCHS:
+    for arch in archs:
         out = os.path.join(workdir, f"kor-eng-{arch}")
         config = corpus_config("kor-eng", arch, out, budget_minutes,
                                max_source_length=CORPUS_MAX_LENGTH,
                                max_target_length=CORPUS_MAX_LENGTH)
         if test_sets["kor-eng"] is None:  # the same seeded split for every architecture
-            test_sets["kor-eng"] = load_pairs(config)[1]
+            test_sets["kor-eng"] = load_pairs(config)[1][:ntrex_limit]
         row = _train(config)
         translator = Translator.load(out)
         row["parameters"] = count_params(translator.model)
@@ -238,14 +241,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         if "length" not in args.skip:
             figures["claim_1_context_vector_vs_length"] = claim_length(
-                budget, 3 if args.quick else 50, workdir, args.tag)
+                budget, 3 if args.quick else 50, workdir, args.tag,
+                num_pairs=2000 if args.quick else 20000)
         if "corpus" not in args.skip:
             figures["claim_1_bleu_vs_length_kor_eng"] = claim_length_corpus(
                 args.corpus_minutes or (0.1 if args.quick else 6.0), workdir,
-                20 if args.quick else None, args.tag)
+                20 if args.quick else None, args.tag,
+                archs=("seq2seq", "bahdanau") if args.quick else ARCHS)
         if "attention" not in args.skip:
             figures["claim_2_attention_heat_maps"] = claim_attention(
-                args.attention_minutes or (0.1 if args.quick else 3.0), workdir, args.tag)
+                args.attention_minutes or (0.1 if args.quick else 3.0), workdir, args.tag,
+                num_pairs=2000 if args.quick else 20000, num_fresh=50 if args.quick else 500)
     write_result("claims" + args.tag, args, figures)
 
 

@@ -31,3 +31,9 @@ def dates_transformer(tmp_path_factory):
                       model={"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64,
                              "dropout": 0.0}), verbose=0)
     return run_dir
+
+
+def pytest_collection_modifyitems(items):
+    """The longest file, the benchmarks' quick mode (minutes in one subprocess), first: with
+    `-n 2 --dist loadfile` one worker runs it while the other takes the rest (stable sort)."""
+    items.sort(key=lambda item: item.path.name != "test_benchmarks.py")
