@@ -32,8 +32,3 @@ def dates_transformer(tmp_path_factory):
                              "dropout": 0.0}), verbose=0)
     return run_dir
 
-
-def pytest_collection_modifyitems(items):
-    """The longest file, the benchmarks' quick mode (minutes in one subprocess), first: with
-    `-n 2 --dist loadfile` one worker runs it while the other takes the rest (stable sort)."""
-    items.sort(key=lambda item: item.path.name != "test_benchmarks.py")
