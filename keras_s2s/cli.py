@@ -11,6 +11,7 @@ import os
 import sys
 
 from keras_s2s import architectures
+from keras_s2s.config import DISTRIBUTE_CHOICES
 
 logger = logging.getLogger("keras_s2s")
 
@@ -90,7 +91,10 @@ def _add_train_parser(subparsers):
                              "(repeatable; VALUE is JSON or a plain string)")
     parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--xla", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--distribute", choices=["auto", "mirrored", "off"], default="auto")
+    parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default="auto",
+                        help="auto: mirrored over a machine's GPUs when it has several; "
+                             "multi-worker: one worker of the TF_CONFIG cluster "
+                             "(docs/scale_out.md)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.set_defaults(handler=_train)
 

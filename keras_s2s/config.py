@@ -17,6 +17,7 @@ from keras_s2s.checks import (check_choice, check_fraction, check_number,
 #: pairs); real corpora need more and rely on early stopping.
 DEFAULT_EPOCHS = {"dates": 4, "reverse": 15, "copy": 15}
 DEFAULT_EPOCHS_FOR_FILES = 30
+DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
 
 
 @dataclasses.dataclass
@@ -50,7 +51,8 @@ class TrainConfig:
     model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
-    # "auto" (mirrored across GPUs when there are several), "mirrored", "off"
+    # "auto" (mirrored across GPUs when there are several), "mirrored", "off", or
+    # "multi-worker" (the cluster of the TF_CONFIG variable: `keras_s2s.multi_worker`)
     distribute: str = "auto"
 
     def __post_init__(self):
@@ -59,7 +61,7 @@ class TrainConfig:
         architectures.get(self.arch)  # an unknown name lists the known ones
         for name in ("mixed_precision", "jit_compile"):
             check_choice(name, getattr(self, name), ("auto", "on", "off"))
-        check_choice("distribute", self.distribute, ("auto", "mirrored", "off"))
+        check_choice("distribute", self.distribute, DISTRIBUTE_CHOICES)
         for name in ("num_pairs", "vocab_size", "max_source_length", "max_target_length",
                      "batch_size", "epochs", "warmup_steps"):
             check_positive_int(name, getattr(self, name))

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 import warnings
 
@@ -17,7 +18,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_s2s.checks import check_fraction, check_number, check_positive_int
-from keras_s2s import architectures, run_dir as run_files
+from keras_s2s import architectures, multi_worker, run_dir as run_files
 from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
@@ -55,6 +56,16 @@ class MaskedSparseCrossentropy(keras.losses.Loss):
         self.pad_id = pad_id
 
     def call(self, y_true, y_pred):
+        return (ops.sum(self.token_losses(y_true, y_pred))
+                / ops.maximum(ops.sum(self.token_mask(y_true)), 1.0))
+
+    def token_mask(self, y_true):
+        """1.0 at the real target tokens of `y_true (B, T)`, 0.0 at padding."""
+        return _token_mask(ops.cast(y_true, "int32"), self.pad_id)
+
+    def token_losses(self, y_true, y_pred):
+        """Each token's smoothed cross-entropy `(B, T)`, 0.0 at padding (the loss's numerator:
+        multi-worker training divides its sum by the token count of the global batch)."""
         y_true = ops.cast(y_true, "int32")
         log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # (B, T, V)
         true_log_probs = ops.take_along_axis(
@@ -62,8 +73,7 @@ class MaskedSparseCrossentropy(keras.losses.Loss):
         losses = -(1.0 - self.label_smoothing) * true_log_probs
         if self.label_smoothing:
             losses = losses - self.label_smoothing * ops.mean(log_probs, axis=-1)
-        mask = _token_mask(y_true, self.pad_id)
-        return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return losses * self.token_mask(y_true)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing,
@@ -333,14 +343,18 @@ def _prepare_run_dir(config):
     os.makedirs(run_dir, exist_ok=True)
     before = set(os.listdir(run_dir))
     try:
-        source_tokenizer, target_tokenizer = train_tokenizers(
-            vocabulary_pairs(train_pairs), config.vocab_size, shared=config.shared_vocab,
-            lowercase=config.lowercase)
+        source_tokenizer, target_tokenizer = _learn_tokenizers(config, train_pairs)
         run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
         config.save(saved_config)  # last: a directory with a config is a run
     finally:
         created += [os.path.join(run_dir, name) for name in set(os.listdir(run_dir)) - before]
     return source_tokenizer, target_tokenizer, train_pairs, validation_pairs, created
+
+
+def _learn_tokenizers(config, train_pairs):
+    """The run's two tokenizers, learned from `train_pairs` (the same on every worker)."""
+    return train_tokenizers(vocabulary_pairs(train_pairs), config.vocab_size,
+                            shared=config.shared_vocab, lowercase=config.lowercase)
 
 
 def _remove(paths):
@@ -358,14 +372,30 @@ def train(config, verbose="auto"):
     A resume must have the interrupted run's settings (only `epochs` and the time budget may
     change). `verbose` is passed to `fit` (Keras progress bars). Returns every epoch's metrics
     (those before a resume too). The run directory's layout is `keras_s2s.run_dir`'s.
+
+    With `config.distribute == "multi-worker"` this process is one worker of the cluster in
+    `TF_CONFIG` (`keras_s2s.multi_worker`): only the chief writes `config.out`; the others
+    learn the same vocabularies from the same data, which is checked, and return the history.
     """
+    cluster = strategy = None
+    if config.distribute == "multi-worker":
+        if config.mixed_precision == "on":
+            raise ValueError("--distribute multi-worker trains in float32: float16 loss "
+                             "scaling is not in its training loop yet; pass --mixed-precision "
+                             "off")
+        cluster = multi_worker.Cluster.from_environment()
+        strategy = multi_worker.create_strategy()  # first: before any other TensorFlow work
     keras.utils.set_random_seed(config.seed)
+    if cluster and not cluster.is_chief:  # the chief checks and writes the run directory
+        train_pairs, validation_pairs = load_pairs(config)
+        return _fit(config, *_learn_tokenizers(config, train_pairs), train_pairs,
+                    validation_pairs, verbose, cluster, strategy)
     source_tokenizer, target_tokenizer, train_pairs, validation_pairs, created = (
         _prepare_run_dir(config))
     run_dir = config.out
     try:
         return _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs,
-                    verbose)
+                    verbose, cluster, strategy)
     except BaseException:
         if created and not os.path.exists(os.path.join(run_dir, run_files.BACKUP)):
             logger.info("training failed before its first backup: removing %s", created)
@@ -373,8 +403,32 @@ def train(config, verbose="auto"):
         raise
 
 
-def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs, verbose):
+def _callbacks(config, write_dir, history, tensorboard):
+    """The callbacks of a run: best weights, early stopping, history and the time budget
+    (all writing under `write_dir`), and TensorBoard's logs when `tensorboard`."""
+    callbacks = [
+        history,
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(write_dir, run_files.BEST_WEIGHTS), monitor="val_loss",
+            save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss",
+                                      patience=config.early_stopping_patience,
+                                      restore_best_weights=True),
+    ]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, run_files.LOGS)))
+    if config.time_budget_minutes:
+        callbacks.append(TimeBudget(60 * config.time_budget_minutes))
+    os.makedirs(os.path.dirname(os.path.join(write_dir, run_files.BEST_WEIGHTS)),
+                exist_ok=True)
+    return callbacks
+
+
+def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs, verbose,
+         cluster=None, strategy=None):
+    """Build, train and (on the chief, or without a cluster) save the model of `config`."""
     run_dir = config.out
+    writes_run = cluster is None or cluster.is_chief
     dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
                         batch_size=config.batch_size,
                         max_source_length=config.max_source_length,
@@ -385,42 +439,46 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     logger.info("training data: %s", train_stats or f"streamed from {config.data}")
 
     mixed_precision, jit_compile = _use_accelerator_defaults(config)
+    if cluster:
+        if mixed_precision:
+            logger.info("multi-worker training runs in float32 (mixed precision is off)")
+            mixed_precision = False
+        multi_worker.check_same_everywhere(
+            strategy, "vocabularies", [source_tokenizer.vocabulary,
+                                       target_tokenizer.vocabulary])
     global_policy = keras.mixed_precision.global_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    history = EpochHistory(os.path.join(run_dir, run_files.HISTORY))
+    write_dir = run_dir if writes_run else tempfile.mkdtemp(prefix="keras_s2s_worker_")
+    history = EpochHistory(os.path.join(write_dir, run_files.HISTORY))
     try:
-        with _strategy(config).scope():
+        with (strategy or _strategy(config)).scope():
             model = config.build_model(source_tokenizer.vocabulary_size,
                                        target_tokenizer.vocabulary_size)
             model.build()  # BackupAndRestore needs the weights before fit
             optimizer = architectures.get(config.arch).make_optimizer(model, config)
             compile_for_training(model, optimizer, config.label_smoothing,
                                  jit_compile=jit_compile)
-        callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(run_dir, run_files.BACKUP)),
-            history,
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(run_dir, run_files.BEST_WEIGHTS), monitor="val_loss",
-                save_best_only=True, save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_loss",
-                                          patience=config.early_stopping_patience,
-                                          restore_best_weights=True),
-            keras.callbacks.TensorBoard(os.path.join(run_dir, run_files.LOGS)),
-        ]
-        if config.time_budget_minutes:
-            callbacks.append(TimeBudget(60 * config.time_budget_minutes))
-        os.makedirs(os.path.dirname(os.path.join(run_dir, run_files.BEST_WEIGHTS)),
-                    exist_ok=True)
-        with warnings.catch_warnings():
-            # Bucketed datasets have no known length, so Keras warns at every epoch's end.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
-                      callbacks=callbacks, shuffle=False, verbose=verbose)
+        callbacks = _callbacks(config, write_dir, history, tensorboard=writes_run)
+        if cluster:
+            multi_worker.fit(strategy, cluster, model, model.loss, train_data, validation_data,
+                             config.epochs, callbacks, os.path.join(run_dir, run_files.BACKUP),
+                             jit_compile=jit_compile, verbose=verbose)
+        else:
+            backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, run_files.BACKUP))
+            with warnings.catch_warnings():
+                # Bucketed datasets have no known length, so Keras warns at every epoch's end.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+                          callbacks=[backup, *callbacks], shuffle=False, verbose=verbose)
     finally:
         keras.mixed_precision.set_global_policy(global_policy)
+        if not writes_run:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
-    if history.history:
-        plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
-    model.save(run_files.model_path(run_dir))
+    if writes_run:
+        if history.history:
+            plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
+        model.save(run_files.model_path(run_dir))
     return history.history
+
