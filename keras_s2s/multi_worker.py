@@ -140,8 +140,7 @@ def check_same_everywhere(strategy, what, values):
 class _WorkerSplit:
     """Each replica's share of a global batch, and the sums that make the global figures."""
 
-    def __init__(self, model, loss):
-        self.model = model
+    def __init__(self, loss):
         self.loss = loss
 
     @staticmethod
@@ -159,16 +158,29 @@ class _WorkerSplit:
                          tf.cast(tf.shape(target)[0], tf.float32)])
 
 
+def _clips(optimizer):
+    return any((optimizer.clipnorm, optimizer.global_clipnorm, optimizer.clipvalue))
+
+
 def _clip(gradients, optimizer):
-    """The optimizer's gradient clipping, applied to the summed gradients."""
-    if optimizer.clipvalue is not None:
-        gradients = [tf.clip_by_value(g, -optimizer.clipvalue, optimizer.clipvalue)
-                     for g in gradients]
-    if optimizer.clipnorm is not None:
-        gradients = [tf.clip_by_norm(g, optimizer.clipnorm) for g in gradients]
-    if optimizer.global_clipnorm is not None:
-        gradients, _ = tf.clip_by_global_norm(gradients, optimizer.global_clipnorm)
-    return gradients
+    """`optimizer`'s gradient clipping (Keras's order: norm, else global norm, else value)."""
+    if optimizer.clipnorm:
+        return [tf.clip_by_norm(g, optimizer.clipnorm) for g in gradients]
+    if optimizer.global_clipnorm:
+        return tf.clip_by_global_norm(gradients, optimizer.global_clipnorm)[0]
+    limit = optimizer.clipvalue
+    return [tf.IndexedSlices(tf.clip_by_value(g.values, -limit, limit), g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else tf.clip_by_value(g, -limit, limit)
+            for g in gradients]
+
+
+def _on_first_replica(gradient, first):
+    """`gradient` on the first replica, nothing (zeros, or no slices) on the others."""
+    if isinstance(gradient, tf.IndexedSlices):
+        rows = tf.where(first, tf.shape(gradient.indices)[0], 0)
+        return tf.IndexedSlices(gradient.values[:rows], gradient.indices[:rows],
+                                gradient.dense_shape)
+    return gradient * tf.cast(first, gradient.dtype)
 
 
 class _Steps:
@@ -177,7 +189,7 @@ class _Steps:
     def __init__(self, strategy, model, loss, batch_spec, jit_compile):
         self.strategy = strategy
         self.model = model
-        self.split = _WorkerSplit(model, loss)
+        self.split = _WorkerSplit(loss)
         self.loss = loss
         # Traced once for all batch shapes (buckets differ in length, and batches in rows).
         batch_spec = tf.nest.map_structure(
@@ -202,14 +214,15 @@ class _Steps:
         tokens = context.all_reduce("SUM", tf.reduce_sum(self.loss.token_mask(target)))
         gradients, sums = self.forward_backward(inputs, target, tokens)
         optimizer = self.model.optimizer
-        if any(v is not None for v in (optimizer.clipvalue, optimizer.clipnorm,
-                                       optimizer.global_clipnorm)):
-            # The optimizer clips each replica's gradients before summing them (Keras does
-            # the same under `fit`); clip the sum instead, as one process would, and hand it
-            # on in equal shares (already clipped, the shares pass its clipping unchanged).
-            total = context.all_reduce("SUM", gradients)
-            replicas = tf.cast(context.num_replicas_in_sync, tf.float32)
-            gradients = [g / replicas for g in _clip(total, optimizer)]
+        if _clips(optimizer):
+            # The optimizer would clip each replica's gradients before summing them (as Keras
+            # does under `fit`). Clip the sum instead, as one process would, and let the first
+            # replica alone pass it on: the optimizer's sum is then the clipped sum, which its
+            # own clipping leaves as it is. (Embedding gradients stay `IndexedSlices`, whose
+            # slices Keras's Adam takes one by one: no replica may add slices, even zeros.)
+            first = tf.equal(context.replica_id_in_sync_group, 0)
+            gradients = [_on_first_replica(g, first)
+                         for g in _clip(context.all_reduce("SUM", gradients), optimizer)]
         optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         return context.all_reduce("SUM", tf.concat([sums, [stop_request]], axis=0))
 

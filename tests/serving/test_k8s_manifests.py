@@ -1,6 +1,7 @@
 """The Kubernetes manifests: valid against the Kubernetes schemas, consistent with each other and
 with serving/, and their probes answered by `keras-s2s serve` given the Deployment's own flags."""
 
+import json
 import os
 import pathlib
 import re
@@ -12,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from keras_s2s.multi_worker import Cluster
 from keras_s2s.serving.config import parse_model_config
 from tests.serving.conftest import http, wait_until
 from tests.serving.savedmodels import publish_version
@@ -120,3 +122,27 @@ def test_the_deployments_probes_answer_against_keras_s2s_serve(tmp_path, built_m
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_multi_worker_job_gives_each_pod_its_place_in_one_cluster():
+    service, job = documents(REPOSITORY / "training" / "k8s" / "multi-worker-job.yaml")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--distribute=multi-worker" in container["args"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] == spec["completions"]
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"][
+        "labels"].items()
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["WORKER_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    (port,) = container["ports"]
+    for index in range(spec["completions"]):
+        # Kubernetes expands $(WORKER_INDEX) in the value, as it does for any earlier variable.
+        tf_config = env["TF_CONFIG"]["value"].replace("$(WORKER_INDEX)", str(index))
+        cluster = Cluster.from_environment({"TF_CONFIG": tf_config})
+        assert (cluster.rank, cluster.num_workers) == (index, spec["completions"])
+        addresses = json.loads(tf_config)["cluster"]["worker"]
+        assert addresses == [f"{job['metadata']['name']}-{i}.{pod['subdomain']}:"
+                             f"{port['containerPort']}" for i in range(spec["completions"])]
