@@ -218,8 +218,8 @@ class _Steps:
             # The optimizer would clip each replica's gradients before summing them (as Keras
             # does under `fit`). Clip the sum instead, as one process would, and let the first
             # replica alone pass it on: the optimizer's sum is then the clipped sum, which its
-            # own clipping leaves as it is. (Embedding gradients stay `IndexedSlices`, whose
-            # slices Keras's Adam takes one by one: no replica may add slices, even zeros.)
+            # own clipping leaves as it is. (Embedding gradients may be `IndexedSlices`, which a
+            # plain Keras Adam takes slice by slice: no replica may add slices, even zeros.)
             first = tf.equal(context.replica_id_in_sync_group, 0)
             gradients = [_on_first_replica(g, first)
                          for g in _clip(context.all_reduce("SUM", gradients), optimizer)]

@@ -131,15 +131,32 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"d_model": self.d_model, "warmup_steps": self.warmup_steps, "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class Adam(keras.optimizers.Adam):
+    """Keras's Adam, given dense gradients.
+
+    On TensorFlow an embedding's gradient is a `tf.IndexedSlices` holding one slice per token
+    occurrence, and Keras 3.15's Adam squares the slices one by one: a row's second moment
+    becomes the sum of its occurrences' squared gradients instead of the square of their sum,
+    so a token seen k times in a batch with gradients of one sign steps up to √k times too far
+    (and one seen with gradients of both signs too short). Made dense first, the gradients get
+    the paper's Adam. (JAX and PyTorch gradients are dense already.)
+    """
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply([tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                              for g in grads], trainable_variables)
+
+
 def transformer_optimizer(d_model, warmup_steps=4000, scale=1.0):
     """Adam(β₁=0.9, β₂=0.98, ε=1e-9) with the warm-up schedule, as in the paper."""
-    return keras.optimizers.Adam(
-        TransformerSchedule(d_model, warmup_steps, scale), beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+    return Adam(TransformerSchedule(d_model, warmup_steps, scale), beta_1=0.9, beta_2=0.98,
+                epsilon=1e-9)
 
 
 def rnn_optimizer(learning_rate=1e-3, clipnorm=1.0):
     """Adam with gradient-norm clipping, the usual recipe for RNN encoder–decoders."""
-    return keras.optimizers.Adam(learning_rate, clipnorm=clipnorm)
+    return Adam(learning_rate, clipnorm=clipnorm)
 
 
 def rnn_optimizer_for(model, config, learning_rate):
