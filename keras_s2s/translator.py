@@ -262,7 +262,7 @@ class CTranslate2Translator(_TranslatorBase):
         self.source_tokenizer, self.target_tokenizer = run_files.load_tokenizers(directory)
         self.max_source_length = config.max_source_length
         self.max_target_length = config.max_target_length
-        self.has_attention = True
+        self.has_attention = True  # CTranslate2 takes Transformers only (`Family.ctranslate2`)
         self.translator = ctranslate2.Translator(directory, device="cpu",
                                                  intra_threads=threads)
         self._source_vocabulary = self.source_tokenizer.vocabulary

@@ -191,15 +191,15 @@ class Transformer(Seq2SeqModel):
                         training=training)  # (B, 1, d)
         caches = []
         for index, layer in enumerate(self.decoder_layers):
-            x, *weights, cache = layer(
+            last = index == self.num_layers - 1  # only the last layer's weights are returned
+            outputs = layer(
                 x, encoder_padding_mask=memory["source_mask"],
                 self_attention_cache=state["self_cache"][index],
                 self_attention_cache_update_index=step,
                 cross_attention_cache=memory["cross_cache"][index],
-                return_attention_scores=index == self.num_layers - 1,  # only the last's
-                training=training)
+                return_attention_scores=last, training=training)
+            x, weights, cache = outputs if last else (outputs[0], None, outputs[1])
             caches.append(cache)
-        (weights,) = weights
         logits = self._logits(x[:, 0])  # (B, V)
         attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
         return logits, {"self_cache": tuple(caches)}, attention
