@@ -134,7 +134,14 @@ def _train(args):
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
-    print(f"trained {args.arch} on {args.data} into {args.out}: best val_loss {best:.4f}, "
+    where = f"into {args.out}"
+    if args.distribute == "multi-worker":
+        from keras_s2s.multi_worker import Cluster
+
+        cluster = Cluster.from_environment()
+        where = (f"as worker {cluster.rank} of {cluster.num_workers}, "
+                 + (where if cluster.is_chief else f"the chief writing {args.out}"))
+    print(f"trained {args.arch} on {args.data} {where}: best val_loss {best:.4f}, "
           f"val token accuracy {accuracy:.4f}")
 
 
