@@ -16,7 +16,7 @@
    ("March 4th, 2021", "2021년 3월 4일 목요일"), and, in the corpus part, from each attention
    model trained on kor-eng ("나는 학교에 간다.").
 
-    python bench/claims.py --quick     # 0.1 minute per model, about 2 minutes
+    python bench/claims.py --quick     # 0.05 minute per model, about 2 minutes
     python bench/claims.py --budget-minutes 2.5 --skip attention --tag _2.5min   # 13 minutes
     python bench/claims.py --skip length attention --corpus-minutes 6   # corpus part only
     python bench/claims.py             # 5 + 6 minutes per model, about 60 minutes
@@ -224,19 +224,19 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag="", archs
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="0.1 minute per model and fewer test examples")
+                        help="0.05 minute per model and fewer test examples")
     parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="training budget of each model of claim 1 (default 0.1 quick, 5)")
+                        help="training budget of each model of claim 1 (default 0.05 quick, 5)")
     parser.add_argument("--corpus-minutes", type=float, default=None,
-                        help="training budget of each kor-eng model (default 0.1 quick, 6)")
+                        help="training budget of each kor-eng model (default 0.05 quick, 6)")
     parser.add_argument("--attention-minutes", type=float, default=None,
-                        help="budget of the dates model of claim 2 (default 0.1 quick, 3)")
+                        help="budget of the dates model of claim 2 (default 0.05 quick, 3)")
     parser.add_argument("--tag", default="",
                         help="suffix of the JSON and PNG names, e.g. _5min")
     parser.add_argument("--skip", nargs="*", default=[], choices=["length", "corpus", "attention"])
     args = parser.parse_args(argv)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
-    budget = args.budget_minutes or (0.1 if args.quick else 5.0)
+    budget = args.budget_minutes or (0.05 if args.quick else 5.0)
     figures = {}
     with tempfile.TemporaryDirectory() as workdir:
         if "length" not in args.skip:
@@ -245,12 +245,12 @@ def main(argv=None):
                 num_pairs=2000 if args.quick else 20000)
         if "corpus" not in args.skip:
             figures["claim_1_bleu_vs_length_kor_eng"] = claim_length_corpus(
-                args.corpus_minutes or (0.1 if args.quick else 6.0), workdir,
+                args.corpus_minutes or (0.05 if args.quick else 6.0), workdir,
                 20 if args.quick else None, args.tag,
                 archs=("seq2seq", "bahdanau") if args.quick else ARCHS)
         if "attention" not in args.skip:
             figures["claim_2_attention_heat_maps"] = claim_attention(
-                args.attention_minutes or (0.1 if args.quick else 3.0), workdir, args.tag,
+                args.attention_minutes or (0.05 if args.quick else 3.0), workdir, args.tag,
                 num_pairs=2000 if args.quick else 20000, num_fresh=50 if args.quick else 500)
     write_result("claims" + args.tag, args, figures)
 

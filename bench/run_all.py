@@ -1,8 +1,9 @@
 """Run every benchmark, each in its own process, and list the JSON files they wrote.
 
-`--quick` passes `--quick` on (a few minutes on 2 CPU cores; CI runs it, through
-tests/test_benchmarks.py); without it the benchmarks run their full sizes and repeats, which
-takes tens of minutes. `bench/quality.py` is not among them: its budgets are the figure.
+`--quick` passes `--quick` on (a few minutes on 2 CPU cores; CI runs each script's quick
+mode through its own test file in tests/bench/, so the benchmarks spread over the xdist
+workers); without it the benchmarks run their full sizes and repeats, which takes tens of
+minutes. `bench/quality.py` is not among them: its budgets are the figure.
 
 Usage: python bench/run_all.py [--quick] [--results-dir DIR]
 """

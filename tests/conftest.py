@@ -32,3 +32,15 @@ def dates_transformer(tmp_path_factory):
                              "dropout": 0.0}), verbose=0)
     return run_dir
 
+
+
+def pytest_configure(config):
+    """Hand out test files to the xdist workers in collection order (tests/bench first).
+
+    With `--dist loadfile`, pytest-xdist by default sorts the files by their number of tests,
+    most first (`--loadscope-reorder`), which puts the one-test benchmark files, minutes each,
+    last: one worker then runs them while the other idles. Collected first, they start at
+    once, one on each worker, and the many short files fill in around them.
+    """
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False

@@ -122,9 +122,8 @@ def test_failure_keeps_what_was_there_before(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train_tiny("transformer", out, data="reverse") == 0
+def test_resuming_with_other_settings_is_refused(transformer_run, tmp_path, capsys):
+    out = copy_of_run(transformer_run, tmp_path)  # trained on "reverse"
     os.remove(out / "model.keras")  # as if interrupted before the end
     status, _, err = run_main(["train", "--arch", "transformer", "--data", "dates",
                                "--out", str(out)], capsys)
