@@ -33,7 +33,6 @@ def dates_transformer(tmp_path_factory):
     return run_dir
 
 
-
 def pytest_configure(config):
     """Hand out test files to the xdist workers in collection order (tests/bench first).
 
