@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("decoding_speed", "training_speed", "attention_cost", "serving", "claims")
+BENCHMARKS = ("decoding_speed", "decode_profile", "training_speed", "attention_cost", "serving",
+              "claims")
 
 
 def main():

@@ -1,0 +1,128 @@
+"""Where a decoding step's time goes: ops per step, FLOPs per step, the matmul rate, overhead.
+
+The Transformer of `bench/decoding_speed.py` (same configuration, random weights). For batch
+sizes 1 and 32 it times one cached `decode_step` (a `tf.function` of fixed shapes, the step the
+greedy and beam loops run) and reads the ops of its graph. It counts the step's FLOPs by hand
+(the matmuls: projections, attention, feed-forward, output logits) and measures, in the same
+run, the rate of a single `tf.matmul` of the step's largest shape and of a large square one.
+
+    overhead per op = (step time − FLOPs ÷ matmul rate of the step's shapes) ÷ ops per step
+
+is how long an op costs beyond its arithmetic. It explains why batch 1 is slow per token (the
+same ops, 1/32 of the work) and sets the bar for "fewer ops per step".
+
+Usage: python bench/decode_profile.py [--quick] [--repeats N]
+"""
+
+import collections
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common import parse_args, write_result
+from decoding_speed import CONFIG, VOCAB_SIZE
+from keras_s2s.models import Transformer
+
+SOURCE_LENGTH = 24
+#: The step whose cost is measured: halfway through a 32-token output.
+STEP = 16
+MAX_LENGTH = 33
+
+
+def step_flops(batch_size, config, source_length, step, vocab_size):
+    """Multiply-add FLOPs (2 per multiply-add) of one cached decoder step, by hand."""
+    d, d_ff, layers = config["d_model"], config["d_ff"], config["num_layers"]
+    keys = step + 1  # self-attention attends to every position so far
+    per_layer = (
+        4 * d * d  # self-attention q, k, v, output projections
+        + 2 * keys * d  # self-attention scores and weighted sum
+        + 2 * d * d  # cross-attention q and output projections (keys, values cached)
+        + 2 * source_length * d  # cross-attention scores and weighted sum
+        + 2 * d * d_ff  # feed-forward
+    )
+    return 2 * batch_size * (layers * per_layer + d * vocab_size)
+
+
+def timed(function, repeats, *args):
+    """Median seconds of `function(*args)` over `repeats` calls after one warm-up."""
+    function(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function(*args)
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def matmul_rate(m, k, n, repeats, chain=50):
+    """FLOP/s of `chain` (m, k) · (k, n) matmuls in one `tf.function` (distinct left operands,
+    which graph optimisation cannot merge into one)."""
+    a = tf.random.normal([chain, m, k])
+    b = tf.random.normal([k, n])
+
+    @tf.function
+    def run(a, b):
+        total = tf.zeros([m, n])
+        for index in range(chain):
+            total += tf.matmul(a[index], b)
+        return total
+
+    return chain * 2 * m * k * n / timed(run, repeats, a, b)
+
+
+def profile_step(model, batch_size, repeats):
+    source = tf.random.uniform([batch_size, SOURCE_LENGTH], 3, VOCAB_SIZE, dtype=tf.int32)
+    memory = model.encode(source, training=False)
+    state = model.initial_state(memory, MAX_LENGTH)
+    tokens = tf.fill([batch_size], 5)
+
+    @tf.function
+    def step(tokens, memory, state):
+        return model.decode_step(tokens, memory, state, tf.constant(STEP), training=False)
+
+    concrete = step.get_concrete_function(tokens, memory, state)
+    operations = concrete.graph.get_operations()
+    kinds = collections.Counter(op.type for op in operations)
+    compute = {kind: count for kind, count in kinds.items()
+               if kind not in ("Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp")}
+    seconds = timed(step, repeats, tokens, memory, state)
+    flops = step_flops(batch_size, CONFIG, SOURCE_LENGTH, STEP, VOCAB_SIZE)
+    # The step's largest matmul: the output logits (B, d) · (d, V).
+    shape_rate = matmul_rate(batch_size, CONFIG["d_model"], VOCAB_SIZE, repeats)
+    arithmetic = flops / shape_rate
+    ops_per_step = sum(compute.values())
+    return {
+        "step_ms": 1000 * seconds,
+        "ops_per_step": ops_per_step,
+        "graph_ops_all": len(operations),
+        "matmul_ops": sum(count for kind, count in compute.items() if "MatMul" in kind
+                          or kind == "Einsum"),
+        "op_types": dict(sorted(compute.items(), key=lambda item: -item[1])),
+        "flops_per_step": flops,
+        "achieved_gflops": flops / seconds / 1e9,
+        "matmul_gflops_at_step_shape": shape_rate / 1e9,
+        "arithmetic_ms_at_that_rate": 1000 * arithmetic,
+        "overhead_us_per_op": 1e6 * max(seconds - arithmetic, 0.0) / ops_per_step,
+        "target_tokens_per_second": batch_size / seconds,
+    }
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    repeats = 10 * args.repeats  # a step is milliseconds: ten timed calls per repeat
+    keras.utils.set_random_seed(0)
+    model = Transformer(VOCAB_SIZE, VOCAB_SIZE, **CONFIG)
+    model.build()
+    figures = {"config": CONFIG, "source_length": SOURCE_LENGTH, "step": STEP,
+               "large_matmul_gflops": matmul_rate(1024, 1024, 1024, max(repeats // 10, 2),
+                                                  chain=4) / 1e9,
+               "by_batch_size": {str(size): profile_step(model, size, repeats)
+                                 for size in (1, 32)}}
+    write_result("decode_profile", args, figures)
+
+
+if __name__ == "__main__":
+    main()
