@@ -15,13 +15,11 @@ Usage: python bench/decode_profile.py [--quick] [--repeats N]
 """
 
 import collections
-import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from common import parse_args, write_result
+from common import interleaved_medians, materialize, parse_args, write_result
 from decoding_speed import CONFIG, VOCAB_SIZE
 from keras_s2s.models import Transformer
 
@@ -46,15 +44,8 @@ def step_flops(batch_size, config, source_length, step, vocab_size):
 
 
 def timed(function, repeats, *args):
-    """Median seconds of `function(*args)` over `repeats` calls after one warm-up."""
-    function(*args)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function(*args)
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    """Median seconds of `function(*args)`, its result fetched to the host, after a warm-up."""
+    return interleaved_medians({"run": lambda: materialize(function(*args))}, repeats)["run"]
 
 
 def matmul_rate(m, k, n, repeats, chain=50):

@@ -137,25 +137,21 @@ def check_same_everywhere(strategy, what, values):
                          f"worker must train on the same data with the same settings")
 
 
-class _WorkerSplit:
-    """Each replica's share of a global batch, and the sums that make the global figures."""
+def _rows(batch):
+    """This replica's rows of a global batch: `rows[replica::replicas]`."""
+    context = tf.distribute.get_replica_context()
+    start, step = context.replica_id_in_sync_group, context.num_replicas_in_sync
+    return tf.nest.map_structure(lambda tensor: tensor[start::step], batch)
 
-    def __init__(self, loss):
-        self.loss = loss
 
-    @staticmethod
-    def rows(batch):
-        context = tf.distribute.get_replica_context()
-        start, step = context.replica_id_in_sync_group, context.num_replicas_in_sync
-        return tf.nest.map_structure(lambda tensor: tensor[start::step], batch)
-
-    def sums(self, target, logits, loss_sum):
-        """`[loss sum, right tokens, tokens, rows]` of this replica's rows."""
-        mask = self.loss.token_mask(target)
-        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
-                                tf.cast(target, tf.int32)), tf.float32)
-        return tf.stack([loss_sum, tf.reduce_sum(hits * mask), tf.reduce_sum(mask),
-                         tf.cast(tf.shape(target)[0], tf.float32)])
+def _sums(loss, target, logits, loss_sum):
+    """`[loss sum, right tokens, tokens, rows]` of this replica's rows: summed over replicas,
+    they make the global batch's figures."""
+    mask = loss.token_mask(target)
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                            tf.cast(target, tf.int32)), tf.float32)
+    return tf.stack([loss_sum, tf.reduce_sum(hits * mask), tf.reduce_sum(mask),
+                     tf.cast(tf.shape(target)[0], tf.float32)])
 
 
 def _clips(optimizer):
@@ -189,7 +185,6 @@ class _Steps:
     def __init__(self, strategy, model, loss, batch_spec, jit_compile):
         self.strategy = strategy
         self.model = model
-        self.split = _WorkerSplit(loss)
         self.loss = loss
         # Traced once for all batch shapes (buckets differ in length, and batches in rows).
         batch_spec = tf.nest.map_structure(
@@ -206,11 +201,11 @@ class _Steps:
             loss_sum = tf.reduce_sum(self.loss.token_losses(target, logits))
             share = loss_sum / tf.maximum(tokens, 1.0)
         gradients = tape.gradient(share, variables)
-        return gradients, self.split.sums(target, logits, loss_sum)
+        return gradients, _sums(self.loss, target, logits, loss_sum)
 
     def _replica_train(self, batch, stop_request):
         context = tf.distribute.get_replica_context()
-        inputs, target = self.split.rows(batch)
+        inputs, target = _rows(batch)
         tokens = context.all_reduce("SUM", tf.reduce_sum(self.loss.token_mask(target)))
         gradients, sums = self.forward_backward(inputs, target, tokens)
         optimizer = self.model.optimizer
@@ -231,11 +226,11 @@ class _Steps:
         return self.strategy.experimental_local_results(result)[0]
 
     def _replica_evaluate(self, batch):
-        inputs, target = self.split.rows(batch)
+        inputs, target = _rows(batch)
         logits = self.model(inputs, training=False)
         loss_sum = tf.reduce_sum(self.loss.token_losses(target, logits))
         return tf.distribute.get_replica_context().all_reduce(
-            "SUM", self.split.sums(target, logits, loss_sum))
+            "SUM", _sums(self.loss, target, logits, loss_sum))
 
     def _evaluate(self, batch):
         result = self.strategy.run(self._replica_evaluate, args=(batch,))
