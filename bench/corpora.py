@@ -12,12 +12,19 @@ from keras_s2s.config import TrainConfig
 SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                            "data")
 
+#: Each corpus's training settings. Tatoeba's kor-eng holds several Korean versions of many
+#: English sentences, so its validation split holds out whole groups of pairs sharing a sentence
+#: (a random split scores recall of sentences seen in training).
 CORPORA = {
     "kor-eng": dict(data=os.path.join(SHARED_DATA, "kor-eng", "train.tsv"), vocab_size=4000,
-                    shared_vocab=True, max_source_length=48, max_target_length=48),
+                    shared_vocab=True, max_source_length=48, max_target_length=48,
+                    validation_split="grouped"),
     "multi30k": dict(data=os.path.join(SHARED_DATA, "multi30k", "train.tsv"), vocab_size=8000,
                      shared_vocab=True, max_source_length=64, max_target_length=64),
 }
+#: The official test sets that `quality.py` scores on; a corpus without one is scored on its
+#: carved validation split (the split that training held out for early stopping).
+TEST_SETS = {"multi30k": os.path.join(SHARED_DATA, "multi30k", "val.tsv")}
 NTREX_KOR_ENG = os.path.join(SHARED_DATA, "ntrex128-kor-eng", "dev.tsv")
 
 #: Model sizes for the real corpora (the presets are tuned for the small built-in tasks):

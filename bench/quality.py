@@ -1,16 +1,17 @@
 """Translation quality of each architecture at a fixed training-time budget (prints JSON).
 
 - `dates`: exact match on fresh examples, overall and per date format.
-- `../shared/data/kor-eng` and `../shared/data/multi30k`: sacreBLEU BLEU and chrF on a
-  validation split carved from the training file (the same split training held out), skipped
-  with a reason when `../shared` is absent.
+- `../shared/data/kor-eng` and `../shared/data/multi30k`: sacreBLEU BLEU and chrF, Multi30k's
+  on its official `val.tsv` (val2016), kor-eng's on a validation split carved from the training
+  file by whole groups of pairs sharing a sentence (the split training held out); skipped with
+  a reason when `../shared` is absent.
 
 The corpora can also train `keras-io-recipe`: the keras.io "translation with KerasHub" recipe
 (`bench/keras_io_recipe.py`), for the same minutes on the same split, decoded as that recipe
 does (uncached greedy).
 
     python bench/quality.py --quick                   # dates only, 1-2 minutes per model
-    python bench/quality.py --tasks dates kor-eng multi30k --budget-minutes 15
+    python bench/quality.py --tasks multi30k kor-eng --budget-minutes 30 15   # a budget a task
     python bench/quality.py --tasks multi30k --archs transformer keras-io-recipe \
         --budget-minutes 15 --beam 1 4                # ours against the keras.io recipe
 """
@@ -24,13 +25,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import write_result  # noqa: E402
-from corpora import CORPORA, corpus_config, missing  # noqa: E402
+from corpora import CORPORA, TEST_SETS, corpus_config, missing  # noqa: E402
 from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
 from keras_s2s import architectures  # noqa: E402
 from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402
+from keras_s2s.data.tsv import read_tsv  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
@@ -70,8 +72,14 @@ def score_corpus(validation, translate):
             "examples": [(s, t) for s, t in zip(sources[:5], texts[:5])]}
 
 
-def evaluate_corpus(run_dir, config, beam_widths):
-    _, validation = load_pairs(config)
+def test_pairs(task, config):
+    """The pairs `task` is scored on: its official test set, else the carved validation split."""
+    if task in TEST_SETS:
+        return read_tsv(TEST_SETS[task])
+    return load_pairs(config)[1]
+
+
+def evaluate_corpus(run_dir, validation, beam_widths):
     translator = Translator.load(run_dir)
     return {f"beam_{width}": score_corpus(validation, lambda sources, width=width: [
         o.text for o in translator.translate(sources, strategy_of(width))])
@@ -80,8 +88,10 @@ def evaluate_corpus(run_dir, config, beam_widths):
 
 def run_keras_io_recipe(task, budget_minutes):
     """The keras.io recipe trained for the same minutes on the same training split."""
-    config = TrainConfig(data=CORPORA[task]["data"])
-    train_pairs, validation = load_pairs(config)
+    config = TrainConfig(data=CORPORA[task]["data"],
+                         validation_split=CORPORA[task].get("validation_split", "random"))
+    train_pairs, _ = load_pairs(config)
+    validation = test_pairs(task, config)
     started = time.monotonic()
     recipe = KerasIoRecipe(train_pairs)
     epochs = recipe.fit(budget_minutes)
@@ -108,7 +118,7 @@ def run_one(task, arch, budget_minutes, workdir, beam_widths):
     history = train(config, verbose=0)
     seconds = time.monotonic() - started
     scores = ({f"beam_{width}": evaluate_dates(out, width) for width in beam_widths}
-              if task == "dates" else evaluate_corpus(out, config, beam_widths))
+              if task == "dates" else evaluate_corpus(out, test_pairs(task, config), beam_widths))
     return {"train_seconds": round(seconds, 1), "epochs": len(history.get("loss", [])),
             "parameters": Translator.load(out).model.count_params(), **scores}
 
@@ -120,19 +130,25 @@ def main(argv=None):
                         choices=["dates", *CORPORA])
     parser.add_argument("--archs", nargs="+", default=architectures.names(),
                         choices=[*architectures.names(), KERAS_IO_RECIPE])
-    parser.add_argument("--budget-minutes", type=float, default=5.0)
+    parser.add_argument("--budget-minutes", type=float, nargs="+", default=[5.0],
+                        help="training minutes: one for every task, or one a task")
     parser.add_argument("--beam", type=int, nargs="+", default=[4],
                         help="beam widths to evaluate our models with (1 = greedy)")
     args = parser.parse_args(argv)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
-    tasks, budget = (["dates"], 1.0) if args.quick else (args.tasks, args.budget_minutes)
+    tasks, budgets = (["dates"], [1.0]) if args.quick else (args.tasks, args.budget_minutes)
+    if len(budgets) not in (1, len(tasks)):
+        parser.error(f"--budget-minutes takes one budget or one a task ({len(tasks)}), got "
+                     f"{len(budgets)}")
+    budgets = dict(zip(tasks, budgets * len(tasks) if len(budgets) == 1 else budgets))
     tag = f"_{'_'.join(args.archs)}" if KERAS_IO_RECIPE in args.archs else ""
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         for task in tasks:
             for arch in args.archs:
-                results[f"{task}/{arch}"] = run_one(task, arch, budget, workdir, args.beam)
-    write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budget,
+                results[f"{task}/{arch}"] = run_one(task, arch, budgets[task], workdir,
+                                                    args.beam)
+    write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budgets,
                                                       "results": results})
 
 

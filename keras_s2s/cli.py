@@ -1,4 +1,5 @@
-"""The `keras-s2s` command: train, translate, evaluate, export, tflite (and serve, explore).
+"""The `keras-s2s` command: train, average, translate, evaluate, export, tflite (and serve,
+explore).
 
 Errors a user can cause (missing run directory, unknown architecture, bad data) end with a
 one-line message and exit status 2, without a traceback.
@@ -11,7 +12,7 @@ import os
 import sys
 
 from keras_s2s import architectures
-from keras_s2s.config import DISTRIBUTE_CHOICES
+from keras_s2s.config import DISTRIBUTE_CHOICES, VALIDATION_SPLITS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -55,6 +56,12 @@ def _add_train_parser(subparsers):
                              "a quoted glob such as 'corpus/*.tsv')")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
+    parser.add_argument("--validation-split", choices=VALIDATION_SPLITS, default="random",
+                        help="without --val: a random sample of --data's pairs, or whole "
+                             "groups of pairs that share a source or target sentence (for "
+                             "corpora with several translations of one sentence, as Tatoeba)")
+    parser.add_argument("--validation-fraction", type=fraction, default=0.05,
+                        help="without --val: the share of --data's pairs held out")
     parser.add_argument("--stream", action="store_true",
                         help="stream the TSV files line by line (memory independent of their "
                              "size): validation split by a hash of each pair, vocabularies from "
@@ -86,6 +93,9 @@ def _add_train_parser(subparsers):
     parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
                         help="stop training after this many minutes of wall-clock time")
+    parser.add_argument("--average-last", type=positive_int, default=1, metavar="N",
+                        help="save the mean of the weights of the N epochs that end at the best "
+                             "one (checkpoint averaging; 1: the best epoch's weights)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
                         help="override a model argument, e.g. units=512 or num_layers=2 "
                              "(repeatable; VALUE is JSON or a plain string)")
@@ -120,6 +130,7 @@ def _train(args):
                     if getattr(args, name) is not None}
     config = TrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
+        validation_split=args.validation_split, validation_fraction=args.validation_fraction,
         epochs=args.epochs,
         batch_size=args.batch_size, num_pairs=args.num_pairs, task_options=task_options,
         source_column=args.source_column, target_column=args.target_column,
@@ -128,7 +139,7 @@ def _train(args):
         max_source_length=args.max_source_length, max_target_length=args.max_target_length,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
-        time_budget_minutes=args.time_budget,
+        time_budget_minutes=args.time_budget, average_last=args.average_last,
         model=_parse_model_args(args.model_arg), mixed_precision=args.mixed_precision,
         jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
@@ -143,6 +154,27 @@ def _train(args):
                  + (where if cluster.is_chief else f"the chief writing {args.out}"))
     print(f"trained {args.arch} on {args.data} {where}: best val_loss {best:.4f}, "
           f"val token accuracy {accuracy:.4f}")
+
+
+def _add_average_parser(subparsers):
+    parser = subparsers.add_parser(
+        "average", help="average a run's last epochs' weights into its model",
+        description="Replace RUN_DIR's model by the mean of the weights of its N epochs that "
+                    "end at its best one (the run must have kept them: train with "
+                    "--average-last M, M + patience >= N); prints the validation loss of the "
+                    "mean beside the best epoch's.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--last", type=positive_int, required=True, metavar="N")
+    parser.set_defaults(handler=_average)
+
+
+def _average(args):
+    from keras_s2s.training import average
+
+    report = average(args.run_dir, args.last)
+    print(f"averaged epochs {report['epochs'][0]}-{report['epochs'][-1]} of {args.run_dir}: "
+          f"val_loss {report['val_loss']:.4f} (best epoch {report['best_epoch']} alone: "
+          f"{report['best_epoch_val_loss']:.4f})")
 
 
 def _add_translate_parser(subparsers):
@@ -462,6 +494,7 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(subparsers)
+    _add_average_parser(subparsers)
     _add_translate_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_serve_parser(subparsers)

@@ -18,6 +18,8 @@ from keras_s2s.checks import (check_choice, check_fraction, check_number,
 DEFAULT_EPOCHS = {"dates": 4, "reverse": 15, "copy": 15}
 DEFAULT_EPOCHS_FOR_FILES = 30
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
+#: How a validation split is carved from TSV files (`keras_s2s.data.splits`).
+VALIDATION_SPLITS = ("random", "grouped")
 
 
 @dataclasses.dataclass
@@ -35,6 +37,8 @@ class TrainConfig:
     num_pairs: int = 20000  # built-in tasks: training pairs generated
     task_options: dict = dataclasses.field(default_factory=dict)  # e.g. min_length, max_length
     validation_fraction: float = 0.05
+    # "random", or "grouped": whole groups of pairs sharing a source or target sentence held out
+    validation_split: str = "random"
     seed: int = 0
     vocab_size: int = 2000
     shared_vocab: bool = False
@@ -48,6 +52,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3
     time_budget_minutes: float | None = None  # stop training after this much wall-clock time
+    # the saved model: the mean of the weights of this many epochs ending at the best one
+    # (1: the best epoch's weights; `keras_s2s.averaging`)
+    average_last: int = 1
     model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
@@ -62,8 +69,12 @@ class TrainConfig:
         for name in ("mixed_precision", "jit_compile"):
             check_choice(name, getattr(self, name), ("auto", "on", "off"))
         check_choice("distribute", self.distribute, DISTRIBUTE_CHOICES)
+        check_choice("validation_split", self.validation_split, VALIDATION_SPLITS)
+        if self.average_last > 1 and self.distribute == "multi-worker":
+            raise ValueError("average_last > 1 is not in the multi-worker training loop yet; "
+                             "train with --average-last 1")
         for name in ("num_pairs", "vocab_size", "max_source_length", "max_target_length",
-                     "batch_size", "epochs", "warmup_steps"):
+                     "batch_size", "epochs", "warmup_steps", "average_last"):
             check_positive_int(name, getattr(self, name))
         check_number("time_budget_minutes", self.time_budget_minutes, 0.0, low_inclusive=False,
                      optional=True)

@@ -7,7 +7,9 @@ A run directory holds:
 - the two tokenizers' files (`keras_s2s.data.tokenizers.SubwordTokenizer.save`);
 - `model.keras`: the trained model, written last;
 - `history.json` and `training_curves.png`: every epoch's metrics, across resumptions;
-- `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`.
+- `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`;
+- with checkpoint averaging (`keras_s2s.averaging`), `checkpoints/epoch-NNNN.weights.h5` (the
+  last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
 
 A CTranslate2 export (`keras_s2s.ctranslate2_export`) holds CTranslate2's own files
 (`model.bin`, its `config.json` and vocabularies), the run's two tokenizers' files and
@@ -21,7 +23,9 @@ CONFIG = "config.json"
 MODEL = "model.keras"
 HISTORY = "history.json"
 CURVES = "training_curves.png"
-BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
+CHECKPOINTS = "checkpoints"
+BEST_WEIGHTS = os.path.join(CHECKPOINTS, "best.weights.h5")
+AVERAGE_REPORT = "average.json"
 BACKUP = "backup"
 LOGS = "logs"
 #: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
@@ -37,6 +41,11 @@ def config_path(run_dir):
 
 def model_path(run_dir):
     return os.path.join(run_dir, MODEL)
+
+
+def epoch_weights_path(directory, epoch):
+    """The weights file of epoch `epoch` (from 1) in a run's checkpoints `directory`."""
+    return os.path.join(directory, f"epoch-{epoch:04d}.weights.h5")
 
 
 def vocabulary_path(directory, side):

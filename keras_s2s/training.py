@@ -18,10 +18,11 @@ import tensorflow as tf
 from keras import ops
 
 from keras_s2s.checks import check_fraction, check_number, check_positive_int
-from keras_s2s import architectures, multi_worker, run_dir as run_files
+from keras_s2s import architectures, averaging, multi_worker, run_dir as run_files
 from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
+from keras_s2s.data.splits import split_pairs
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.data.tsv import read_tsv, stream_tsv, tsv_files
 from keras_s2s.plotting import plot_history
@@ -236,15 +237,23 @@ class EpochHistory(keras.callbacks.Callback):
 def load_pairs(config):
     """Training and validation pairs of `config`: a built-in task or TSV files (a glob).
 
-    In memory (lists of pairs) by default: the validation split is a seeded random sample and
-    training shuffles over the whole corpus. With `config.stream`, two `tf.data` streams
-    (`stream_tsv`) whose memory does not depend on the corpus size: the validation split is by
+    In memory (lists of pairs) by default: the validation split is a seeded random sample, or
+    seeded whole groups of pairs sharing a sentence (`keras_s2s.data.splits`), and training
+    shuffles over the whole corpus. With `config.stream`, two `tf.data` streams (`stream_tsv`)
+    whose memory does not depend on the corpus size: the validation split is by
     a hash of each pair, and the vocabularies are learned from the first
     `VOCABULARY_SAMPLE_PAIRS` training pairs (a reservoir sample would need a whole pass over
     the corpus before training starts; shuffle a corpus sorted by topic or length beforehand).
     Streaming is asked for, never switched on by size: it changes the split, the shuffle and
     so the results, which should not change because a file grew.
     """
+    if config.validation_split == "grouped":
+        where = ("--val is given" if config.val else "--stream splits by a hash of each pair"
+                 if config.stream else f"{config.data!r} is a built-in task, whose validation "
+                 "pairs are generated" if config.data in synthetic.TASKS else None)
+        if where:
+            raise ValueError(f"--validation-split grouped carves the split from TSV files held "
+                             f"in memory, but {where}")
     if config.stream:
         return _stream(config)
     if config.data in synthetic.TASKS:
@@ -259,13 +268,11 @@ def load_pairs(config):
     pairs = _read(config, config.data)
     if config.val:
         return pairs, _read(config, config.val)
-    order = np.random.default_rng(config.seed).permutation(len(pairs))
-    num_validation = max(1, int(len(pairs) * config.validation_fraction))
-    if num_validation >= len(pairs):
-        raise ValueError(f"{config.data} has {len(pairs)} pairs: too few to carve a validation "
-                         f"split; pass --val")
-    validation = [pairs[i] for i in order[:num_validation]]
-    return [pairs[i] for i in order[num_validation:]], validation
+    try:
+        return split_pairs(pairs, config.validation_fraction, config.seed,
+                           grouped=config.validation_split == "grouped")
+    except ValueError as error:
+        raise ValueError(f"{config.data}: {error}") from None
 
 
 def _read(config, pattern):
@@ -432,6 +439,10 @@ def _callbacks(config, write_dir, history, tensorboard):
                                       patience=config.early_stopping_patience,
                                       restore_best_weights=True),
     ]
+    if config.average_last > 1:  # the best epoch is at most `patience` epochs before the last
+        callbacks.append(averaging.EpochCheckpoints(
+            os.path.join(write_dir, run_files.CHECKPOINTS),
+            keep=config.average_last + config.early_stopping_patience))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, run_files.LOGS)))
     if config.time_budget_minutes:
@@ -496,6 +507,34 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     if writes_run:
         if history.history:
             plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
+        if config.average_last > 1:
+            averaging.average_run(model, run_dir, config.average_last, validation_data)
         model.save(run_files.model_path(run_dir))
     return history.history
+
+
+def average(run_dir, last):
+    """Save the mean of the weights of `run_dir`'s last `last` epochs up to its best as its
+    model (`keras_s2s.averaging`); the run must have kept them (`--average-last`).
+
+    Returns the averaging's report (the epochs, and the validation loss of the mean beside the
+    best epoch's). The run's `config.json` then records `average_last = last`.
+    """
+    run_files.check_trained(run_dir)
+    config = TrainConfig.load(run_files.config_path(run_dir))
+    model = run_files.load_model(run_dir)
+    source_tokenizer, target_tokenizer = run_files.load_tokenizers(run_dir)
+    validation_data, _ = make_dataset(
+        load_pairs(config)[1], source_tokenizer=source_tokenizer,
+        target_tokenizer=target_tokenizer, batch_size=config.batch_size,
+        max_source_length=config.max_source_length,
+        max_target_length=config.max_target_length, shuffle=False)
+    compile_for_training(model, "adam", config.label_smoothing, jit_compile=False)
+    report = averaging.average_run(model, run_dir, last, validation_data)
+    partial = run_files.model_path(run_dir) + ".partial.keras"
+    model.save(partial)
+    os.replace(partial, run_files.model_path(run_dir))
+    config.average_last = last
+    config.save(run_files.config_path(run_dir))
+    return report
 

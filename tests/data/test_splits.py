@@ -1,0 +1,114 @@
+"""The validation splits: the grouped split against connected components found by brute force,
+and the split a user asks for with `keras-s2s train --validation-split grouped`."""
+
+import itertools
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from keras_s2s.config import TrainConfig
+from keras_s2s.data.splits import pair_groups, split_pairs
+from keras_s2s.training import load_pairs
+from tests.test_cli_errors import assert_one_line_error, run_main
+
+SENTENCES = st.sampled_from(["a", "b", "c", "A", "d e", "d  e", "f"])
+PAIRS = st.lists(st.tuples(SENTENCES, SENTENCES), min_size=1, max_size=12)
+
+
+def same(x, y):
+    return " ".join(x.casefold().split()) == " ".join(y.casefold().split())
+
+
+def brute_force_components(pairs):
+    """Connected components of "shares its source or its target", by repeated merging."""
+    components = [{i} for i in range(len(pairs))]
+    merged = True
+    while merged:
+        merged = False
+        for a, b in itertools.combinations(range(len(components)), 2):
+            if any(same(pairs[i][0], pairs[j][0]) or same(pairs[i][1], pairs[j][1])
+                   for i in components[a] for j in components[b]):
+                components[a] |= components.pop(b)
+                merged = True
+                break
+    return sorted(sorted(c) for c in components)
+
+
+@settings(max_examples=200, deadline=None)
+@given(PAIRS)
+def test_groups_are_the_connected_components(pairs):
+    groups = pair_groups(pairs)
+    found = sorted(sorted(i for i, g in enumerate(groups) if g == group) for group in set(groups))
+    assert found == brute_force_components(pairs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(PAIRS, st.floats(0.01, 0.9), st.integers(0, 5))
+def test_grouped_split_shares_no_sentence_with_training(pairs, fraction, seed):
+    try:
+        train, validation = split_pairs(pairs, fraction, seed, grouped=True)
+    except ValueError as error:  # one group only: nothing can stay in training
+        assert len(set(pair_groups(pairs))) == 1 and "too few" in str(error)
+        return
+    assert sorted(train + validation) == sorted(pairs) and train and validation
+    if len(set(pair_groups(validation))) < len(set(pair_groups(pairs))) - 1:  # could take more
+        assert len(validation) >= max(1, int(len(pairs) * fraction))
+    for (s, t), (s2, t2) in itertools.product(validation, train):
+        assert not same(s, s2) and not same(t, t2)
+
+
+def write_tatoeba_like(path):
+    """Eight English sentences, each with three Korean versions: a random split leaks."""
+    lines = [f"한국어 {i} 버전 {v}\tEnglish sentence {i}." for i in range(8) for v in range(3)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_grouped_split_of_a_run_holds_out_whole_groups(tmp_path, capsys):
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    out = tmp_path / "run"
+    status, _, err = run_main(
+        ["train", "--arch", "transformer", "--data", str(data), "--out", str(out),
+         "--epochs", "1", "--vocab-size", "80", "--validation-split", "grouped",
+         "--validation-fraction", "0.2", "--model-arg", "num_layers=1",
+         "--model-arg", "d_model=16", "--model-arg", "num_heads=2", "--model-arg", "d_ff=32"],
+        capsys)
+    assert status == 0, err
+    config = TrainConfig.load(out / "config.json")
+    assert config.validation_split == "grouped"
+    train, validation = load_pairs(config)
+    assert len(validation) >= 24 * 0.2 and len(validation) % 3 == 0
+    assert not {t for _, t in validation} & {t for _, t in train}
+    config.validation_split = "random"  # the same corpus split at random leaks
+    train, validation = load_pairs(config)
+    assert {t for _, t in validation} & {t for _, t in train}
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--stream"], "--stream splits by a hash of each pair"),
+    (["--val", "VAL"], "--val is given"),
+])
+def test_a_grouped_split_that_cannot_be_carved_is_one_line(extra, fragment, tmp_path, capsys):
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    extra = [str(data) if item == "VAL" else item for item in extra]
+    status, _, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--validation-split", "grouped", *extra], capsys)
+    assert status == 2
+    assert_one_line_error(err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_grouped_split_of_a_built_in_task_is_one_line(tmp_path, capsys):
+    status, _, err = run_main(["train", "--data", "dates", "--out", str(tmp_path / "run"),
+                               "--validation-split", "grouped"], capsys)
+    assert status == 2
+    assert_one_line_error(err, "'dates' is a built-in task")
+
+
+def test_one_group_cannot_be_split(tmp_path, capsys):
+    data = tmp_path / "one.tsv"
+    data.write_text("가\tA.\n나\tA.\n다\tA.\n", encoding="utf-8")
+    status, _, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--validation-split", "grouped"], capsys)
+    assert status == 2
+    assert_one_line_error(err, "3 pairs in 1 groups", "pass --val")
