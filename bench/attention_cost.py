@@ -46,8 +46,13 @@ def quadratic_flop_share(length):
 
 
 def forward_peak_bytes(encode, inputs):
-    """Peak bytes the CPU allocator held during one forward pass, above its level before."""
-    tf.config.experimental.reset_memory_stats("CPU:0")
+    """Peak bytes the CPU allocator held during one forward pass, above its level before; None
+    where TensorFlow's CPU allocator keeps no statistics ("Cannot reset memory stats": so it
+    runs on some machines)."""
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+    except ValueError:
+        return None
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     encode(inputs).numpy()
     return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
@@ -93,14 +98,16 @@ def main():
     figures = {
         "config": {**CONFIG, "num_layers": NUM_LAYERS, "batch_size": BATCH_SIZE},
         "by_length": {length: {"forward_ms": 1000 * seconds[length],
-                               "peak_memory_mib": peak / 2 ** 20,
+                               "peak_memory_mib": None if peak is None else peak / 2 ** 20,
                                "attention_weights_one_layer_mib": size / 2 ** 20,
                                "quadratic_flop_share": quadratic_flop_share(length)}
                       for length, peak, size in zip(lengths, peak_bytes, attention_bytes)},
         "time_log_log_slope_all": log_log_slope(lengths, times),
         "time_log_log_slope_two_longest": log_log_slope(lengths[-2:], times[-2:]),
-        "peak_memory_log_log_slope_all": log_log_slope(lengths, peak_bytes),
-        "peak_memory_log_log_slope_two_longest": log_log_slope(lengths[-2:], peak_bytes[-2:]),
+        **({} if None in peak_bytes else {
+            "peak_memory_log_log_slope_all": log_log_slope(lengths, peak_bytes),
+            "peak_memory_log_log_slope_two_longest": log_log_slope(lengths[-2:],
+                                                                   peak_bytes[-2:])}),
         "plot": shown(plot_path),
         "fused_vs_materialised_weights": {
             length: {"fused_ms": 1000 * row["fused"], "materialised_ms": 1000 * row["materialised"],
