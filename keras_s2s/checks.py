@@ -86,3 +86,13 @@ def check_heads(d_model, num_heads):
     if d_model % num_heads:
         raise ValueError(f"d_model must be divisible by num_heads, got d_model={d_model} and "
                          f"num_heads={num_heads}")
+
+
+def check_batch_tokens(batch_tokens, longest):
+    """A token-based batch (`batch_tokens`, optional) must hold one sequence of the longest
+    length allowed."""
+    check_positive_int("batch_tokens", batch_tokens, optional=True)
+    if batch_tokens is not None and batch_tokens < longest:
+        raise ValueError(f"batch_tokens={batch_tokens} cannot hold one sequence of the longest "
+                         f"length allowed ({longest}: max_source_length / max_target_length); "
+                         f"give at least {longest}")

@@ -70,6 +70,10 @@ def _add_train_parser(subparsers):
                         help="default: 4 for dates, 15 for reverse/copy, 30 for TSV files "
                              "(with early stopping)")
     parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--batch-tokens", type=positive_int, metavar="N",
+                        help="token-based batching: batches of at most N padded tokens (the "
+                             "longer side) from pairs of similar length, instead of "
+                             "--batch-size pairs")
     parser.add_argument("--num-pairs", type=positive_int, default=20000,
                         help="built-in tasks: number of training pairs to generate")
     parser.add_argument("--min-length", type=positive_int, help="reverse/copy: shortest sequence")
@@ -132,7 +136,7 @@ def _train(args):
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
         validation_split=args.validation_split, validation_fraction=args.validation_fraction,
         epochs=args.epochs,
-        batch_size=args.batch_size, num_pairs=args.num_pairs, task_options=task_options,
+        batch_size=args.batch_size, batch_tokens=args.batch_tokens, num_pairs=args.num_pairs, task_options=task_options,
         source_column=args.source_column, target_column=args.target_column,
         on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
         shared_vocab=args.shared_vocab, lowercase=args.lowercase,

@@ -9,7 +9,7 @@ import json
 import os
 
 from keras_s2s import architectures
-from keras_s2s.checks import (check_choice, check_fraction, check_number,
+from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction, check_number,
                               check_positive_int)
 
 
@@ -46,6 +46,9 @@ class TrainConfig:
     max_source_length: int = 64
     max_target_length: int = 64
     batch_size: int = 64
+    # token-based batching: at most this many padded tokens a batch (the longer side), instead
+    # of `batch_size` pairs (`keras_s2s.data.pipeline.make_dataset`)
+    batch_tokens: int | None = None
     epochs: int | None = None  # default: DEFAULT_EPOCHS of the task, or DEFAULT_EPOCHS_FOR_FILES
     learning_rate: float | None = None  # default: the family's (`Family.learning_rate`)
     warmup_steps: int = 1000
@@ -78,6 +81,11 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         check_number("time_budget_minutes", self.time_budget_minutes, 0.0, low_inclusive=False,
                      optional=True)
+        if self.model.get("share_embeddings") and not self.shared_vocab:
+            raise ValueError("share_embeddings needs one vocabulary for source and target "
+                             "tokens: train with --shared-vocab")
+        check_batch_tokens(self.batch_tokens,
+                           max(self.max_source_length, self.max_target_length))
         check_number("learning_rate", self.learning_rate, 0.0, low_inclusive=False,
                      optional=True)
         check_fraction("validation_fraction", self.validation_fraction)

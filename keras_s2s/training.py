@@ -458,7 +458,7 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     run_dir = config.out
     writes_run = cluster is None or cluster.is_chief
     dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
-                        batch_size=config.batch_size,
+                        batch_size=config.batch_size, batch_tokens=config.batch_tokens,
                         max_source_length=config.max_source_length,
                         max_target_length=config.max_target_length)
     train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
@@ -527,7 +527,7 @@ def average(run_dir, last):
     validation_data, _ = make_dataset(
         load_pairs(config)[1], source_tokenizer=source_tokenizer,
         target_tokenizer=target_tokenizer, batch_size=config.batch_size,
-        max_source_length=config.max_source_length,
+        batch_tokens=config.batch_tokens, max_source_length=config.max_source_length,
         max_target_length=config.max_target_length, shuffle=False)
     compile_for_training(model, "adam", config.label_smoothing, jit_compile=False)
     report = averaging.average_run(model, run_dir, last, validation_data)

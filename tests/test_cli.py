@@ -189,12 +189,34 @@ def test_existing_run_is_never_overwritten(bahdanau_run, capsys):
     (["evaluate", "/nonexistent/run", "--data", "x.tsv"], "is not a trained run directory"),
     (["train", "--data", "/nonexistent/pairs.tsv", "--out", "{tmp}/r"],
      "neither a built-in task"),
+    (["train", "--data", "reverse", "--out", "{tmp}/r", "--batch-tokens", "40"],
+     "batch_tokens=40 cannot hold one sequence of the longest length allowed (64"),
+    (["train", "--arch", "transformer", "--data", "reverse", "--out", "{tmp}/r",
+      "--num-pairs", "50", "--model-arg", "share_embeddings=true"],
+     "share_embeddings needs one vocabulary for source and target"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message, tmp_path, capsys):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_transformer_trains_with_token_batches_and_three_way_tying(tmp_path, capsys):
+    """The corpus recipe's levers through the command: token-based batches, one vocabulary,
+    one embedding matrix for source, target and output."""
+    out = tmp_path / "tied"
+    assert train_tiny("transformer", out, extra=[
+        "--shared-vocab", "--batch-tokens", "64", "--model-arg", "share_embeddings=true",
+        "--model-arg", "tie_embeddings=true"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["batch_tokens"] == 64 and config["model"]["share_embeddings"] is True
+    model = Translator.load(out).model
+    assert model.source_embedding is model.target_embedding
+    capsys.readouterr()
+    assert main(["translate", str(out), "a b c"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_empty_data_file_is_a_clear_error(tmp_path, capsys):

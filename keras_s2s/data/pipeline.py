@@ -19,7 +19,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_s2s.checks import check_int
+from keras_s2s.checks import check_batch_tokens, check_int
 from keras_s2s.special_tokens import END_ID, START_ID
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ class DatasetStats:
         num_filtered: pairs dropped for exceeding `max_source_length` or `max_target_length`.
         longest_source: longest kept `source_ids` (with END).
         longest_target: longest kept `target_in_ids` (with START).
-        steps_per_epoch: `ceil(num_kept / batch_size)`, the steps that cover each kept pair
-            once (about; bucketing may emit a few smaller batches); for `repeat=True`.
+        steps_per_epoch: full batches' worth of the kept pairs (`ceil(num_kept / batch_size)`
+            without `batch_tokens`): a pass of `repeat=True` (without repeat, each bucket's last
+            batch may be smaller, so an epoch can have a few more).
     """
 
     num_pairs: int
@@ -58,7 +59,8 @@ class DatasetStats:
 
 
 def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_source_length,
-                 max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False):
+                 max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False,
+                 batch_tokens=None):
     """Build the training dataset `((source_ids, target_in_ids), target_out_ids)` from pairs.
 
     Tokenizing runs as batched TF ops inside the pipeline. Pairs held in memory (a list) get one
@@ -73,7 +75,7 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
             pairs.
         source_tokenizer, target_tokenizer: `SubwordTokenizer`s (or anything whose
             `tokenize(strings)` returns `(batch, None)` ragged int ids).
-        batch_size: pairs per batch.
+        batch_size: pairs per batch (when `batch_tokens` is None).
         max_source_length, max_target_length: the longest `source_ids` / `target_in_ids`
             allowed, special ids included; longer pairs are dropped, counted and logged.
         shuffle: reshuffle the pairs every epoch (over the whole dataset).
@@ -81,13 +83,19 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         bucket: batch pairs of similar length together (less padding) instead of in order.
         cache: keep the tokenized pairs in memory after the first pass (lists only).
         repeat: repeat forever (use `stats.steps_per_epoch` with `fit`).
+        batch_tokens: token-based batching (fairseq's `--max-tokens`): each length bucket's
+            batches hold as many pairs as fit `batch_tokens` padded tokens, counted on the
+            longer side (rows × the bucket's longest sequence), instead of `batch_size` pairs;
+            so short pairs make big batches and long ones small, and every step sees about
+            the same number of tokens. Needs `bucket=True`.
 
     Returns:
         `(dataset, stats)`: batches of int32 `((source_ids (B, S), target_in_ids (B, T)),
         target_out_ids (B, T))` padded with 0, and a `DatasetStats` (None for a stream).
 
     Raises:
-        ValueError: no pairs, invalid sizes, or no pair within the length limits.
+        ValueError: no pairs, invalid sizes, no pair within the length limits, or
+            `batch_tokens` too small for the longest sequence allowed, or without buckets.
     """
     streamed = isinstance(pairs, tf.data.Dataset)
     if not streamed:
@@ -98,6 +106,9 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
                                   ("max_source_length", max_source_length, 2),
                                   ("max_target_length", max_target_length, 2)):
         check_int(name, value, smallest)
+    check_batch_tokens(batch_tokens, max(max_source_length, max_target_length))
+    if batch_tokens is not None and not bucket:
+        raise ValueError("batch_tokens needs bucket=True (batches are sized per length bucket)")
 
     def encode_batch(sources, targets):
         source_ids = _append(source_tokenizer.tokenize(sources), END_ID)  # (batch, None)
@@ -119,14 +130,6 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         sequences.take(STREAM_LENGTH_SAMPLE) if streamed else sequences)
     kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
     num_kept = int(kept.sum())
-    stats = None if streamed else DatasetStats(
-        num_pairs=len(pairs),
-        num_kept=num_kept,
-        num_filtered=len(pairs) - num_kept,
-        longest_source=int(source_lengths[kept].max(initial=0)),
-        longest_target=int(target_lengths[kept].max(initial=0)),
-        steps_per_epoch=math.ceil(num_kept / batch_size),
-    )
     if num_kept < len(source_lengths):
         logger.warning(
             "Dropped %d of %d pairs%s longer than max_source_length=%d or max_target_length=%d "
@@ -142,6 +145,18 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
             f"{source_lengths.min()} ids and the shortest target {target_lengths.min()}."
         )
 
+    lengths = np.maximum(source_lengths[kept], target_lengths[kept])
+    boundaries = _bucket_boundaries(lengths) if bucket else []
+    batch_sizes = _bucket_batch_sizes(boundaries, max(max_source_length, max_target_length),
+                                      batch_size, batch_tokens)
+    stats = None if streamed else DatasetStats(
+        num_pairs=len(pairs),
+        num_kept=num_kept,
+        num_filtered=len(pairs) - num_kept,
+        longest_source=int(source_lengths[kept].max(initial=0)),
+        longest_target=int(target_lengths[kept].max(initial=0)),
+        steps_per_epoch=_steps_per_epoch(lengths, boundaries, batch_sizes),
+    )
     dataset = sequences.filter(
         lambda source, target_in, target_out: (tf.size(source) <= max_source_length)
         & (tf.size(target_in) <= max_target_length)
@@ -152,12 +167,10 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
     if repeat:
         dataset = dataset.repeat()
     if bucket:
-        lengths = np.maximum(source_lengths[kept], target_lengths[kept])
-        boundaries = _bucket_boundaries(lengths)
         dataset = dataset.bucket_by_sequence_length(
             lambda source, target_in, target_out: tf.maximum(tf.size(source), tf.size(target_in)),
             bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            bucket_batch_sizes=batch_sizes,
         )
     else:
         dataset = dataset.padded_batch(batch_size)
@@ -215,6 +228,23 @@ def _lengths(sequences):
     if not source_lengths:
         raise ValueError("pairs must hold at least one (source, target) pair.")
     return np.concatenate(source_lengths), np.concatenate(target_lengths)
+
+
+def _bucket_batch_sizes(boundaries, longest, batch_size, batch_tokens):
+    """Pairs per batch in each bucket: `batch_size`, or as many as fit `batch_tokens` padded
+    tokens at the bucket's longest length (bucket i holds lengths below `boundaries[i]`)."""
+    if batch_tokens is None:
+        return [batch_size] * (len(boundaries) + 1)
+    return [batch_tokens // (upper - 1) for upper in boundaries] + [batch_tokens // longest]
+
+
+def _steps_per_epoch(lengths, boundaries, batch_sizes):
+    """Full batches' worth of the pairs of `lengths`, bucket by bucket, rounded up: a repeated
+    dataset's buckets carry their remainders into the next pass, so this is its steps a pass
+    (`ceil(len(lengths) / batch_size)` when every bucket has the same batch size)."""
+    counts = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
+                         minlength=len(batch_sizes))
+    return math.ceil(float(np.sum(counts / np.asarray(batch_sizes))) - 1e-9)
 
 
 def _bucket_boundaries(lengths):

@@ -37,6 +37,10 @@ class Transformer(Seq2SeqModel):
         tie_embeddings: bool, default False. Use the target embedding matrix (transposed) as
             the output projection (Press & Wolf, 2017; the paper does this too): fewer
             parameters, better on small data.
+        share_embeddings: bool, default False. One embedding matrix for source and target
+            tokens, which needs one vocabulary for both (`source_vocab_size ==
+            target_vocab_size`, `--shared-vocab`); with `tie_embeddings`, one matrix in all
+            three places (three-way tying, fairseq's `--share-all-embeddings`).
         attention_class: a `keras_s2s.layers.MultiHeadAttention` subclass or its registered
             name, default `MultiHeadAttention`: the attention of every layer (see
             `TransformerEncoderLayer`).
@@ -63,7 +67,8 @@ class Transformer(Seq2SeqModel):
 
     def __init__(self, source_vocab_size, target_vocab_size, num_layers=6, d_model=512,
                  num_heads=8, d_ff=2048, dropout=0.1, max_length=256, normalize_first=False,
-                 tie_embeddings=False, attention_class=MultiHeadAttention, **kwargs):
+                 tie_embeddings=False, share_embeddings=False,
+                 attention_class=MultiHeadAttention, **kwargs):
         super().__init__(source_vocab_size, target_vocab_size, **kwargs)
         for name, value in (("num_layers", num_layers), ("d_ff", d_ff),
                             ("max_length", max_length)):
@@ -72,6 +77,12 @@ class Transformer(Seq2SeqModel):
         check_dropout(dropout)
         check_bool("normalize_first", normalize_first)
         check_bool("tie_embeddings", tie_embeddings)
+        check_bool("share_embeddings", share_embeddings)
+        if share_embeddings and source_vocab_size != target_vocab_size:
+            raise ValueError(
+                f"share_embeddings needs one vocabulary for source and target, got "
+                f"source_vocab_size={source_vocab_size} and target_vocab_size="
+                f"{target_vocab_size} (train with --shared-vocab)")
         self.num_layers = num_layers
         self.d_model = d_model
         self.num_heads = num_heads
@@ -80,13 +91,15 @@ class Transformer(Seq2SeqModel):
         self.max_length = max_length
         self.normalize_first = normalize_first
         self.tie_embeddings = tie_embeddings
+        self.share_embeddings = share_embeddings
         self.attention_class = attention_class_from(attention_class)
 
         policy = self.dtype_policy
-        self.source_embedding = keras.layers.Embedding(
-            source_vocab_size, d_model, name="source_embedding", dtype=policy)
         self.target_embedding = keras.layers.Embedding(
             target_vocab_size, d_model, name="target_embedding", dtype=policy)
+        self.source_embedding = self.target_embedding if share_embeddings else (
+            keras.layers.Embedding(source_vocab_size, d_model, name="source_embedding",
+                                   dtype=policy))
         self.positional_encoding = SinusoidalPositionalEncoding(
             max_length, name="positional_encoding", dtype=policy)
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
@@ -219,5 +232,6 @@ class Transformer(Seq2SeqModel):
             "max_length": self.max_length,
             "normalize_first": self.normalize_first,
             "tie_embeddings": self.tie_embeddings,
+            "share_embeddings": self.share_embeddings,
             "attention_class": keras.saving.get_registered_name(self.attention_class),
         }

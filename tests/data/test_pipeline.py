@@ -168,3 +168,32 @@ def test_cache_tokenizes_once(tokenizer, cache, tokenized_per_pair):
     for _ in range(2):
         examples(dataset)
     assert int(source_tokenizer.count.numpy()) == tokenized_per_pair * len(PAIRS)
+
+
+def test_token_batches_hold_at_most_batch_tokens_padded_tokens(tokenizer):
+    """Token-based batching: every pair once; each batch's padded size (rows × longest side)
+    within the budget; short pairs in big batches, long ones in small."""
+    dataset, stats = build(tokenizer, batch_tokens=96)
+    rows = examples(dataset)
+    assert collections.Counter(rows) == collections.Counter(expected_examples(tokenizer, PAIRS))
+    sizes = []
+    for (source, target_in), _ in dataset:
+        padded = max(source.shape[1], target_in.shape[1])
+        assert source.shape[0] * padded <= 96
+        sizes.append((padded, source.shape[0]))
+    assert max(size for length, size in sizes if length <= 8) >= 96 // 8
+    assert max(size for length, size in sizes if length >= 28) <= 96 // 28
+    # Full batches' worth, bucket by bucket: more steps than 200 pairs / (96 // 32) would
+    # suggest for the longest, fewer than one pair a step.
+    assert 200 // 32 < stats.steps_per_epoch < len(sizes) + 8
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_tokens=20), "batch_tokens=20 cannot hold one sequence of the longest length "
+                            "allowed \\(32"),
+    (dict(batch_tokens=0), "batch_tokens must be a positive int"),
+    (dict(batch_tokens=64, bucket=False), "batch_tokens needs bucket=True"),
+])
+def test_bad_batch_tokens_are_refused(tokenizer, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(tokenizer, **overrides)

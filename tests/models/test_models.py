@@ -16,18 +16,25 @@ def batch(rng):
     return source, target_in
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_decode_step_reproduces_teacher_forced_logits(family, batch):
-    model = FAMILIES[family]()
-    source, target_in = batch
-    logits = np.asarray(model((source, target_in)))
-    assert logits.shape == (3, 6, TARGET_VOCAB)
+def decode_steps(model, source, target_in, logits):
+    """Decode `target_in` step by step, checking each step's logits against the teacher-forced
+    `logits`; yields each step's attention."""
     memory = model.encode(source)
     state = model.initial_state(memory, max_length=target_in.shape[1])
     for step in range(target_in.shape[1]):
         step_logits, state, attention = model.decode_step(
             ops.convert_to_tensor(target_in[:, step]), memory, state, step)
         np.testing.assert_allclose(np.asarray(step_logits), logits[:, step], atol=1e-5)
+        yield attention
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_decode_step_reproduces_teacher_forced_logits(family, batch):
+    model = FAMILIES[family]()
+    source, target_in = batch
+    logits = np.asarray(model((source, target_in)))
+    assert logits.shape == (3, 6, TARGET_VOCAB)
+    for attention in decode_steps(model, source, target_in, logits):
         if model.has_attention:
             attention = np.asarray(attention)
             assert attention.shape == (3, 7)
@@ -133,3 +140,41 @@ def test_attention_layers_are_arguments(batch):
     assert {type(layer.cross_attention).__name__ for layer in transformer.decoder_layers} == {
         "SharpenedAttention"}
     assert transformer.get_config()["attention_class"] == "tests>SharpenedAttention"
+
+
+def test_share_embeddings_ties_source_target_and_output_to_one_matrix(batch, tmp_path):
+    """Three-way tying equals the untied model whose source and target embeddings (and so its
+    tied output projection) hold the same matrix, survives `.keras`, and stays one variable."""
+    source, target_in = batch
+    vocab = SOURCE_VOCAB  # one vocabulary for both sides
+    config = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32, max_length=12,
+                  normalize_first=True, tie_embeddings=True)
+    shared = Transformer(vocab, vocab, share_embeddings=True, **config)
+    logits = np.asarray(shared((source, target_in)))
+    embeddings = [w for w in shared.weights if "embeddings" in w.path]
+    assert [tuple(w.shape) for w in embeddings] == [(vocab, 16)]
+
+    reference = Transformer(vocab, vocab, **config)
+    reference((source, target_in))
+    def key(weight):  # the path inside the model, the source embedding read as the target's
+        return weight.path.split("/", 1)[1].replace("source_embedding", "target_embedding")
+
+    values = {key(weight): weight.numpy() for weight in shared.weights}
+    for weight in reference.weights:
+        weight.assign(values[key(weight)])
+    np.testing.assert_allclose(np.asarray(reference((source, target_in))), logits, atol=1e-5)
+
+    for _ in decode_steps(shared, source, target_in, logits):
+        pass
+
+    shared.save(tmp_path / "shared.keras")
+    restored = keras.models.load_model(tmp_path / "shared.keras")
+    assert restored.source_embedding is restored.target_embedding
+    np.testing.assert_array_equal(np.asarray(restored((source, target_in))), logits)
+
+
+def test_share_embeddings_needs_one_vocabulary():
+    with pytest.raises(ValueError, match="share_embeddings needs one vocabulary for source and "
+                                         "target, got source_vocab_size=10 and "
+                                         "target_vocab_size=12 \\(train with --shared-vocab\\)"):
+        Transformer(10, 12, share_embeddings=True)
