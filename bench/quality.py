@@ -14,9 +14,16 @@ does (uncached greedy).
     python bench/quality.py --tasks multi30k kor-eng --budget-minutes 30 15   # a budget a task
     python bench/quality.py --tasks multi30k --archs transformer keras-io-recipe \
         --budget-minutes 15 --beam 1 4                # ours against the keras.io recipe
+    python bench/quality.py --tasks kor-eng --archs transformer --budget-minutes 15 \
+        --set average_last=1 --set model.share_embeddings=false   # an ablation row
+
+Beam search uses the length penalty α that `keras-s2s tune-alpha` chooses on the run's
+validation split (500 pairs, the beam width scored), so α is never chosen on the scored set
+(except kor-eng's, whose carved split is both).
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -33,16 +40,34 @@ from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402
 from keras_s2s.data.tsv import read_tsv  # noqa: E402
-from keras_s2s.evaluation import evaluation_report  # noqa: E402
+from keras_s2s.evaluation import evaluation_report, tune_alpha  # noqa: E402
 from keras_s2s.training import load_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
 
 KERAS_IO_RECIPE = "keras-io-recipe"
 
 
-def strategy_of(beam_width):
+def strategy_of(beam_width, alpha=0.6):
     """Greedy search for width 1 (the figures' `beam_1`), else beam search of that width."""
-    return Greedy() if beam_width == 1 else Beam(beam_width)
+    return Greedy() if beam_width == 1 else Beam(beam_width, alpha)
+
+
+def parse_settings(items):
+    """`--set NAME=JSON` items → `corpus_config` overrides (`model.NAME` for model arguments)."""
+    overrides, model = {}, {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a plain string
+        if name.startswith("model."):
+            model[name[len("model."):]] = value
+        else:
+            overrides[name] = value
+    return overrides, model
 
 
 def evaluate_dates(run_dir, beam_width):
@@ -80,10 +105,15 @@ def test_pairs(task, config):
 
 
 def evaluate_corpus(run_dir, validation, beam_widths):
+    """Scores for each width; beam search with the α tuned on the run's validation split."""
     translator = Translator.load(run_dir)
-    return {f"beam_{width}": score_corpus(validation, lambda sources, width=width: [
-        o.text for o in translator.translate(sources, strategy_of(width))])
-        for width in beam_widths}
+    scores = {}
+    for width in beam_widths:
+        alpha = tune_alpha(run_dir, width)["alpha"] if width > 1 else None
+        scores[f"beam_{width}"] = score_corpus(validation, lambda sources: [
+            o.text for o in translator.translate(sources, strategy_of(width, alpha))])
+        scores[f"beam_{width}"]["alpha"] = alpha
+    return scores
 
 
 def run_keras_io_recipe(task, budget_minutes):
@@ -101,7 +131,7 @@ def run_keras_io_recipe(task, budget_minutes):
             "greedy_uncached": score_corpus(validation, recipe.translate)}
 
 
-def run_one(task, arch, budget_minutes, workdir, beam_widths):
+def run_one(task, arch, budget_minutes, workdir, beam_widths, settings=({}, {})):
     out = os.path.join(workdir, f"{task}-{arch}")
     if task != "dates" and missing(task):
         return {"skipped": missing(task)}
@@ -113,14 +143,19 @@ def run_one(task, arch, budget_minutes, workdir, beam_widths):
         config = TrainConfig(arch=arch, data="dates", out=out,
                              time_budget_minutes=budget_minutes)
     else:
-        config = corpus_config(task, arch, out, budget_minutes)
-    started = time.monotonic()
+        overrides, model = settings
+        config = corpus_config(task, arch, out, budget_minutes, **overrides)
+        config.model = {**config.model, **model}
+    started, load_before = time.monotonic(), os.getloadavg()
     history = train(config, verbose=0)
     seconds = time.monotonic() - started
+    loads = {"load_average_1_5_15_before": load_before,
+             "load_average_1_5_15_after": os.getloadavg(),
+             "val_loss_by_epoch": [round(v, 4) for v in history.get("val_loss", [])]}
     scores = ({f"beam_{width}": evaluate_dates(out, width) for width in beam_widths}
               if task == "dates" else evaluate_corpus(out, test_pairs(task, config), beam_widths))
     return {"train_seconds": round(seconds, 1), "epochs": len(history.get("loss", [])),
-            "parameters": Translator.load(out).model.count_params(), **scores}
+            "parameters": Translator.load(out).model.count_params(), **loads, **scores}
 
 
 def main(argv=None):
@@ -134,7 +169,11 @@ def main(argv=None):
                         help="training minutes: one for every task, or one a task")
     parser.add_argument("--beam", type=int, nargs="+", default=[4],
                         help="beam widths to evaluate our models with (1 = greedy)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a corpus recipe setting (a TrainConfig field, or "
+                             "model.NAME for a model argument; VALUE is JSON): ablation rows")
     args = parser.parse_args(argv)
+    settings = parse_settings(args.set)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
     tasks, budgets = (["dates"], [1.0]) if args.quick else (args.tasks, args.budget_minutes)
     if len(budgets) not in (1, len(tasks)):
@@ -142,12 +181,14 @@ def main(argv=None):
                      f"{len(budgets)}")
     budgets = dict(zip(tasks, budgets * len(tasks) if len(budgets) == 1 else budgets))
     tag = f"_{'_'.join(args.archs)}" if KERAS_IO_RECIPE in args.archs else ""
+    tag += "".join("_" + "".join(c if c.isalnum() or c in ".=-" else "-" for c in item)
+                   for item in args.set)
     results = {}
     with tempfile.TemporaryDirectory() as workdir:
         for task in tasks:
             for arch in args.archs:
                 results[f"{task}/{arch}"] = run_one(task, arch, budgets[task], workdir,
-                                                    args.beam)
+                                                    args.beam, settings)
     write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budgets,
                                                       "results": results})
 

@@ -10,6 +10,9 @@ length, and the Transformer's achieved FLOP/s as a fraction of a large matmul's.
 3. CPU efficiency at d_model 512: matmul FLOPs of one training step, counted analytically
    (forward ≈ 2 · matmul parameters · tokens + attention score/context matmuls; training ≈ 3 ×
    forward), per second, divided by the FLOP/s of a 2048×2048 float32 `tf.matmul`.
+4. Precision: target tokens/s of the corpus recipe's Transformer (`bench/corpora.py`, 8k shared
+   vocabulary, three-way tied) in float32 against Keras's `mixed_bfloat16` policy (bfloat16
+   matmuls, which this CPU's AVX512_BF16 can run through oneDNN), interleaved, same batch.
 
 Parts 2 and 3 compile without XLA, the package's default on a CPU (`--xla auto`).
 
@@ -19,12 +22,13 @@ Usage: python bench/training_speed.py [--quick] [--repeats N]
 import keras
 import tensorflow as tf
 
+from corpora import CORPUS_MODELS
 from common import (RESULTS_DIR, count_params, interleaved_medians, parse_args, shown,
                     write_result)
 from keras_hub_baseline import KerasHubTransformer
 from keras_s2s.models import Seq2Seq, Transformer
 from keras_s2s.plotting import plot_lines
-from keras_s2s.training import compile_for_training
+from keras_s2s.objectives import compile_for_training
 
 VOCAB_SIZE = 1000
 SMALL_TRANSFORMER = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
@@ -155,6 +159,29 @@ def cpu_efficiency(repeats, batch_size, length):
     }
 
 
+def precision(repeats, batch_size, length, vocab_size):
+    """Part 4: tokens/s of the corpus Transformer recipe under float32 and mixed_bfloat16."""
+    config = {**CORPUS_MODELS["transformer"], "share_embeddings": True}
+    models = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            keras.utils.set_random_seed(0)
+            models[policy] = compiled(Transformer(vocab_size, vocab_size, max_length=length,
+                                                  **config), jit_compile=False)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    batch = random_batch(batch_size, length)
+    seconds = interleaved_medians(
+        {name: train_step_function(model, batch) for name, model in models.items()},
+        repeats, warmup=2)
+    return {"config": {**config, "vocab_size": vocab_size, "batch_size": batch_size,
+                       "length": length},
+            "target_tokens_per_second": {name: batch_size * length / value
+                                         for name, value in seconds.items()},
+            "speedup_bfloat16_vs_float32": seconds["float32"] / seconds["mixed_bfloat16"]}
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     lengths = (16, 32) if args.quick else (16, 32, 64, 128)
@@ -166,6 +193,9 @@ def main():
             args.repeats, lengths, tokens_per_batch=256 if args.quick else 4096),
         "cpu_efficiency": cpu_efficiency(args.repeats, batch_size=4 if args.quick else 32,
                                          length=16 if args.quick else 32),
+        "precision": precision(args.repeats, batch_size=4 if args.quick else 32,
+                               length=8 if args.quick else 16,
+                               vocab_size=VOCAB_SIZE if args.quick else 8000),
     }
     figures["goal_speedup_vs_keras_hub_ge_1_2"] = {
         mode: speedup >= 1.2

@@ -135,8 +135,8 @@ def _train(args):
     config = TrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
         validation_split=args.validation_split, validation_fraction=args.validation_fraction,
-        epochs=args.epochs,
-        batch_size=args.batch_size, batch_tokens=args.batch_tokens, num_pairs=args.num_pairs, task_options=task_options,
+        epochs=args.epochs, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+        num_pairs=args.num_pairs, task_options=task_options,
         source_column=args.source_column, target_column=args.target_column,
         on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
         shared_vocab=args.shared_vocab, lowercase=args.lowercase,
@@ -226,9 +226,13 @@ def _add_decoding_arguments(parser):
     group.add_argument("--seed", type=int, help="seed of the sampling: repeatable outputs")
 
 
-def _strategy(args):
-    """The `keras_s2s.decoding` strategy of the decoding flags: the one place they meet."""
+def _strategy(args, path=None):
+    """The `keras_s2s.decoding` strategy of the decoding flags: the one place they meet.
+
+    Beam search's α is `--alpha`, else the one `tune-alpha` stored in the run at `path`, else
+    0.6."""
     from keras_s2s.decoding import Beam, Greedy, Sample
+    from keras_s2s.run_dir import tuned_alpha
 
     given = {name: getattr(args, name) for name in DECODING_FLAGS.values()
              if getattr(args, name, None) is not None}
@@ -243,7 +247,8 @@ def _strategy(args):
                              "--top-p too")
         return Sample(**sampling)
     if "beam" in given:
-        return Beam(width=given["beam"], alpha=given.get("alpha", 0.6),
+        alpha = given.get("alpha", path and tuned_alpha(path))
+        return Beam(width=given["beam"], alpha=0.6 if alpha is None else alpha,
                     n_best=given.get("n_best", 1))
     if given:
         raise ValueError("--alpha and --n-best apply to beam search: give --beam WIDTH too")
@@ -265,7 +270,7 @@ def _translate(args):
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
     check_translatable(args.run_dir)
-    strategy = _strategy(args)
+    strategy = _strategy(args, args.run_dir)
     texts = _texts_to_translate(args.text)
     translator = load_translator(args.run_dir, jit_compile=args.xla == "on")
     translations = translator.translate(texts, strategy=strategy,
@@ -360,6 +365,33 @@ def _explore(args):
     run(args.run_dirs, host=args.host, port=args.port)
 
 
+def _add_tune_alpha_parser(subparsers):
+    from keras_s2s.evaluation import DEFAULT_ALPHAS
+
+    parser = subparsers.add_parser(
+        "tune-alpha", help="choose beam search's length penalty on the validation split",
+        description="Decode the run's validation split with beam search for each length "
+                    "penalty alpha, keep the one with the best BLEU in RUN_DIR/decoding.json: "
+                    "translate, evaluate and export then use it when --beam is given without "
+                    "--alpha.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--beam", type=positive_int, default=4, metavar="WIDTH")
+    parser.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS))
+    parser.add_argument("--max-pairs", type=positive_int, default=500,
+                        help="validation pairs decoded for each alpha")
+    parser.set_defaults(handler=_tune_alpha)
+
+
+def _tune_alpha(args):
+    from keras_s2s.evaluation import tune_alpha
+
+    report = tune_alpha(args.run_dir, args.beam, args.alphas, args.max_pairs)
+    for alpha, bleu in report["bleu_by_alpha"].items():
+        print(f"alpha {float(alpha):.2f}\tBLEU {bleu:.2f}")
+    print(f"alpha {report['alpha']:.2f} (beam {report['width']}, {report['pairs']} validation "
+          f"pairs) stored in {args.run_dir}/decoding.json")
+
+
 def _add_evaluate_parser(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="score a trained run on a TSV file",
@@ -385,7 +417,7 @@ def _evaluate(args):
     from keras_s2s.translator import load_translator
 
     check_translatable(args.run_dir)
-    strategy = _strategy(args)
+    strategy = _strategy(args, args.run_dir)
     if strategy.n_best > 1:
         raise ValueError("evaluate scores the best hypothesis: leave out --n-best")
     if args.data in synthetic.TASKS:
@@ -440,7 +472,7 @@ def _export(args):
     if not args.model_name:
         raise ValueError("export needs --model-name NAME (or --format ctranslate2 --out DIR)")
     print(export_run(args.run_dir, args.model_name, base_path=args.base_path,
-                     version=args.version, strategy=_strategy(args)))
+                     version=args.version, strategy=_strategy(args, args.run_dir)))
 
 
 def _export_ctranslate2(args):
@@ -500,6 +532,7 @@ def build_parser():
     _add_train_parser(subparsers)
     _add_average_parser(subparsers)
     _add_translate_parser(subparsers)
+    _add_tune_alpha_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_explore_parser(subparsers)

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUCKET_WIDTH = 10
 REPORT_DECIMALS = 4
+#: The length penalties `tune_alpha` tries (GNMT's α; 0 is plain log-probability).
+DEFAULT_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
 
 
 def corpus_scores(hypotheses, references):
@@ -74,6 +76,42 @@ def evaluation_report(sources, hypotheses, references, buckets=DEFAULT_BUCKET_WI
     report["by_source_length"] = bleu_by_length(sources, hypotheses, references,
                                                 buckets=buckets, tokenize=tokenize)
     return _rounded(report)
+
+
+def tune_alpha(run_dir, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
+    """Choose beam search's length penalty α by BLEU on the run's validation split and store it
+    in the run (`decoding.json`, the default α of `--beam` for this run).
+
+    The validation split is the one training held out (the first `max_pairs` of it), never a
+    test set. Ties go to the smaller α.
+
+    Returns:
+        `{"alpha", "width", "pairs", "bleu_by_alpha": {alpha: BLEU}}`, as written.
+    """
+    from keras_s2s import run_dir as run_files
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.decoding import Beam
+    from keras_s2s.training import load_pairs
+    from keras_s2s.translator import Translator
+
+    run_files.check_trained(run_dir)
+    if not alphas or any(not isinstance(a, (int, float)) or a < 0 for a in alphas):
+        raise ValueError(f"alphas must be numbers >= 0, got {list(alphas)!r}")
+    pairs = load_pairs(TrainConfig.load(run_files.config_path(run_dir)))[1]
+    if not isinstance(pairs, list):  # a stream's validation split
+        pairs = [(s.decode(), t.decode()) for s, t in pairs.take(max_pairs).as_numpy_iterator()]
+    pairs = pairs[:max_pairs]
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    translator = Translator.load(run_dir)
+    bleu = {}
+    for alpha in sorted(set(float(a) for a in alphas)):
+        texts = [t.text for t in translator.translate(sources, Beam(width, alpha))]
+        bleu[alpha] = round(BLEU().corpus_score(texts, [references]).score, REPORT_DECIMALS)
+        logger.info("alpha %.2f: BLEU %.2f", alpha, bleu[alpha])
+    report = {"alpha": max(bleu, key=lambda alpha: (bleu[alpha], -alpha)), "width": width,
+              "pairs": len(pairs), "bleu_by_alpha": {str(a): b for a, b in bleu.items()}}
+    run_files.save_decoding(run_dir, report)
+    return report
 
 
 def write_json(report, path):

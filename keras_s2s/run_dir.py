@@ -8,6 +8,8 @@ A run directory holds:
 - `model.keras`: the trained model, written last;
 - `history.json` and `training_curves.png`: every epoch's metrics, across resumptions;
 - `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`;
+- `decoding.json`, once `keras-s2s tune-alpha` has run: the beam search's length penalty α
+  chosen on the validation split (the default α of `--beam` for this run);
 - with checkpoint averaging (`keras_s2s.averaging`), `checkpoints/epoch-NNNN.weights.h5` (the
   last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
 
@@ -26,6 +28,7 @@ CURVES = "training_curves.png"
 CHECKPOINTS = "checkpoints"
 BEST_WEIGHTS = os.path.join(CHECKPOINTS, "best.weights.h5")
 AVERAGE_REPORT = "average.json"
+DECODING = "decoding.json"
 BACKUP = "backup"
 LOGS = "logs"
 #: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
@@ -74,6 +77,36 @@ def load_tokenizers(run_dir):
     from keras_s2s.data.tokenizers import SubwordTokenizer
 
     return tuple(SubwordTokenizer.load(run_dir, side) for side in SIDES)
+
+
+def save_decoding(run_dir, report):
+    """Write `report` (`keras_s2s.evaluation.tune_alpha`'s) as the run's `decoding.json`."""
+    import json
+
+    path = os.path.join(run_dir, DECODING)
+    with open(path + ".partial", "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+        file.write("\n")
+    os.replace(path + ".partial", path)
+    return path
+
+
+def tuned_alpha(directory):
+    """The length penalty α stored by `keras-s2s tune-alpha` in `directory`, or None."""
+    import json
+
+    path = os.path.join(directory, DECODING)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        try:
+            alpha = json.load(file)["alpha"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} holds no length penalty (alpha): {error!r}; run "
+                             f"`keras-s2s tune-alpha` again or delete it") from None
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
+        raise ValueError(f"{path}: alpha must be a number >= 0, got {alpha!r}")
+    return float(alpha)
 
 
 def is_trained(run_dir):

@@ -249,3 +249,46 @@ def test_train_streamed_from_a_glob_and_translate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["translate", str(out), "a b c", "d e"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_tune_alpha_stores_the_best_length_penalty_which_beam_search_then_uses(
+        bahdanau_run, tmp_path, capsys):
+    """`tune-alpha` keeps the α of the best validation BLEU (sacreBLEU on the run's own
+    validation split, decoded here independently); `translate --beam` without `--alpha` then
+    decodes exactly as with `--alpha` set to it."""
+    import sacrebleu
+
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import load_pairs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for path in bahdanau_run.iterdir():
+        if path.is_file():
+            (run / path.name).write_bytes(path.read_bytes())
+    capsys.readouterr()
+    assert main(["tune-alpha", str(run), "--beam", "2", "--alphas", "0", "1.5",
+                 "--max-pairs", "40"]) == 0
+    assert "stored in" in capsys.readouterr().out
+    report = json.loads((run / "decoding.json").read_text())
+    pairs = load_pairs(TrainConfig.load(run / "config.json"))[1][:40]
+    translator = Translator.load(run)
+    for alpha in (0.0, 1.5):
+        texts = [t.text for t in translator.translate([s for s, _ in pairs], Beam(2, alpha))]
+        expected = sacrebleu.corpus_bleu(texts, [[t for _, t in pairs]]).score
+        assert report["bleu_by_alpha"][str(alpha)] == pytest.approx(expected, abs=1e-3)
+    best = max(report["bleu_by_alpha"].values())
+    assert report["bleu_by_alpha"][str(report["alpha"])] == best and report["pairs"] == 40
+
+    (run / "decoding.json").write_text(json.dumps({"alpha": 8.0}))  # favours length
+    outputs = []
+    for extra in ([], ["--alpha", "8"], ["--alpha", "0"]):
+        assert main(["translate", str(run), "a b c d", "e f", "--beam", "2", "--scores",
+                     *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+
+    (run / "decoding.json").write_text('{"alpha": -1}')
+    assert main(["translate", str(run), "a b", "--beam", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "alpha must be a number >= 0, got -1" in err and len(err.strip().splitlines()) == 1

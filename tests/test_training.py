@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_s2s.training import MaskedAccuracy, MaskedSparseCrossentropy, TransformerSchedule
+from keras_s2s.objectives import MaskedAccuracy, MaskedSparseCrossentropy, TransformerSchedule
 
 
 def numpy_smoothed_loss(y_true, logits, smoothing):
@@ -81,7 +81,7 @@ def test_fit_trains_embeddings_with_the_adam_of_their_dense_gradients(arch):
 
     from keras_s2s import architectures
     from keras_s2s.config import TrainConfig
-    from keras_s2s.training import compile_for_training
+    from keras_s2s.objectives import compile_for_training
 
     config = TrainConfig(arch=arch, model={"transformer": dict(
         num_layers=1, d_model=16, num_heads=2, d_ff=32, dropout=0.0)}.get(
