@@ -184,8 +184,10 @@ class MultiHeadAttention(keras.layers.Layer):
         Returns:
             `(context (B, Tq, H, dv), weights (B, H, Tq, Tv) or None)`. When nobody asks for
             the weights, no dropout applies and `value_dim == key_dim`, they are never
-            materialised outside the fused `keras.ops.dot_product_attention` (cuDNN flash
-            attention on GPUs under JAX).
+            materialised outside the fused `keras.ops.dot_product_attention`. (On a GPU under
+            JAX, Keras tries cuDNN's fused attention first, which refuses a mask that
+            broadcasts over queries, `(B, 1, 1, Tv)`, and falls back to XLA's, logging the
+            refusal: seen on an H200 with JAX 0.11.2, docs/RESULTS.md §9.)
         """
         fused = self.value_dim == self.key_dim  # what jax.nn.dot_product_attention takes
         if fused and not return_attention_scores and not (training and self.dropout):

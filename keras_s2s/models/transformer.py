@@ -95,10 +95,12 @@ class Transformer(Seq2SeqModel):
         self.attention_class = attention_class_from(attention_class)
 
         policy = self.dtype_policy
-        self.target_embedding = keras.layers.Embedding(
-            target_vocab_size, d_model, name="target_embedding", dtype=policy)
-        self.source_embedding = self.target_embedding if share_embeddings else (
-            keras.layers.Embedding(source_vocab_size, d_model, name="source_embedding",
+        # Source first: `.keras` files and weight files hold the weights in creation order,
+        # so this order is what every saved run loads with.
+        self.source_embedding = keras.layers.Embedding(
+            source_vocab_size, d_model, name="source_embedding", dtype=policy)
+        self.target_embedding = self.source_embedding if share_embeddings else (
+            keras.layers.Embedding(target_vocab_size, d_model, name="target_embedding",
                                    dtype=policy))
         self.positional_encoding = SinusoidalPositionalEncoding(
             max_length, name="positional_encoding", dtype=policy)

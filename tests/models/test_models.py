@@ -178,3 +178,14 @@ def test_share_embeddings_needs_one_vocabulary():
                                          "target, got source_vocab_size=10 and "
                                          "target_vocab_size=12 \\(train with --shared-vocab\\)"):
         Transformer(10, 12, share_embeddings=True)
+
+
+def test_transformer_weights_keep_their_saved_order():
+    """Saved runs (`model.keras`, `best.weights.h5`) load their weights in creation order: the
+    source embedding before the target embedding, as runs were saved before share_embeddings
+    existed (creating the target's first loaded every earlier run with the two swapped)."""
+    model = Transformer(SOURCE_VOCAB, TARGET_VOCAB, num_layers=1, d_model=8, num_heads=2,
+                        d_ff=8)
+    model.build()
+    assert [tuple(w.shape) for w in model.weights[:2]] == [(SOURCE_VOCAB, 8), (TARGET_VOCAB, 8)]
+    assert "source_embedding" in model.weights[0].path
