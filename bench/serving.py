@@ -45,7 +45,7 @@ from keras_s2s import tflite  # noqa: E402
 from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.data.pipeline import encode_source  # noqa: E402
-from keras_s2s.data.tokenizers import SubwordTokenizer  # noqa: E402
+from keras_s2s.data.tokenizers import load_tokenizer  # noqa: E402
 from keras_s2s.export import export_run  # noqa: E402
 from keras_s2s.serving import Client, ModelConfig, ModelServer, ServerOptions  # noqa: E402
 from keras_s2s.serving.config import parse_batching_parameters  # noqa: E402
@@ -162,8 +162,8 @@ def share_equal(outputs, expected):
 
 def tflite_figures(run_dir, export_dir, workdir, args):
     """Size, latency and exact match of each quantization against the SavedModel."""
-    source_tokenizer = SubwordTokenizer.load(run_dir, "source")
-    target_tokenizer = SubwordTokenizer.load(run_dir, "target")
+    source_tokenizer = load_tokenizer(run_dir, "source")
+    target_tokenizer = load_tokenizer(run_dir, "target")
     pairs = synthetic.generate("dates", 200, seed=20261123)
     ids = encode_source([s for s, _ in pairs], source_tokenizer, MAX_SOURCE_LENGTH).numpy()
     ids = np.pad(ids, [(0, 0), (0, MAX_SOURCE_LENGTH - ids.shape[1])]).astype(np.int32)

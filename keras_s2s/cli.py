@@ -12,7 +12,7 @@ import os
 import sys
 
 from keras_s2s import architectures
-from keras_s2s.config import DISTRIBUTE_CHOICES, VALIDATION_SPLITS
+from keras_s2s.config import DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -84,6 +84,9 @@ def _add_train_parser(subparsers):
     parser.add_argument("--skip-bad-lines", action="store_true",
                         help="count and skip malformed TSV lines instead of stopping")
     parser.add_argument("--vocab-size", type=positive_int, default=2000)
+    parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="wordpiece",
+                        help="subword model: WordPiece, or a SentencePiece unigram model "
+                             "(learned in seconds from raw text; runs in-graph)")
     parser.add_argument("--shared-vocab", action="store_true",
                         help="one subword vocabulary for both sides")
     parser.add_argument("--lowercase", action="store_true")
@@ -139,7 +142,7 @@ def _train(args):
         num_pairs=args.num_pairs, task_options=task_options,
         source_column=args.source_column, target_column=args.target_column,
         on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
-        shared_vocab=args.shared_vocab, lowercase=args.lowercase,
+        tokenizer=args.tokenizer, shared_vocab=args.shared_vocab, lowercase=args.lowercase,
         max_source_length=args.max_source_length, max_target_length=args.max_target_length,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,

@@ -18,6 +18,8 @@ from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction, 
 DEFAULT_EPOCHS = {"dates": 4, "reverse": 15, "copy": 15}
 DEFAULT_EPOCHS_FOR_FILES = 30
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
+#: `keras_s2s.data.tokenizers.TOKENIZER_KINDS`, without importing TensorFlow.
+TOKENIZER_KINDS = ("wordpiece", "unigram")
 #: How a validation split is carved from TSV files (`keras_s2s.data.splits`).
 VALIDATION_SPLITS = ("random", "grouped")
 
@@ -41,6 +43,8 @@ class TrainConfig:
     validation_split: str = "random"
     seed: int = 0
     vocab_size: int = 2000
+    # "wordpiece", or "unigram" (SentencePiece) (`keras_s2s.data.tokenizers`)
+    tokenizer: str = "wordpiece"
     shared_vocab: bool = False
     lowercase: bool = False
     max_source_length: int = 64
@@ -73,6 +77,7 @@ class TrainConfig:
             check_choice(name, getattr(self, name), ("auto", "on", "off"))
         check_choice("distribute", self.distribute, DISTRIBUTE_CHOICES)
         check_choice("validation_split", self.validation_split, VALIDATION_SPLITS)
+        check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
         if self.average_last > 1 and self.distribute == "multi-worker":
             raise ValueError("average_last > 1 is not in the multi-worker training loop yet; "
                              "train with --average-last 1")

@@ -4,7 +4,7 @@ A run directory holds:
 
 - `config.json`: the `TrainConfig` (written once the vocabularies are, so a directory with a
   config is a run that can resume or has finished);
-- the two tokenizers' files (`keras_s2s.data.tokenizers.SubwordTokenizer.save`);
+- the two tokenizers' files (a `keras_s2s.data.tokenizers` tokenizer's `save`);
 - `model.keras`: the trained model, written last;
 - `history.json` and `training_curves.png`: every epoch's metrics, across resumptions;
 - `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`;
@@ -34,7 +34,7 @@ LOGS = "logs"
 #: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
 CTRANSLATE2_MODEL = "model.bin"
 CTRANSLATE2_RUN_CONFIG = "run_config.json"
-#: The two tokenizers' file prefixes (`SubwordTokenizer.save(run_dir, side)`).
+#: The two tokenizers' file prefixes (their `save(run_dir, side)`).
 SIDES = ("source", "target")
 
 
@@ -74,9 +74,9 @@ def save_tokenizers(run_dir, source_tokenizer, target_tokenizer):
 
 def load_tokenizers(run_dir):
     """`(source_tokenizer, target_tokenizer)`, as `save_tokenizers` wrote them."""
-    from keras_s2s.data.tokenizers import SubwordTokenizer
+    from keras_s2s.data.tokenizers import load_tokenizer
 
-    return tuple(SubwordTokenizer.load(run_dir, side) for side in SIDES)
+    return tuple(load_tokenizer(run_dir, side) for side in SIDES)
 
 
 def save_decoding(run_dir, report):

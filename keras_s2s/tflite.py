@@ -20,7 +20,9 @@ loop body as uninitialised resource variables.
 
 Tokenizing stays outside (the tensorflow-text ops are not TFLite builtins): the source and
 target vocabularies are copied beside the model, `<stem>.source_vocab.txt` and
-`<stem>.target_vocab.txt`, one token a line in id order.
+`<stem>.target_vocab.txt`, one token a line in id order; a run tokenized by SentencePiece also
+gets its models, `<stem>.source.model` and `<stem>.target.model`, which the SentencePiece
+library on a phone loads to turn text into the same ids.
 """
 
 import logging
@@ -88,14 +90,18 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     check_choice("quantize", quantize, QUANTIZATIONS)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     stem = os.path.splitext(os.path.basename(out_path))[0]
-    outputs = [out_path] + [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
-                            for side in run_files.SIDES]
-    for output in outputs:
+    run_dir = run_dir_of(path)
+    translator = Translator.load(run_dir)
+    tokenizers = dict(zip(run_files.SIDES, (translator.source_tokenizer,
+                                            translator.target_tokenizer)))
+    vocabularies = [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
+                    for side in run_files.SIDES]
+    models = {os.path.join(out_dir, f"{stem}.{side}.model"): tokenizer.proto
+              for side, tokenizer in tokenizers.items() if hasattr(tokenizer, "proto")}
+    for output in [out_path, *vocabularies, *models]:
         if os.path.exists(output):
             raise FileExistsError(f"{output} already exists and is never overwritten; choose "
                                   f"another --out or remove it")
-    run_dir = run_dir_of(path)
-    translator = Translator.load(run_dir)
     if max_source_length is None:
         max_source_length = translator.max_source_length
     if max_target_length is None:
@@ -119,8 +125,11 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     os.makedirs(out_dir, exist_ok=True)
     with open(out_path, "xb") as file:
         file.write(flatbuffer)
-    for side, output in zip(run_files.SIDES, outputs[1:]):
+    for side, output in zip(run_files.SIDES, vocabularies):
         shutil.copyfile(run_files.vocabulary_path(run_dir, side), output)
+    for output, proto in models.items():
+        with open(output, "xb") as file:
+            file.write(proto)
     logger.info("wrote %s (%s, %d bytes; source ids [%d, %d] → output ids [%d, %d])", out_path,
                 quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
                 max_target_length)

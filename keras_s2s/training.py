@@ -231,7 +231,8 @@ def _prepare_run_dir(config):
 def _learn_tokenizers(config, train_pairs):
     """The run's two tokenizers, learned from `train_pairs` (the same on every worker)."""
     return train_tokenizers(vocabulary_pairs(train_pairs), config.vocab_size,
-                            shared=config.shared_vocab, lowercase=config.lowercase)
+                            shared=config.shared_vocab, lowercase=config.lowercase,
+                            kind=config.tokenizer)
 
 
 def _remove(paths):

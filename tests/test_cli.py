@@ -203,16 +203,19 @@ def test_user_errors_are_one_line_without_traceback(argv, message, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_transformer_trains_with_token_batches_and_three_way_tying(tmp_path, capsys):
-    """The corpus recipe's levers through the command: token-based batches, one vocabulary,
-    one embedding matrix for source, target and output."""
+def test_transformer_trains_with_the_corpus_levers(tmp_path, capsys):
+    """The corpus recipes' levers through the command: a SentencePiece vocabulary shared by
+    both sides, token-based batches, one embedding matrix for source, target and output."""
     out = tmp_path / "tied"
     assert train_tiny("transformer", out, extra=[
-        "--shared-vocab", "--batch-tokens", "64", "--model-arg", "share_embeddings=true",
-        "--model-arg", "tie_embeddings=true"]) == 0
+        "--shared-vocab", "--tokenizer", "unigram", "--batch-tokens", "64", "--model-arg",
+        "share_embeddings=true", "--model-arg", "tie_embeddings=true"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["batch_tokens"] == 64 and config["model"]["share_embeddings"] is True
-    model = Translator.load(out).model
+    assert json.loads((out / "source_tokenizer.json").read_text())["type"] == "sentencepiece"
+    translator = Translator.load(out)
+    assert any(token.startswith("▁") for token in translator.source_tokenizer.vocabulary)
+    model = translator.model
     assert model.source_embedding is model.target_embedding
     capsys.readouterr()
     assert main(["translate", str(out), "a b c"]) == 0

@@ -37,7 +37,7 @@ PAIRS = synthetic.generate("reverse", 200, seed=0, max_length=6)
 TEXTS = [source for source, _ in PAIRS[:3]] + ["", " ".join("abcdefghijklmnopq")]
 
 
-def make_run_dir(directory, arch, model_args=None, prepare=None):
+def make_run_dir(directory, arch, model_args=None, prepare=None, tokenizer="wordpiece"):
     """A run directory of an untrained tiny model: what `train` writes, in a second.
 
     `model_args` override `MODEL_ARGS[arch]`; `prepare(model)` may change the built model's
@@ -45,9 +45,10 @@ def make_run_dir(directory, arch, model_args=None, prepare=None):
     keras.utils.set_random_seed(0)
     config = TrainConfig(arch=arch, data="reverse", out=str(directory), vocab_size=60,
                          max_source_length=MAX_SOURCE_LENGTH,
-                         max_target_length=MAX_TARGET_LENGTH,
+                         max_target_length=MAX_TARGET_LENGTH, tokenizer=tokenizer,
                          model={**MODEL_ARGS[arch], **(model_args or {})})
-    source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size)
+    source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size,
+                                                          kind=tokenizer)
     os.makedirs(directory)
     run_files.save_tokenizers(directory, source_tokenizer, target_tokenizer)
     config.save(run_files.config_path(directory))
@@ -62,9 +63,17 @@ def make_run_dir(directory, arch, model_args=None, prepare=None):
 
 # test_tflite.py imports these session fixtures; pytest would build them once per module
 # that holds them, so the work is cached per session (one base temporary directory) here.
+#: The runs beside one per architecture: a Transformer tokenized by SentencePiece.
+SENTENCEPIECE_RUN = "transformer_unigram"
+RUNS = [*MODEL_ARGS, SENTENCEPIECE_RUN]
+
+
 @functools.cache
 def _tiny_runs(base_temp):
-    return {arch: make_run_dir(base_temp / "runs" / arch, arch) for arch in MODEL_ARGS}
+    runs = {arch: make_run_dir(base_temp / "runs" / arch, arch) for arch in MODEL_ARGS}
+    runs[SENTENCEPIECE_RUN] = make_run_dir(base_temp / "runs" / SENTENCEPIECE_RUN,
+                                           "transformer", tokenizer="unigram")
+    return runs
 
 
 @functools.cache
@@ -141,6 +150,7 @@ def _source_ids(translator):
 def loaded_elsewhere(exports, translators):
     jobs = {name: {"path": path, "texts": TEXTS, "source_ids": _source_ids(
         translators[name.removesuffix("_beam")]).tolist()} for name, path in exports.items()}
+    assert SENTENCEPIECE_RUN in jobs
     completed = subprocess.run(
         [sys.executable, "-c", LOADER, json.dumps(jobs)], capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
@@ -148,7 +158,7 @@ def loaded_elsewhere(exports, translators):
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", [*MODEL_ARGS, "luong_beam"])
+@pytest.mark.parametrize("name", [*RUNS, "luong_beam"])
 def test_export_gives_the_translators_outputs_without_keras_s2s(name, loaded_elsewhere,
                                                                 translators):
     strategy = Beam(3) if name.endswith("_beam") else Greedy()
@@ -177,10 +187,12 @@ def test_export_gives_the_translators_outputs_without_keras_s2s(name, loaded_els
                 atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [*MODEL_ARGS, "luong_beam"])
+@pytest.mark.parametrize("name", [*RUNS, "luong_beam"])
 def test_export_holds_only_ops_tf_serving_links(name, loaded_elsewhere):
     op_types = loaded_elsewhere[name]["op_types"]
-    assert "While" in op_types and "FastWordpieceTokenizeWithOffsets" in op_types
+    tokenizer_op = ("TFText>FastSentencepieceTokenize" if name == SENTENCEPIECE_RUN
+                    else "FastWordpieceTokenizeWithOffsets")
+    assert "While" in op_types and tokenizer_op in op_types
     assert not {"PyFunc", "PyFuncStateless", "EagerPyFunc"} & set(op_types)
     # XLA-only kernels run in TF Serving only with its experimental XLA JIT flag.
     assert not [op for op in op_types if op.startswith("Xla")]

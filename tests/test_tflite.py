@@ -9,10 +9,11 @@ from ai_edge_litert.interpreter import Interpreter
 
 from keras_s2s.cli import TFLITE_QUANTIZATIONS, main
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.data.tokenizers import SubwordTokenizer
+from keras_s2s.data.tokenizers import load_tokenizer
+from keras_s2s.special_tokens import END_ID
 from keras_s2s.tflite import QUANTIZATIONS, convert
 from tests.test_export import (  # noqa: F401  (session fixtures shared with test_export)
-    MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH, MODEL_ARGS, TEXTS, exports, tiny_runs)
+    MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH, RUNS, SENTENCEPIECE_RUN, TEXTS, exports, tiny_runs)
 
 #: Inputs shorter than MAX_SOURCE_LENGTH, so the TFLite input is padded beyond the batch's.
 SHORT_TEXTS = [text for text in TEXTS if len(text.split()) < MAX_SOURCE_LENGTH - 1]
@@ -20,7 +21,7 @@ SHORT_TEXTS = [text for text in TEXTS if len(text.split()) < MAX_SOURCE_LENGTH -
 
 def _source_ids(run_dir):
     """(batch, longest row) ids of SHORT_TEXTS, and the same padded to MAX_SOURCE_LENGTH."""
-    ids = encode_source(SHORT_TEXTS, SubwordTokenizer.load(run_dir, "source"),
+    ids = encode_source(SHORT_TEXTS, load_tokenizer(run_dir, "source"),
                         MAX_SOURCE_LENGTH).numpy()
     assert ids.shape[1] < MAX_SOURCE_LENGTH
     return ids, np.pad(ids, [(0, 0), (0, MAX_SOURCE_LENGTH - ids.shape[1])])
@@ -31,7 +32,7 @@ def _run_tflite(path, source_ids):
     return runner(source_ids=source_ids)
 
 
-@pytest.mark.parametrize("arch", MODEL_ARGS)
+@pytest.mark.parametrize("arch", RUNS)
 def test_tflite_gives_the_saved_models_ids(arch, exports, tiny_runs, tmp_path):
     out_path = str(tmp_path / f"{arch}.tflite")
     convert(exports[arch], out_path, batch_size=len(SHORT_TEXTS))
@@ -49,6 +50,14 @@ def test_tflite_gives_the_saved_models_ids(arch, exports, tiny_runs, tmp_path):
         with open(tmp_path / f"{arch}.{side}_vocab.txt", encoding="utf-8") as copied, open(
                 os.path.join(tiny_runs[arch], f"{side}_vocab.txt"), encoding="utf-8") as original:
             assert copied.read() == original.read()
+        assert (tmp_path / f"{arch}.{side}.model").exists() == (arch == SENTENCEPIECE_RUN)
+    if arch == SENTENCEPIECE_RUN:  # the model an app tokenizes with gives the same ids
+        import sentencepiece
+
+        processor = sentencepiece.SentencePieceProcessor(
+            model_file=str(tmp_path / f"{arch}.source.model"))
+        assert [processor.encode(text) + [END_ID] for text in SHORT_TEXTS] == [
+            [i for i in row if i] for row in ids.tolist()]
 
 
 def test_quantized_models_convert_run_and_shrink(tiny_runs, tmp_path, capsys):

@@ -8,7 +8,8 @@
 
 from keras_s2s.data.pipeline import DatasetStats, encode_source, make_dataset
 from keras_s2s.data.synthetic import DATE_CASES, DATE_FORMATS, TASKS, format_date, generate
-from keras_s2s.data.tokenizers import SubwordTokenizer, train_tokenizers
+from keras_s2s.data.tokenizers import (SentencePieceSubwordTokenizer, SubwordTokenizer,
+                                      load_tokenizer, train_tokenizers)
 from keras_s2s.data.tsv import DataError, normalize_text, read_tsv
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "DATE_FORMATS",
     "DATE_CASES",
     "SubwordTokenizer",
+    "SentencePieceSubwordTokenizer",
+    "load_tokenizer",
     "train_tokenizers",
     "make_dataset",
     "encode_source",

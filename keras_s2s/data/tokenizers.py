@@ -1,6 +1,7 @@
-"""Subword tokenizers learned from training text, running as TensorFlow ops.
+"""Subword tokenizers learned from training text, running as TensorFlow ops: WordPiece (the
+default) and a SentencePiece unigram model.
 
-The vocabulary is learned with keras-hub's `compute_word_piece_vocabulary` and applied with
+WordPiece: the vocabulary is learned with keras-hub's `compute_word_piece_vocabulary` and applied with
 keras-hub's `WordPieceTokenizer` (tensorflow-text `FastWordpieceTokenizer` underneath). Text is
 NFC-normalised, split on whitespace and punctuation (each punctuation mark is a token; Hangul
 words stay whole words), then each word is split into WordPiece subwords (`##` marks a piece that
@@ -16,9 +17,21 @@ Detokenizing cannot know where the original text had spaces, so it re-inserts th
 right, hug the text they enclose, and a closing quote hugs a following Korean particle
 (`"사랑해"를`). On the kor-eng corpus 99.9% of Korean and 100% of English sentences come back
 exactly; what cannot come back is ambiguous spacing such as `유행(경향)을` vs `내 (여행용) 가방`.
+
+SentencePiece (`SentencePieceSubwordTokenizer`): the model is learned by the `sentencepiece`
+trainer on raw text (no pre-splitting: spaces are the piece `▁`, so text comes back exactly,
+after NFKC normalisation) and applied in-graph by tensorflow-text's
+`FastSentencepieceTokenizer`, whose ops hold the model as a constant: no resource, so nothing
+breaks when `tf.random.set_seed` clears TensorFlow's kernel cache (which deletes the model of
+the resource-owning `SentencepieceTokenizer` that keras-hub's `SentencePieceTokenizer` wraps).
+Its model travels inside the tokenizer's settings file, so a run has the same two files per side
+whatever its tokenizer. SentencePiece's BPE models are not offered: the fast tokenizer segments
+them differently from the `sentencepiece` library (a test compares the two).
 """
 
+import base64
 import collections
+import io
 import json
 import logging
 import os
@@ -28,6 +41,8 @@ import keras_hub
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from keras_s2s.checks import check_choice
+from keras_s2s.config import TOKENIZER_KINDS
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK, UNK_ID
 
 logger = logging.getLogger(__name__)
@@ -89,27 +104,18 @@ def _normalize(strings):
     """NFC, the same normalisation for training and tokenizing (composed Hangul syllables)."""
     return tf_text.normalize_utf8(strings, "NFC")
 
+#: `TOKENIZER_KINDS`, the tokenizers `train_tokenizers` learns (WordPiece, SentencePiece
+#: unigram), is defined in `keras_s2s.config`, which the CLI's parser imports without TensorFlow.
 
-class SubwordTokenizer(tf.Module):
-    """A WordPiece subword tokenizer whose ids start with the special tokens.
 
-    Ids 0..3 are `[PAD]`, `[UNK]`, `[START]`, `[END]` (see `keras_s2s.special_tokens`).
-    `tokenize` adds no start or end id; the data pipeline does.
+class _Subwords(tf.Module):
+    """What every tokenizer here shares: ids 0..3 are `SPECIAL_TOKENS`, the vocabulary lookups,
+    and the batch/one-string handling of `tokenize` and `detokenize`. A subclass provides
+    `_tokenize_batch(strings (B,)) → (B, None)` and `_join(ids (B, None) ragged) → (B,)`, both
+    `tf.function`s of TF and tensorflow-text ops."""
 
-    Args:
-        vocabulary: the tokens in id order; must start with `SPECIAL_TOKENS`.
-        lowercase: case-fold text before tokenizing (detokenized text is then lower case).
-
-    Example:
-    >>> from keras_s2s.data import SubwordTokenizer
-    >>> tokenizer = SubwordTokenizer.train(["I go to school.", "We go home."], vocab_size=100)
-    >>> ids = tokenizer.tokenize(["I go to school."])        # RaggedTensor (1, None) int32
-    >>> tokenizer.detokenize(ids).numpy()
-    array([b'I go to school.'], dtype=object)
-    """
-
-    def __init__(self, vocabulary, lowercase=False):
-        super().__init__(name="subword_tokenizer")
+    def __init__(self, vocabulary, lowercase, name):
+        super().__init__(name=name)
         vocabulary = list(vocabulary)
         if tuple(vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError(
@@ -121,51 +127,6 @@ class SubwordTokenizer(tf.Module):
         self._vocabulary = vocabulary
         self._ids = {token: token_id for token_id, token in enumerate(vocabulary)}
         self.lowercase = bool(lowercase)
-        self._wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
-            vocabulary=vocabulary,
-            lowercase=self.lowercase,
-            strip_accents=False,  # accents are meaning in most languages; keep text reversible
-            oov_token=UNK,
-            dtype="int32",
-        )
-
-    @classmethod
-    def train(cls, texts, vocab_size, lowercase=False):
-        """Learn a vocabulary of about `vocab_size` tokens (specials included) from `texts`.
-
-        The learner keeps subwords seen at least about 10 times, so a small corpus gives a
-        smaller vocabulary than asked for. Every character of `texts` is kept (the learner alone
-        keeps only its 1000 most frequent characters, fewer than Korean text uses), so the
-        vocabulary exceeds `vocab_size` when the characters alone do not fit; that is logged.
-        """
-        texts = list(texts)
-        if not all(isinstance(text, str) for text in texts) or not any(map(str.strip, texts)):
-            raise ValueError("texts must be a sequence of str holding at least one word.")
-        if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(
-                f"vocab_size must be an int greater than {len(SPECIAL_TOKENS)} "
-                f"(the special tokens), got {vocab_size!r}."
-            )
-        dataset = tf.data.Dataset.from_tensor_slices(texts).batch(1024).map(_normalize)
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            dataset,
-            vocabulary_size=vocab_size,
-            lowercase=lowercase,
-            strip_accents=False,
-            reserved_tokens=list(SPECIAL_TOKENS),
-        )
-        vocabulary = _add_missing_characters(vocabulary, texts, lowercase)
-        if len(vocabulary) > vocab_size:
-            logger.warning(
-                "The vocabulary has %d tokens, more than vocab_size=%d, to hold every character "
-                "of the training text.", len(vocabulary), vocab_size,
-            )
-        tokenizer = cls(vocabulary, lowercase=lowercase)
-        ids = tokenizer.tokenize(texts).flat_values
-        unk_rate = float(tf.reduce_mean(tf.cast(ids == UNK_ID, tf.float32)))
-        logger.info("Learned a %d-token vocabulary from %d texts; %.2f%% of their tokens are "
-                    "[UNK].", len(vocabulary), len(texts), 100 * unk_rate)
-        return tokenizer
 
     @property
     def vocabulary(self):
@@ -203,10 +164,6 @@ class SubwordTokenizer(tf.Module):
             return self._tokenize_batch(strings[tf.newaxis])[0]
         return self._tokenize_batch(strings)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
-    def _tokenize_batch(self, strings):
-        return self._wordpiece.tokenize(_normalize(strings))  # (batch, None)
-
     def detokenize(self, ids):
         """Ids → text: drops `[PAD]` and `[START]`, stops at the first `[END]`, joins subwords.
 
@@ -228,7 +185,82 @@ class SubwordTokenizer(tf.Module):
     def _detokenize_batch(self, ids):
         ends_seen = tf.math.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1)  # (batch, time)
         keep = (ends_seen == 0) & (ids != PAD_ID) & (ids != START_ID)
-        words = self._wordpiece.detokenize(tf.ragged.boolean_mask(ids, keep))  # (batch,)
+        return self._join(tf.ragged.boolean_mask(ids, keep))
+
+    def _write(self, directory, prefix, settings):
+        """Write the vocabulary (one token a line) and `settings` as `file_names(prefix)`."""
+        os.makedirs(directory, exist_ok=True)
+        vocabulary_path, settings_path = (os.path.join(directory, name)
+                                          for name in file_names(prefix))
+        with open(vocabulary_path, "w", encoding="utf-8", newline="\n") as file:
+            file.writelines(f"{token}\n" for token in self._vocabulary)
+        with open(settings_path, "w", encoding="utf-8") as file:
+            json.dump({**settings, "vocabulary_file": os.path.basename(vocabulary_path),
+                       "lowercase": self.lowercase}, file, indent=2)
+            file.write("\n")
+        return vocabulary_path, settings_path
+
+
+class SubwordTokenizer(_Subwords):
+    """A WordPiece subword tokenizer whose ids start with the special tokens.
+
+    Ids 0..3 are `[PAD]`, `[UNK]`, `[START]`, `[END]` (see `keras_s2s.special_tokens`).
+    `tokenize` adds no start or end id; the data pipeline does.
+
+    Args:
+        vocabulary: the tokens in id order; must start with `SPECIAL_TOKENS`.
+        lowercase: case-fold text before tokenizing (detokenized text is then lower case).
+
+    Example:
+    >>> from keras_s2s.data import SubwordTokenizer
+    >>> tokenizer = SubwordTokenizer.train(["I go to school.", "We go home."], vocab_size=100)
+    >>> ids = tokenizer.tokenize(["I go to school."])        # RaggedTensor (1, None) int32
+    >>> tokenizer.detokenize(ids).numpy()
+    array([b'I go to school.'], dtype=object)
+    """
+
+    def __init__(self, vocabulary, lowercase=False):
+        super().__init__(vocabulary, lowercase, name="subword_tokenizer")
+        self._wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
+            vocabulary=vocabulary,
+            lowercase=self.lowercase,
+            strip_accents=False,  # accents are meaning in most languages; keep text reversible
+            oov_token=UNK,
+            dtype="int32",
+        )
+
+    @classmethod
+    def train(cls, texts, vocab_size, lowercase=False):
+        """Learn a vocabulary of about `vocab_size` tokens (specials included) from `texts`.
+
+        The learner keeps subwords seen at least about 10 times, so a small corpus gives a
+        smaller vocabulary than asked for. Every character of `texts` is kept (the learner alone
+        keeps only its 1000 most frequent characters, fewer than Korean text uses), so the
+        vocabulary exceeds `vocab_size` when the characters alone do not fit; that is logged.
+        """
+        texts = _checked_training_texts(texts, vocab_size)
+        dataset = tf.data.Dataset.from_tensor_slices(texts).batch(1024).map(_normalize)
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            dataset,
+            vocabulary_size=vocab_size,
+            lowercase=lowercase,
+            strip_accents=False,
+            reserved_tokens=list(SPECIAL_TOKENS),
+        )
+        vocabulary = _add_missing_characters(vocabulary, texts, lowercase)
+        if len(vocabulary) > vocab_size:
+            logger.warning(
+                "The vocabulary has %d tokens, more than vocab_size=%d, to hold every character "
+                "of the training text.", len(vocabulary), vocab_size,
+            )
+        return _logged(cls(vocabulary, lowercase=lowercase), texts)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _tokenize_batch(self, strings):
+        return self._wordpiece.tokenize(_normalize(strings))  # (batch, None)
+
+    def _join(self, ids):
+        words = self._wordpiece.detokenize(ids)  # (batch,)
         for pattern, rewrite in _SPACING_RULES:
             words = tf.strings.regex_replace(words, pattern, rewrite)
         return tf.strings.strip(words)
@@ -239,36 +271,143 @@ class SubwordTokenizer(tf.Module):
         Returns:
             The two paths written.
         """
-        os.makedirs(directory, exist_ok=True)
-        vocabulary_path, settings_path = (os.path.join(directory, name)
-                                          for name in file_names(prefix))
-        with open(vocabulary_path, "w", encoding="utf-8", newline="\n") as file:
-            file.writelines(f"{token}\n" for token in self._vocabulary)
-        with open(settings_path, "w", encoding="utf-8") as file:
-            json.dump({"type": "wordpiece", "vocabulary_file": os.path.basename(vocabulary_path),
-                       "lowercase": self.lowercase}, file, indent=2)
-            file.write("\n")
-        return vocabulary_path, settings_path
+        return self._write(directory, prefix, {"type": "wordpiece"})
 
     @classmethod
-    def load(cls, directory, prefix):
-        """Read a tokenizer written by `save(directory, prefix)`."""
-        settings_path = os.path.join(directory, file_names(prefix)[1])
-        with open(settings_path, encoding="utf-8") as file:
-            settings = json.load(file)
-        if settings.get("type") != "wordpiece":
-            raise ValueError(
-                f"{settings_path}: expected a 'wordpiece' tokenizer, got {settings.get('type')!r}."
-            )
+    def from_settings(cls, directory, settings):
+        """The tokenizer of a settings file written by `save` (see `load_tokenizer`)."""
         vocabulary_path = os.path.join(directory, settings["vocabulary_file"])
         with open(vocabulary_path, encoding="utf-8") as file:
             vocabulary = [line.rstrip("\n") for line in file]
         return cls(vocabulary, lowercase=settings["lowercase"])
 
 
+class SentencePieceSubwordTokenizer(_Subwords):
+    """A SentencePiece unigram tokenizer whose ids start with the special tokens.
+
+    Ids 0..3 are `[PAD]`, `[UNK]`, `[START]`, `[END]` (the model is trained with them at those
+    ids); `tokenize` adds no start or end id. Spaces are part of the pieces (`▁`), so
+    detokenizing gives the text back exactly, after the model's NFKC normalisation.
+
+    Args:
+        proto: the serialized SentencePiece model (bytes).
+        lowercase: whether the model case-folds (`nmt_nfkc_cf` normalisation); recorded so the
+            run says so. It is the model's normalisation that lowercases.
+
+    Example:
+    >>> from keras_s2s.data import SentencePieceSubwordTokenizer
+    >>> tokenizer = SentencePieceSubwordTokenizer.train(
+    ...     ["I go to school.", "We go home."] * 20, vocab_size=30)
+    >>> ids = tokenizer.tokenize(["I go to school."])        # RaggedTensor (1, None) int32
+    >>> tokenizer.detokenize(ids).numpy()
+    array([b'I go to school.'], dtype=object)
+    """
+
+    def __init__(self, proto, lowercase=False):
+        import sentencepiece
+
+        proto = bytes(proto)
+        processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+        super().__init__([processor.id_to_piece(i) for i in range(processor.get_piece_size())],
+                         lowercase, name="sentencepiece_tokenizer")
+        self._proto = proto
+        self._sentencepiece = tf_text.FastSentencepieceTokenizer(proto)
+
+    @classmethod
+    def train(cls, texts, vocab_size, lowercase=False):
+        """Learn a unigram model of at most `vocab_size` pieces (specials included; fewer when
+        the text has fewer) covering every character of `texts`.
+
+        The `sentencepiece` trainer runs directly: keras-hub 0.32's
+        `compute_sentence_piece_proto` takes no special-id options, and ours must sit at ids
+        0..3.
+        """
+        import sentencepiece
+
+        texts = _checked_training_texts(texts, vocab_size)
+        model = io.BytesIO()
+        pad, unk, start, end = SPECIAL_TOKENS
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+            model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
+            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=START_ID, eos_id=END_ID, pad_piece=pad,
+            unk_piece=unk, bos_piece=start, eos_piece=end, minloglevel=2, num_threads=2)
+        return _logged(cls(model.getvalue(), lowercase=lowercase), texts)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _tokenize_batch(self, strings):
+        return self._sentencepiece.tokenize(strings)  # (batch, None)
+
+    def _join(self, ids):
+        return self._sentencepiece.detokenize(ids)  # (batch,)
+
+    @property
+    def proto(self):
+        """The serialized SentencePiece model (what an app tokenizing with the TFLite model
+        loads)."""
+        return self._proto
+
+    def save(self, directory, prefix):
+        """Write `file_names(prefix)`: the pieces (one a line, in id order), then the settings
+        with the model inside (base64).
+
+        Returns:
+            The two paths written.
+        """
+        return self._write(directory, prefix, {
+            "type": "sentencepiece", "model": base64.b64encode(self._proto).decode("ascii")})
+
+    @classmethod
+    def from_settings(cls, directory, settings):
+        """The tokenizer of a settings file written by `save` (see `load_tokenizer`)."""
+        return cls(base64.b64decode(settings["model"]), lowercase=settings["lowercase"])
+
+
+#: The tokenizer class of each settings file's "type".
+_TYPES = {"wordpiece": SubwordTokenizer, "sentencepiece": SentencePieceSubwordTokenizer}
+
+
+def load_tokenizer(directory, prefix):
+    """Read a tokenizer written by its `save(directory, prefix)`, of whichever type."""
+    settings_path = os.path.join(directory, file_names(prefix)[1])
+    with open(settings_path, encoding="utf-8") as file:
+        try:
+            settings = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{settings_path} is not valid JSON: {error}") from None
+    kind = settings.get("type") if isinstance(settings, dict) else None
+    if kind not in _TYPES:
+        raise ValueError(f"{settings_path}: unknown tokenizer type {kind!r}; known: "
+                         f"{sorted(_TYPES)}")
+    return _TYPES[kind].from_settings(directory, settings)
+
+
 def file_names(prefix):
-    """The files `SubwordTokenizer.save(directory, prefix)` writes: `(vocabulary, settings)`."""
+    """The files a tokenizer's `save(directory, prefix)` writes: `(vocabulary, settings)`."""
     return f"{prefix}_vocab.txt", f"{prefix}_tokenizer.json"
+
+
+def _checked_training_texts(texts, vocab_size):
+    """`texts` as a list, after checking them and `vocab_size` for training."""
+    texts = list(texts)
+    if not all(isinstance(text, str) for text in texts) or not any(map(str.strip, texts)):
+        raise ValueError("texts must be a sequence of str holding at least one word.")
+    if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocab_size must be an int greater than {len(SPECIAL_TOKENS)} "
+            f"(the special tokens), got {vocab_size!r}."
+        )
+    return texts
+
+
+def _logged(tokenizer, texts):
+    """`tokenizer`, after logging its size and the share of [UNK] in `texts`."""
+    ids = tokenizer.tokenize(texts).flat_values
+    unk_rate = float(tf.reduce_mean(tf.cast(ids == UNK_ID, tf.float32)))
+    logger.info("Learned a %d-token vocabulary from %d texts; %.2f%% of their tokens are "
+                "[UNK].", tokenizer.vocabulary_size, len(texts), 100 * unk_rate)
+    return tokenizer
 
 
 def _add_missing_characters(vocabulary, texts, lowercase):
@@ -293,7 +432,7 @@ def _add_missing_characters(vocabulary, texts, lowercase):
     return list(vocabulary) + missing
 
 
-def train_tokenizers(pairs, vocab_size, shared=False, lowercase=False):
+def train_tokenizers(pairs, vocab_size, shared=False, lowercase=False, kind="wordpiece"):
     """Learn the source and target tokenizers from `(source, target)` pairs.
 
     Args:
@@ -303,17 +442,25 @@ def train_tokenizers(pairs, vocab_size, shared=False, lowercase=False):
         shared: learn one vocabulary from both sides and use it for both (useful when the
             languages share a script, e.g. for the `copy`/`reverse` tasks or en–de).
         lowercase: case-fold text before tokenizing.
+        kind: one of `TOKENIZER_KINDS`: "wordpiece" (`SubwordTokenizer`) or "unigram"
+            (SentencePiece, `SentencePieceSubwordTokenizer`).
 
     Returns:
         `(source_tokenizer, target_tokenizer)`; the same object twice when `shared`.
     """
+    check_choice("kind", kind, TOKENIZER_KINDS)
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pairs must hold at least one (source, target) pair.")
+
+    def learn(texts):
+        if kind == "wordpiece":
+            return SubwordTokenizer.train(texts, vocab_size, lowercase=lowercase)
+        return SentencePieceSubwordTokenizer.train(texts, vocab_size, lowercase=lowercase)
+
     sources = [source for source, _ in pairs]
     targets = [target for _, target in pairs]
     if shared:
-        tokenizer = SubwordTokenizer.train(sources + targets, vocab_size, lowercase=lowercase)
+        tokenizer = learn(sources + targets)
         return tokenizer, tokenizer
-    return (SubwordTokenizer.train(sources, vocab_size, lowercase=lowercase),
-            SubwordTokenizer.train(targets, vocab_size, lowercase=lowercase))
+    return learn(sources), learn(targets)

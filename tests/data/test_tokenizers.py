@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from keras_s2s.data.synthetic import generate
-from keras_s2s.data.tokenizers import SubwordTokenizer, train_tokenizers
+from keras_s2s.data.tokenizers import (SentencePieceSubwordTokenizer, SubwordTokenizer,
+                                      load_tokenizer, train_tokenizers)
 from keras_s2s.data.tsv import read_tsv
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID
 
@@ -106,7 +107,7 @@ def test_save_and_load_give_identical_ids(tokenizer, tmp_path):
     vocabulary_path, settings_path = tokenizer.save(tmp_path / "run", "source")
     lines = pathlib.Path(vocabulary_path).read_text(encoding="utf-8").splitlines()
     assert lines == tokenizer.vocabulary
-    loaded = SubwordTokenizer.load(tmp_path / "run", "source")
+    loaded = load_tokenizer(tmp_path / "run", "source")
     assert loaded.vocabulary == tokenizer.vocabulary and loaded.lowercase is False
     assert loaded.tokenize(ENGLISH + KOREAN).to_list() == tokenizer.tokenize(
         ENGLISH + KOREAN).to_list()
@@ -117,7 +118,7 @@ def test_lowercase_is_kept_through_save_and_load(tmp_path):
     assert not any(token.lower() != token for token in tokenizer.vocabulary[4:])
     assert texts_of(tokenizer.detokenize(tokenizer.tokenize(["HeLLo World"]))) == ["hello world"]
     tokenizer.save(tmp_path, "target")
-    assert SubwordTokenizer.load(tmp_path, "target").lowercase is True
+    assert load_tokenizer(tmp_path, "target").lowercase is True
 
 
 def test_shared_and_separate_vocabularies():
@@ -191,3 +192,85 @@ def test_round_trip_rate_on_kor_eng():
                              (target_tokenizer, [t for _, t in pairs])):
         decoded = texts_of(tokenizer.detokenize(tokenizer.tokenize(texts)))
         assert np.mean([a == b for a, b in zip(decoded, texts)]) >= 0.99
+
+
+@pytest.fixture(scope="module")
+def sentencepiece():
+    source, target = train_tokenizers(list(zip(ENGLISH, KOREAN * 2)) * 3, vocab_size=200,
+                                      shared=True, kind="unigram")
+    assert source is target
+    return source
+
+
+@pytest.mark.parametrize("texts", [ENGLISH, KOREAN], ids=["english", "korean"])
+def test_sentencepiece_round_trip_with_special_ids_first(sentencepiece, texts):
+    """SentencePiece models keep our special ids 0..3 and give the text back exactly."""
+    assert isinstance(sentencepiece, SentencePieceSubwordTokenizer)
+    assert tuple(sentencepiece.vocabulary[:4]) == SPECIAL_TOKENS
+    ids = sentencepiece.tokenize(texts)
+    assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+    assert int(tf.reduce_min(ids.flat_values)) > END_ID
+    assert texts_of(sentencepiece.detokenize(ids)) == texts
+    padded = tf.concat([tf.fill([len(texts), 1], START_ID), ids.to_tensor(),
+                        tf.fill([len(texts), 1], END_ID), tf.fill([len(texts), 2], 17)], 1)
+    assert texts_of(sentencepiece.detokenize(padded)) == texts  # START dropped, cut at END
+
+
+def test_sentencepiece_matches_the_sentencepiece_library_and_survives_save_and_load(
+        sentencepiece, tmp_path):
+    """The in-graph ids are those of the `sentencepiece` library on the same model, and the
+    saved settings file carries the model."""
+    import sentencepiece as spm
+
+    reference = spm.SentencePieceProcessor(model_proto=sentencepiece.proto)
+    assert sentencepiece.tokenize(ENGLISH + KOREAN).to_list() == reference.encode(
+        ENGLISH + KOREAN)
+    assert sentencepiece.vocabulary == [reference.id_to_piece(i)
+                                        for i in range(reference.get_piece_size())]
+    sentencepiece.save(tmp_path, "source")
+    loaded = load_tokenizer(tmp_path, "source")
+    assert type(loaded) is SentencePieceSubwordTokenizer
+    assert loaded.tokenize(KOREAN).to_list() == sentencepiece.tokenize(KOREAN).to_list()
+
+
+def test_sentencepiece_lowercase_and_bad_arguments(tmp_path):
+    tokenizer = SentencePieceSubwordTokenizer.train(["Hello World", "HELLO there"] * 5, 40,
+                                                    lowercase=True)
+    assert texts_of(tokenizer.detokenize(tokenizer.tokenize(["HeLLo World"]))) == [
+        "hello world"]
+    tokenizer.save(tmp_path, "target")
+    assert load_tokenizer(tmp_path, "target").lowercase is True
+    with pytest.raises(ValueError, match="kind must be one of"):
+        train_tokenizers([("a", "b")], 40, kind="bpe")
+    (tmp_path / "target_tokenizer.json").write_text('{"type": "morfessor"}')
+    with pytest.raises(ValueError, match="unknown tokenizer type 'morfessor'"):
+        load_tokenizer(tmp_path, "target")
+
+
+def test_sentencepiece_survives_a_cleared_kernel_cache(sentencepiece):
+    """`tf.random.set_seed` clears TensorFlow's kernel cache, which deletes the model of a
+    resource-owning SentencePiece op; ours holds its model as a constant."""
+    before = sentencepiece.tokenize(ENGLISH).to_list()
+    tf.random.set_seed(7)
+    assert sentencepiece.tokenize(ENGLISH).to_list() == before
+    assert texts_of(sentencepiece.detokenize(sentencepiece.tokenize(KOREAN))) == KOREAN
+
+
+def test_sentencepiece_saved_model_uses_only_serving_ops(sentencepiece, tmp_path):
+    """tensorflow-text's fast SentencePiece kernels, which TF Serving links, and no Python."""
+    module = tf.Module()
+    module.tokenizer = sentencepiece
+    module.round_trip = tf.function(
+        lambda strings: sentencepiece.detokenize(sentencepiece.tokenize(strings).to_tensor()),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    graph = module.round_trip.get_concrete_function().graph.as_graph_def()
+    op_types = {node.op for node in graph.node}
+    op_types |= {node.op for function in graph.library.function for node in function.node_def}
+    custom_ops = {op for op in op_types if not hasattr(tf.raw_ops, op)}
+    assert custom_ops <= {"TFText>FastSentencepieceTokenize",
+                          "TFText>FastSentencepieceDetokenize"}, custom_ops
+    assert not op_types & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+    tf.saved_model.save(module, str(tmp_path / "model"))
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    assert texts_of(loaded.round_trip(tf.constant(KOREAN))) == KOREAN
