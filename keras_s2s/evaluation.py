@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUCKET_WIDTH = 10
 REPORT_DECIMALS = 4
 #: The length penalties `tune_alpha` tries (GNMT's α; 0 is plain log-probability).
-DEFAULT_ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
+DEFAULT_ALPHAS = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)
 
 
 def corpus_scores(hypotheses, references):
