@@ -90,18 +90,16 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     check_choice("quantize", quantize, QUANTIZATIONS)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     stem = os.path.splitext(os.path.basename(out_path))[0]
+    vocabularies = [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
+                    for side in run_files.SIDES]
+    _check_absent([out_path, *vocabularies])
     run_dir = run_dir_of(path)
     translator = Translator.load(run_dir)
     tokenizers = dict(zip(run_files.SIDES, (translator.source_tokenizer,
                                             translator.target_tokenizer)))
-    vocabularies = [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
-                    for side in run_files.SIDES]
     models = {os.path.join(out_dir, f"{stem}.{side}.model"): tokenizer.proto
               for side, tokenizer in tokenizers.items() if hasattr(tokenizer, "proto")}
-    for output in [out_path, *vocabularies, *models]:
-        if os.path.exists(output):
-            raise FileExistsError(f"{output} already exists and is never overwritten; choose "
-                                  f"another --out or remove it")
+    _check_absent(models)
     if max_source_length is None:
         max_source_length = translator.max_source_length
     if max_target_length is None:
@@ -134,3 +132,11 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
                 quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
                 max_target_length)
     return len(flatbuffer)
+
+
+def _check_absent(paths):
+    """FileExistsError naming the first of `paths` that exists: nothing is overwritten."""
+    for path in paths:
+        if os.path.exists(path):
+            raise FileExistsError(f"{path} already exists and is never overwritten; choose "
+                                  f"another --out or remove it")

@@ -1,11 +1,11 @@
 """Subword tokenizers learned from training text, running as TensorFlow ops: WordPiece (the
 default) and a SentencePiece unigram model.
 
-WordPiece: the vocabulary is learned with keras-hub's `compute_word_piece_vocabulary` and applied with
-keras-hub's `WordPieceTokenizer` (tensorflow-text `FastWordpieceTokenizer` underneath). Text is
-NFC-normalised, split on whitespace and punctuation (each punctuation mark is a token; Hangul
-words stay whole words), then each word is split into WordPiece subwords (`##` marks a piece that
-continues a word).
+WordPiece: the vocabulary is learned with keras-hub's `compute_word_piece_vocabulary` and
+applied with keras-hub's `WordPieceTokenizer` (tensorflow-text `FastWordpieceTokenizer`
+underneath). Text is NFC-normalised, split on whitespace and punctuation (each punctuation
+mark is a token; Hangul words stay whole words), then each word is split into WordPiece
+subwords (`##` marks a piece that continues a word).
 
 Tokenizing and detokenizing are `tf.function`s of TF core and tensorflow-text ops only (regex
 split, UTF-8 normalisation, case folding, FastWordpiece) that exist in tensorflow-text 2.20, so a
