@@ -6,7 +6,6 @@ this module imports no TensorFlow (the CLI's parser and `--help` use it).
 
 import dataclasses
 import json
-import os
 
 from keras_s2s import architectures
 from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction, check_number,
