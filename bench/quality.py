@@ -23,7 +23,6 @@ validation split (500 pairs, the beam width scored), so α is never chosen on th
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from corpora import CORPORA, TEST_SETS, corpus_config, missing  # noqa: E402
 from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
 from keras_s2s import architectures  # noqa: E402
+from keras_s2s.cli import parse_assignments  # noqa: E402
 from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402
@@ -54,20 +54,11 @@ def strategy_of(beam_width, alpha=0.6):
 
 def parse_settings(items):
     """`--set NAME=JSON` items → `corpus_config` overrides (`model.NAME` for model arguments)."""
-    overrides, model = {}, {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects NAME=VALUE, got {item!r}")
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass  # a plain string
-        if name.startswith("model."):
-            model[name[len("model."):]] = value
-        else:
-            overrides[name] = value
-    return overrides, model
+    values = parse_assignments(items, flag="--set")
+    model = {name[len("model."):]: value for name, value in values.items()
+             if name.startswith("model.")}
+    return {name: value for name, value in values.items()
+            if not name.startswith("model.")}, model
 
 
 def evaluate_dates(run_dir, beam_width):

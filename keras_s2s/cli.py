@@ -116,12 +116,14 @@ def _add_train_parser(subparsers):
     parser.set_defaults(handler=_train)
 
 
-def _parse_model_args(items):
+def parse_assignments(items, flag="--model-arg"):
+    """`NAME=VALUE` items of a repeatable `flag` → `{NAME: VALUE}`, VALUE read as JSON or else
+    kept as a plain string."""
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--model-arg expects NAME=VALUE, got {item!r}")
+            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
         try:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -147,7 +149,7 @@ def _train(args):
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
         time_budget_minutes=args.time_budget, average_last=args.average_last,
-        model=_parse_model_args(args.model_arg), mixed_precision=args.mixed_precision,
+        model=parse_assignments(args.model_arg), mixed_precision=args.mixed_precision,
         jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
