@@ -12,7 +12,7 @@ import os
 import sys
 
 from keras_s2s import architectures
-from keras_s2s.config import DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
+from keras_s2s.config import DECAYS, DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -96,6 +96,10 @@ def _add_train_parser(subparsers):
                         help="RNNs: Adam's rate (1e-3); Transformer: scale of the warm-up "
                              "schedule (1.0)")
     parser.add_argument("--warmup-steps", type=positive_int, default=1000)
+    parser.add_argument("--decay", choices=DECAYS, default="family",
+                        help="the rate after warm-up: the family's (the Transformer's inverse "
+                             "square root, constant for RNNs), or linear: to zero when the time "
+                             "budget (or else the epochs) is spent, for budgeted training")
     parser.add_argument("--label-smoothing", type=fraction, default=0.1)
     parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
@@ -146,7 +150,7 @@ def _train(args):
         on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
         tokenizer=args.tokenizer, shared_vocab=args.shared_vocab, lowercase=args.lowercase,
         max_source_length=args.max_source_length, max_target_length=args.max_target_length,
-        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, decay=args.decay,
         label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
         time_budget_minutes=args.time_budget, average_last=args.average_last,
         model=parse_assignments(args.model_arg), mixed_precision=args.mixed_precision,

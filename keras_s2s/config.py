@@ -19,6 +19,10 @@ DEFAULT_EPOCHS_FOR_FILES = 30
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
 #: `keras_s2s.data.tokenizers.TOKENIZER_KINDS`, without importing TensorFlow.
 TOKENIZER_KINDS = ("wordpiece", "unigram")
+#: How the learning rate changes over a run: the family's own way (the Transformer's
+#: inverse-square-root decay, a constant rate for the RNNs), or warm-up then a linear decay to
+#: zero at the end of the budget (`keras_s2s.objectives.LinearDecay`).
+DECAYS = ("family", "linear")
 #: How a validation split is carved from TSV files (`keras_s2s.data.splits`).
 VALIDATION_SPLITS = ("random", "grouped")
 
@@ -55,6 +59,8 @@ class TrainConfig:
     epochs: int | None = None  # default: DEFAULT_EPOCHS of the task, or DEFAULT_EPOCHS_FOR_FILES
     learning_rate: float | None = None  # default: the family's (`Family.learning_rate`)
     warmup_steps: int = 1000
+    # "family" or "linear": to zero when the time budget, or else the epochs, are spent (DECAYS)
+    decay: str = "family"
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3
     time_budget_minutes: float | None = None  # stop training after this much wall-clock time
@@ -77,9 +83,17 @@ class TrainConfig:
         check_choice("distribute", self.distribute, DISTRIBUTE_CHOICES)
         check_choice("validation_split", self.validation_split, VALIDATION_SPLITS)
         check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
+        check_choice("decay", self.decay, DECAYS)
         if self.average_last > 1 and self.distribute == "multi-worker":
             raise ValueError("average_last > 1 is not in the multi-worker training loop yet; "
                              "train with --average-last 1")
+        if self.decay == "linear" and self.distribute == "multi-worker":
+            raise ValueError("decay 'linear' is not in the multi-worker training loop (each "
+                             "worker's clock would give it another rate); train with --decay "
+                             "family")
+        if self.decay == "linear" and self.stream and not self.time_budget_minutes:
+            raise ValueError("decay 'linear' needs to know when training ends: a streamed "
+                             "corpus has no known length, so give a time budget (--time-budget)")
         for name in ("num_pairs", "vocab_size", "max_source_length", "max_target_length",
                      "batch_size", "epochs", "warmup_steps", "average_last"):
             check_positive_int(name, getattr(self, name))

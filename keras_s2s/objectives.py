@@ -1,9 +1,12 @@
 """What training optimizes and reports, as backend-neutral Keras objects: the masked,
-label-smoothed loss, masked token accuracy, the Transformer's warm-up learning-rate schedule and
-the families' optimizers (no TensorFlow import, so a model trains on JAX or PyTorch alone).
+label-smoothed loss, masked token accuracy, the Transformer's warm-up learning-rate schedule, the
+linear decay to zero over a run's budget and the families' optimizers (no TensorFlow import, so
+a model trains on JAX or PyTorch alone).
 
 Padding (id 0) never counts: loss and accuracy are averages over real target tokens.
 """
+
+import time
 
 import keras
 from keras import ops
@@ -100,6 +103,11 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
         self.scale = scale
 
+    @property
+    def peak(self):
+        """The highest rate, reached at the end of the warm-up: scale · (d_model · warmup)^-0.5."""
+        return self.scale * (self.d_model * self.warmup_steps) ** -0.5
+
     def __call__(self, step):
         step = ops.cast(step, "float32") + 1.0  # optimizer iterations start at 0
         return self.scale * self.d_model ** -0.5 * ops.minimum(
@@ -130,9 +138,66 @@ class Adam(keras.optimizers.Adam):
         return super().apply(grads, trainable_variables)
 
 
-def transformer_optimizer(d_model, warmup_steps=4000, scale=1.0):
-    """Adam(β₁=0.9, β₂=0.98, ε=1e-9) with the warm-up schedule, as in the paper."""
-    return Adam(TransformerSchedule(d_model, warmup_steps, scale), beta_1=0.9, beta_2=0.98,
+class LinearDecay(keras.callbacks.Callback):
+    """Warm-up, then a learning rate falling linearly to zero when the run's budget is spent.
+
+    Budgeted training (Li, Yumer & Ramanan, ICLR 2020): when the budget is known in advance, a
+    rate that reaches zero as it runs out beats the usual schedules cut short by it. Before step
+    s (0-based) the optimizer's rate becomes `peak · min(1, (s + 1) / warmup_steps) · (1 − p)`,
+    where p is the larger of the fractions spent of `epochs` epochs of `steps_per_epoch` steps
+    and of `seconds` of wall-clock time since training began (either budget may be None, not
+    both). Steps are counted from the epoch and batch indices `fit` gives (not the optimizer's
+    iterations, which Keras also advances when a dataset of unknown length runs out), so a
+    resumed run goes on where it stopped. The optimizer must have a plain rate, not a schedule.
+    Each epoch's logs get the rate the next epoch starts at as `learning_rate` (as Keras's
+    `LearningRateScheduler` logs its rate), so it must come before the callbacks recording them.
+    """
+
+    def __init__(self, peak, warmup_steps, epochs=None, steps_per_epoch=None, seconds=None):
+        super().__init__()
+        check_number("peak", peak, 0.0, low_inclusive=False)
+        check_positive_int("warmup_steps", warmup_steps)
+        if (epochs is None) != (steps_per_epoch is None):
+            raise ValueError("LinearDecay needs both epochs and steps_per_epoch, or neither")
+        if epochs is None and seconds is None:
+            raise ValueError("LinearDecay needs the budget's end: epochs (with steps_per_epoch) "
+                             "or seconds")
+        if epochs is not None:
+            check_positive_int("epochs", epochs)
+            check_positive_int("steps_per_epoch", steps_per_epoch)
+        check_number("seconds", seconds, 0.0, low_inclusive=False, optional=True)
+        self.peak, self.warmup_steps, self.seconds = peak, warmup_steps, seconds
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+
+    def rate(self, step, elapsed_seconds):
+        """The rate before step `step`, `elapsed_seconds` into training."""
+        spent = max(step / (self.epochs * self.steps_per_epoch) if self.epochs else 0.0,
+                    elapsed_seconds / self.seconds if self.seconds else 0.0)
+        return self.peak * min(1.0, (step + 1) / self.warmup_steps) * max(0.0, 1.0 - spent)
+
+    def _rate_now(self, epoch, batch):
+        return self.rate(epoch * (self.steps_per_epoch or 0) + batch,
+                         time.monotonic() - self._started)
+
+    def on_train_begin(self, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self._rate_now(self._epoch, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self._rate_now(epoch + 1, 0)
+
+
+def transformer_optimizer(d_model, warmup_steps=4000, scale=1.0, linear_decay=False):
+    """Adam(β₁=0.9, β₂=0.98, ε=1e-9) with the warm-up schedule, as in the paper; with
+    `linear_decay`, a plain rate starting at the schedule's peak, for `LinearDecay` to set."""
+    schedule = TransformerSchedule(d_model, warmup_steps, scale)
+    return Adam(schedule.peak if linear_decay else schedule, beta_1=0.9, beta_2=0.98,
                 epsilon=1e-9)
 
 
@@ -142,13 +207,16 @@ def rnn_optimizer(learning_rate=1e-3, clipnorm=1.0):
 
 
 def rnn_optimizer_for(model, config, learning_rate):
-    """The RNN families' optimizer for a run: `learning_rate` is Adam's rate."""
+    """The RNN families' optimizer for a run: `learning_rate` is Adam's rate (the peak of
+    `LinearDecay` with `config.decay == "linear"`)."""
     return rnn_optimizer(learning_rate)
 
 
 def transformer_optimizer_for(model, config, learning_rate):
-    """The Transformer's optimizer for a run: `learning_rate` scales the Noam schedule."""
-    return transformer_optimizer(model.d_model, config.warmup_steps, learning_rate)
+    """The Transformer's optimizer for a run: `learning_rate` scales the Noam schedule; with
+    `config.decay == "linear"` the rate starts at that schedule's peak, for `LinearDecay`."""
+    return transformer_optimizer(model.d_model, config.warmup_steps, learning_rate,
+                                 linear_decay=config.decay == "linear")
 
 
 def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="auto"):

@@ -21,7 +21,7 @@ from keras_s2s.data.pipeline import make_dataset
 from keras_s2s.data.splits import split_pairs
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.data.tsv import read_tsv, stream_tsv, tsv_files
-from keras_s2s.objectives import compile_for_training
+from keras_s2s.objectives import LinearDecay, compile_for_training
 from keras_s2s.plotting import plot_history
 
 logger = logging.getLogger(__name__)
@@ -281,9 +281,11 @@ def train(config, verbose="auto"):
         raise
 
 
-def _callbacks(config, write_dir, history, tensorboard):
+def _callbacks(config, write_dir, history, tensorboard, peak_rate, steps_per_epoch):
     """The callbacks of a run: best weights, early stopping, history and the time budget
-    (all writing under `write_dir`), and TensorBoard's logs when `tensorboard`."""
+    (all writing under `write_dir`), TensorBoard's logs when `tensorboard`, and with
+    `config.decay == "linear"` the decay from `peak_rate` over the budget (the time budget, and
+    `steps_per_epoch` · epochs when the epochs' size is known)."""
     callbacks = [
         history,
         keras.callbacks.ModelCheckpoint(
@@ -299,8 +301,13 @@ def _callbacks(config, write_dir, history, tensorboard):
             keep=config.average_last + config.early_stopping_patience))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, run_files.LOGS)))
-    if config.time_budget_minutes:
-        callbacks.append(TimeBudget(60 * config.time_budget_minutes))
+    seconds = 60 * config.time_budget_minutes if config.time_budget_minutes else None
+    if seconds:
+        callbacks.append(TimeBudget(seconds))
+    if config.decay == "linear":  # first: its rate goes into the logs the others record
+        callbacks.insert(0, LinearDecay(
+            peak_rate, config.warmup_steps, seconds=seconds, steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs if steps_per_epoch else None))
     os.makedirs(os.path.dirname(os.path.join(write_dir, run_files.BEST_WEIGHTS)),
                 exist_ok=True)
     return callbacks
@@ -341,7 +348,10 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
             optimizer = architectures.get(config.arch).make_optimizer(model, config)
             compile_for_training(model, optimizer, config.label_smoothing,
                                  jit_compile=jit_compile)
-        callbacks = _callbacks(config, write_dir, history, tensorboard=writes_run)
+        callbacks = _callbacks(
+            config, write_dir, history, tensorboard=writes_run,
+            peak_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            steps_per_epoch=train_stats.batches_per_pass if train_stats else None)
         if cluster:
             multi_worker.fit(strategy, cluster, model, model.loss, train_data, validation_data,
                              config.epochs, callbacks, os.path.join(run_dir, run_files.BACKUP),

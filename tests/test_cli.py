@@ -194,6 +194,10 @@ def test_existing_run_is_never_overwritten(bahdanau_run, capsys):
     (["train", "--arch", "transformer", "--data", "reverse", "--out", "{tmp}/r",
       "--num-pairs", "50", "--model-arg", "share_embeddings=true"],
      "share_embeddings needs one vocabulary for source and target"),
+    (["train", "--data", "{tmp}/pairs.tsv", "--out", "{tmp}/r", "--stream", "--decay",
+      "linear"], "a streamed corpus has no known length, so give a time budget"),
+    (["train", "--data", "reverse", "--out", "{tmp}/r", "--distribute", "multi-worker",
+      "--decay", "linear"], "decay 'linear' is not in the multi-worker training loop"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message, tmp_path, capsys):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
@@ -220,6 +224,22 @@ def test_transformer_trains_with_the_corpus_levers(tmp_path, capsys):
     capsys.readouterr()
     assert main(["translate", str(out), "a b c"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("arch, peak", [("transformer", 0.5 * (32 * 2) ** -0.5), ("luong", 0.01)])
+def test_linear_decay_takes_the_rate_to_zero_as_the_epochs_run_out(arch, peak, tmp_path):
+    """`--decay linear` (budgeted training): from the family's peak rate (the Transformer's
+    warm-up schedule's, scale · (d_model · warm-up)^-0.5; Adam's for the RNNs), a rate falling
+    linearly to zero at the last of the epochs. Each epoch records the rate that Keras set before
+    asking its dataset for one more batch: at step (epoch + 1) · steps of an epoch, which is
+    (epoch + 1) / 3 of the way, whatever the steps of an epoch are (they must be counted right)."""
+    out = tmp_path / arch
+    assert train_tiny(arch, out, extra=[
+        "--epochs", "3", "--patience", "5", "--decay", "linear", "--warmup-steps", "2",
+        "--learning-rate", str(0.5 if arch == "transformer" else peak)]) == 0
+    rates = json.loads((out / "history.json").read_text())["learning_rate"]
+    np.testing.assert_allclose(rates, [peak * 2 / 3, peak / 3, 0.0], rtol=1e-6)
+    assert rates[-1] == 0.0  # the budget's end, reached after the last step
 
 
 def test_empty_data_file_is_a_clear_error(tmp_path, capsys):

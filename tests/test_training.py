@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from keras_s2s.objectives import MaskedAccuracy, MaskedSparseCrossentropy, TransformerSchedule
+from keras_s2s.objectives import (LinearDecay, MaskedAccuracy, MaskedSparseCrossentropy,
+                                  TransformerSchedule)
 
 
 def numpy_smoothed_loss(y_true, logits, smoothing):
@@ -41,7 +42,30 @@ def test_transformer_schedule_is_the_papers_formula():
         assert float(schedule(step - 1)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_transformer_schedule_peaks_at_its_peak():
+    schedule = TransformerSchedule(d_model=256, warmup_steps=400, scale=0.3)
+    rates = [float(schedule(step)) for step in range(2000)]
+    assert max(rates) == pytest.approx(schedule.peak, rel=1e-6)
+    assert int(np.argmax(rates)) == 400 - 1
+
+
+def test_linear_decay_follows_whichever_budget_runs_out_first():
+    """Warm-up, then linear decay to zero (Li et al., 2020): of 10 epochs × 100 steps and an
+    hour, the larger fraction spent sets the rate."""
+    decay = LinearDecay(0.01, warmup_steps=50, epochs=10, steps_per_epoch=100, seconds=3600)
+    assert decay.rate(0, 0.0) == pytest.approx(0.01 * 1 / 50 * (1 - 0 / 1000))
+    assert decay.rate(49, 0.0) == pytest.approx(0.01 * (1 - 49 / 1000))
+    assert decay.rate(500, 60.0) == pytest.approx(0.01 * 0.5)  # steps ahead of the clock
+    assert decay.rate(500, 2700.0) == pytest.approx(0.01 * 0.25)  # the clock ahead
+    assert decay.rate(999, 3600.0) == 0.0 and decay.rate(1000, 0.0) == 0.0
+    assert LinearDecay(0.01, 1, seconds=100).rate(10 ** 6, 25.0) == pytest.approx(0.0075)
+
+
 def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="needs the budget's end"):
+        LinearDecay(0.01, 10)
+    with pytest.raises(ValueError, match="both epochs and steps_per_epoch"):
+        LinearDecay(0.01, 10, epochs=3)
     with pytest.raises(ValueError, match="label_smoothing"):
         MaskedSparseCrossentropy(label_smoothing=1.2)
     with pytest.raises(ValueError, match="warmup_steps"):

@@ -48,6 +48,8 @@ class DatasetStats:
         steps_per_epoch: full batches' worth of the kept pairs (`ceil(num_kept / batch_size)`
             without `batch_tokens`): a pass of `repeat=True` (without repeat, each bucket's last
             batch may be smaller, so an epoch can have a few more).
+        batches_per_pass: the batches of one pass without `repeat` (each bucket's last batch
+            partial): the steps of an epoch of `fit`.
     """
 
     num_pairs: int
@@ -56,6 +58,7 @@ class DatasetStats:
     longest_source: int
     longest_target: int
     steps_per_epoch: int
+    batches_per_pass: int
 
 
 def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_source_length,
@@ -156,6 +159,7 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         longest_source=int(source_lengths[kept].max(initial=0)),
         longest_target=int(target_lengths[kept].max(initial=0)),
         steps_per_epoch=_steps_per_epoch(lengths, boundaries, batch_sizes),
+        batches_per_pass=_batches_per_pass(lengths, boundaries, batch_sizes),
     )
     dataset = sequences.filter(
         lambda source, target_in, target_out: (tf.size(source) <= max_source_length)
@@ -245,6 +249,14 @@ def _steps_per_epoch(lengths, boundaries, batch_sizes):
     counts = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
                          minlength=len(batch_sizes))
     return math.ceil(float(np.sum(counts / np.asarray(batch_sizes))) - 1e-9)
+
+
+def _batches_per_pass(lengths, boundaries, batch_sizes):
+    """The batches of one pass over the pairs of `lengths` without repeat: each bucket's pairs
+    in batches of its size, the last one partial."""
+    counts = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
+                         minlength=len(batch_sizes))
+    return int(sum(math.ceil(count / size) for count, size in zip(counts, batch_sizes)))
 
 
 def _bucket_boundaries(lengths):

@@ -53,7 +53,9 @@ def expected_examples(tokenizer, pairs):
 def test_every_pair_once_with_start_end_and_zero_padding(tokenizer, bucket):
     dataset, stats = build(tokenizer, bucket=bucket)
     assert stats == DatasetStats(num_pairs=200, num_kept=200, num_filtered=0, longest_source=31,
-                                 longest_target=31, steps_per_epoch=13)
+                                 longest_target=31, steps_per_epoch=13,
+                                 batches_per_pass=len(list(dataset)))
+    assert stats.batches_per_pass == 13 if not bucket else stats.batches_per_pass > 13
     spec = dataset.element_spec
     assert [s.dtype for s in tf.nest.flatten(spec)] == [tf.int32] * 3
     assert [s.shape.as_list() for s in tf.nest.flatten(spec)] == [[None, None]] * 3
@@ -186,6 +188,7 @@ def test_token_batches_hold_at_most_batch_tokens_padded_tokens(tokenizer):
     # Full batches' worth, bucket by bucket: more steps than 200 pairs / (96 // 32) would
     # suggest for the longest, fewer than one pair a step.
     assert 200 // 32 < stats.steps_per_epoch < len(sizes) + 8
+    assert stats.batches_per_pass == len(sizes)
 
 
 @pytest.mark.parametrize("overrides, message", [
