@@ -19,8 +19,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_s2s.checks import check_batch_tokens, check_int
-from keras_s2s.special_tokens import END_ID, START_ID
+from keras_s2s.checks import check_batch_tokens, check_fraction, check_int
+from keras_s2s.special_tokens import END_ID, START_ID, UNK_ID
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class DatasetStats:
 
 def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_source_length,
                  max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False,
-                 batch_tokens=None):
+                 batch_tokens=None, word_dropout=0.0):
     """Build the training dataset `((source_ids, target_in_ids), target_out_ids)` from pairs.
 
     Tokenizing runs as batched TF ops inside the pipeline. Pairs held in memory (a list) get one
@@ -91,6 +91,10 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
             longer side (rows × the bucket's longest sequence), instead of `batch_size` pairs;
             so short pairs make big batches and long ones small, and every step sees about
             the same number of tokens. Needs `bucket=True`.
+        word_dropout: the probability that a token of `source_ids` or `target_in_ids` (not
+            END or START, never the labels `target_out_ids`) is replaced by [UNK], drawn anew
+            every epoch from `seed`: word dropout, a regularizer for small corpora (Sennrich &
+            Zhang, 2019; as token replacement, Bowman et al., 2016).
 
     Returns:
         `(dataset, stats)`: batches of int32 `((source_ids (B, S), target_in_ids (B, T)),
@@ -110,6 +114,7 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
                                   ("max_target_length", max_target_length, 2)):
         check_int(name, value, smallest)
     check_batch_tokens(batch_tokens, max(max_source_length, max_target_length))
+    check_fraction("word_dropout", word_dropout)
     if batch_tokens is not None and not bucket:
         raise ValueError("batch_tokens needs bucket=True (batches are sized per length bucket)")
 
@@ -170,6 +175,8 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
                                   reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
+    if word_dropout:
+        dataset = _drop_words(dataset, word_dropout, seed)
     if bucket:
         dataset = dataset.bucket_by_sequence_length(
             lambda source, target_in, target_out: tf.maximum(tf.size(source), tf.size(target_in)),
@@ -180,6 +187,26 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         dataset = dataset.padded_batch(batch_size)
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
     return dataset.prefetch(tf.data.AUTOTUNE), stats
+
+
+def _drop_words(dataset, rate, seed):
+    """`dataset`'s inputs with each token but END/START replaced by [UNK] with probability
+    `rate`; a new draw every pass over the dataset, the same passes for the same `seed`."""
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def drop(sequences, draw):
+        source, target_in, target_out = sequences
+        seeds = tf.random.experimental.stateless_split(tf.stack([draw, 0]), 2)
+
+        def replace(ids, keep_id, pair_seed):
+            dropped = (tf.random.stateless_uniform(tf.shape(ids), pair_seed) < rate) & (
+                ids != keep_id)
+            return tf.where(dropped, tf.constant(UNK_ID, ids.dtype), ids)
+
+        return (replace(source, END_ID, seeds[0]), replace(target_in, START_ID, seeds[1]),
+                target_out)
+
+    return tf.data.Dataset.zip((dataset, draws)).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def encode_source(texts, tokenizer, max_length):

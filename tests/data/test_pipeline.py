@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_s2s.data.pipeline import DatasetStats, encode_source, make_dataset
 from keras_s2s.data.synthetic import generate
 from keras_s2s.data.tokenizers import train_tokenizers
-from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
+from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID, UNK_ID
 
 # Letters a..l are one token each, so a pair of n letters gives n source and n target ids.
 PAIRS = generate("reverse", 200, seed=0, min_length=1, max_length=30, vocab_size=12)
@@ -200,3 +200,32 @@ def test_token_batches_hold_at_most_batch_tokens_padded_tokens(tokenizer):
 def test_bad_batch_tokens_are_refused(tokenizer, overrides, message):
     with pytest.raises(ValueError, match=message):
         build(tokenizer, **overrides)
+
+
+def test_word_dropout_replaces_input_tokens_by_unk_anew_each_epoch(tokenizer):
+    """Word dropout: about `rate` of the input tokens (never START or END) become [UNK], each in
+    place; the labels never change; a new draw every epoch, the same draws for the same seed."""
+    clean = {target_out: (source, target_in)
+             for source, target_in, target_out in expected_examples(tokenizer, PAIRS)}
+    dataset, _ = build(tokenizer, word_dropout=0.3, seed=7)
+    first, second = examples(dataset), examples(dataset)
+    dropped = eligible = 0
+    for source, target_in, target_out in first:
+        clean_source, clean_target_in = clean[target_out]
+        for noisy, original, kept_id in ((source, clean_source, END_ID),
+                                         (target_in, clean_target_in, START_ID)):
+            assert len(noisy) == len(original)
+            for token, original_token in zip(noisy, original):
+                assert token in (original_token, UNK_ID)
+                if original_token == kept_id:
+                    assert token == kept_id
+                else:
+                    eligible += 1
+                    dropped += token != original_token
+    assert collections.Counter(row[2] for row in first) == collections.Counter(
+        row[2] for row in expected_examples(tokenizer, PAIRS))
+    assert abs(dropped / eligible - 0.3) < 0.03, dropped / eligible
+    assert sorted(first) != sorted(second)
+    assert sorted(examples(build(tokenizer, word_dropout=0.3, seed=7)[0])) == sorted(first)
+    with pytest.raises(ValueError, match="word_dropout"):
+        build(tokenizer, word_dropout=1.5)
