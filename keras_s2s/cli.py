@@ -101,6 +101,9 @@ def _add_train_parser(subparsers):
                              "square root, constant for RNNs), or linear: to zero when the time "
                              "budget (or else the epochs) is spent, for budgeted training")
     parser.add_argument("--label-smoothing", type=fraction, default=0.1)
+    parser.add_argument("--word-dropout", type=fraction, default=0.0, metavar="P",
+                        help="in training, replace each input token by [UNK] with probability "
+                             "P (a regularizer for small corpora)")
     parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
                         help="stop training after this many minutes of wall-clock time")
@@ -151,7 +154,8 @@ def _train(args):
         tokenizer=args.tokenizer, shared_vocab=args.shared_vocab, lowercase=args.lowercase,
         max_source_length=args.max_source_length, max_target_length=args.max_target_length,
         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, decay=args.decay,
-        label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
+        label_smoothing=args.label_smoothing, word_dropout=args.word_dropout,
+        early_stopping_patience=args.patience,
         time_budget_minutes=args.time_budget, average_last=args.average_last,
         model=parse_assignments(args.model_arg), mixed_precision=args.mixed_precision,
         jit_compile=args.xla, distribute=args.distribute, seed=args.seed)

@@ -62,6 +62,8 @@ class TrainConfig:
     # "family" or "linear": to zero when the time budget, or else the epochs, are spent (DECAYS)
     decay: str = "family"
     label_smoothing: float = 0.1
+    # the probability that an input token becomes [UNK] in training (`make_dataset`)
+    word_dropout: float = 0.0
     early_stopping_patience: int = 3
     time_budget_minutes: float | None = None  # stop training after this much wall-clock time
     # the saved model: the mean of the weights of this many epochs ending at the best one
@@ -108,6 +110,7 @@ class TrainConfig:
                      optional=True)
         check_fraction("validation_fraction", self.validation_fraction)
         check_fraction("label_smoothing", self.label_smoothing)
+        check_fraction("word_dropout", self.word_dropout)
 
     def build_model(self, source_vocab_size, target_vocab_size):
         """The family's model with its presets and this run's overrides."""

@@ -323,7 +323,7 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
                         max_source_length=config.max_source_length,
                         max_target_length=config.max_target_length)
     train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
-                                           **dataset_args)
+                                           word_dropout=config.word_dropout, **dataset_args)
     validation_data, _ = make_dataset(validation_pairs, shuffle=False, **dataset_args)
     logger.info("training data: %s", train_stats or f"streamed from {config.data}")
 

@@ -209,13 +209,16 @@ def test_user_errors_are_one_line_without_traceback(argv, message, tmp_path, cap
 @pytest.mark.slow
 def test_transformer_trains_with_the_corpus_levers(tmp_path, capsys):
     """The corpus recipes' levers through the command: a SentencePiece vocabulary shared by
-    both sides, token-based batches, one embedding matrix for source, target and output."""
+    both sides, token-based batches, one embedding matrix for source, target and output, word
+    dropout."""
     out = tmp_path / "tied"
     assert train_tiny("transformer", out, extra=[
         "--shared-vocab", "--tokenizer", "unigram", "--batch-tokens", "64", "--model-arg",
-        "share_embeddings=true", "--model-arg", "tie_embeddings=true"]) == 0
+        "share_embeddings=true", "--model-arg", "tie_embeddings=true", "--word-dropout",
+        "0.1"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["batch_tokens"] == 64 and config["model"]["share_embeddings"] is True
+    assert config["word_dropout"] == 0.1
     assert json.loads((out / "source_tokenizer.json").read_text())["type"] == "sentencepiece"
     translator = Translator.load(out)
     assert any(token.startswith("▁") for token in translator.source_tokenizer.vocabulary)
