@@ -81,6 +81,9 @@ def export_ctranslate2(run_dir, out_dir, quantize="none"):
                   quantize)
         run_files.save_tokenizers(staging_dir, source_tokenizer, target_tokenizer)
         config.save(run_files.ctranslate2_config_path(staging_dir))
+        tuned = os.path.join(run_dir, run_files.DECODING)  # `tune-alpha`'s α, for --beam
+        if os.path.exists(tuned):
+            shutil.copy2(tuned, staging_dir)
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private
         os.rename(staging_dir, out_dir)
     except BaseException:

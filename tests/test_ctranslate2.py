@@ -140,6 +140,25 @@ def test_cli_translate_and_evaluate_read_the_export(dates_outputs, dates_export,
     assert report == evaluation_report(DATES, [t.text for t in greedy[:-1]], references)
 
 
+def test_the_export_keeps_the_tuned_length_penalty(dates_transformer, tmp_path, capsys):
+    """A run's `decoding.json` (`tune-alpha`'s α) travels with the export: `translate --beam`
+    on it decodes as with `--alpha` set to that α, as on the run itself."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in os.listdir(dates_transformer):
+        if os.path.isfile(os.path.join(dates_transformer, name)):
+            (run / name).write_bytes(open(os.path.join(dates_transformer, name), "rb").read())
+    (run / run_files.DECODING).write_text(json.dumps({"alpha": 3.0}))
+    exported = export(str(run), tmp_path / "ct2")
+    outputs = []
+    for extra in ([], ["--alpha", "3"], ["--alpha", "0.6"]):
+        capsys.readouterr()
+        assert main(["translate", exported, *DATES[:5], "--beam", "4", "--scores",
+                     *extra]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+
+
 def test_int8_export_is_smaller_and_scores_alike(dates_transformer, dates_export, tmp_path,
                                                  capsys):
     int8 = export(dates_transformer, tmp_path / "int8", "--quantize", "int8")
