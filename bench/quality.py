@@ -163,6 +163,10 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a corpus recipe setting (a TrainConfig field, or "
                              "model.NAME for a model argument; VALUE is JSON): ablation rows")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the run directories in DIR (e.g. to score other checkpoint "
+                             "averages with `keras-s2s average`); default: a temporary "
+                             "directory, removed")
     args = parser.parse_args(argv)
     settings = parse_settings(args.set)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
@@ -175,7 +179,9 @@ def main(argv=None):
     tag += "".join("_" + "".join(c if c.isalnum() or c in ".=-" else "-" for c in item)
                    for item in args.set)
     results = {}
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = args.keep or scratch
+        os.makedirs(workdir, exist_ok=True)
         for task in tasks:
             for arch in args.archs:
                 results[f"{task}/{arch}"] = run_one(task, arch, budgets[task], workdir,
