@@ -281,10 +281,10 @@ def train(config, verbose="auto"):
         raise
 
 
-def _callbacks(config, write_dir, history, tensorboard, peak_rate, steps_per_epoch):
+def _callbacks(config, write_dir, history, tensorboard, optimizer, steps_per_epoch):
     """The callbacks of a run: best weights, early stopping, history and the time budget
     (all writing under `write_dir`), TensorBoard's logs when `tensorboard`, and with
-    `config.decay == "linear"` the decay from `peak_rate` over the budget (the time budget, and
+    `config.decay == "linear"` the decay from `optimizer`'s rate over the budget (the time budget, and
     `steps_per_epoch` · epochs when the epochs' size is known)."""
     callbacks = [
         history,
@@ -306,7 +306,7 @@ def _callbacks(config, write_dir, history, tensorboard, peak_rate, steps_per_epo
         callbacks.append(TimeBudget(seconds))
     if config.decay == "linear":  # first: its rate goes into the logs the others record
         callbacks.insert(0, LinearDecay(
-            peak_rate, config.warmup_steps, seconds=seconds, steps_per_epoch=steps_per_epoch,
+            float(keras.ops.convert_to_numpy(optimizer.learning_rate)), config.warmup_steps, seconds=seconds, steps_per_epoch=steps_per_epoch,
             epochs=config.epochs if steps_per_epoch else None))
     os.makedirs(os.path.dirname(os.path.join(write_dir, run_files.BEST_WEIGHTS)),
                 exist_ok=True)
@@ -349,8 +349,7 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
             compile_for_training(model, optimizer, config.label_smoothing,
                                  jit_compile=jit_compile)
         callbacks = _callbacks(
-            config, write_dir, history, tensorboard=writes_run,
-            peak_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            config, write_dir, history, tensorboard=writes_run, optimizer=optimizer,
             steps_per_epoch=train_stats.batches_per_pass if train_stats else None)
         if cluster:
             multi_worker.fit(strategy, cluster, model, model.loss, train_data, validation_data,

@@ -273,17 +273,22 @@ def _steps_per_epoch(lengths, boundaries, batch_sizes):
     """Full batches' worth of the pairs of `lengths`, bucket by bucket, rounded up: a repeated
     dataset's buckets carry their remainders into the next pass, so this is its steps a pass
     (`ceil(len(lengths) / batch_size)` when every bucket has the same batch size)."""
-    counts = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
-                         minlength=len(batch_sizes))
+    counts = _bucket_counts(lengths, boundaries, len(batch_sizes))
     return math.ceil(float(np.sum(counts / np.asarray(batch_sizes))) - 1e-9)
 
 
 def _batches_per_pass(lengths, boundaries, batch_sizes):
     """The batches of one pass over the pairs of `lengths` without repeat: each bucket's pairs
     in batches of its size, the last one partial."""
-    counts = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
-                         minlength=len(batch_sizes))
+    counts = _bucket_counts(lengths, boundaries, len(batch_sizes))
     return int(sum(math.ceil(count / size) for count, size in zip(counts, batch_sizes)))
+
+
+def _bucket_counts(lengths, boundaries, num_buckets):
+    """How many of `lengths` fall in each bucket of `boundaries` (as in
+    `bucket_by_sequence_length`: bucket i holds boundaries[i-1] <= length < boundaries[i])."""
+    return np.bincount(np.searchsorted(boundaries, lengths, side="right"),
+                       minlength=num_buckets)
 
 
 def _bucket_boundaries(lengths):
