@@ -284,8 +284,8 @@ def train(config, verbose="auto"):
 def _callbacks(config, write_dir, history, tensorboard, optimizer, steps_per_epoch):
     """The callbacks of a run: best weights, early stopping, history and the time budget
     (all writing under `write_dir`), TensorBoard's logs when `tensorboard`, and with
-    `config.decay == "linear"` the decay from `optimizer`'s rate over the budget (the time budget, and
-    `steps_per_epoch` · epochs when the epochs' size is known)."""
+    `config.decay == "linear"` the decay from `optimizer`'s rate over the budget (the time
+    budget, and `steps_per_epoch` · epochs when the epochs' size is known)."""
     callbacks = [
         history,
         keras.callbacks.ModelCheckpoint(
@@ -306,7 +306,8 @@ def _callbacks(config, write_dir, history, tensorboard, optimizer, steps_per_epo
         callbacks.append(TimeBudget(seconds))
     if config.decay == "linear":  # first: its rate goes into the logs the others record
         callbacks.insert(0, LinearDecay(
-            float(keras.ops.convert_to_numpy(optimizer.learning_rate)), config.warmup_steps, seconds=seconds, steps_per_epoch=steps_per_epoch,
+            float(keras.ops.convert_to_numpy(optimizer.learning_rate)), config.warmup_steps,
+            seconds=seconds, steps_per_epoch=steps_per_epoch,
             epochs=config.epochs if steps_per_epoch else None))
     os.makedirs(os.path.dirname(os.path.join(write_dir, run_files.BEST_WEIGHTS)),
                 exist_ok=True)
