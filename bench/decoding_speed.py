@@ -18,24 +18,52 @@ exactly N tokens.
 3. CTranslate2 (`by_batch_size`): the same weights exported with `keras_s2s.ctranslate2_export`
    (float32 and int8), greedy and beam 4 at batch 1 and 32, side by side with our graph loop
    (and its XLA compilation, full mode), CTranslate2 held to exactly N tokens too
-   (`min_decoding_length = max_decoding_length = N`) on all the machine's cores.
+   (`min_decoding_length = max_decoding_length = N`) on all the machine's cores. In the same
+   rows, timed in the same rounds, the deployed paths of these weights, saved as a run
+   directory of maximum target length N whose END logit is ruled out by its output bias (so
+   every path gives N tokens, which is checked):
+   - REST: the run exported (`keras_s2s.export.export_run`, greedy and beam 4) and served by
+     `keras-s2s serve` in a subprocess on 127.0.0.1, as it is deployed (its own process, not
+     the benchmark's), with batching off (`rest`) and on (`rest_batching`,
+     `serving/batching_parameters.txt`). Predict requests to the `translate_ids` signature
+     (the same ids in, ids out; the answer also carries its attention weights): one request
+     of the whole batch, and at batch 32 also 32 concurrent clients of one sentence each
+     (`rest_32_clients`, `rest_32_clients_batching`), where server-side batching matters.
+   - TFLite (`keras_s2s.tflite.convert`, float32 and dynamic-range, one model per batch
+     size) run by LiteRT's `Interpreter` on all cores: greedy rows only, since the TFLite
+     model is greedy search by design.
+   Each row gives the share of each deployed path's tokens equal to our graph loop's. The
+   quick mode serves the greedy export alone and converts float32 alone.
 
 Usage: python bench/decoding_speed.py [--quick] [--repeats N]
 """
 
+import concurrent.futures
+import contextlib
+import functools
 import os
 import tempfile
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from keras import ops
 
-from common import interleaved_medians, materialize, parse_args, write_result
+from common import (REPO_ROOT, interleaved_medians, materialize, parse_args, shown,
+                    write_result)
 from keras_hub_baseline import KerasHubTransformer
+from keras_s2s import run_dir as run_files
+from keras_s2s import tflite
+from keras_s2s.config import TrainConfig
+from keras_s2s.data.tokenizers import SubwordTokenizer
 from keras_s2s.decoding import Beam, Greedy
+from keras_s2s.export import export_run
 from keras_s2s.models import Transformer
-from keras_s2s.special_tokens import PAD_ID, SPECIAL_TOKENS, START_ID
+from keras_s2s.serving import Client
+from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID
+from serving import BATCHING_FILE, ServerProcess
 
 CONFIG = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
 VOCAB_SIZE = 1000
@@ -127,6 +155,12 @@ def keras_hub_greedy(model, source_ids, num_tokens):
 CT2_BATCH_SIZES = (1, 32)
 CT2_OUTPUT_LENGTH = 32
 CT2_QUANTIZATIONS = ("none", "int8")
+#: The searches of those rows: (name, strategy, beam width).
+SEARCHES = (("greedy", Greedy(), 1), (f"beam{BEAM_WIDTH}", Beam(BEAM_WIDTH), BEAM_WIDTH))
+#: The deployed paths in those rows: concurrent one-sentence REST clients at the largest batch
+#: size, and the TFLite weight types.
+REST_CLIENTS = max(CT2_BATCH_SIZES)
+TFLITE_QUANTIZATIONS = ("none", "dynamic")
 
 
 def ctranslate2_translators(model):
@@ -148,43 +182,156 @@ def ctranslate2_translators(model):
     return translators, vocabulary
 
 
-def ctranslate2_side_by_side(model, source_length, repeats, xla):
-    """Seconds, target tokens/s and sentences/s of our loops and CTranslate2's, per batch size
-    and search, every output exactly CT2_OUTPUT_LENGTH tokens."""
-    translators, vocabulary = ctranslate2_translators(model)
-    length = CT2_OUTPUT_LENGTH
-    rows = {}
-    for batch_size in CT2_BATCH_SIZES:
-        source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE, tf.int32)
-        tokens = [[vocabulary[i] for i in row] for row in source_ids.numpy()]
-        for search, strategy, width in (("greedy", Greedy(), 1),
-                                        (f"beam{BEAM_WIDTH}", Beam(BEAM_WIDTH), BEAM_WIDTH)):
-            def loop(s, strategy=strategy):
-                return strategy.decode(model, s, length, end_id=NEVER)["tokens"]
+def rule_out_end(model):
+    """Give END's logit a bias of -1e9: no path (an export's, TFLite's) can stop before its
+    maximum length, so each gives as many tokens as our loops, which ignore END."""
+    bias = model.output_projection.bias
+    bias.assign(ops.where(ops.arange(bias.shape[0]) == END_ID, -1e9, bias))
 
-            contenders = {"ours_graph": tf.function(loop)}
-            if xla:
-                contenders["ours_xla"] = tf.function(loop, jit_compile=True)
-            contenders = {name: lambda f=f: materialize(f(source_ids))
-                          for name, f in contenders.items()}
-            for quantize, translator in translators.items():
-                contenders[f"ctranslate2_{'float32' if quantize == 'none' else quantize}"] = (
-                    lambda t=translator, k=width: t.translate_batch(
-                        tokens, beam_size=k, min_decoding_length=length,
-                        max_decoding_length=length, length_penalty=0.0))
-            seconds = interleaved_medians(contenders, repeats)
-            ours_best = min(value for name, value in seconds.items() if name.startswith("ours"))
-            rows[f"batch{batch_size}_{search}"] = {
-                "seconds": seconds,
-                "target_tokens_per_second": {name: batch_size * length / value
-                                             for name, value in seconds.items()},
-                "sentences_per_second": {name: batch_size / value
-                                         for name, value in seconds.items()},
-                "ours_best_vs_ctranslate2_float32":
-                    seconds["ctranslate2_float32"] / ours_best,
-                "ctranslate2_int8_vs_ours_graph":
-                    seconds["ours_graph"] / seconds["ctranslate2_int8"],
-            }
+
+def write_run(model, vocabulary, directory, source_length):
+    """A run directory of `model`, as training writes it (configuration, tokenizers of
+    `vocabulary`, model), for the export and the TFLite converter; outputs CT2_OUTPUT_LENGTH
+    tokens long."""
+    config = TrainConfig(arch="transformer", out=directory, vocab_size=VOCAB_SIZE,
+                         max_source_length=source_length, max_target_length=CT2_OUTPUT_LENGTH,
+                         model=CONFIG)
+    tokenizer = SubwordTokenizer(vocabulary)
+    os.makedirs(directory)
+    run_files.save_tokenizers(directory, tokenizer, tokenizer)
+    config.save(run_files.config_path(directory))
+    model.save(run_files.model_path(directory))
+    return directory
+
+
+@contextlib.contextmanager
+def rest_servers(run_dir, directory, searches):
+    """`{(search, suffix): ServerProcess}`: `keras-s2s serve` of the run exported with each of
+    `searches`, batching off (suffix "") and on ("_batching"); stopped on leaving."""
+    batching = ("--enable_batching=true", f"--batching_parameters_file={BATCHING_FILE}")
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for search, strategy, _ in SEARCHES:
+            if search in searches:
+                version_dir = export_run(run_dir, search, base_path=directory, strategy=strategy)
+                for suffix, flags in (("", ()), ("_batching", batching)):
+                    server = ServerProcess(str(REPO_ROOT), os.path.dirname(version_dir), *flags,
+                                           model_name=search)
+                    stack.callback(server.stop)
+                    servers[search, suffix] = server
+        yield servers
+
+
+def tflite_runners(run_dir, directory, quantizations):
+    """`{(quantization, batch size): signature runner}`: the run converted to TFLite for each
+    batch size, run by LiteRT on all cores (as CTranslate2 is)."""
+    runners = {}
+    for quantize in quantizations:
+        for batch_size in CT2_BATCH_SIZES:
+            path = os.path.join(directory, f"{quantize}-{batch_size}.tflite")
+            tflite.convert(run_dir, path, quantize=quantize, batch_size=batch_size)
+            runners[quantize, batch_size] = Interpreter(
+                model_path=path, num_threads=os.cpu_count()).get_signature_runner()
+    return runners
+
+
+def rest_translate_ids(server, model_name, source_ids):
+    """(output ids, lengths) of one predict request of `source_ids` to `translate_ids`."""
+    outputs = Client(server.url, model_name).predict(inputs={"source_ids": source_ids.tolist()},
+                                                     signature_name="translate_ids")
+    return np.array(outputs["output_ids"]), np.array(outputs["lengths"])
+
+
+def one_request_a_row(pool, translate, source_ids):
+    """`translate` of each row of `source_ids` as a request of its own, all sent at once by
+    `pool`'s threads; their (output ids, lengths) stacked."""
+    answers = list(pool.map(lambda row: translate(row[None]), source_ids))
+    return tuple(np.concatenate(parts) for parts in zip(*answers))
+
+
+def tflite_translate_ids(runner, source_ids):
+    """(output ids, lengths) of a TFLite signature runner on `source_ids`."""
+    outputs = runner(source_ids=source_ids)
+    return outputs["output_ids"], outputs["lengths"]
+
+
+def deployed_contenders(search, source_ids, servers, runners, pool):
+    """`{name: () → (output ids, lengths)}` of the REST and TFLite paths of one row."""
+    batch_size = len(source_ids)
+    contenders = {}
+    for (name, suffix), server in servers.items():
+        if name == search:
+            translate = functools.partial(rest_translate_ids, server, search)
+            contenders[f"rest{suffix}"] = functools.partial(translate, source_ids)
+            if batch_size == REST_CLIENTS:
+                contenders[f"rest_{REST_CLIENTS}_clients{suffix}"] = functools.partial(
+                    one_request_a_row, pool, translate, source_ids)
+    if search == "greedy":  # the TFLite model decodes greedily only
+        for (quantize, size), runner in runners.items():
+            if size == batch_size:
+                contenders[f"tflite_{'float32' if quantize == 'none' else quantize}"] = (
+                    functools.partial(tflite_translate_ids, runner, source_ids))
+    return contenders
+
+
+def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary, deployed,
+                     repeats, xla):
+    """Seconds, target tokens/s and sentences/s of our loops, CTranslate2's and the `deployed`
+    paths on `source_ids`, and the share of each deployed path's tokens equal to our loop's."""
+    batch_size, length = len(source_ids), CT2_OUTPUT_LENGTH
+    tokens = [[vocabulary[i] for i in row] for row in source_ids.numpy()]
+
+    def loop(s):
+        return strategy.decode(model, s, length, end_id=NEVER)["tokens"]
+
+    contenders = {"ours_graph": tf.function(loop)}
+    if xla:
+        contenders["ours_xla"] = tf.function(loop, jit_compile=True)
+    contenders = {name: lambda f=f: materialize(f(source_ids)) for name, f in contenders.items()}
+    for quantize, translator in translators.items():
+        contenders[f"ctranslate2_{'float32' if quantize == 'none' else quantize}"] = (
+            lambda t=translator: t.translate_batch(
+                tokens, beam_size=width, min_decoding_length=length, max_decoding_length=length,
+                length_penalty=0.0))
+    ours = contenders["ours_graph"]()
+    agreement = {}
+    for name, function in deployed.items():
+        output_ids, lengths = function()
+        assert output_ids.shape == ours.shape and (lengths == length).all(), (name, lengths)
+        agreement[name] = float(np.mean(output_ids == ours))
+    seconds = interleaved_medians({**contenders, **deployed}, repeats)
+    ours_best = min(value for name, value in seconds.items() if name.startswith("ours"))
+    return {
+        "seconds": seconds,
+        "target_tokens_per_second": {name: batch_size * length / value
+                                     for name, value in seconds.items()},
+        "sentences_per_second": {name: batch_size / value for name, value in seconds.items()},
+        "ours_best_vs_ctranslate2_float32": seconds["ctranslate2_float32"] / ours_best,
+        "ctranslate2_int8_vs_ours_graph": seconds["ours_graph"] / seconds["ctranslate2_int8"],
+        "share_of_tokens_equal_to_ours_graph": agreement,
+    }
+
+
+def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
+                             tflite_quantizations):
+    """`side_by_side_row` per batch size and search, every output exactly CT2_OUTPUT_LENGTH
+    tokens; REST rows for `rest_searches`, TFLite ones of `tflite_quantizations`."""
+    translators, vocabulary = ctranslate2_translators(model)
+    rows = {}
+    with (tempfile.TemporaryDirectory() as directory,
+          concurrent.futures.ThreadPoolExecutor(REST_CLIENTS) as pool):
+        run_dir = write_run(model, vocabulary, os.path.join(directory, "run"), source_length)
+        runners = tflite_runners(run_dir, directory, tflite_quantizations)
+        with rest_servers(run_dir, os.path.join(directory, "export"), rest_searches) as servers:
+            for batch_size in CT2_BATCH_SIZES:
+                source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE,
+                                               tf.int32)
+                for search, strategy, width in SEARCHES:
+                    deployed = deployed_contenders(search, source_ids.numpy(), servers, runners,
+                                                   pool)
+                    rows[f"batch{batch_size}_{search}"] = side_by_side_row(
+                        model, source_ids, strategy, width, translators, vocabulary, deployed,
+                        repeats, xla)
     return rows
 
 
@@ -241,10 +388,19 @@ def main():
             "beam4_cost_relative_to_greedy": seconds["beam_search_ours"] / cached,
             "greedy_ms_per_token": 1000 * cached / num_tokens,
         }
+    rest_searches = ["greedy"] if args.quick else [search for search, _, _ in SEARCHES]
+    tflite_quantizations = ["none"] if args.quick else list(TFLITE_QUANTIZATIONS)
+    rule_out_end(ours)  # for the deployed paths, which stop at END; our loops ignore it
     figures["ctranslate2"] = {
         "output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count(),
-        "by_batch_size": ctranslate2_side_by_side(ours, source_length, args.repeats,
-                                                  xla=not args.quick)}
+        "rest": {"server": "keras-s2s serve, a subprocess on 127.0.0.1",
+                 "signature": "translate_ids", "searches": rest_searches,
+                 "concurrent_clients": REST_CLIENTS, "batching_parameters": shown(BATCHING_FILE)},
+        "tflite": {"quantizations": tflite_quantizations, "threads": os.cpu_count(),
+                   "searches": ["greedy"], "why": "the TFLite model decodes greedily only"},
+        "by_batch_size": ctranslate2_side_by_side(
+            ours, source_length, args.repeats, xla=not args.quick, rest_searches=rest_searches,
+            tflite_quantizations=tflite_quantizations)}
     batch32 = figures["ctranslate2"]["by_batch_size"][f"batch{max(CT2_BATCH_SIZES)}_greedy"]
     figures["goal_ours_best_ge_half_ctranslate2_float32_at_batch32"] = (
         batch32["ours_best_vs_ctranslate2_float32"] >= 0.5)

@@ -233,12 +233,12 @@ def _free_port():
 
 class ServerProcess:
     """`python -m keras_s2s.serving.server` in a subprocess, importing keras_s2s from `pythonpath`
-    (the working tree, or an older commit's extracted package)."""
+    (the working tree, or an older commit's extracted package), serving `model_name`."""
 
-    def __init__(self, pythonpath, base_path, *flags):
+    def __init__(self, pythonpath, base_path, *flags, model_name="half"):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "keras_s2s.serving.server", "--model_name=half",
+        command = [sys.executable, "-m", "keras_s2s.serving.server", f"--model_name={model_name}",
                    f"--model_base_path={base_path}", f"--rest_api_port={self.port}",
                    "--rest_api_timeout_in_ms=600000", *flags]
         env = dict(os.environ, PYTHONPATH=pythonpath, TF_CPP_MIN_LOG_LEVEL="2")
@@ -247,7 +247,7 @@ class ServerProcess:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if _get(self.url + "/v1/models/half", timeout=2)[0] == 200:
+                if _get(f"{self.url}/v1/models/{model_name}", timeout=2)[0] == 200:
                     return
             except OSError:
                 time.sleep(0.2)

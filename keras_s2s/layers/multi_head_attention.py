@@ -103,6 +103,11 @@ class MultiHeadAttention(keras.layers.Layer):
                 setattr(self, f"{name}_bias", self.add_weight(
                     name=f"{name}_bias", shape=bias_shape, initializer="zeros"))
 
+    @property
+    def _scale(self):
+        """1/√d_k, a constant (left to Keras, it is recomputed from the key's shape each call)."""
+        return 1.0 / math.sqrt(self.key_dim)
+
     def _project(self, inputs, name):
         """(B, T, D) → (B, T, H, d) with the `name` projection."""
         outputs = ops.einsum("btd,dhk->bthk", inputs, getattr(self, f"{name}_kernel"))
@@ -137,11 +142,10 @@ class MultiHeadAttention(keras.layers.Layer):
             key_heads, value_heads = cache[:, 0], cache[:, 1]
         else:
             self._check_cacheable()
-            key_heads = write_at(cache[:, 0], self._project(key, "key"), cache_update_index,
-                                 axis=1)
-            value_heads = write_at(cache[:, 1], self._project(value, "value"),
-                                   cache_update_index, axis=1)
-            cache = ops.stack([key_heads, value_heads], axis=1)
+            # One write of the stacked new keys and values: half the ops of two writes.
+            new = ops.stack([self._project(key, "key"), self._project(value, "value")], axis=1)
+            cache = write_at(cache, new, cache_update_index, axis=2)
+            key_heads, value_heads = cache[:, 0], cache[:, 1]
 
         if key_mask is not None:
             value_mask = key_mask if value_mask is None else ops.logical_and(
@@ -191,8 +195,9 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         fused = self.value_dim == self.key_dim  # what jax.nn.dot_product_attention takes
         if fused and not return_attention_scores and not (training and self.dropout):
-            return ops.dot_product_attention(query, key, value, mask=attention_mask), None
-        scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * (1.0 / math.sqrt(self.key_dim))
+            return ops.dot_product_attention(query, key, value, mask=attention_mask,
+                                             scale=self._scale), None
+        scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * self._scale
         weights = masked_softmax(scores, attention_mask)  # (B, H, Tq, Tv), 0 where masked
         context = ops.einsum("bhqk,bkhd->bqhd",
                              self._dropout_layer(weights, training=training), value)

@@ -196,6 +196,11 @@ class TransformerDecoderLayer(_TransformerLayer):
         decoder_sequence: `(B, T, d_model)`.
         encoder_sequence: `(B, S, d_model)`; may be omitted when `cross_attention_cache` is given.
         decoder_padding_mask: `(B, T)`; encoder_padding_mask: `(B, S)` (True on real tokens).
+        decoder_attention_mask: `(B, T, T_self)` (or broadcastable), True where self-attention
+            may attend; encoder_attention_mask: `(B, T, S)` (or broadcastable), the same for
+            cross-attention. keras-hub's names; a step-by-step decoder builds them once a step
+            for every layer (with `use_causal_mask=False`) instead of each layer rebuilding
+            them from the padding masks.
         self_attention_cache: `(B, 2, T_max, H, d_model/H)` keys/values of earlier steps;
             with `self_attention_cache_update_index` the step's keys/values are written there
             and the causal mask is offset by that index (step-by-step decoding).
@@ -251,7 +256,8 @@ class TransformerDecoderLayer(_TransformerLayer):
     def call(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
              encoder_padding_mask=None, self_attention_cache=None,
              self_attention_cache_update_index=None, cross_attention_cache=None,
-             use_causal_mask=True, return_attention_scores=False, training=None):
+             use_causal_mask=True, return_attention_scores=False, training=None,
+             decoder_attention_mask=None, encoder_attention_mask=None):
         if encoder_sequence is None and cross_attention_cache is None:
             raise ValueError("pass encoder_sequence or cross_attention_cache")
         self_attention_extras = {}
@@ -262,14 +268,16 @@ class TransformerDecoderLayer(_TransformerLayer):
             decoder_sequence, self.self_attention_norm,
             lambda x: self.self_attention(
                 x, x, value_mask=None if self_attention_cache is not None else decoder_padding_mask,
-                use_causal_mask=use_causal_mask, training=training, **self_attention_extras),
+                attention_mask=decoder_attention_mask, use_causal_mask=use_causal_mask,
+                training=training, **self_attention_extras),
             self.self_attention_dropout, training,
         )  # (B, T, d_model)
         memory = encoder_sequence if cross_attention_cache is None else None
         outputs, *cross_weights = self._residual(
             outputs, self.cross_attention_norm,
-            lambda x: self._cross_attend(x, memory, encoder_padding_mask, cross_attention_cache,
-                                         return_attention_scores, training),
+            lambda x: self._cross_attend(x, memory, encoder_padding_mask, encoder_attention_mask,
+                                         cross_attention_cache, return_attention_scores,
+                                         training),
             self.cross_attention_dropout, training,
         )  # (B, T, d_model), [(B, H, T, S)]
         (outputs,) = self._residual(
@@ -277,9 +285,11 @@ class TransformerDecoderLayer(_TransformerLayer):
         results = (outputs, *cross_weights, *new_cache)
         return results[0] if len(results) == 1 else results
 
-    def _cross_attend(self, x, memory, mask, cache, return_attention_scores, training):
+    def _cross_attend(self, x, memory, padding_mask, attention_mask, cache,
+                      return_attention_scores, training):
         """Cross-attention output and, if asked for, its weights (never the fixed cache)."""
-        results = self.cross_attention(x, memory, value_mask=mask, cache=cache,
+        results = self.cross_attention(x, memory, value_mask=padding_mask,
+                                       attention_mask=attention_mask, cache=cache,
                                        return_attention_scores=return_attention_scores,
                                        training=training)
         if cache is None:
@@ -290,7 +300,8 @@ class TransformerDecoderLayer(_TransformerLayer):
                             decoder_padding_mask=None, encoder_padding_mask=None,
                             self_attention_cache=None, self_attention_cache_update_index=None,
                             cross_attention_cache=None, use_causal_mask=True,
-                            return_attention_scores=False, training=None):
+                            return_attention_scores=False, training=None,
+                            decoder_attention_mask=None, encoder_attention_mask=None):
         batch, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
         results = (self._spec(decoder_sequence.shape),)
         if return_attention_scores:

@@ -204,12 +204,17 @@ class Transformer(Seq2SeqModel):
     def decode_step(self, token_ids, memory, state, step, training=None):
         x = self._embed(self.target_embedding, ops.expand_dims(token_ids, 1), start_index=step,
                         training=training)  # (B, 1, d)
+        # The masks of this step, built once for every layer: the cache positions written so
+        # far (1, 1, T_max), and the real source tokens (B, 1, S).
+        cache_length = ops.shape(state["self_cache"][0])[2]
+        written = ops.expand_dims(ops.arange(cache_length) <= step, 0)[None]
+        source = ops.expand_dims(memory["source_mask"], 1)
         caches = []
         for index, layer in enumerate(self.decoder_layers):
             last = index == self.num_layers - 1  # only the last layer's weights are returned
             outputs = layer(
-                x, encoder_padding_mask=memory["source_mask"],
-                self_attention_cache=state["self_cache"][index],
+                x, decoder_attention_mask=written, encoder_attention_mask=source,
+                use_causal_mask=False, self_attention_cache=state["self_cache"][index],
                 self_attention_cache_update_index=step,
                 cross_attention_cache=memory["cross_cache"][index],
                 return_attention_scores=last, training=training)

@@ -16,3 +16,23 @@ def test_decoding_speed_quick(results):
     for row in [*figures["by_output_length"].values(),
                 *figures["ctranslate2"]["by_batch_size"].values()]:
         assert all(seconds > 0 for seconds in row["seconds"].values())
+
+
+def test_deployed_paths_beside_ours(results):
+    """REST (batching off and on, one request and 32 clients) and TFLite stand in the rows of
+    the side by side, and the float32 ones give our graph loop's tokens exactly."""
+    side_by_side = load(results, "decoding_speed")["ctranslate2"]
+    assert side_by_side["rest"]["searches"] == ["greedy"]
+    assert side_by_side["tflite"]["quantizations"] == ["none"]
+    rest = ["rest", "rest_batching"]
+    clients = ["rest_32_clients", "rest_32_clients_batching"]
+    expected = {"batch1_greedy": [*rest, "tflite_float32"], "batch1_beam4": [],
+                "batch32_greedy": [*rest, *clients, "tflite_float32"], "batch32_beam4": []}
+    for name, row in side_by_side["by_batch_size"].items():
+        deployed = expected.pop(name)
+        assert sorted(row["share_of_tokens_equal_to_ours_graph"]) == sorted(deployed)
+        for contender in deployed:
+            assert row["target_tokens_per_second"][contender] > 0
+            assert row["sentences_per_second"][contender] > 0
+            assert row["share_of_tokens_equal_to_ours_graph"][contender] == 1.0
+    assert not expected
