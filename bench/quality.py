@@ -16,6 +16,10 @@ does (uncached greedy).
         --budget-minutes 15 --beam 1 4                # ours against the keras.io recipe
     python bench/quality.py --tasks kor-eng --archs transformer --budget-minutes 15 \
         --set average_last=1 --set model.share_embeddings=false   # an ablation row
+    python bench/quality.py --table docs/results/quality_*.json   # one table of past runs
+
+After the JSON it prints the table (Markdown): one row a corpus and family, with the epochs the
+budget bought, the load average around the training, and BLEU / chrF for each beam width.
 
 Beam search uses the length penalty α that `keras-s2s tune-alpha` chooses on the run's
 validation split (500 pairs, the beam width scored), so α is never chosen on the scored set
@@ -23,6 +27,7 @@ validation split (500 pairs, the beam width scored), so α is never chosen on th
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -149,6 +154,45 @@ def run_one(task, arch, budget_minutes, workdir, beam_widths, settings=({}, {}))
             "parameters": Translator.load(out).model.count_params(), **loads, **scores}
 
 
+def table(runs):
+    """Markdown table of `runs`, `(name "task/arch", run_one's figures, source or None)`; the
+    source (the results file a row came from) gets a column when any row has one."""
+    widths = sorted({int(key[len("beam_"):]) for _, figures, _ in runs for key in figures
+                     if key.startswith("beam_") and key[len("beam_"):].isdigit()})
+    sourced = any(source for _, _, source in runs)
+    header = ["corpus", "family", "epochs", "training s", "load before → after",
+              *(("greedy" if width == 1 else f"beam {width}") + " BLEU / chrF"
+                for width in widths), *(["from"] if sourced else [])]
+    rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, figures, source in runs:
+        task, arch = name.split("/")
+        if "skipped" in figures:
+            rows.append(f"| {task} | {arch} | skipped: {figures['skipped']} |")
+            continue
+        loads = " → ".join(f"{figures[key][0]:.1f}" if key in figures else "—" for key in (
+            "load_average_1_5_15_before", "load_average_1_5_15_after"))
+        cells = [task, arch, str(figures.get("epochs", "—")),
+                 f"{figures.get('train_seconds', 0):.0f}", loads]
+        for width in widths:
+            score = figures.get(f"beam_{width}")
+            cells.append("—" if score is None else f"{score['bleu']:.1f} / {score['chrf']:.1f}"
+                         + (f" (α {score['alpha']})" if score.get("alpha") is not None else ""))
+        rows.append("| " + " | ".join(cells + ([source or ""] if sourced else [])) + " |")
+    return "\n".join(rows)
+
+
+def print_tables(paths):
+    """One table of the corpus runs (not dates, not the keras.io recipe) in the results files
+    at `paths`."""
+    runs = []
+    for path in paths:
+        with open(path) as file:
+            results = json.load(file)["figures"]["results"]
+        runs += [(name, figures, os.path.basename(path)) for name, figures in results.items()
+                 if not name.startswith("dates/") and not name.endswith(KERAS_IO_RECIPE)]
+    print(table(runs))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="dates only, 1 minute per model")
@@ -167,7 +211,12 @@ def main(argv=None):
                         help="keep the run directories in DIR (e.g. to score other checkpoint "
                              "averages with `keras-s2s average`); default: a temporary "
                              "directory, removed")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print one table of the corpus runs in these results files "
+                             "(written by this script) instead of training")
     args = parser.parse_args(argv)
+    if args.table:
+        return print_tables(args.table)
     settings = parse_settings(args.set)
     args.repeats = 1  # one training run per model: the budget, not repeats, bounds the time
     tasks, budgets = (["dates"], [1.0]) if args.quick else (args.tasks, args.budget_minutes)
@@ -188,6 +237,9 @@ def main(argv=None):
                                                     args.beam, settings)
     write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budgets,
                                                       "results": results})
+    if tasks != ["dates"]:
+        print(table([(name, figures, None) for name, figures in results.items()
+                     if not name.endswith(KERAS_IO_RECIPE)]))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ def _add_train_parser(subparsers):
                              "P (a regularizer for small corpora)")
     parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
     parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
-                        help="stop training after this many minutes of wall-clock time")
+                        help="stop training after this many minutes of wall-clock time (a "
+                             "resumed run starts the minutes afresh, and with them --decay "
+                             "linear's clock)")
     parser.add_argument("--average-last", type=positive_int, default=1, metavar="N",
                         help="save the mean of the weights of the N epochs that end at the best "
                              "one (checkpoint averaging; 1: the best epoch's weights)")
