@@ -93,19 +93,26 @@ def average_weights(model, paths):
         else value for t, value in zip(total, values)])
 
 
-def average_run(model, run_dir, last, validation_data=None):
+def average_run(model, run_dir, last, validation_data=None, fewer_if_early=False):
     """Average `model`'s weights over the run's last `last` epochs up to its best one.
 
     `validation_data`, when given, measures the mean's validation loss and the best epoch's.
+    With `fewer_if_early` (training's own `--average-last`), a run whose best epoch comes
+    before epoch `last` (a time budget or early stopping ended it soon) averages the epochs up
+    to the best, with a warning, instead of failing once its training is done.
     Writes `checkpoints/average.json` and returns what it holds.
     """
     directory = os.path.join(run_dir, run_files.CHECKPOINTS)
     with open(os.path.join(run_dir, run_files.HISTORY), encoding="utf-8") as file:
         history = json.load(file)
     kept = epoch_checkpoints(directory)
-    window = averaging_window(history, kept, last)
+    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else last
+    if fewer_if_early and best < last:
+        logger.warning("the run's best epoch is epoch %d: averaging its %d epochs instead of "
+                       "the last %d", best, best, last)
+    window = averaging_window(history, kept, min(last, best) if fewer_if_early else last)
     report = {"epochs": window, "best_epoch": window[-1],
-              "best_epoch_val_loss": min(history["val_loss"])}
+              "best_epoch_val_loss": min(history["val_loss"]), "asked_for": last}
     average_weights(model, [kept[epoch] for epoch in window])
     if validation_data is not None:
         report["val_loss"] = float(model.evaluate(validation_data, verbose=0,

@@ -372,7 +372,8 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
         if history.history:
             plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
         if config.average_last > 1:
-            averaging.average_run(model, run_dir, config.average_last, validation_data)
+            averaging.average_run(model, run_dir, config.average_last, validation_data,
+                                  fewer_if_early=True)
         model.save(run_files.model_path(run_dir))
     return history.history
 

@@ -105,3 +105,17 @@ def test_average_last_one_is_the_best_epoch(tmp_path):
     for saved, best in zip(saved_weights(run), model.get_weights()):
         np.testing.assert_array_equal(saved, best)
     assert not list((run / "checkpoints").glob("epoch-*"))
+
+
+def test_a_run_that_ends_before_n_epochs_averages_the_epochs_it_has(tmp_path, caplog):
+    """A time budget or early stopping can end a run before `--average-last N` epochs: the
+    run is saved with the mean of its epochs up to the best (it failed once training was done,
+    leaving no model)."""
+    run = tmp_path / "short"
+    with caplog.at_level("WARNING", logger="keras_s2s.averaging"):
+        assert train_tiny("bahdanau", run, extra=["--epochs", "2", "--average-last", "5"]) == 0
+    epochs = window(run, 1)[0]  # the best epoch: every epoch up to it is averaged
+    assert_mean_of(run, list(range(1, epochs + 1)))
+    report = json.loads((run / "checkpoints" / "average.json").read_text())
+    assert report["epochs"] == list(range(1, epochs + 1)) and report["asked_for"] == 5
+    assert f"averaging its {epochs} epochs instead of the last 5" in caplog.text
