@@ -111,7 +111,8 @@ def _add_train_parser(subparsers):
                              "linear's clock)")
     parser.add_argument("--average-last", type=positive_int, default=1, metavar="N",
                         help="save the mean of the weights of the N epochs that end at the best "
-                             "one (checkpoint averaging; 1: the best epoch's weights)")
+                             "one (checkpoint averaging; 1: the best epoch's weights; all the "
+                             "epochs up to the best when it comes before epoch N)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
                         help="override a model argument, e.g. units=512 or num_layers=2 "
                              "(repeatable; VALUE is JSON or a plain string)")
