@@ -52,11 +52,12 @@ def epoch_checkpoints(directory):
             if _EPOCH_FILE.search(path)}
 
 
-def averaging_window(history, kept, last):
+def averaging_window(history, kept, last, fewer_if_early=False):
     """The `last` epochs that end at the best epoch of `history` (its lowest `val_loss`).
 
     `kept` is `epoch_checkpoints`' result; an epoch of the window without its file is a
-    ValueError that says which epochs the run kept.
+    ValueError that says which epochs the run kept. A best epoch before epoch `last` is a
+    ValueError too, or with `fewer_if_early` a window of the epochs up to it (and a warning).
     """
     check_positive_int("last", last)
     losses = history.get("val_loss") or []
@@ -67,6 +68,10 @@ def averaging_window(history, kept, last):
         raise ValueError(f"the run kept no epoch weights to average (train with "
                          f"--average-last {last} to keep them)")
     best = int(np.argmin(losses)) + 1
+    if fewer_if_early and best < last:
+        logger.warning("the run's best epoch is epoch %d: averaging its %d epochs instead of "
+                       "the last %d", best, best, last)
+        last = best
     if best < last:
         raise ValueError(f"the run's best epoch is epoch {best}: too few epochs to average the "
                          f"last {last}")
@@ -106,11 +111,7 @@ def average_run(model, run_dir, last, validation_data=None, fewer_if_early=False
     with open(os.path.join(run_dir, run_files.HISTORY), encoding="utf-8") as file:
         history = json.load(file)
     kept = epoch_checkpoints(directory)
-    best = int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else last
-    if fewer_if_early and best < last:
-        logger.warning("the run's best epoch is epoch %d: averaging its %d epochs instead of "
-                       "the last %d", best, best, last)
-    window = averaging_window(history, kept, min(last, best) if fewer_if_early else last)
+    window = averaging_window(history, kept, last, fewer_if_early)
     report = {"epochs": window, "best_epoch": window[-1],
               "best_epoch_val_loss": min(history["val_loss"]), "asked_for": last}
     average_weights(model, [kept[epoch] for epoch in window])

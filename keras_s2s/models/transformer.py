@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_s2s.layers.masking import causal_mask
 from keras_s2s.layers.multi_head_attention import MultiHeadAttention
 from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
 from keras_s2s.layers.transformer import (TransformerDecoderLayer, TransformerEncoderLayer,
@@ -206,8 +207,7 @@ class Transformer(Seq2SeqModel):
                         training=training)  # (B, 1, d)
         # The masks of this step, built once for every layer: the cache positions written so
         # far (1, 1, T_max), and the real source tokens (B, 1, S).
-        cache_length = ops.shape(state["self_cache"][0])[2]
-        written = ops.expand_dims(ops.arange(cache_length) <= step, 0)[None]
+        written = causal_mask(1, ops.shape(state["self_cache"][0])[2], query_offset=step)
         source = ops.expand_dims(memory["source_mask"], 1)
         caches = []
         for index, layer in enumerate(self.decoder_layers):
