@@ -56,6 +56,10 @@ def _add_train_parser(subparsers):
                              "a quoted glob such as 'corpus/*.tsv')")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
+    parser.add_argument("--extra-data", metavar="TSV",
+                        help="more training pairs (a path or a quoted glob), added after the "
+                             "validation split is carved from --data, so that scores stay "
+                             "--data's; pairs sharing a sentence with that split are left out")
     parser.add_argument("--validation-split", choices=VALIDATION_SPLITS, default="random",
                         help="without --val: a random sample of --data's pairs, or whole "
                              "groups of pairs that share a source or target sentence (for "
@@ -149,6 +153,7 @@ def _train(args):
                     if getattr(args, name) is not None}
     config = TrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
+        extra_data=args.extra_data,
         validation_split=args.validation_split, validation_fraction=args.validation_fraction,
         epochs=args.epochs, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
         num_pairs=args.num_pairs, task_options=task_options,

@@ -36,6 +36,9 @@ class TrainConfig:
     out: str = "runs/dates"
     val: str | None = None  # TSV of validation pairs; default: a split of the training data
     stream: bool = False  # stream the TSV files with tf.data (memory independent of their size)
+    # TSV files (a path or a glob) added to the training pairs only, after the validation split
+    # is carved, less the pairs sharing a sentence with it (`keras_s2s.training.load_pairs`)
+    extra_data: str | None = None
     source_column: int = 0
     target_column: int = 1
     on_error: str = "raise"  # malformed TSV lines: "raise" or "skip"
@@ -93,6 +96,9 @@ class TrainConfig:
             raise ValueError("decay 'linear' is not in the multi-worker training loop (each "
                              "worker's clock would give it another rate); train with --decay "
                              "family")
+        if self.extra_data and self.stream:
+            raise ValueError("--extra-data is read into memory and cannot be streamed: with "
+                             "--stream, name its files in --data's glob instead")
         if self.decay == "linear" and self.stream and not self.time_budget_minutes:
             raise ValueError("decay 'linear' needs to know when training ends: a streamed "
                              "corpus has no known length, so give a time budget (--time-budget)")

@@ -18,7 +18,7 @@ from keras_s2s import architectures, averaging, multi_worker, run_dir as run_fil
 from keras_s2s.config import TrainConfig
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import make_dataset
-from keras_s2s.data.splits import split_pairs
+from keras_s2s.data.splits import sharing_no_sentence, split_pairs
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.data.tsv import read_tsv, stream_tsv, tsv_files
 from keras_s2s.objectives import LinearDecay, compile_for_training
@@ -99,7 +99,23 @@ def load_pairs(config):
     the corpus before training starts; shuffle a corpus sorted by topic or length beforehand).
     Streaming is asked for, never switched on by size: it changes the split, the shuffle and
     so the results, which should not change because a file grew.
+
+    `config.extra_data`'s pairs (another corpus, say) join the training pairs after the split is
+    carved, so the validation split, and scores on it, stay those of `config.data`; extra pairs
+    sharing a source or target sentence with the validation split are left out.
     """
+    train_pairs, validation_pairs = _split(config)
+    if not config.extra_data:
+        return train_pairs, validation_pairs
+    extra = _read(config, config.extra_data)
+    kept = sharing_no_sentence(extra, validation_pairs)
+    logger.info("--extra-data %s: %d training pairs added, %d left out (they share a sentence "
+                "with the validation split)", config.extra_data, len(kept), len(extra) - len(kept))
+    return train_pairs + kept, validation_pairs
+
+
+def _split(config):
+    """`config.data`'s training and validation pairs (see `load_pairs`)."""
     if config.validation_split == "grouped":
         where = ("--val is given" if config.val else "--stream splits by a hash of each pair"
                  if config.stream else f"{config.data!r} is a built-in task, whose validation "
@@ -141,7 +157,8 @@ def _files(config, pattern):
         if pattern == config.data:
             raise FileNotFoundError(f"--data {pattern!r} is neither a built-in task "
                                     f"{synthetic.TASKS} nor a file or glob of files") from None
-        raise
+        flag = "--extra-data" if pattern == config.extra_data else "--val"
+        raise FileNotFoundError(f"{flag} {pattern!r} names no file") from None
 
 
 def _stream(config):

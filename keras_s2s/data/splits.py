@@ -51,6 +51,19 @@ def pair_groups(pairs):
     return [numbers.setdefault(r, len(numbers)) for r in roots]
 
 
+def sharing_no_sentence(pairs, held_out):
+    """The pairs of `pairs` whose source and target sentences are both absent from `held_out`'s
+    (compared as the grouped split compares them), so adding them to training leaks nothing.
+
+    >>> sharing_no_sentence([("개", "A dog."), ("고양이", "A  CAT.")], [("새 고양이", "a cat.")])
+    [('개', 'A dog.')]
+    """
+    sources = {_key(source) for source, _ in held_out}
+    targets = {_key(target) for _, target in held_out}
+    return [pair for pair in pairs
+            if _key(pair[0]) not in sources and _key(pair[1]) not in targets]
+
+
 def split_pairs(pairs, fraction, seed, grouped=False):
     """`(train, validation)`: about `fraction` of `pairs` (at least one) held out, seeded.
 

@@ -1,5 +1,6 @@
 """The validation splits: the grouped split against connected components found by brute force,
-and the split a user asks for with `keras-s2s train --validation-split grouped`."""
+the split a user asks for with `keras-s2s train --validation-split grouped`, and the extra
+training pairs of `--extra-data`, which must not reach into it."""
 
 import itertools
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from keras_s2s.config import TrainConfig
-from keras_s2s.data.splits import pair_groups, split_pairs
+from keras_s2s.data.splits import pair_groups, sharing_no_sentence, split_pairs
 from keras_s2s.training import load_pairs
 from tests.test_cli_errors import assert_one_line_error, run_main
 
@@ -55,6 +56,14 @@ def test_grouped_split_shares_no_sentence_with_training(pairs, fraction, seed):
         assert len(validation) >= max(1, int(len(pairs) * fraction))
     for (s, t), (s2, t2) in itertools.product(validation, train):
         assert not same(s, s2) and not same(t, t2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(PAIRS, PAIRS)
+def test_pairs_sharing_no_sentence_are_those_brute_force_keeps(pairs, held_out):
+    expected = [(s, t) for s, t in pairs
+                if not any(same(s, s2) or same(t, t2) for s2, t2 in held_out)]
+    assert sharing_no_sentence(pairs, held_out) == expected
 
 
 def write_tatoeba_like(path):
@@ -112,3 +121,43 @@ def test_one_group_cannot_be_split(tmp_path, capsys):
                                "--validation-split", "grouped"], capsys)
     assert status == 2
     assert_one_line_error(err, "3 pairs in 1 groups", "pass --val")
+
+
+def test_extra_data_trains_on_more_pairs_and_scores_on_the_same_split(tmp_path, capsys):
+    """`--extra-data`: its pairs reach training and the vocabulary; the validation split is
+    still `--data`'s, and extra pairs sharing a sentence with it are left out."""
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    alone = TrainConfig(data=str(data), validation_split="grouped", validation_fraction=0.2)
+    train_alone, validation = load_pairs(alone)
+    leaking = [("새 번역", validation[0][1]), (validation[1][0], "Another English.")]
+    new = [(f"얼룩말 {i}", f"Zebras run {i}.") for i in range(4)]
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("".join(f"{s}\t{t}\n" for s, t in leaking + new), encoding="utf-8")
+    out = tmp_path / "run"
+    status, _, err = run_main(
+        ["train", "--arch", "transformer", "--data", str(data), "--extra-data", str(extra),
+         "--out", str(out), "--epochs", "1", "--vocab-size", "80", "--validation-split",
+         "grouped", "--validation-fraction", "0.2", "--model-arg", "num_layers=1",
+         "--model-arg", "d_model=16", "--model-arg", "num_heads=2", "--model-arg", "d_ff=32"],
+        capsys)
+    assert status == 0, err
+    config = TrainConfig.load(out / "config.json")
+    assert config.extra_data == str(extra)
+    train, validation_with_extra = load_pairs(config)
+    assert validation_with_extra == validation
+    assert train == train_alone + new
+    assert "Z" in (out / "target_vocab.txt").read_text(encoding="utf-8").split()  # "Zebras"
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--stream"], "--extra-data is read into memory and cannot be streamed"),
+    ([], "--extra-data 'MISSING' names no file"),
+])
+def test_extra_data_that_cannot_be_used_is_one_line(extra, fragment, tmp_path, capsys):
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    missing = str(tmp_path / "missing.tsv")
+    status, _, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--extra-data", missing, *extra], capsys)
+    assert status == 2
+    assert_one_line_error(err, fragment.replace("MISSING", missing))
+    assert not (tmp_path / "run").exists()
