@@ -197,11 +197,7 @@ def write_run(model, vocabulary, directory, source_length):
                          max_source_length=source_length, max_target_length=CT2_OUTPUT_LENGTH,
                          model=CONFIG)
     tokenizer = SubwordTokenizer(vocabulary)
-    os.makedirs(directory)
-    run_files.save_tokenizers(directory, tokenizer, tokenizer)
-    config.save(run_files.config_path(directory))
-    model.save(run_files.model_path(directory))
-    return directory
+    return run_files.save_run(directory, config, model, tokenizer, tokenizer)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@
 import concurrent.futures
 import glob
 import http.client
-import json
 import os
 import socket
 import statistics

@@ -72,6 +72,17 @@ def save_tokenizers(run_dir, source_tokenizer, target_tokenizer):
             for path in tokenizer.save(run_dir, side)]
 
 
+def save_run(run_dir, config, model, source_tokenizer, target_tokenizer):
+    """Make `run_dir` (which must not exist) a trained run of `model`, as training leaves it
+    for `translate`, `evaluate`, `export` and `serve`: `config`, both tokenizers and the model
+    (no history or checkpoints). For models built or trained outside `keras-s2s train`."""
+    os.makedirs(run_dir)
+    save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
+    config.save(config_path(run_dir))
+    model.save(model_path(run_dir))
+    return run_dir
+
+
 def load_tokenizers(run_dir):
     """`(source_tokenizer, target_tokenizer)`, as `save_tokenizers` wrote them."""
     from keras_s2s.data.tokenizers import load_tokenizer

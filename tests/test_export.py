@@ -49,16 +49,12 @@ def make_run_dir(directory, arch, model_args=None, prepare=None, tokenizer="word
                          model={**MODEL_ARGS[arch], **(model_args or {})})
     source_tokenizer, target_tokenizer = train_tokenizers(PAIRS, config.vocab_size,
                                                           kind=tokenizer)
-    os.makedirs(directory)
-    run_files.save_tokenizers(directory, source_tokenizer, target_tokenizer)
-    config.save(run_files.config_path(directory))
     model = config.build_model(source_tokenizer.vocabulary_size,
                                target_tokenizer.vocabulary_size)
     model.build()
     if prepare is not None:
         prepare(model)
-    model.save(run_files.model_path(directory))
-    return str(directory)
+    return run_files.save_run(str(directory), config, model, source_tokenizer, target_tokenizer)
 
 
 # test_tflite.py imports these session fixtures; pytest would build them once per module

@@ -13,7 +13,6 @@ import os
 import resource
 import time
 
-import numpy as np
 import pytest
 
 from keras_s2s.serving.config import BatchingParameters, ModelConfig
