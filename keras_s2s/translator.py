@@ -74,12 +74,26 @@ class _TranslatorBase:
         `scores` `(n, N)`, `attention` `(n, N, T, S)` when asked for)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
-        translations = []
+        texts = list(texts)
+        # Batches of texts of similar lengths, as CTranslate2 and fairseq form them: less
+        # padding, and no short text waits for the longest output of its batch. The
+        # translations come back in the order of `texts`.
+        order = np.argsort(self._token_counts(texts), kind="stable")
+        translations = [None] * len(texts)
         for number, start in enumerate(range(0, len(texts), batch_size)):
-            translations += self._translate_batch(
-                list(texts[start:start + batch_size]), lambda rows: decode(rows, number),
-                strategy.n_best, bool(attention))
+            rows = order[start:start + batch_size]
+            batch = self._translate_batch([texts[row] for row in rows],
+                                          lambda ids: decode(ids, number), strategy.n_best,
+                                          bool(attention))
+            for row, translation in zip(rows, batch):
+                translations[row] = translation
         return translations
+
+    def _token_counts(self, texts):
+        if not texts:
+            return np.zeros(0, "int64")
+        return self.source_tokenizer.tokenize(
+            tf.convert_to_tensor(texts, dtype=tf.string)).row_lengths().numpy()
 
     def _translate_batch(self, texts, decode, n_best, attention):
         source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)

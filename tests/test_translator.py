@@ -48,6 +48,24 @@ def test_batches_draw_different_numbers(translator):
     assert len(set(output_ids(translations))) == 4
 
 
+def test_batches_hold_texts_of_similar_lengths_and_come_back_in_order(translator, monkeypatch):
+    """Long and short texts alternate; batches of 3 take the short ones, then the long ones
+    (a batch's search lasts as long as its longest output), and each translation is the one
+    the text gets alone."""
+    texts = ["a b c d e f", "a", "b c d e f g", "c", "d e f g h a", "e"]
+    alone = [translator.translate([text], strategy=Beam(2))[0] for text in texts]
+    batches = []
+    translate_batch = Translator._translate_batch
+    monkeypatch.setattr(Translator, "_translate_batch", lambda self, batch, *rest: (
+        batches.append(batch), translate_batch(self, batch, *rest))[1])
+    together = translator.translate(texts, strategy=Beam(2), batch_size=3)
+    assert batches == [["a", "c", "e"], ["a b c d e f", "b c d e f g", "d e f g h a"]]
+    assert [(t.source, t.output_tokens) for t in together] == [
+        (t.source, t.output_tokens) for t in alone]
+    np.testing.assert_allclose([t.score for t in together], [t.score for t in alone],
+                               atol=1e-5)
+
+
 def test_n_best_alternatives_are_the_other_beams_best_first(translator):
     translations = translator.translate(TEXTS, strategy=Beam(4, alpha=0.6, n_best=3))
     best = translator.translate(TEXTS, strategy=Beam(4, alpha=0.6))
