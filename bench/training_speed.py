@@ -4,7 +4,8 @@ length, and the Transformer's achieved FLOP/s as a fraction of a large matmul's.
 1. Target tokens/s of `train_on_batch` (after warm-up) for our `Transformer` and the same
    architecture built from keras-hub layers (`bench/keras_hub_baseline.py`), with and without
    `jit_compile` (quick mode: without only, XLA compilation alone takes minutes), same loss
-   (masked, label-smoothed) and optimizer.
+   (masked, label-smoothed) and optimizer; and, in the same interleaved run, the step's
+   matmuls alone (`step_matmuls`: same shapes, random operands), the floor under any step.
 2. Target tokens/s against sequence length for an LSTM `Seq2Seq` and a `Transformer` of similar
    parameter count, at a fixed number of tokens per batch (the batch shrinks as length grows).
 3. CPU efficiency at d_model 512: matmul FLOPs of one training step, counted analytically
@@ -70,18 +71,34 @@ def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
         models[f"keras_hub_{suffix}"] = compiled(
             KerasHubTransformer(VOCAB_SIZE, **SMALL_TRANSFORMER), jit_compile)
     batch = random_batch(batch_size, length)
+    matmuls = step_matmuls(SMALL_TRANSFORMER, batch_size, length, VOCAB_SIZE)
     seconds = interleaved_medians(
-        {name: train_step_function(model, batch) for name, model in models.items()},
+        {**{name: train_step_function(model, batch) for name, model in models.items()},
+         "matmuls_alone": matmuls_alone(matmuls)},
         repeats, warmup=2)
-    tokens = batch_size * length
+    alone = seconds.pop("matmuls_alone")
+    tokens, flops = batch_size * length, flops_of(matmuls)
+    modes = [JIT_NAMES[jit_compile] for jit_compile in jit_modes]
     return {
         "config": {**SMALL_TRANSFORMER, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
                    "length": length},
         "params": {name: count_params(model) for name, model in models.items()},
         "target_tokens_per_second": {name: tokens / value for name, value in seconds.items()},
         "speedup_ours_vs_keras_hub": {
-            mode: seconds[f"keras_hub_{mode}"] / seconds[f"ours_{mode}"]
-            for mode in (JIT_NAMES[jit_compile] for jit_compile in jit_modes)},
+            mode: seconds[f"keras_hub_{mode}"] / seconds[f"ours_{mode}"] for mode in modes},
+        # The profile of the gap: how much of a step its matmuls take. A step cannot take
+        # less than its matmuls, so keras-hub's step ÷ the matmuls alone bounds any speedup
+        # over keras-hub that removing the rest (transposes, masks, softmax, layer norms,
+        # the optimizer) could buy.
+        "training_step_gflop": flops / 1e9,
+        "achieved_gflop_per_second": {name: flops / value / 1e9
+                                      for name, value in seconds.items()},
+        "matmuls_alone_seconds": alone,
+        "matmuls_alone_gflop_per_second": flops / alone / 1e9,
+        "step_seconds_over_matmuls_alone": {name: value / alone
+                                            for name, value in seconds.items()},
+        "speedup_ceiling_vs_keras_hub": {mode: seconds[f"keras_hub_{mode}"] / alone
+                                         for mode in modes},
     }
 
 
@@ -117,18 +134,34 @@ def tokens_per_second_by_length(repeats, lengths, tokens_per_batch):
     }
 
 
-def training_flops(config, batch_size, length, vocab_size):
-    """Matmul FLOPs of one training step (3 × forward) of the Transformer, source = target
-    length: weight matmuls are 2 · fan-in · fan-out per token; attention adds QKᵀ and the
-    weighted sum of values, 2 · 2 · Tq · Tv · d per sequence and layer."""
+def step_matmuls(config, batch_size, length, vocab_size):
+    """The matmuls of one Transformer training step (source = target length), as `(batch, m,
+    k, n)` shapes: each forward matmul, then the two of its backward pass (the gradients of
+    both operands, as many FLOPs each), so a step is 3 × forward. Weight matmuls run over
+    all tokens; attention's QKᵀ and weighted sum per sequence and head."""
     d, d_ff, layers = config["d_model"], config["d_ff"], config["num_layers"]
-    encoder_weights_per_token = layers * (4 * d * d + 2 * d * d_ff)
-    decoder_weights_per_token = layers * (8 * d * d + 2 * d * d_ff) + d * vocab_size
-    tokens = batch_size * length
-    weight_flops = 2 * (encoder_weights_per_token + decoder_weights_per_token) * tokens
-    # Encoder self-, decoder self- and cross-attention, each Tq = Tv = length.
-    attention_flops = layers * 3 * 4 * length * length * d * batch_size
-    return 3 * (weight_flops + attention_flops)
+    heads, tokens = config["num_heads"], batch_size * length
+    feed_forward = [(1, tokens, d, d_ff), (1, tokens, d_ff, d)]
+    attention = [(batch_size * heads, length, d // heads, length),
+                 (batch_size * heads, length, length, d // heads)]
+    forward = (layers * ([(1, tokens, d, d)] * 4 + feed_forward)  # encoder: q, k, v, o; FFN
+               + layers * ([(1, tokens, d, d)] * 8 + feed_forward)  # decoder: self, cross
+               + [(1, tokens, d, vocab_size)]  # output projection
+               + 3 * layers * attention)  # encoder self-, decoder self- and cross-attention
+    return [shape for b, m, k, n in forward for shape in ((b, m, k, n), (b, m, n, k), (b, k, m, n))]
+
+
+def flops_of(matmuls):
+    return sum(2 * b * m * k * n for b, m, k, n in matmuls)
+
+
+def matmuls_alone(matmuls):
+    """A zero-argument function running `matmuls` on random operands, and nothing else: the
+    time a step would take if everything but its matmuls were free."""
+    operands = [(tf.random.normal((b, m, k)), tf.random.normal((b, k, n)))
+                for b, m, k, n in matmuls]
+    run = tf.function(lambda: [tf.matmul(a, b) for a, b in operands])
+    return lambda: run()
 
 
 def cpu_efficiency(repeats, batch_size, length):
@@ -143,7 +176,7 @@ def cpu_efficiency(repeats, batch_size, length):
     seconds = interleaved_medians({"train_step": step,
                                    "matmul": lambda: matmul(matrix).numpy()},
                                   repeats, warmup=2)
-    flops = training_flops(EFFICIENCY_TRANSFORMER, batch_size, length, VOCAB_SIZE)
+    flops = flops_of(step_matmuls(EFFICIENCY_TRANSFORMER, batch_size, length, VOCAB_SIZE))
     achieved = flops / seconds["train_step"]
     peak = 2 * MATMUL_SIZE ** 3 / seconds["matmul"]
     return {
