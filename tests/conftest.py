@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `--xla on` keeps compiled programs (keras_s2s.cli.XLA_CACHE): not in the home of the machine
+# running the tests.
+os.environ.setdefault("KERAS_S2S_XLA_CACHE", tempfile.mkdtemp(prefix="keras-s2s-xla-"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

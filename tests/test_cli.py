@@ -2,6 +2,9 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,6 +103,29 @@ def test_xla_decoding_translates_like_graph_decoding(bahdanau_run, strategy):
 def test_translate_with_xla_on_the_command_line(bahdanau_run, capsys):
     assert main(["translate", str(bahdanau_run), "a b c", "d e", "--xla", "on"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_xla_programs_are_kept_between_commands(bahdanau_run, tmp_path):
+    """`--xla on` keeps its compiled programs in KERAS_S2S_XLA_CACHE: a second command
+    compiles nothing new and translates as the first did, and as graph decoding does."""
+    cache = tmp_path / "xla"
+    env = {name: value for name, value in os.environ.items() if name != "TF_XLA_FLAGS"}
+    env["KERAS_S2S_XLA_CACHE"] = str(cache)
+
+    def translate_in_a_new_process(xla):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_s2s.cli", "translate", str(bahdanau_run), "a b c",
+             "d e", "--beam", "2", "--xla", xla], capture_output=True, text=True, timeout=300,
+            env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    first = translate_in_a_new_process("on")
+    programs = sorted(os.listdir(cache))
+    assert programs and all(name.startswith("xla_compile_cache") for name in programs)
+    assert translate_in_a_new_process("on") == first
+    assert sorted(os.listdir(cache)) == programs
+    assert translate_in_a_new_process("off") == first
 
 
 def translate(argv, capsys):
