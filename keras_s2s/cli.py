@@ -145,13 +145,13 @@ def parse_assignments(items, flag="--model-arg"):
     return overrides
 
 
-def _train(args):
+def train_config(args):
+    """The `TrainConfig` of parsed `keras-s2s train` arguments."""
     from keras_s2s.config import TrainConfig
-    from keras_s2s.training import train
 
     task_options = {name: getattr(args, name) for name in ("min_length", "max_length")
                     if getattr(args, name) is not None}
-    config = TrainConfig(
+    return TrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
         extra_data=args.extra_data,
         validation_split=args.validation_split, validation_fraction=args.validation_fraction,
@@ -167,7 +167,12 @@ def _train(args):
         time_budget_minutes=args.time_budget, average_last=args.average_last,
         model=parse_assignments(args.model_arg), mixed_precision=args.mixed_precision,
         jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
-    history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
+
+
+def _train(args):
+    from keras_s2s.training import train
+
+    history = train(train_config(args), verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
     where = f"into {args.out}"

@@ -1,6 +1,8 @@
 """The documentation runs: README.md's Python blocks execute, its `keras-s2s` command lines
-parse, and every `>>>` example in the package's docstrings passes as a doctest."""
+parse, its corpus recipes are the benchmarks', and every `>>>` example in the package's
+docstrings passes as a doctest."""
 
+import dataclasses
 import doctest
 import importlib
 import pkgutil
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import keras_s2s
-from keras_s2s.cli import build_parser
+from keras_s2s import architectures
+from keras_s2s.cli import build_parser, train_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -41,6 +44,33 @@ def test_readme_python_blocks_run():
 def test_readme_commands_parse(argv):
     args = build_parser().parse_args(argv)
     assert args.handler
+
+
+def corpus_recipes():
+    """README's `keras-s2s train` commands on a corpus of ../shared/data."""
+    return [argv for argv in command_lines() if argv[0] == "train"
+            and "../shared/data/" in argv[argv.index("--data") + 1]]
+
+
+@pytest.mark.parametrize("argv", corpus_recipes(), ids=" ".join)
+def test_readme_recipes_are_what_the_quality_benchmark_trains(argv, monkeypatch):
+    """A recipe in README.md trains what `bench/quality.py` measured for its figures
+    (`bench/corpora.py`'s `corpus_config`): same settings, same model once the family's
+    presets are filled in."""
+    monkeypatch.syspath_prepend(str(README.parent / "bench"))
+    from corpora import corpus_config
+
+    readme = train_config(build_parser().parse_args(argv))
+    task = Path(readme.data).parent.name
+    bench = corpus_config(task, readme.arch, readme.out, readme.time_budget_minutes)
+
+    def settings(config):
+        fields = dataclasses.asdict(config)
+        fields["model"] = {**architectures.get(config.arch).presets, **config.model}
+        fields["data"] = Path(config.data).parts[-2:]
+        return fields
+
+    assert settings(readme) == settings(bench)
 
 
 def modules():

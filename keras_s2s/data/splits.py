@@ -55,6 +55,7 @@ def sharing_no_sentence(pairs, held_out):
     """The pairs of `pairs` whose source and target sentences are both absent from `held_out`'s
     (compared as the grouped split compares them), so adding them to training leaks nothing.
 
+    >>> from keras_s2s.data.splits import sharing_no_sentence
     >>> sharing_no_sentence([("개", "A dog."), ("고양이", "A  CAT.")], [("새 고양이", "a cat.")])
     [('개', 'A dog.')]
     """
