@@ -41,7 +41,7 @@ from keras_s2s.config import TrainConfig  # noqa: E402
 from keras_s2s.data import read_tsv, synthetic  # noqa: E402
 from keras_s2s.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.plotting import plot_attention, plot_lines  # noqa: E402
-from keras_s2s.training import load_pairs, train  # noqa: E402
+from keras_s2s.training import load_validation_pairs, train  # noqa: E402
 from keras_s2s.translator import Translator  # noqa: E402
 
 ARCHS = ("seq2seq", "bahdanau", "luong", "transformer")
@@ -183,7 +183,7 @@ def claim_length_corpus(budget_minutes, workdir, ntrex_limit=None, tag="", archs
                                max_source_length=CORPUS_MAX_LENGTH,
                                max_target_length=CORPUS_MAX_LENGTH)
         if test_sets["kor-eng"] is None:  # the same seeded split for every architecture
-            test_sets["kor-eng"] = load_pairs(config)[1][:ntrex_limit]
+            test_sets["kor-eng"] = load_validation_pairs(config)[:ntrex_limit]
         row = _train(config)
         translator = Translator.load(out)
         row["parameters"] = count_params(translator.model)

@@ -91,13 +91,13 @@ def tune_alpha(run_dir, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
     from keras_s2s import run_dir as run_files
     from keras_s2s.config import TrainConfig
     from keras_s2s.decoding import Beam
-    from keras_s2s.training import load_pairs
+    from keras_s2s.training import load_validation_pairs
     from keras_s2s.translator import Translator
 
     run_files.check_trained(run_dir)
     if not alphas or any(not isinstance(a, (int, float)) or a < 0 for a in alphas):
         raise ValueError(f"alphas must be numbers >= 0, got {list(alphas)!r}")
-    pairs = load_pairs(TrainConfig.load(run_files.config_path(run_dir)))[1]
+    pairs = load_validation_pairs(TrainConfig.load(run_files.config_path(run_dir)))
     if not isinstance(pairs, list):  # a stream's validation split
         pairs = [(s.decode(), t.decode()) for s, t in pairs.take(max_pairs).as_numpy_iterator()]
     pairs = pairs[:max_pairs]

@@ -114,6 +114,11 @@ def load_pairs(config):
     return train_pairs + kept, validation_pairs
 
 
+def load_validation_pairs(config):
+    """`load_pairs(config)`'s validation pairs, without reading `config.extra_data`."""
+    return _split(config)[1]
+
+
 def _split(config):
     """`config.data`'s training and validation pairs (see `load_pairs`)."""
     if config.validation_split == "grouped":
@@ -407,7 +412,7 @@ def average(run_dir, last):
     model = run_files.load_model(run_dir)
     source_tokenizer, target_tokenizer = run_files.load_tokenizers(run_dir)
     validation_data, _ = make_dataset(
-        load_pairs(config)[1], source_tokenizer=source_tokenizer,
+        load_validation_pairs(config), source_tokenizer=source_tokenizer,
         target_tokenizer=target_tokenizer, batch_size=config.batch_size,
         batch_tokens=config.batch_tokens, max_source_length=config.max_source_length,
         max_target_length=config.max_target_length, shuffle=False)

@@ -147,6 +147,10 @@ def test_extra_data_trains_on_more_pairs_and_scores_on_the_same_split(tmp_path, 
     assert validation_with_extra == validation
     assert train == train_alone + new
     assert "Z" in (out / "target_vocab.txt").read_text(encoding="utf-8").split()  # "Zebras"
+    extra.unlink()  # what comes after training needs the validation split only
+    status, _, err = run_main(["tune-alpha", str(out), "--beam", "2", "--alphas", "0.6"],
+                              capsys)
+    assert status == 0, err
 
 
 @pytest.mark.parametrize("extra, fragment", [
