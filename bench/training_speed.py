@@ -59,6 +59,25 @@ def train_step_function(model, batch):
     return lambda: model.train_on_batch(inputs, targets)
 
 
+def step_parts(model, batch):
+    """Zero-argument functions for the parts of a training step of compiled `model` (graph
+    mode): the forward pass with the loss, and that with the backward pass (the gradients);
+    the rest of `train_on_batch` is the optimizer's update and the metrics."""
+    inputs, targets = batch
+
+    @tf.function
+    def forward():
+        return model.loss(targets, model(inputs, training=True))
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = model.loss(targets, model(inputs, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
 def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
     """Part 1: tokens/s of our Transformer and the keras-hub-built one, per `jit_compile` mode."""
     models = {}
@@ -72,11 +91,14 @@ def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
             KerasHubTransformer(VOCAB_SIZE, **SMALL_TRANSFORMER), jit_compile)
     batch = random_batch(batch_size, length)
     matmuls = step_matmuls(SMALL_TRANSFORMER, batch_size, length, VOCAB_SIZE)
+    parts = {f"{name}/{part}": function for name in ("ours_graph", "keras_hub_graph")
+             if name in models for part, function in step_parts(models[name], batch).items()}
     seconds = interleaved_medians(
         {**{name: train_step_function(model, batch) for name, model in models.items()},
-         "matmuls_alone": matmuls_alone(matmuls)},
+         "matmuls_alone": matmuls_alone(matmuls), **parts},
         repeats, warmup=2)
     alone = seconds.pop("matmuls_alone")
+    parts = {name: seconds.pop(name) for name in parts}
     tokens, flops = batch_size * length, flops_of(matmuls)
     modes = [JIT_NAMES[jit_compile] for jit_compile in jit_modes]
     return {
@@ -99,6 +121,13 @@ def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
                                             for name, value in seconds.items()},
         "speedup_ceiling_vs_keras_hub": {mode: seconds[f"keras_hub_{mode}"] / alone
                                          for mode in modes},
+        # Where the rest goes (graph mode): the forward pass with the loss, the backward
+        # pass, and the optimizer's update with the metrics, in seconds of a step.
+        "step_parts_seconds": {
+            name: {"forward": parts[f"{name}/forward"],
+                   "backward": parts[f"{name}/forward_backward"] - parts[f"{name}/forward"],
+                   "update_and_metrics": seconds[name] - parts[f"{name}/forward_backward"]}
+            for name in ("ours_graph", "keras_hub_graph") if name in seconds},
     }
 
 

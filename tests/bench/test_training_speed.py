@@ -20,6 +20,9 @@ def test_training_speed_quick(results):
     versus = figures["ours_vs_keras_hub"]
     assert set(versus["step_seconds_over_matmuls_alone"]) == {"ours_graph", "keras_hub_graph"}
     assert versus["speedup_ceiling_vs_keras_hub"]["graph"] > 0
+    for parts in versus["step_parts_seconds"].values():
+        assert set(parts) == {"forward", "backward", "update_and_metrics"}
+        assert parts["forward"] > 0 and parts["backward"] > 0
 
 
 def test_a_steps_matmuls_are_the_models_kernels_three_times(monkeypatch):
