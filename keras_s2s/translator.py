@@ -75,28 +75,27 @@ class _TranslatorBase:
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
         texts = list(texts)
-        # Batches of texts of similar lengths, as CTranslate2 and fairseq form them: less
-        # padding, and no short text waits for the longest output of its batch. The
-        # translations come back in the order of `texts`.
-        order = np.argsort(self._token_counts(texts), kind="stable")
+        if not texts:
+            return []
+        # Each text is tokenized once. Batches hold texts of similar lengths, as CTranslate2
+        # and fairseq form them: less padding, and no short text waits for the longest output
+        # of its batch. The translations come back in the order of `texts`.
+        all_ids = encode_source(texts, self.source_tokenizer, self.max_source_length).numpy()
+        lengths = np.count_nonzero(all_ids, axis=1)
+        order = np.argsort(lengths, kind="stable")
         translations = [None] * len(texts)
         for number, start in enumerate(range(0, len(texts), batch_size)):
             rows = order[start:start + batch_size]
             batch = self._translate_batch([texts[row] for row in rows],
+                                          all_ids[rows, :lengths[rows].max()],
                                           lambda ids: decode(ids, number), strategy.n_best,
                                           bool(attention))
             for row, translation in zip(rows, batch):
                 translations[row] = translation
         return translations
 
-    def _token_counts(self, texts):
-        if not texts:
-            return np.zeros(0, "int64")
-        return self.source_tokenizer.tokenize(
-            tf.convert_to_tensor(texts, dtype=tf.string)).row_lengths().numpy()
-
-    def _translate_batch(self, texts, decode, n_best, attention):
-        source_ids = encode_source(texts, self.source_tokenizer, self.max_source_length)
+    def _translate_batch(self, texts, source_ids, decode, n_best, attention):
+        """`texts` and their ids `(n, S)` as `encode_source` lays them out → `Translation`s."""
         decoded = np.flatnonzero(~empty_sources(source_ids).numpy())  # rows worth decoding
         result = {}
         if len(decoded):
@@ -105,7 +104,6 @@ class _TranslatorBase:
             result["texts"] = self.target_tokenizer.detokenize(
                 result["tokens"].reshape(-1, shape[-1])).numpy().reshape(shape[:2])
         attention = attention and self.has_attention
-        source_ids = source_ids.numpy()
         translations = []
         for row, text in enumerate(texts):
             source_length = int(np.count_nonzero(source_ids[row]))
@@ -145,7 +143,10 @@ class Translator(_TranslatorBase):
             padded to a few shapes: rows to a power of two, sources to a multiple of 16
             tokens). It pays off for long outputs (the Transformer's loop is 3.5× faster at 64
             tokens in bench/decoding_speed.py) and loses for short ones (20,000 dates: 43.5 s
-            against 35.0 s), so measure on your data.
+            against 35.0 s), so measure on your data. The compiled programs last as long as
+            the process; `keras-s2s --xla on` keeps them on disk between commands, and Python
+            users do the same by setting `TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`
+            before TensorFlow starts.
     """
 
     def __init__(self, model, source_tokenizer, target_tokenizer, max_source_length,

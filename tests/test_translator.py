@@ -66,6 +66,24 @@ def test_batches_hold_texts_of_similar_lengths_and_come_back_in_order(translator
                                atol=1e-5)
 
 
+def test_texts_are_tokenized_once_and_each_batch_is_padded_to_its_longest(translator,
+                                                                        monkeypatch):
+    """One tokenizer call for all texts (sorting by length needs the ids the batches use), and
+    a batch of short texts is not padded to the longest text of the call."""
+    tokenizer = translator.source_tokenizer
+    texts = ["a b c d e f", "a", "b c d e f g", "c"]
+    calls, widths = [], []
+    tokenize = type(tokenizer).tokenize
+    monkeypatch.setattr(tokenizer, "tokenize",
+                        lambda inputs: (calls.append(inputs), tokenize(tokenizer, inputs))[1])
+    translate_batch = Translator._translate_batch
+    monkeypatch.setattr(Translator, "_translate_batch", lambda self, batch, ids, *rest: (
+        widths.append(np.shape(ids)[1]), translate_batch(self, batch, ids, *rest))[1])
+    translator.translate(texts, batch_size=2)
+    assert len(calls) == 1
+    assert widths == [2, 7]  # one token and END; six tokens and END
+
+
 def test_n_best_alternatives_are_the_other_beams_best_first(translator):
     translations = translator.translate(TEXTS, strategy=Beam(4, alpha=0.6, n_best=3))
     best = translator.translate(TEXTS, strategy=Beam(4, alpha=0.6))
