@@ -107,7 +107,7 @@ def load_pairs(config):
     train_pairs, validation_pairs = _split(config)
     if not config.extra_data:
         return train_pairs, validation_pairs
-    extra = _read(config, config.extra_data)
+    extra = _read(config, config.extra_data, "--extra-data")
     kept = sharing_no_sentence(extra, validation_pairs)
     logger.info("--extra-data %s: %d training pairs added, %d left out (they share a sentence "
                 "with the validation split)", config.extra_data, len(kept), len(extra) - len(kept))
@@ -134,14 +134,14 @@ def _split(config):
         train_pairs = synthetic.generate(config.data, config.num_pairs, seed=config.seed,
                                          **config.task_options)
         if config.val:
-            return train_pairs, _read(config, config.val)
+            return train_pairs, _read(config, config.val, "--val")
         num_validation = max(200, int(config.num_pairs * config.validation_fraction))
         validation_pairs = synthetic.generate(config.data, num_validation, seed=config.seed + 1,
                                               **config.task_options)
         return train_pairs, validation_pairs
-    pairs = _read(config, config.data)
+    pairs = _read(config, config.data, "--data")
     if config.val:
-        return pairs, _read(config, config.val)
+        return pairs, _read(config, config.val, "--val")
     try:
         return split_pairs(pairs, config.validation_fraction, config.seed,
                            grouped=config.validation_split == "grouped")
@@ -149,20 +149,20 @@ def _split(config):
         raise ValueError(f"{config.data}: {error}") from None
 
 
-def _read(config, pattern):
-    return [pair for path in _files(config, pattern)
+def _read(config, pattern, flag):
+    """The pairs of the files that `pattern` (given as `flag`) names."""
+    return [pair for path in _files(pattern, flag)
             for pair in read_tsv(path, source_column=config.source_column,
                                  target_column=config.target_column, on_error=config.on_error)]
 
 
-def _files(config, pattern):
+def _files(pattern, flag):
     try:
         return tsv_files(pattern)
     except FileNotFoundError:
-        if pattern == config.data:
+        if flag == "--data":
             raise FileNotFoundError(f"--data {pattern!r} is neither a built-in task "
                                     f"{synthetic.TASKS} nor a file or glob of files") from None
-        flag = "--extra-data" if pattern == config.extra_data else "--val"
         raise FileNotFoundError(f"{flag} {pattern!r} names no file") from None
 
 
@@ -171,14 +171,14 @@ def _stream(config):
         raise ValueError(f"--stream reads TSV files; {config.data!r} is a built-in task (held in "
                          f"memory)")
 
-    def stream(pattern, **split):
-        _files(config, pattern)
+    def stream(pattern, flag, **split):
+        _files(pattern, flag)
         return stream_tsv(pattern, source_column=config.source_column,
                           target_column=config.target_column, on_error=config.on_error, **split)
 
     if config.val:
-        return stream(config.data), stream(config.val)
-    return tuple(stream(config.data, validation_fraction=config.validation_fraction, part=part)
+        return stream(config.data, "--data"), stream(config.val, "--val")
+    return tuple(stream(config.data, "--data", validation_fraction=config.validation_fraction, part=part)
                  for part in ("train", "validation"))
 
 

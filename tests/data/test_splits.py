@@ -156,12 +156,15 @@ def test_extra_data_trains_on_more_pairs_and_scores_on_the_same_split(tmp_path, 
 @pytest.mark.parametrize("extra, fragment", [
     (["--stream"], "--extra-data is read into memory and cannot be streamed"),
     ([], "--extra-data 'MISSING' names no file"),
+    (["--val", "MISSING"], "--val 'MISSING' names no file"),  # the flag read first is blamed
 ])
 def test_extra_data_that_cannot_be_used_is_one_line(extra, fragment, tmp_path, capsys):
     data = write_tatoeba_like(tmp_path / "pairs.tsv")
     missing = str(tmp_path / "missing.tsv")
     status, _, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
-                               "--extra-data", missing, *extra], capsys)
+                               "--extra-data", missing,
+                               *[missing if arg == "MISSING" else arg for arg in extra]],
+                              capsys)
     assert status == 2
     assert_one_line_error(err, fragment.replace("MISSING", missing))
     assert not (tmp_path / "run").exists()
