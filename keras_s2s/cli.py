@@ -60,6 +60,10 @@ def _add_train_parser(subparsers):
                         help="more training pairs (a path or a quoted glob), added after the "
                              "validation split is carved from --data, so that scores stay "
                              "--data's; pairs sharing a sentence with that split are left out")
+    parser.add_argument("--both-directions", action="store_true",
+                        help="also train on each training pair reversed (target → source): "
+                             "twice the pairs for a small corpus, one model learning both "
+                             "directions; needs --shared-vocab. Validation stays one way")
     parser.add_argument("--validation-split", choices=VALIDATION_SPLITS, default="random",
                         help="without --val: a random sample of --data's pairs, or whole "
                              "groups of pairs that share a source or target sentence (for "
@@ -153,7 +157,7 @@ def train_config(args):
                     if getattr(args, name) is not None}
     return TrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
-        extra_data=args.extra_data,
+        extra_data=args.extra_data, both_directions=args.both_directions,
         validation_split=args.validation_split, validation_fraction=args.validation_fraction,
         epochs=args.epochs, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
         num_pairs=args.num_pairs, task_options=task_options,

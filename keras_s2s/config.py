@@ -39,6 +39,8 @@ class TrainConfig:
     # TSV files (a path or a glob) added to the training pairs only, after the validation split
     # is carved, less the pairs sharing a sentence with it (`keras_s2s.training.load_pairs`)
     extra_data: str | None = None
+    # train on each training pair both ways (target → source too), with one shared vocabulary
+    both_directions: bool = False
     source_column: int = 0
     target_column: int = 1
     on_error: str = "raise"  # malformed TSV lines: "raise" or "skip"
@@ -99,6 +101,12 @@ class TrainConfig:
         if self.extra_data and self.stream:
             raise ValueError("--extra-data is read into memory and cannot be streamed: with "
                              "--stream, name its files in --data's glob instead")
+        if self.both_directions and not self.shared_vocab:
+            raise ValueError("--both-directions feeds target sentences to the encoder, so it "
+                             "needs one vocabulary for both sides: add --shared-vocab")
+        if self.both_directions and self.stream:
+            raise ValueError("--both-directions reverses pairs held in memory and cannot be "
+                             "streamed")
         if self.decay == "linear" and self.stream and not self.time_budget_minutes:
             raise ValueError("decay 'linear' needs to know when training ends: a streamed "
                              "corpus has no known length, so give a time budget (--time-budget)")

@@ -102,16 +102,22 @@ def load_pairs(config):
 
     `config.extra_data`'s pairs (another corpus, say) join the training pairs after the split is
     carved, so the validation split, and scores on it, stay those of `config.data`; extra pairs
-    sharing a source or target sentence with the validation split are left out.
+    sharing a source or target sentence with the validation split are left out. With
+    `config.both_directions` every training pair is added reversed as well (the bidirectional
+    training of Niu, Denkowski & Carpuat 2018: the target language's sentences teach the shared
+    encoder and embeddings too); the validation pairs stay one way.
     """
     train_pairs, validation_pairs = _split(config)
-    if not config.extra_data:
-        return train_pairs, validation_pairs
-    extra = _read(config, config.extra_data, "--extra-data")
-    kept = sharing_no_sentence(extra, validation_pairs)
-    logger.info("--extra-data %s: %d training pairs added, %d left out (they share a sentence "
-                "with the validation split)", config.extra_data, len(kept), len(extra) - len(kept))
-    return train_pairs + kept, validation_pairs
+    if config.extra_data:
+        extra = _read(config, config.extra_data, "--extra-data")
+        kept = sharing_no_sentence(extra, validation_pairs)
+        logger.info("--extra-data %s: %d training pairs added, %d left out (they share a "
+                    "sentence with the validation split)", config.extra_data, len(kept),
+                    len(extra) - len(kept))
+        train_pairs = train_pairs + kept
+    if config.both_directions:
+        train_pairs = train_pairs + [(target, source) for source, target in train_pairs]
+    return train_pairs, validation_pairs
 
 
 def load_validation_pairs(config):

@@ -168,3 +168,39 @@ def test_extra_data_that_cannot_be_used_is_one_line(extra, fragment, tmp_path, c
     assert status == 2
     assert_one_line_error(err, fragment.replace("MISSING", missing))
     assert not (tmp_path / "run").exists()
+
+
+def test_both_directions_trains_on_each_pair_reversed_and_validates_one_way(tmp_path, capsys):
+    """`--both-directions`: the training pairs are the split's, then the same reversed; the
+    validation pairs are the split's, one way, so no validation sentence reaches training."""
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    train_alone, validation = load_pairs(
+        TrainConfig(data=str(data), validation_split="grouped", validation_fraction=0.2))
+    out = tmp_path / "run"
+    status, _, err = run_main(
+        ["train", "--arch", "transformer", "--data", str(data), "--both-directions",
+         "--shared-vocab", "--out", str(out), "--epochs", "1", "--vocab-size", "80",
+         "--validation-split", "grouped", "--validation-fraction", "0.2",
+         "--model-arg", "num_layers=1", "--model-arg", "d_model=16", "--model-arg",
+         "num_heads=2", "--model-arg", "d_ff=32"], capsys)
+    assert status == 0, err
+    config = TrainConfig.load(out / "config.json")
+    assert config.both_directions
+    train, validation_both = load_pairs(config)
+    assert validation_both == validation
+    assert train == train_alone + [(target, source) for source, target in train_alone]
+    held_out = {sentence for pair in validation for sentence in pair}
+    assert not held_out & {sentence for pair in train for sentence in pair}
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    ([], "--both-directions feeds target sentences to the encoder"),
+    (["--shared-vocab", "--stream"], "--both-directions reverses pairs held in memory"),
+])
+def test_both_directions_that_cannot_be_used_is_one_line(flags, fragment, tmp_path, capsys):
+    data = write_tatoeba_like(tmp_path / "pairs.tsv")
+    status, _, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--both-directions", *flags], capsys)
+    assert status == 2
+    assert_one_line_error(err, fragment)
+    assert not (tmp_path / "run").exists()
