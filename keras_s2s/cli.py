@@ -91,7 +91,10 @@ def _add_train_parser(subparsers):
                         help="TSV column of the target (Anki files put English in column 0)")
     parser.add_argument("--skip-bad-lines", action="store_true",
                         help="count and skip malformed TSV lines instead of stopping")
-    parser.add_argument("--vocab-size", type=positive_int, default=2000)
+    parser.add_argument("--vocab-size", type=positive_int,
+                        help="the most subwords a vocabulary learns (default: 2,000, fewer "
+                             "without a word when the corpus holds fewer; a size asked for and "
+                             "not reached is a warning)")
     parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="wordpiece",
                         help="subword model: WordPiece, or a SentencePiece unigram model "
                              "(learned in seconds from raw text; runs in-graph)")

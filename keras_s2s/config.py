@@ -16,6 +16,7 @@ from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction, 
 #: pairs); real corpora need more and rely on early stopping.
 DEFAULT_EPOCHS = {"dates": 4, "reverse": 15, "copy": 15}
 DEFAULT_EPOCHS_FOR_FILES = 30
+DEFAULT_VOCAB_SIZE = 2000
 DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
 #: `keras_s2s.data.tokenizers.TOKENIZER_KINDS`, without importing TensorFlow.
 TOKENIZER_KINDS = ("wordpiece", "unigram")
@@ -50,7 +51,9 @@ class TrainConfig:
     # "random", or "grouped": whole groups of pairs sharing a source or target sentence held out
     validation_split: str = "random"
     seed: int = 0
-    vocab_size: int = 2000
+    # subword vocabulary size; None: up to DEFAULT_VOCAB_SIZE, fewer without a warning when the
+    # corpus holds fewer subwords (a size asked for and not reached is a warning)
+    vocab_size: int | None = None
     # "wordpiece", or "unigram" (SentencePiece) (`keras_s2s.data.tokenizers`)
     tokenizer: str = "wordpiece"
     shared_vocab: bool = False
@@ -110,7 +113,8 @@ class TrainConfig:
         if self.decay == "linear" and self.stream and not self.time_budget_minutes:
             raise ValueError("decay 'linear' needs to know when training ends: a streamed "
                              "corpus has no known length, so give a time budget (--time-budget)")
-        for name in ("num_pairs", "vocab_size", "max_source_length", "max_target_length",
+        check_positive_int("vocab_size", self.vocab_size, optional=True)
+        for name in ("num_pairs", "max_source_length", "max_target_length",
                      "batch_size", "epochs", "warmup_steps", "average_last"):
             check_positive_int(name, getattr(self, name))
         check_number("time_budget_minutes", self.time_budget_minutes, 0.0, low_inclusive=False,
@@ -125,6 +129,10 @@ class TrainConfig:
         check_fraction("validation_fraction", self.validation_fraction)
         check_fraction("label_smoothing", self.label_smoothing)
         check_fraction("word_dropout", self.word_dropout)
+
+    def vocabulary_size(self):
+        """The most subwords the tokenizers learn."""
+        return self.vocab_size or DEFAULT_VOCAB_SIZE
 
     def build_model(self, source_vocab_size, target_vocab_size):
         """The family's model with its presets and this run's overrides."""

@@ -1,6 +1,7 @@
 """The whole recipe (`keras_s2s.training.train`): resuming, distribution, run directory."""
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import pytest
 
 from keras_s2s.config import TrainConfig
 from keras_s2s.training import train
+from tests.test_cli_errors import run_main
 
 TINY = dict(data="reverse", num_pairs=200, batch_size=32, vocab_size=60,
             task_options={"max_length": 5}, model={"embedding_dim": 16, "units": 32})
@@ -77,3 +79,29 @@ def test_bad_configuration_is_refused():
     with pytest.raises(ValueError, match=r"time_budget_minutes must be a number > 0.0 or None, "
                                          r"got -1"):
         TrainConfig(time_budget_minutes=-1)
+
+
+@pytest.mark.parametrize("flags, warned", [
+    ([], False),  # no size asked: as many subwords as the corpus holds, up to 2,000, quietly
+    (["--vocab-size", "20"], False),
+    (["--vocab-size", "400"], True),
+])
+def test_train_warns_when_the_corpus_caps_the_vocabulary_asked_for(flags, warned, tmp_path,
+                                                                   capsys, caplog):
+    """A corpus too small for `--vocab-size N` subwords gives a smaller vocabulary, and the log
+    says so (kor-eng's recipe asks 4,000 and gets about 2,950)."""
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"the cat {i % 7} sat\tdie katze {i % 5} sass\n" for i in range(60)),
+                    encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="keras_s2s.training"):
+        status, _, err = run_main(
+            ["train", "--arch", "transformer", "--data", str(data), "--out", str(tmp_path / "r"),
+             "--epochs", "1", *flags, "--model-arg", "num_layers=1", "--model-arg", "d_model=8",
+             "--model-arg", "num_heads=1", "--model-arg", "d_ff=8"], capsys)
+    assert status == 0, err
+    learned = max(len((tmp_path / "r" / f"{side}_vocab.txt").read_text(encoding="utf-8")
+                      .splitlines()) for side in ("source", "target"))
+    shortfall = [r.getMessage() for r in caplog.records if "changes nothing" in r.getMessage()]
+    assert shortfall == ([f"--vocab-size 400 was asked, but the vocabulary learned from the "
+                          f"training pairs has {learned} tokens: they hold no more frequent "
+                          f"subwords, so a larger --vocab-size changes nothing."] if warned else [])
