@@ -52,6 +52,15 @@ from keras_s2s.translator import Translator  # noqa: E402
 KERAS_IO_RECIPE = "keras-io-recipe"
 
 
+def result_name(tasks, archs, set_items):
+    """The results file's name: the tasks, the families unless all of them ran (so that runs of
+    different families with the same `--set` keep apart), and the `--set` items."""
+    tag = "" if list(archs) == architectures.names() else "_" + "_".join(archs)
+    tag += "".join("_" + "".join(c if c.isalnum() or c in ".=-" else "-" for c in item)
+                   for item in set_items)
+    return "quality_" + "_".join(tasks) + tag
+
+
 def strategy_of(beam_width, alpha=0.6):
     """Greedy search for width 1 (the figures' `beam_1`), else beam search of that width."""
     return Greedy() if beam_width == 1 else Beam(beam_width, alpha)
@@ -224,9 +233,6 @@ def main(argv=None):
         parser.error(f"--budget-minutes takes one budget or one a task ({len(tasks)}), got "
                      f"{len(budgets)}")
     budgets = dict(zip(tasks, budgets * len(tasks) if len(budgets) == 1 else budgets))
-    tag = f"_{'_'.join(args.archs)}" if KERAS_IO_RECIPE in args.archs else ""
-    tag += "".join("_" + "".join(c if c.isalnum() or c in ".=-" else "-" for c in item)
-                   for item in args.set)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.keep or scratch
@@ -235,8 +241,8 @@ def main(argv=None):
             for arch in args.archs:
                 results[f"{task}/{arch}"] = run_one(task, arch, budgets[task], workdir,
                                                     args.beam, settings)
-    write_result("quality_" + "_".join(tasks) + tag, args, {"budget_minutes": budgets,
-                                                      "results": results})
+    write_result(result_name(tasks, args.archs, args.set), args,
+                 {"budget_minutes": budgets, "results": results})
     if tasks != ["dates"]:
         print(table([(name, figures, None) for name, figures in results.items()
                      if not name.endswith(KERAS_IO_RECIPE)]))
