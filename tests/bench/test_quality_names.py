@@ -1,29 +1,20 @@
 """`bench/quality.py` names its results file after what it ran: no run overwrites another."""
 
-import pytest
-
 from tests.bench.quick import REPO_ROOT
 
 
-@pytest.fixture
-def quality(monkeypatch):
-    """The script's module, its training and writing replaced by a record of the names written."""
+def test_runs_of_different_families_with_the_same_settings_get_different_files(monkeypatch):
+    # Before, only a run with the keras.io recipe named its families: a Luong ablation
+    # overwrote the Transformer's file with the same --set.
     monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
     import quality
 
-    written = []
+    written = []  # the script's main, its training and writing replaced by this record
     monkeypatch.setattr(quality, "run_one", lambda *args: {})
     monkeypatch.setattr(quality, "write_result", lambda name, args, figures: written.append(name))
-    quality.written = written
-    return quality
-
-
-def test_runs_of_different_families_with_the_same_settings_get_different_files(quality):
-    # Before, only a run with the keras.io recipe named its families: a Luong ablation
-    # overwrote the Transformer's file with the same --set.
     for arch in ("transformer", "luong"):
         quality.main(["--quick", "--archs", arch, "--set", "label_smoothing=0.2"])
     quality.main(["--quick", "--set", "label_smoothing=0.2"])
-    assert quality.written == ["quality_dates_transformer_label-smoothing=0.2",
-                               "quality_dates_luong_label-smoothing=0.2",
-                               "quality_dates_label-smoothing=0.2"]
+    assert written == ["quality_dates_transformer_label-smoothing=0.2",
+                       "quality_dates_luong_label-smoothing=0.2",
+                       "quality_dates_label-smoothing=0.2"]
