@@ -37,12 +37,13 @@ from common import RESULTS_DIR, count_params, shown, write_result  # noqa: E402
 from corpora import CORPORA, NTREX_KOR_ENG, corpus_config, missing  # noqa: E402
 
 from keras_s2s import architectures  # noqa: E402
-from keras_s2s.config import TrainConfig  # noqa: E402
+from keras_s2s.training.config import TrainConfig  # noqa: E402
 from keras_s2s.data import read_tsv, synthetic  # noqa: E402
-from keras_s2s.evaluation import evaluation_report  # noqa: E402
+from keras_s2s.inference.evaluation import evaluation_report  # noqa: E402
 from keras_s2s.plotting import plot_attention, plot_lines  # noqa: E402
-from keras_s2s.training import load_validation_pairs, train  # noqa: E402
-from keras_s2s.translator import Translator  # noqa: E402
+from keras_s2s.data.corpus import load_validation_pairs
+from keras_s2s.training.loop import train  # noqa: E402
+from keras_s2s.inference.translator import Translator  # noqa: E402
 
 ARCHS = ("seq2seq", "bahdanau", "luong", "transformer")
 TASK = "copy"

@@ -7,7 +7,7 @@ file is absent.
 
 import os
 
-from keras_s2s.config import TrainConfig
+from keras_s2s.training.config import TrainConfig
 
 SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                            "data")

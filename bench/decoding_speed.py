@@ -15,21 +15,21 @@ with XLA (`jit_compile=True`; the tutorial's growing prefix cannot be). Every de
 inside a `tf.function`, and no end token can stop a loop early (`end_id=-1`), so each produces
 exactly N tokens.
 
-3. CTranslate2 (`by_batch_size`): the same weights exported with `keras_s2s.ctranslate2_export`
+3. CTranslate2 (`by_batch_size`): the same weights exported with `keras_s2s.exporters.ctranslate2`
    (float32 and int8), greedy and beam 4 at batch 1 and 32, side by side with our graph loop
    (and its XLA compilation, full mode), CTranslate2 held to exactly N tokens too
    (`min_decoding_length = max_decoding_length = N`) on all the machine's cores. In the same
    rows, timed in the same rounds, the deployed paths of these weights, saved as a run
    directory of maximum target length N whose END logit is ruled out by its output bias (so
    every path gives N tokens, which is checked):
-   - REST: the run exported (`keras_s2s.export.export_run`, greedy and beam 4) and served by
+   - REST: the run exported (`export_run`, greedy and beam 4) and served by
      `keras-s2s serve` in a subprocess on 127.0.0.1, as it is deployed (its own process, not
      the benchmark's), with batching off (`rest`) and on (`rest_batching`,
      `serving/batching_parameters.txt`). Predict requests to the `translate_ids` signature
      (the same ids in, ids out; the answer also carries its attention weights): one request
      of the whole batch, and at batch 32 also 32 concurrent clients of one sentence each
      (`rest_32_clients`, `rest_32_clients_batching`), where server-side batching matters.
-   - TFLite (`keras_s2s.tflite.convert`, float32 and dynamic-range, one model per batch
+   - TFLite (`keras_s2s.exporters.tflite.convert`, float32 and dynamic-range, one model per batch
      size) run by LiteRT's `Interpreter` on all cores: greedy rows only, since the TFLite
      model is greedy search by design.
    Each row gives the share of each deployed path's tokens equal to our graph loop's. The
@@ -54,12 +54,12 @@ from keras import ops
 from common import (REPO_ROOT, interleaved_medians, materialize, parse_args, shown,
                     write_result)
 from keras_hub_baseline import KerasHubTransformer
-from keras_s2s import run_dir as run_files
-from keras_s2s import tflite
-from keras_s2s.config import TrainConfig
+from keras_s2s import run as run_files
+from keras_s2s.exporters import tflite
+from keras_s2s.training.config import TrainConfig
 from keras_s2s.data.tokenizers import SubwordTokenizer
 from keras_s2s.decoding import Beam, Greedy
-from keras_s2s.export import export_run
+from keras_s2s.exporters.savedmodel import export_run
 from keras_s2s.models import Transformer
 from keras_s2s.serving import Client
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID
@@ -168,7 +168,7 @@ def ctranslate2_translators(model):
     tokens), on all cores."""
     import ctranslate2
 
-    from keras_s2s.ctranslate2_export import save_spec, transformer_spec
+    from keras_s2s.exporters.ctranslate2 import save_spec, transformer_spec
 
     vocabulary = [*SPECIAL_TOKENS, *(f"t{i}" for i in range(len(SPECIAL_TOKENS), VOCAB_SIZE))]
     translators = {}

@@ -22,9 +22,10 @@ sys.path.insert(0, os.path.join(os.getcwd(), "bench"))
 
 from corpora import corpus_config  # noqa: E402
 
-from keras_s2s.evaluation import evaluation_report  # noqa: E402
-from keras_s2s.training import load_pairs, train  # noqa: E402
-from keras_s2s.translator import Translator  # noqa: E402
+from keras_s2s.inference.evaluation import evaluation_report  # noqa: E402
+from keras_s2s.data.corpus import load_pairs
+from keras_s2s.training.loop import train  # noqa: E402
+from keras_s2s.inference.translator import Translator  # noqa: E402
 
 
 def main():

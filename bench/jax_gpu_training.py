@@ -1,6 +1,6 @@
 """Keras-on-JAX training of the corpus Transformer recipe on a GPU, and its BLEU at convergence.
 
-The models and what they optimize (`keras_s2s.models`, `keras_s2s.objectives`) use `keras.ops`
+The models and what they optimize (`keras_s2s.models`, `training.objectives`) use `keras.ops`
 only, so they train where TensorFlow is not installed: on a JAX GPU machine. Three steps:
 
     # here (TensorFlow): tokenize Multi30k with a run's tokenizers into fixed-shape batches
@@ -64,8 +64,8 @@ def prepare(args):
     """Tokenize the training split and validation set with the run's tokenizers (TensorFlow)."""
     from corpora import CORPORA, TEST_SETS, corpus_config
 
-    from keras_s2s import run_dir as run_files
-    from keras_s2s.training import load_pairs
+    from keras_s2s import run as run_files
+    from keras_s2s.data.corpus import load_pairs
 
     config = corpus_config("multi30k", "transformer", "unused", 1)
     train_pairs, validation_pairs = load_pairs(config)
@@ -90,7 +90,7 @@ def _compiled(vocab_size, dropout):
     """The recipe's Transformer (with `dropout`), compiled with XLA as `keras-s2s train`
     compiles it (masked label-smoothed loss, Adam on the warm-up schedule)."""
     from keras_s2s.models import Transformer
-    from keras_s2s.objectives import compile_for_training, transformer_optimizer
+    from keras_s2s.training.objectives import compile_for_training, transformer_optimizer
 
     model = Transformer(vocab_size, vocab_size, max_length=LENGTHS[-1] + 2,
                         **{**MODEL, "dropout": dropout})
@@ -205,8 +205,8 @@ def score(args):
     import quality
     from corpora import TEST_SETS
 
-    from keras_s2s import run_dir as run_files
-    from keras_s2s.config import TrainConfig
+    from keras_s2s import run as run_files
+    from keras_s2s.training.config import TrainConfig
     from keras_s2s.data.tsv import read_tsv
 
     weights = []

@@ -16,7 +16,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from keras_s2s.training import TimeBudget
+from keras_s2s.training.loop import TimeBudget
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[START]", "[END]"]
 MAX_SEQUENCE_LENGTH = 40

@@ -41,13 +41,14 @@ from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
 from keras_s2s import architectures  # noqa: E402
 from keras_s2s.cli import parse_assignments  # noqa: E402
-from keras_s2s.config import TrainConfig  # noqa: E402
+from keras_s2s.training.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402
 from keras_s2s.data.tsv import read_tsv  # noqa: E402
-from keras_s2s.evaluation import evaluation_report, tune_alpha  # noqa: E402
-from keras_s2s.training import load_pairs, train  # noqa: E402
-from keras_s2s.translator import Translator  # noqa: E402
+from keras_s2s.inference.evaluation import evaluation_report, tune_alpha  # noqa: E402
+from keras_s2s.data.corpus import load_pairs
+from keras_s2s.training.loop import train  # noqa: E402
+from keras_s2s.inference.translator import Translator  # noqa: E402
 
 KERAS_IO_RECIPE = "keras-io-recipe"
 

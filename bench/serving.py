@@ -5,7 +5,7 @@
   requests from 1 and 32 concurrent clients, the two servers taking turns round by round.
 - REST overhead: one-sentence request against a direct call of the SavedModel's
   `serving_default`, interleaved.
-- TFLite (`keras_s2s.tflite.convert`, quantization none/dynamic/float16): file size, latency per
+- TFLite (`exporters.tflite.convert`, quantization none/dynamic/float16): file size, latency per
   sentence against the SavedModel's `translate_ids` on the same ids, and exact match on fresh
   dates, against the reference and against the float32 SavedModel's outputs.
 - Hardening (issue 10), on a y = x/2 + 2 SavedModel, each server a `keras-s2s serve` subprocess
@@ -40,15 +40,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from keras_s2s import tflite  # noqa: E402
-from keras_s2s.config import TrainConfig  # noqa: E402
+from keras_s2s.exporters import tflite  # noqa: E402
+from keras_s2s.training.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.data.pipeline import encode_source  # noqa: E402
 from keras_s2s.data.tokenizers import load_tokenizer  # noqa: E402
-from keras_s2s.export import export_run  # noqa: E402
+from keras_s2s.exporters.savedmodel import export_run  # noqa: E402
 from keras_s2s.serving import Client, ModelConfig, ModelServer, ServerOptions  # noqa: E402
 from keras_s2s.serving.config import parse_batching_parameters  # noqa: E402
-from keras_s2s.training import train  # noqa: E402
+from keras_s2s.training.loop import train  # noqa: E402
 
 MODEL = {"num_layers": 2, "d_model": 64, "num_heads": 4, "d_ff": 256}
 MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH = 32, 16

@@ -38,9 +38,9 @@ def write_corpus(path, num_pairs):
 
 def child(path):
     """One measurement: prints `{"pairs", "seconds", "pairs_per_second", "peak_rss_mib"}`."""
-    from keras_s2s.config import TrainConfig
+    from keras_s2s.training.config import TrainConfig
     from keras_s2s.data import make_dataset, train_tokenizers
-    from keras_s2s.training import load_pairs, vocabulary_pairs
+    from keras_s2s.data.corpus import load_pairs, vocabulary_pairs
 
     config = TrainConfig(arch="transformer", data=path, out="unused", stream=True,
                          vocab_size=2000, batch_size=64)

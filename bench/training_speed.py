@@ -29,7 +29,7 @@ from common import (RESULTS_DIR, count_params, interleaved_medians, parse_args, 
 from keras_hub_baseline import KerasHubTransformer
 from keras_s2s.models import Seq2Seq, Transformer
 from keras_s2s.plotting import plot_lines
-from keras_s2s.objectives import compile_for_training
+from keras_s2s.training.objectives import compile_for_training
 
 VOCAB_SIZE = 1000
 SMALL_TRANSFORMER = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)

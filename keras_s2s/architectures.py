@@ -40,7 +40,7 @@ class Family:
 
     model: object
     presets: dict
-    optimizer: object = "keras_s2s.objectives:rnn_optimizer_for"
+    optimizer: object = "keras_s2s.training.objectives:rnn_optimizer_for"
     length_argument: str | None = None
     learning_rate: float = 1e-3
     ctranslate2: object = None
@@ -93,8 +93,9 @@ BUILT_IN = {
         "keras_s2s.models:Transformer",
         {"num_layers": 3, "d_model": 128, "num_heads": 4, "d_ff": 512, "dropout": 0.1,
          "normalize_first": False, "tie_embeddings": False},
-        optimizer="keras_s2s.objectives:transformer_optimizer_for", length_argument="max_length",
-        learning_rate=1.0, ctranslate2="keras_s2s.ctranslate2_export:transformer_spec"),
+        optimizer="keras_s2s.training.objectives:transformer_optimizer_for",
+        length_argument="max_length",
+        learning_rate=1.0, ctranslate2="keras_s2s.exporters.ctranslate2:transformer_spec"),
 }
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from keras_s2s import architectures
-from keras_s2s.config import DECAYS, DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
+from keras_s2s.training.config import DECAYS, DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -38,9 +38,9 @@ positive_float = _number(float, lambda value: value > 0, "a positive number")
 fraction = _number(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 port_number = _number(int, lambda value: 0 <= value <= 65535, "a port number in [0, 65535]")
 
-#: `keras_s2s.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
+#: `keras_s2s.exporters.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
 TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
-#: `keras_s2s.ctranslate2_export.QUANTIZATIONS`, for the same reason.
+#: `keras_s2s.exporters.ctranslate2.QUANTIZATIONS`, for the same reason.
 CTRANSLATE2_QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
 
 
@@ -154,7 +154,7 @@ def parse_assignments(items, flag="--model-arg"):
 
 def train_config(args):
     """The `TrainConfig` of parsed `keras-s2s train` arguments."""
-    from keras_s2s.config import TrainConfig
+    from keras_s2s.training.config import TrainConfig
 
     task_options = {name: getattr(args, name) for name in ("min_length", "max_length")
                     if getattr(args, name) is not None}
@@ -177,14 +177,14 @@ def train_config(args):
 
 
 def _train(args):
-    from keras_s2s.training import train
+    from keras_s2s.training.loop import train
 
     history = train(train_config(args), verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
     where = f"into {args.out}"
     if args.distribute == "multi-worker":
-        from keras_s2s.multi_worker import Cluster
+        from keras_s2s.training.multi_worker import Cluster
 
         cluster = Cluster.from_environment()
         where = (f"as worker {cluster.rank} of {cluster.num_workers}, "
@@ -206,7 +206,7 @@ def _add_average_parser(subparsers):
 
 
 def _average(args):
-    from keras_s2s.training import average
+    from keras_s2s.training.loop import average
 
     report = average(args.run_dir, args.last)
     print(f"averaged epochs {report['epochs'][0]}-{report['epochs'][-1]} of {args.run_dir}: "
@@ -265,7 +265,7 @@ def _strategy(args, path=None):
     Beam search's α is `--alpha`, else the one `tune-alpha` stored in the run at `path`, else
     0.6."""
     from keras_s2s.decoding import Beam, Greedy, Sample
-    from keras_s2s.run_dir import tuned_alpha
+    from keras_s2s.run import tuned_alpha
 
     given = {name: getattr(args, name) for name in DECODING_FLAGS.values()
              if getattr(args, name, None) is not None}
@@ -298,8 +298,8 @@ def _add_xla_argument(parser):
 def _translate(args):
     if args.server:
         return _translate_remotely(args)
-    from keras_s2s.run_dir import check_translatable
-    from keras_s2s.translator import load_translator
+    from keras_s2s.run import check_translatable
+    from keras_s2s.inference.translator import load_translator
 
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
@@ -400,7 +400,7 @@ def _explore(args):
 
 
 def _add_tune_alpha_parser(subparsers):
-    from keras_s2s.evaluation import DEFAULT_ALPHAS
+    from keras_s2s.inference.evaluation import DEFAULT_ALPHAS
 
     parser = subparsers.add_parser(
         "tune-alpha", help="choose beam search's length penalty on the validation split",
@@ -417,7 +417,7 @@ def _add_tune_alpha_parser(subparsers):
 
 
 def _tune_alpha(args):
-    from keras_s2s.evaluation import tune_alpha
+    from keras_s2s.inference.evaluation import tune_alpha
 
     report = tune_alpha(args.run_dir, args.beam, args.alphas, args.max_pairs)
     for alpha, bleu in report["bleu_by_alpha"].items():
@@ -446,9 +446,9 @@ def _add_evaluate_parser(subparsers):
 def _evaluate(args):
     from keras_s2s.data import synthetic
     from keras_s2s.data.tsv import read_tsv
-    from keras_s2s.evaluation import evaluation_report
-    from keras_s2s.run_dir import check_translatable
-    from keras_s2s.translator import load_translator
+    from keras_s2s.inference.evaluation import evaluation_report
+    from keras_s2s.run import check_translatable
+    from keras_s2s.inference.translator import load_translator
 
     check_translatable(args.run_dir)
     strategy = _strategy(args, args.run_dir)
@@ -498,7 +498,7 @@ def _add_export_parser(subparsers):
 def _export(args):
     if args.format == "ctranslate2":
         return _export_ctranslate2(args)
-    from keras_s2s.export import export_run
+    from keras_s2s.exporters.savedmodel import export_run
 
     if args.out or args.quantize != "none":
         raise ValueError("--out and --quantize apply to --format ctranslate2 (a SavedModel "
@@ -518,7 +518,7 @@ def _export_ctranslate2(args):
                          f"decoding is chosen when translating")
     if not args.out:
         raise ValueError("--format ctranslate2 needs --out DIR")
-    from keras_s2s.ctranslate2_export import export_ctranslate2
+    from keras_s2s.exporters.ctranslate2 import export_ctranslate2
 
     print(export_ctranslate2(args.run_dir, args.out, quantize=args.quantize))
 
@@ -541,7 +541,7 @@ def _add_tflite_parser(subparsers):
 
 
 def _tflite(args):
-    from keras_s2s.tflite import convert
+    from keras_s2s.exporters.tflite import convert
 
     size = convert(args.path, args.out, quantize=args.quantize,
                    max_source_length=args.max_source_length,

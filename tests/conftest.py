@@ -25,8 +25,8 @@ def rng():
 def dates_transformer(tmp_path_factory):
     """A run directory of a tiny Transformer trained briefly on the built-in dates task (its
     next-token distributions are peaked, as a trained model's are)."""
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.training import train
+    from keras_s2s.training.config import TrainConfig
+    from keras_s2s.training.loop import train
 
     run_dir = str(tmp_path_factory.mktemp("dates") / "transformer")
     train(TrainConfig(arch="transformer", data="dates", out=run_dir, epochs=3, num_pairs=3000,

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from keras_s2s import run_dir as run_files
-from keras_s2s.config import TrainConfig
+from keras_s2s import run as run_files
+from keras_s2s.training.config import TrainConfig
 from tests.test_cli import train_tiny
 from tests.test_cli_errors import assert_one_line_error, run_main
 
@@ -112,7 +112,7 @@ def test_a_run_that_ends_before_n_epochs_averages_the_epochs_it_has(tmp_path, ca
     run is saved with the mean of its epochs up to the best (it failed once training was done,
     leaving no model)."""
     run = tmp_path / "short"
-    with caplog.at_level("WARNING", logger="keras_s2s.averaging"):
+    with caplog.at_level("WARNING", logger="keras_s2s.training.averaging"):
         assert train_tiny("bahdanau", run, extra=["--epochs", "2", "--average-last", "5"]) == 0
     epochs = window(run, 1)[0]  # the best epoch: every epoch up to it is averaged
     assert_mean_of(run, list(range(1, epochs + 1)))

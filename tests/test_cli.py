@@ -11,7 +11,7 @@ import pytest
 
 from keras_s2s.cli import main
 from keras_s2s.decoding import Beam, Greedy, Sample
-from keras_s2s.translator import Translator
+from keras_s2s.inference.translator import Translator
 
 TINY_MODELS = {
     "seq2seq": ["embedding_dim=16", "units=32"],
@@ -310,8 +310,8 @@ def test_tune_alpha_stores_the_best_length_penalty_which_beam_search_then_uses(
     decodes exactly as with `--alpha` set to it."""
     import sacrebleu
 
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.training import load_pairs
+    from keras_s2s.training.config import TrainConfig
+    from keras_s2s.data.corpus import load_pairs
 
     run = tmp_path / "run"
     run.mkdir()

@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from keras_s2s import run_dir as run_files
+from keras_s2s import run as run_files
 from keras_s2s.cli import main
 from keras_s2s.data import synthetic
 from keras_s2s.decoding import Beam, Greedy, Sample
 from keras_s2s.special_tokens import END_ID
-from keras_s2s.translator import CTranslate2Translator, Translator, load_translator
+from keras_s2s.inference.translator import CTranslate2Translator, Translator, load_translator
 from tests.test_export import make_run_dir
 
 #: The strategies compared: greedy search, and beam search with the length penalty (and n-best
@@ -135,7 +135,7 @@ def test_cli_translate_and_evaluate_read_the_export(dates_outputs, dates_export,
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     references = [target for _, target in synthetic.generate("dates", 200, seed=12345)]
-    from keras_s2s.evaluation import evaluation_report
+    from keras_s2s.inference.evaluation import evaluation_report
 
     assert report == evaluation_report(DATES, [t.text for t in greedy[:-1]], references)
 

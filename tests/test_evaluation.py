@@ -3,7 +3,7 @@ import json
 import pytest
 import sacrebleu
 
-from keras_s2s.evaluation import (bleu_by_length, corpus_scores, evaluation_report,
+from keras_s2s.inference.evaluation import (bleu_by_length, corpus_scores, evaluation_report,
                                   write_json)
 
 CASES = {

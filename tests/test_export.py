@@ -11,19 +11,19 @@ import keras
 import numpy as np
 import pytest
 
-from keras_s2s import export
+from keras_s2s.exporters import savedmodel as export
 from keras_s2s.cli import main
-from keras_s2s.config import TrainConfig
-from keras_s2s import run_dir as run_files
+from keras_s2s.training.config import TrainConfig
+from keras_s2s import run as run_files
 from keras_s2s.data import synthetic
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.decoding import Beam, Greedy
-from keras_s2s.export import export_run
+from keras_s2s.exporters.savedmodel import export_run
 from keras_s2s.serving import Client
 from keras_s2s.serving.config import ModelConfig, ServerOptions
 from keras_s2s.serving.server import ModelServer
-from keras_s2s.translator import Translator
+from keras_s2s.inference.translator import Translator
 
 MODEL_ARGS = {
     "seq2seq": {"embedding_dim": 16, "units": 32},
@@ -210,7 +210,7 @@ def test_saved_model_cli_lists_the_signatures(exports):
 
 def test_export_carries_the_run_files(exports, tiny_runs):
     assert export.run_dir_of(exports["seq2seq"]) == os.path.join(
-        exports["seq2seq"], export.RUN_FILES_DIR)
+        exports["seq2seq"], run_files.EXPORT_RUN_FILES)
     assert export.run_dir_of(tiny_runs["seq2seq"]) == tiny_runs["seq2seq"]
     with pytest.raises(FileNotFoundError, match="neither a trained run directory"):
         export.run_dir_of(os.path.dirname(exports["seq2seq"]))

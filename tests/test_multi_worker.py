@@ -10,7 +10,7 @@ import pytest
 
 from keras_s2s import cli
 from keras_s2s.data import synthetic
-from keras_s2s.translator import Translator
+from keras_s2s.inference.translator import Translator
 from tests.multi_worker_cluster import (TIMEOUT, TRAIN_ARGS, assert_succeeded, finish,
                                         free_ports, run_history, start_workers)
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from keras_s2s.translator import Translator
+from keras_s2s.inference.translator import Translator
 from tests.multi_worker_cluster import (FAMILY_ARGS, assert_succeeded, finish, run_history,
                                         start_workers)
 

@@ -1,4 +1,4 @@
-"""Each concept is spelled in one module: family names in the registry, run files in run_dir.
+"""Each concept is spelled in one module: family names in the registry, run files in keras_s2s.run.
 
 The checks read the code's syntax trees (docstrings and comments may name anything), so they
 fail as soon as someone compares an architecture name or spells a run file elsewhere.
@@ -19,7 +19,7 @@ SOURCES = sorted(path for folder in ("keras_s2s", "bench") for path in (ROOT / f
 #: Run-file names, and the modules allowed to spell them.
 RUN_FILES = ("config.json", "model.keras", "history.json", "training_curves", "best.weights",
              "_vocab.txt", "_tokenizer.json")
-RUN_FILE_OWNERS = {"keras_s2s/run_dir.py", "keras_s2s/data/tokenizers.py"}
+RUN_FILE_OWNERS = {"keras_s2s/run.py", "keras_s2s/data/tokenizers.py"}
 
 
 def _code_strings(tree):
@@ -69,7 +69,7 @@ def test_no_guessed_model_attribute(path):
 def test_no_run_file_name_outside_run_dir(path):
     found = [f"line {node.lineno}: {node.value!r}" for node in _code_strings(_parse(path))
              if any(name in node.value for name in RUN_FILES)]
-    assert not found, f"name run files through keras_s2s.run_dir: {found}"
+    assert not found, f"name run files through keras_s2s.run: {found}"
 
 
 def test_the_checks_find_what_they_guard():

@@ -11,7 +11,7 @@ from keras_s2s.cli import TFLITE_QUANTIZATIONS, main
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import load_tokenizer
 from keras_s2s.special_tokens import END_ID
-from keras_s2s.tflite import QUANTIZATIONS, convert
+from keras_s2s.exporters.tflite import QUANTIZATIONS, convert
 from tests.test_export import (  # noqa: F401  (session fixtures shared with test_export)
     MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH, RUNS, SENTENCEPIECE_RUN, TEXTS, exports, tiny_runs)
 

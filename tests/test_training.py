@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_s2s.objectives import (LinearDecay, MaskedAccuracy, MaskedSparseCrossentropy,
+from keras_s2s.training.objectives import (LinearDecay, MaskedAccuracy, MaskedSparseCrossentropy,
                                   TransformerSchedule)
 
 
@@ -74,8 +74,8 @@ def test_bad_arguments_raise():
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_load_pairs_reads_every_file_of_a_glob(tmp_path, stream):
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.training import load_pairs
+    from keras_s2s.training.config import TrainConfig
+    from keras_s2s.data.corpus import load_pairs
     expected = {(f"s{i}", f"t{i}") for i in range(400)}
     for name, part in (("a.tsv", range(0, 200)), ("b.tsv", range(200, 400))):
         (tmp_path / name).write_text("".join(f"s{i}\tt{i}\n" for i in part))
@@ -89,8 +89,8 @@ def test_load_pairs_reads_every_file_of_a_glob(tmp_path, stream):
 
 
 def test_stream_refuses_a_built_in_task():
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.training import load_pairs
+    from keras_s2s.training.config import TrainConfig
+    from keras_s2s.data.corpus import load_pairs
     with pytest.raises(ValueError, match="--stream reads TSV files; 'dates' is a built-in task"):
         load_pairs(TrainConfig(data="dates", stream=True))
 
@@ -104,8 +104,8 @@ def test_fit_trains_embeddings_with_the_adam_of_their_dense_gradients(arch):
     import tensorflow as tf
 
     from keras_s2s import architectures
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.objectives import compile_for_training
+    from keras_s2s.training.config import TrainConfig
+    from keras_s2s.training.objectives import compile_for_training
 
     config = TrainConfig(arch=arch, model={"transformer": dict(
         num_layers=1, d_model=16, num_heads=2, d_ff=32, dropout=0.0)}.get(

@@ -1,4 +1,4 @@
-"""The whole recipe (`keras_s2s.training.train`): resuming, distribution, run directory."""
+"""The whole recipe (`keras_s2s.training.loop.train`): resuming, distribution, run directory."""
 
 import json
 import logging
@@ -9,8 +9,8 @@ import textwrap
 import keras
 import pytest
 
-from keras_s2s.config import TrainConfig
-from keras_s2s.training import train
+from keras_s2s.training.config import TrainConfig
+from keras_s2s.training.loop import train
 from tests.test_cli_errors import run_main
 
 TINY = dict(data="reverse", num_pairs=200, batch_size=32, vocab_size=60,
@@ -51,8 +51,8 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from keras_s2s.config import TrainConfig
-        from keras_s2s.training import _strategy, train
+        from keras_s2s.training.config import TrainConfig
+        from keras_s2s.training.loop import _strategy, train
         config = TrainConfig(arch="transformer", out={str(tmp_path / "run")!r}, epochs=1,
                              distribute="mirrored", data="reverse", num_pairs=200,
                              batch_size=32, vocab_size=60, task_options={{"max_length": 5}},
@@ -93,7 +93,7 @@ def test_train_warns_when_the_corpus_caps_the_vocabulary_asked_for(flags, warned
     data = tmp_path / "pairs.tsv"
     data.write_text("".join(f"the cat {i % 7} sat\tdie katze {i % 5} sass\n" for i in range(60)),
                     encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="keras_s2s.training"):
+    with caplog.at_level(logging.WARNING, logger="keras_s2s.training.loop"):
         status, _, err = run_main(
             ["train", "--arch", "transformer", "--data", str(data), "--out", str(tmp_path / "r"),
              "--epochs", "1", *flags, "--model-arg", "num_layers=1", "--model-arg", "d_model=8",

@@ -5,7 +5,7 @@ import pytest
 
 from keras_s2s.decoding import Beam, Greedy, Sample
 from keras_s2s.models import Transformer
-from keras_s2s.translator import Translator
+from keras_s2s.inference.translator import Translator
 from tests.test_decoding import BigramModel, uniform_table
 from tests.test_export import MAX_SOURCE_LENGTH, make_run_dir
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from keras_s2s.checks import check_choice
-from keras_s2s.config import TOKENIZER_KINDS
+from keras_s2s.training.config import TOKENIZER_KINDS
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK, UNK_ID
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def _normalize(strings):
     return tf_text.normalize_utf8(strings, "NFC")
 
 #: `TOKENIZER_KINDS`, the tokenizers `train_tokenizers` learns (WordPiece, SentencePiece
-#: unigram), is defined in `keras_s2s.config`, which the CLI's parser imports without TensorFlow.
+#: unigram), is defined in `keras_s2s.training.config`, which the CLI's parser imports without
+#: TensorFlow.
 
 
 class _Subwords(tf.Module):

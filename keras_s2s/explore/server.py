@@ -86,10 +86,10 @@ class Explorer:
     """
 
     def __init__(self, run_dirs):
-        from keras_s2s import run_dir as run_files
-        from keras_s2s.config import TrainConfig
+        from keras_s2s import run as run_files
+        from keras_s2s.training.config import TrainConfig
         from keras_s2s.plotting import find_hangul_font
-        from keras_s2s.translator import Translator
+        from keras_s2s.inference.translator import Translator
 
         if not run_dirs:
             raise ValueError("give at least one trained run directory")

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from keras_s2s.config import TrainConfig
+from keras_s2s.training.config import TrainConfig
 from keras_s2s.data.splits import pair_groups, sharing_no_sentence, split_pairs
-from keras_s2s.training import load_pairs
+from keras_s2s.data.corpus import load_pairs
 from tests.test_cli_errors import assert_one_line_error, run_main
 
 SENTENCES = st.sampled_from(["a", "b", "c", "A", "d e", "d  e", "f"])

@@ -14,7 +14,7 @@ import pytest
 from keras import ops
 
 from keras_s2s import architectures
-from keras_s2s.config import TrainConfig
+from keras_s2s.training.config import TrainConfig
 from keras_s2s.layers import MultiHeadAttention, PositionwiseFeedForward
 
 

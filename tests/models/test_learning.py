@@ -10,7 +10,7 @@ import pytest
 from keras_s2s.layers import LuongAttention
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 from keras_s2s.special_tokens import END_ID, START_ID
-from keras_s2s.objectives import compile_for_training, rnn_optimizer, transformer_optimizer
+from keras_s2s.training.objectives import compile_for_training, rnn_optimizer, transformer_optimizer
 
 VOCAB, FIRST_TOKEN, MAX_LENGTH = 14, 4, 8
 NUM_EXAMPLES, BATCH_SIZE = 1500, 32

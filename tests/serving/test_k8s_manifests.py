@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from keras_s2s.multi_worker import Cluster
+from keras_s2s.training.multi_worker import Cluster
 from keras_s2s.serving.config import parse_model_config
 from tests.serving.conftest import http, wait_until
 from tests.serving.savedmodels import publish_version

@@ -2,9 +2,9 @@
 
 `export_ctranslate2(run_dir, out_dir, quantize)` writes `out_dir` with CTranslate2's model files
 (built with its Python specification API, `ctranslate2.specs`), the run's two tokenizers' files
-and a copy of the run's configuration (the layout is `keras_s2s.run_dir`'s), so that
-`keras_s2s.translator.CTranslate2Translator` (and `keras-s2s translate` / `evaluate`) tokenize
-with our tokenizers and decode with `ctranslate2.Translator`. The directory is also a plain
+and a copy of the run's configuration (the layout is `keras_s2s.run`'s), so that
+`keras_s2s.inference.translator.CTranslate2Translator` (and `keras-s2s translate` /
+`evaluate`) tokenize with our tokenizers and decode with `ctranslate2.Translator`. The directory is also a plain
 CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens, the source
 ending with `[END]` as our sources do (the caller appends it, rather than the model's
 configuration, so that CTranslate2's attention covers it as ours does).
@@ -37,9 +37,9 @@ import numpy as np
 from keras import ops
 
 from keras_s2s import architectures
-from keras_s2s import run_dir as run_files
+from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice
-from keras_s2s.config import TrainConfig
+from keras_s2s.training.config import TrainConfig
 from keras_s2s.special_tokens import END, PAD_ID, START, START_ID, UNK
 
 logger = logging.getLogger(__name__)

@@ -88,11 +88,11 @@ def tune_alpha(run_dir, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
     Returns:
         `{"alpha", "width", "pairs", "bleu_by_alpha": {alpha: BLEU}}`, as written.
     """
-    from keras_s2s import run_dir as run_files
-    from keras_s2s.config import TrainConfig
+    from keras_s2s import run as run_files
+    from keras_s2s.training.config import TrainConfig
     from keras_s2s.decoding import Beam
-    from keras_s2s.training import load_validation_pairs
-    from keras_s2s.translator import Translator
+    from keras_s2s.data.corpus import load_validation_pairs
+    from keras_s2s.inference.translator import Translator
 
     run_files.check_trained(run_dir)
     if not alphas or any(not isinstance(a, (int, float)) or a < 0 for a in alphas):

@@ -20,7 +20,7 @@ import re
 import keras
 import numpy as np
 
-from keras_s2s import run_dir as run_files
+from keras_s2s import run as run_files
 from keras_s2s.checks import check_positive_int
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_s2s.config import TrainConfig
-from keras_s2s import run_dir as run_files
-from keras_s2s.run_dir import config_path
+from keras_s2s.training.config import TrainConfig
+from keras_s2s import run as run_files
+from keras_s2s.run import config_path
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Beam, Greedy, check_strategy, length_penalty
 from keras_s2s.special_tokens import START_ID
@@ -248,7 +248,7 @@ class Translator(_TranslatorBase):
 
 
 class CTranslate2Translator(_TranslatorBase):
-    """Translate with a CTranslate2 export (`keras_s2s.ctranslate2_export`): our tokenizers
+    """Translate with a CTranslate2 export (`keras_s2s.exporters.ctranslate2`): our tokenizers
     in Python, `ctranslate2.Translator` for the search; `translate` as `Translator.translate`.
 
     `Greedy()` is CTranslate2's greedy search and `Beam(width, alpha, n_best)` its beam search

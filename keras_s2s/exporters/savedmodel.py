@@ -25,7 +25,7 @@ A version is written to a hidden temporary directory beside it and renamed into 
 TF Serving, which polls the model directory, never sees a half-written version; an existing
 version is never overwritten. The run's configuration, weights and tokenizers are copied into
 `<version>/assets.extra/` (which TF Serving ignores) so later steps, such as
-`keras_s2s.tflite`, can rebuild the Keras model from the export alone.
+`keras_s2s.exporters.tflite`, can rebuild the Keras model from the export alone.
 """
 
 import logging
@@ -35,23 +35,22 @@ import tempfile
 
 import tensorflow as tf
 
-from keras_s2s import run_dir as run_files
+from keras_s2s import run as run_files
 from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Greedy, check_strategy
-from keras_s2s.translator import Translator, blank_empty_sources
+from keras_s2s.inference.translator import Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
 
-#: Where in a version directory the run's files are copied (TF Serving ignores it).
-RUN_FILES_DIR = "assets.extra"
 
 
 class TranslationModule(tf.Module):
     """The exported graph: tokenizer → decoding → detokenizer, around a `Translator`'s parts.
 
     Args:
-        translator: a `keras_s2s.translator.Translator` (model, tokenizers, maximum lengths).
+        translator: a `keras_s2s.inference.translator.Translator` (model, tokenizers, maximum
+            lengths).
         strategy: the `keras_s2s.decoding` strategy of both signatures (default `Greedy()`).
     """
 
@@ -130,7 +129,7 @@ def export_run(run_dir, model_name, base_path="export", version=None, strategy=G
     staging_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
     try:
         tf.saved_model.save(module, staging_dir, signatures=module.signatures())
-        _copy_run_files(run_dir, os.path.join(staging_dir, RUN_FILES_DIR))
+        _copy_run_files(run_dir, os.path.join(staging_dir, run_files.EXPORT_RUN_FILES))
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private; servers run as other users
         try:
             os.rename(staging_dir, version_dir)
@@ -148,18 +147,3 @@ def _copy_run_files(run_dir, destination):
     os.makedirs(destination)
     for name in run_files.portable_files():
         shutil.copy2(os.path.join(run_dir, name), destination)
-
-
-def run_dir_of(path):
-    """The run directory behind `path`: a run directory itself, or an export version's copy.
-
-    Raises:
-        FileNotFoundError: `path` is neither.
-    """
-    for candidate in (path, os.path.join(path, RUN_FILES_DIR)):
-        if run_files.is_trained(candidate):
-            return candidate
-    raise FileNotFoundError(
-        f"{path!r} is neither a trained run directory nor an export version directory "
-        f"(expected {run_files.CONFIG} and {run_files.MODEL} in it or in its "
-        f"{RUN_FILES_DIR}/)")

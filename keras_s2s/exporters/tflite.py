@@ -32,11 +32,11 @@ import shutil
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from keras_s2s import run_dir as run_files
+from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice, check_positive_int
 from keras_s2s.decoding import Greedy
-from keras_s2s.export import run_dir_of
-from keras_s2s.translator import Translator, blank_empty_sources, check_length_limit
+from keras_s2s.run import run_dir_of
+from keras_s2s.inference.translator import Translator, blank_empty_sources, check_length_limit
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Training: `train`, the whole recipe from data to run directory, its callbacks (time budget,
-history across resumptions) and the data it reads (`load_pairs`). What it optimizes (loss,
-metric, schedule, optimizers) is in `keras_s2s.objectives`.
+"""The training loop: `train`, the whole recipe from data to run directory, and its callbacks
+(time budget, history across resumptions). The pairs it reads come from
+`keras_s2s.data.corpus`; what it optimizes (loss, metric, schedule, optimizers) is in
+`keras_s2s.training.objectives`.
 """
 
 import json
@@ -14,21 +15,17 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_s2s import architectures, averaging, multi_worker, run_dir as run_files
-from keras_s2s.config import TrainConfig
-from keras_s2s.data import synthetic
+from keras_s2s import architectures, run as run_files
+from keras_s2s.training import averaging, multi_worker
+from keras_s2s.training.config import TrainConfig
+from keras_s2s.data.corpus import load_pairs, load_validation_pairs, vocabulary_pairs
 from keras_s2s.data.pipeline import make_dataset
-from keras_s2s.data.splits import sharing_no_sentence, split_pairs
 from keras_s2s.data.tokenizers import train_tokenizers
-from keras_s2s.data.tsv import read_tsv, stream_tsv, tsv_files
-from keras_s2s.objectives import LinearDecay, compile_for_training
+from keras_s2s.training.objectives import LinearDecay, compile_for_training
 from keras_s2s.plotting import plot_history
 
 logger = logging.getLogger(__name__)
 
-#: A streamed corpus learns its vocabularies from its first this many training pairs (read from
-#: every file in turn), so that memory stays bounded; see `load_pairs`.
-VOCABULARY_SAMPLE_PAIRS = 100_000
 #: A vocabulary smaller than this share of the `--vocab-size` asked for is a warning.
 VOCABULARY_SHORTFALL_WARNED = 0.9
 
@@ -84,118 +81,6 @@ class EpochHistory(keras.callbacks.Callback):
         with open(temporary, "w", encoding="utf-8") as file:
             json.dump(self.history, file, indent=2)
         os.replace(temporary, self.path)
-
-
-# --- The recipe: data → tokenizers → datasets → model → fit → run directory -----------------
-
-
-def load_pairs(config):
-    """Training and validation pairs of `config`: a built-in task or TSV files (a glob).
-
-    In memory (lists of pairs) by default: the validation split is a seeded random sample, or
-    seeded whole groups of pairs sharing a sentence (`keras_s2s.data.splits`), and training
-    shuffles over the whole corpus. With `config.stream`, two `tf.data` streams (`stream_tsv`)
-    whose memory does not depend on the corpus size: the validation split is by
-    a hash of each pair, and the vocabularies are learned from the first
-    `VOCABULARY_SAMPLE_PAIRS` training pairs (a reservoir sample would need a whole pass over
-    the corpus before training starts; shuffle a corpus sorted by topic or length beforehand).
-    Streaming is asked for, never switched on by size: it changes the split, the shuffle and
-    so the results, which should not change because a file grew.
-
-    `config.extra_data`'s pairs (another corpus, say) join the training pairs after the split is
-    carved, so the validation split, and scores on it, stay those of `config.data`; extra pairs
-    sharing a source or target sentence with the validation split are left out. With
-    `config.both_directions` every training pair is added reversed as well (the bidirectional
-    training of Niu, Denkowski & Carpuat 2018: the target language's sentences teach the shared
-    encoder and embeddings too); the validation pairs stay one way.
-    """
-    train_pairs, validation_pairs = _split(config)
-    if config.extra_data:
-        extra = _read(config, config.extra_data, "--extra-data")
-        kept = sharing_no_sentence(extra, validation_pairs)
-        logger.info("--extra-data %s: %d training pairs added, %d left out (they share a "
-                    "sentence with the validation split)", config.extra_data, len(kept),
-                    len(extra) - len(kept))
-        train_pairs = train_pairs + kept
-    if config.both_directions:
-        train_pairs = train_pairs + [(target, source) for source, target in train_pairs]
-    return train_pairs, validation_pairs
-
-
-def load_validation_pairs(config):
-    """`load_pairs(config)`'s validation pairs, without reading `config.extra_data`."""
-    return _split(config)[1]
-
-
-def _split(config):
-    """`config.data`'s training and validation pairs (see `load_pairs`)."""
-    if config.validation_split == "grouped":
-        where = ("--val is given" if config.val else "--stream splits by a hash of each pair"
-                 if config.stream else f"{config.data!r} is a built-in task, whose validation "
-                 "pairs are generated" if config.data in synthetic.TASKS else None)
-        if where:
-            raise ValueError(f"--validation-split grouped carves the split from TSV files held "
-                             f"in memory, but {where}")
-    if config.stream:
-        return _stream(config)
-    if config.data in synthetic.TASKS:
-        train_pairs = synthetic.generate(config.data, config.num_pairs, seed=config.seed,
-                                         **config.task_options)
-        if config.val:
-            return train_pairs, _read(config, config.val, "--val")
-        num_validation = max(200, int(config.num_pairs * config.validation_fraction))
-        validation_pairs = synthetic.generate(config.data, num_validation, seed=config.seed + 1,
-                                              **config.task_options)
-        return train_pairs, validation_pairs
-    pairs = _read(config, config.data, "--data")
-    if config.val:
-        return pairs, _read(config, config.val, "--val")
-    try:
-        return split_pairs(pairs, config.validation_fraction, config.seed,
-                           grouped=config.validation_split == "grouped")
-    except ValueError as error:
-        raise ValueError(f"{config.data}: {error}") from None
-
-
-def _read(config, pattern, flag):
-    """The pairs of the files that `pattern` (given as `flag`) names."""
-    return [pair for path in _files(pattern, flag)
-            for pair in read_tsv(path, source_column=config.source_column,
-                                 target_column=config.target_column, on_error=config.on_error)]
-
-
-def _files(pattern, flag):
-    try:
-        return tsv_files(pattern)
-    except FileNotFoundError:
-        if flag == "--data":
-            raise FileNotFoundError(f"--data {pattern!r} is neither a built-in task "
-                                    f"{synthetic.TASKS} nor a file or glob of files") from None
-        raise FileNotFoundError(f"{flag} {pattern!r} names no file") from None
-
-
-def _stream(config):
-    if config.data in synthetic.TASKS:
-        raise ValueError(f"--stream reads TSV files; {config.data!r} is a built-in task (held in "
-                         f"memory)")
-
-    def stream(pattern, flag, **split):
-        _files(pattern, flag)
-        return stream_tsv(pattern, source_column=config.source_column,
-                          target_column=config.target_column, on_error=config.on_error, **split)
-
-    if config.val:
-        return stream(config.data, "--data"), stream(config.val, "--val")
-    return tuple(stream(config.data, "--data", validation_fraction=config.validation_fraction,
-                        part=part) for part in ("train", "validation"))
-
-
-def vocabulary_pairs(pairs):
-    """All of `pairs` held in memory; the first `VOCABULARY_SAMPLE_PAIRS` of a stream."""
-    if isinstance(pairs, tf.data.Dataset):
-        return [(source.decode(), target.decode()) for source, target in
-                pairs.take(VOCABULARY_SAMPLE_PAIRS).as_numpy_iterator()]
-    return pairs
 
 
 def _use_accelerator_defaults(config):
@@ -289,10 +174,10 @@ def train(config, verbose="auto"):
 
     A resume must have the interrupted run's settings (only `epochs` and the time budget may
     change). `verbose` is passed to `fit` (Keras progress bars). Returns every epoch's metrics
-    (those before a resume too). The run directory's layout is `keras_s2s.run_dir`'s.
+    (those before a resume too). The run directory's layout is `keras_s2s.run`'s.
 
     With `config.distribute == "multi-worker"` this process is one worker of the cluster in
-    `TF_CONFIG` (`keras_s2s.multi_worker`): only the chief writes `config.out`; the others
+    `TF_CONFIG` (`keras_s2s.training.multi_worker`): only the chief writes `config.out`; the others
     learn the same vocabularies from the same data, which is checked, and return the history.
     """
     cluster = strategy = None
@@ -420,7 +305,7 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
 
 def average(run_dir, last):
     """Save the mean of the weights of `run_dir`'s last `last` epochs up to its best as its
-    model (`keras_s2s.averaging`); the run must have kept them (`--average-last`).
+    model (`keras_s2s.training.averaging`); the run must have kept them (`--average-last`).
 
     Returns the averaging's report (the epochs, and the validation loss of the mean beside the
     best epoch's). The run's `config.json` then records `average_last = last`.

@@ -22,7 +22,7 @@ DISTRIBUTE_CHOICES = ("auto", "mirrored", "off", "multi-worker")
 TOKENIZER_KINDS = ("wordpiece", "unigram")
 #: How the learning rate changes over a run: the family's own way (the Transformer's
 #: inverse-square-root decay, a constant rate for the RNNs), or warm-up then a linear decay to
-#: zero at the end of the budget (`keras_s2s.objectives.LinearDecay`).
+#: zero at the end of the budget (`keras_s2s.training.objectives.LinearDecay`).
 DECAYS = ("family", "linear")
 #: How a validation split is carved from TSV files (`keras_s2s.data.splits`).
 VALIDATION_SPLITS = ("random", "grouped")
@@ -30,7 +30,7 @@ VALIDATION_SPLITS = ("random", "grouped")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything `keras_s2s.training.train` needs; saved as the run's `config.json`."""
+    """Everything `keras_s2s.training.loop.train` needs; saved as the run's `config.json`."""
 
     arch: str = "bahdanau"
     data: str = "dates"  # a built-in task name, or TSV files: a path or a glob
@@ -38,7 +38,7 @@ class TrainConfig:
     val: str | None = None  # TSV of validation pairs; default: a split of the training data
     stream: bool = False  # stream the TSV files with tf.data (memory independent of their size)
     # TSV files (a path or a glob) added to the training pairs only, after the validation split
-    # is carved, less the pairs sharing a sentence with it (`keras_s2s.training.load_pairs`)
+    # is carved, less the pairs sharing a sentence with it (`keras_s2s.data.corpus.load_pairs`)
     extra_data: str | None = None
     # train on each training pair both ways (target → source too), with one shared vocabulary
     both_directions: bool = False
@@ -75,13 +75,13 @@ class TrainConfig:
     early_stopping_patience: int = 3
     time_budget_minutes: float | None = None  # stop training after this much wall-clock time
     # the saved model: the mean of the weights of this many epochs ending at the best one
-    # (1: the best epoch's weights; `keras_s2s.averaging`)
+    # (1: the best epoch's weights; `keras_s2s.training.averaging`)
     average_last: int = 1
     model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
     # "auto" (mirrored across GPUs when there are several), "mirrored", "off", or
-    # "multi-worker" (the cluster of the TF_CONFIG variable: `keras_s2s.multi_worker`)
+    # "multi-worker" (the cluster of the TF_CONFIG variable: `keras_s2s.training.multi_worker`)
     distribute: str = "auto"
 
     def __post_init__(self):

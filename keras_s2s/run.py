@@ -10,10 +10,11 @@ A run directory holds:
 - `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`;
 - `decoding.json`, once `keras-s2s tune-alpha` has run: the beam search's length penalty α
   chosen on the validation split (the default α of `--beam` for this run);
-- with checkpoint averaging (`keras_s2s.averaging`), `checkpoints/epoch-NNNN.weights.h5` (the
+- with checkpoint averaging (`keras_s2s.training.averaging`),
+  `checkpoints/epoch-NNNN.weights.h5` (the
   last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
 
-A CTranslate2 export (`keras_s2s.ctranslate2_export`) holds CTranslate2's own files
+A CTranslate2 export (`keras_s2s.exporters.ctranslate2`) holds CTranslate2's own files
 (`model.bin`, its `config.json` and vocabularies), the run's two tokenizers' files and
 `run_config.json`, a copy of the run's `config.json` (CTranslate2 owns that name there).
 """
@@ -34,6 +35,8 @@ LOGS = "logs"
 #: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
 CTRANSLATE2_MODEL = "model.bin"
 CTRANSLATE2_RUN_CONFIG = "run_config.json"
+#: Where in a version directory the run's files are copied (TF Serving ignores it).
+EXPORT_RUN_FILES = "assets.extra"
 #: The two tokenizers' file prefixes (their `save(run_dir, side)`).
 SIDES = ("source", "target")
 
@@ -91,7 +94,8 @@ def load_tokenizers(run_dir):
 
 
 def save_decoding(run_dir, report):
-    """Write `report` (`keras_s2s.evaluation.tune_alpha`'s) as the run's `decoding.json`."""
+    """Write `report` (`keras_s2s.inference.evaluation.tune_alpha`'s) as the run's
+    `decoding.json`."""
     import json
 
     path = os.path.join(run_dir, DECODING)
@@ -160,7 +164,7 @@ def load_model(run_dir):
     import keras
 
     from keras_s2s import architectures
-    from keras_s2s.config import TrainConfig
+    from keras_s2s.training.config import TrainConfig
 
     architectures.get(TrainConfig.load(config_path(run_dir)).arch).model_class()
     path = model_path(run_dir)
@@ -168,3 +172,18 @@ def load_model(run_dir):
         raise ValueError(f"{path} is not a complete .keras file (truncated or corrupt); "
                          f"retrain, or restore it from a copy")
     return keras.models.load_model(path, compile=False)
+
+
+def run_dir_of(path):
+    """The run directory behind `path`: a run directory itself, or an export version's copy.
+
+    Raises:
+        FileNotFoundError: `path` is neither.
+    """
+    for candidate in (path, os.path.join(path, EXPORT_RUN_FILES)):
+        if is_trained(candidate):
+            return candidate
+    raise FileNotFoundError(
+        f"{path!r} is neither a trained run directory nor an export version directory "
+        f"(expected {CONFIG} and {MODEL} in it or in its "
+        f"{EXPORT_RUN_FILES}/)")
