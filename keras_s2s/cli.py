@@ -11,8 +11,6 @@ import logging
 import os
 import sys
 
-from keras_s2s import architectures
-from keras_s2s.training.config import DECAYS, DISTRIBUTE_CHOICES, TOKENIZER_KINDS, VALIDATION_SPLITS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -33,9 +31,6 @@ def _number(kind, check, expected):
 
 
 positive_int = _number(int, lambda value: value > 0, "a positive integer")
-non_negative_int = _number(int, lambda value: value >= 0, "an integer >= 0")
-positive_float = _number(float, lambda value: value > 0, "a positive number")
-fraction = _number(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 port_number = _number(int, lambda value: 0 <= value <= 65535, "a port number in [0, 65535]")
 
 #: `keras_s2s.exporters.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
@@ -45,141 +40,23 @@ CTRANSLATE2_QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
 
 
 def _add_train_parser(subparsers):
+    from keras_s2s.training.config import add_arguments
+
     parser = subparsers.add_parser(
         "train", help="train a model into a run directory",
         description="Train a model on a built-in task (dates, reverse, copy) or a TSV file of "
                     "source<TAB>target pairs. An interrupted run resumes when restarted with "
                     "the same --out.")
-    parser.add_argument("--arch", choices=architectures.names(), default="bahdanau")
-    parser.add_argument("--data", default="dates",
-                        help="built-in task name (dates, reverse, copy) or TSV files (a path or "
-                             "a quoted glob such as 'corpus/*.tsv')")
-    parser.add_argument("--out", required=True, help="run directory to create")
-    parser.add_argument("--val", help="TSV of validation pairs (default: a split of --data)")
-    parser.add_argument("--extra-data", metavar="TSV",
-                        help="more training pairs (a path or a quoted glob), added after the "
-                             "validation split is carved from --data, so that scores stay "
-                             "--data's; pairs sharing a sentence with that split are left out")
-    parser.add_argument("--both-directions", action="store_true",
-                        help="also train on each training pair reversed (target → source): "
-                             "twice the pairs for a small corpus, one model learning both "
-                             "directions; needs --shared-vocab. Validation stays one way")
-    parser.add_argument("--validation-split", choices=VALIDATION_SPLITS, default="random",
-                        help="without --val: a random sample of --data's pairs, or whole "
-                             "groups of pairs that share a source or target sentence (for "
-                             "corpora with several translations of one sentence, as Tatoeba)")
-    parser.add_argument("--validation-fraction", type=fraction, default=0.05,
-                        help="without --val: the share of --data's pairs held out")
-    parser.add_argument("--stream", action="store_true",
-                        help="stream the TSV files line by line (memory independent of their "
-                             "size): validation split by a hash of each pair, vocabularies from "
-                             "the first 100,000 training pairs, a bounded shuffle buffer")
-    parser.add_argument("--epochs", type=positive_int,
-                        help="default: 4 for dates, 15 for reverse/copy, 30 for TSV files "
-                             "(with early stopping)")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--batch-tokens", type=positive_int, metavar="N",
-                        help="token-based batching: batches of at most N padded tokens (the "
-                             "longer side) from pairs of similar length, instead of "
-                             "--batch-size pairs")
-    parser.add_argument("--num-pairs", type=positive_int, default=20000,
-                        help="built-in tasks: number of training pairs to generate")
-    parser.add_argument("--min-length", type=positive_int, help="reverse/copy: shortest sequence")
-    parser.add_argument("--max-length", type=positive_int, help="reverse/copy: longest sequence")
-    parser.add_argument("--source-column", type=non_negative_int, default=0)
-    parser.add_argument("--target-column", type=non_negative_int, default=1,
-                        help="TSV column of the target (Anki files put English in column 0)")
-    parser.add_argument("--skip-bad-lines", action="store_true",
-                        help="count and skip malformed TSV lines instead of stopping")
-    parser.add_argument("--vocab-size", type=positive_int,
-                        help="the most subwords a vocabulary learns (default: 2,000, fewer "
-                             "without a word when the corpus holds fewer; a size asked for and "
-                             "not reached is a warning)")
-    parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="wordpiece",
-                        help="subword model: WordPiece, or a SentencePiece unigram model "
-                             "(learned in seconds from raw text; runs in-graph)")
-    parser.add_argument("--shared-vocab", action="store_true",
-                        help="one subword vocabulary for both sides")
-    parser.add_argument("--lowercase", action="store_true")
-    parser.add_argument("--max-source-length", type=positive_int, default=64)
-    parser.add_argument("--max-target-length", type=positive_int, default=64)
-    parser.add_argument("--learning-rate", type=positive_float,
-                        help="RNNs: Adam's rate (1e-3); Transformer: scale of the warm-up "
-                             "schedule (1.0)")
-    parser.add_argument("--warmup-steps", type=positive_int, default=1000)
-    parser.add_argument("--decay", choices=DECAYS, default="family",
-                        help="the rate after warm-up: the family's (the Transformer's inverse "
-                             "square root, constant for RNNs), or linear: to zero when the time "
-                             "budget (or else the epochs) is spent, for budgeted training")
-    parser.add_argument("--label-smoothing", type=fraction, default=0.1)
-    parser.add_argument("--word-dropout", type=fraction, default=0.0, metavar="P",
-                        help="in training, replace each input token by [UNK] with probability "
-                             "P (a regularizer for small corpora)")
-    parser.add_argument("--patience", type=positive_int, default=3, help="early stopping patience")
-    parser.add_argument("--time-budget", type=positive_float, metavar="MINUTES",
-                        help="stop training after this many minutes of wall-clock time (a "
-                             "resumed run starts the minutes afresh, and with them --decay "
-                             "linear's clock)")
-    parser.add_argument("--average-last", type=positive_int, default=1, metavar="N",
-                        help="save the mean of the weights of the N epochs that end at the best "
-                             "one (checkpoint averaging; 1: the best epoch's weights; all the "
-                             "epochs up to the best when it comes before epoch N)")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a model argument, e.g. units=512 or num_layers=2 "
-                             "(repeatable; VALUE is JSON or a plain string)")
-    parser.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--xla", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default="auto",
-                        help="auto: mirrored over a machine's GPUs when it has several; "
-                             "multi-worker: one worker of the TF_CONFIG cluster "
-                             "(docs/scale_out.md)")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    add_arguments(parser)
     parser.set_defaults(handler=_train)
-
-
-def parse_assignments(items, flag="--model-arg"):
-    """`NAME=VALUE` items of a repeatable `flag` → `{NAME: VALUE}`, VALUE read as JSON or else
-    kept as a plain string."""
-    overrides = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        try:
-            overrides[name] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name] = value
-    return overrides
-
-
-def train_config(args):
-    """The `TrainConfig` of parsed `keras-s2s train` arguments."""
-    from keras_s2s.training.config import TrainConfig
-
-    task_options = {name: getattr(args, name) for name in ("min_length", "max_length")
-                    if getattr(args, name) is not None}
-    return TrainConfig(
-        arch=args.arch, data=args.data, out=args.out, val=args.val, stream=args.stream,
-        extra_data=args.extra_data, both_directions=args.both_directions,
-        validation_split=args.validation_split, validation_fraction=args.validation_fraction,
-        epochs=args.epochs, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
-        num_pairs=args.num_pairs, task_options=task_options,
-        source_column=args.source_column, target_column=args.target_column,
-        on_error="skip" if args.skip_bad_lines else "raise", vocab_size=args.vocab_size,
-        tokenizer=args.tokenizer, shared_vocab=args.shared_vocab, lowercase=args.lowercase,
-        max_source_length=args.max_source_length, max_target_length=args.max_target_length,
-        learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, decay=args.decay,
-        label_smoothing=args.label_smoothing, word_dropout=args.word_dropout,
-        early_stopping_patience=args.patience,
-        time_budget_minutes=args.time_budget, average_last=args.average_last,
-        model=parse_assignments(args.model_arg), mixed_precision=args.mixed_precision,
-        jit_compile=args.xla, distribute=args.distribute, seed=args.seed)
 
 
 def _train(args):
     from keras_s2s.training.loop import train
 
-    history = train(train_config(args), verbose=2 if not sys.stdout.isatty() else "auto")
+    from keras_s2s.training.config import from_arguments
+
+    history = train(from_arguments(args), verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
     where = f"into {args.out}"
@@ -640,7 +517,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "xla", "off") != "off":
+    if getattr(args, "xla", getattr(args, "jit_compile", "off")) != "off":
         _keep_xla_programs()
     if not args.verbose and not getattr(args, "server", None):  # --server needs no TF
         _start_tensorflow_quietly()

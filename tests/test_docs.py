@@ -14,7 +14,8 @@ import pytest
 
 import keras_s2s
 from keras_s2s import architectures
-from keras_s2s.cli import build_parser, train_config
+from keras_s2s.cli import build_parser
+from keras_s2s.training.config import from_arguments
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -60,7 +61,7 @@ def test_readme_recipes_are_what_the_quality_benchmark_trains(argv, monkeypatch)
     monkeypatch.syspath_prepend(str(README.parent / "bench"))
     from corpora import corpus_config
 
-    readme = train_config(build_parser().parse_args(argv))
+    readme = from_arguments(build_parser().parse_args(argv))
     task = Path(readme.data).parent.name
     bench = corpus_config(task, readme.arch, readme.out, readme.time_budget_minutes)
 

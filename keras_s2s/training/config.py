@@ -1,15 +1,19 @@
 """What a training run is made of: its configuration, saved as the run's `config.json`.
 
-Everything needed to rebuild the model and its tokenizers is read back from there. Importing
-this module imports no TensorFlow (the CLI's parser and `--help` use it).
+Each option is written once, here: its name, type, default, help and check are a field of
+`TrainConfig` (`option(...)`), and `keras-s2s train`'s flags are built from those fields
+(`add_arguments`, `from_arguments`). Rules between options are `TrainConfig.validate`.
+Everything needed to rebuild the model and its tokenizers is read back from `config.json`.
+Importing this module imports no TensorFlow (the CLI's parser and `--help` use it).
 """
 
+import argparse
 import dataclasses
 import json
 
 from keras_s2s import architectures
-from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction, check_number,
-                              check_positive_int)
+from keras_s2s.checks import (check_batch_tokens, check_choice, check_fraction,
+                              check_non_negative_int, check_number, check_positive_int)
 
 
 #: Epochs when none are given: the built-in tasks converge quickly (dates in 2–3 epochs of 20k
@@ -28,79 +32,177 @@ DECAYS = ("family", "linear")
 VALIDATION_SPLITS = ("random", "grouped")
 
 
+#: The checks an option may name (`option(check=...)`): the value's type, the field's check,
+#: and what the flag expects, in the command-line error of a text that fails either.
+CHECKS = {
+    "positive_int": (int, check_positive_int, "a positive integer"),
+    "non_negative_int": (int, check_non_negative_int, "an integer >= 0"),
+    "positive_float": (float, lambda name, value, optional=False: check_number(
+        name, value, 0.0, low_inclusive=False, optional=optional), "a positive number"),
+    "fraction": (float, lambda name, value, optional=False: check_fraction(name, value),
+                 "a number in [0, 1)"),
+}
+
+
+def option(default=None, help=None, *, flag=None, check=None, choices=None, factory=None,
+           **argparse_options):
+    """A `TrainConfig` field with its command-line flag.
+
+    Args:
+        default: the value when not given (`factory` makes mutable ones).
+        help: the flag's help.
+        flag: the flag's name; default `--` and the field's name with dashes. `None`-valued
+            `argparse_options["action"]` are argparse's own (`store_true`, `append`, ...).
+        check: a name in `CHECKS`: the field's check and the flag's type.
+        choices: the allowed values (or a function returning them, called when the parser is
+            built, so that families registered by other packages are listed).
+        argparse_options: passed to `add_argument` as they are (`metavar`, `action`, `const`,
+            `required`), and `convert`: a function from the flag's value to the field's, or
+            `keys`: `{key: help}` of a dict option with one flag a key (`--KEY`).
+    """
+    metadata = dict(help=help, flag=flag, check=check, choices=choices, argparse=argparse_options)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def parse_assignments(items, flag="--model-arg"):
+    """`NAME=VALUE` items of a repeatable `flag` → `{NAME: VALUE}`, VALUE read as JSON or else
+    kept as a plain string."""
+    overrides = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything `keras_s2s.training.loop.train` needs; saved as the run's `config.json`."""
 
-    arch: str = "bahdanau"
-    data: str = "dates"  # a built-in task name, or TSV files: a path or a glob
-    out: str = "runs/dates"
-    val: str | None = None  # TSV of validation pairs; default: a split of the training data
-    stream: bool = False  # stream the TSV files with tf.data (memory independent of their size)
-    # TSV files (a path or a glob) added to the training pairs only, after the validation split
-    # is carved, less the pairs sharing a sentence with it (`keras_s2s.data.corpus.load_pairs`)
-    extra_data: str | None = None
-    # train on each training pair both ways (target → source too), with one shared vocabulary
-    both_directions: bool = False
-    source_column: int = 0
-    target_column: int = 1
-    on_error: str = "raise"  # malformed TSV lines: "raise" or "skip"
-    num_pairs: int = 20000  # built-in tasks: training pairs generated
-    task_options: dict = dataclasses.field(default_factory=dict)  # e.g. min_length, max_length
-    validation_fraction: float = 0.05
-    # "random", or "grouped": whole groups of pairs sharing a source or target sentence held out
-    validation_split: str = "random"
-    seed: int = 0
-    # subword vocabulary size; None: up to DEFAULT_VOCAB_SIZE, fewer without a warning when the
-    # corpus holds fewer subwords (a size asked for and not reached is a warning)
-    vocab_size: int | None = None
-    # "wordpiece", or "unigram" (SentencePiece) (`keras_s2s.data.tokenizers`)
-    tokenizer: str = "wordpiece"
-    shared_vocab: bool = False
-    lowercase: bool = False
-    max_source_length: int = 64
-    max_target_length: int = 64
-    batch_size: int = 64
-    # token-based batching: at most this many padded tokens a batch (the longer side), instead
-    # of `batch_size` pairs (`keras_s2s.data.pipeline.make_dataset`)
-    batch_tokens: int | None = None
-    epochs: int | None = None  # default: DEFAULT_EPOCHS of the task, or DEFAULT_EPOCHS_FOR_FILES
-    learning_rate: float | None = None  # default: the family's (`Family.learning_rate`)
-    warmup_steps: int = 1000
-    # "family" or "linear": to zero when the time budget, or else the epochs, are spent (DECAYS)
-    decay: str = "family"
-    label_smoothing: float = 0.1
-    # the probability that an input token becomes [UNK] in training (`make_dataset`)
-    word_dropout: float = 0.0
-    early_stopping_patience: int = 3
-    time_budget_minutes: float | None = None  # stop training after this much wall-clock time
-    # the saved model: the mean of the weights of this many epochs ending at the best one
-    # (1: the best epoch's weights; `keras_s2s.training.averaging`)
-    average_last: int = 1
-    model: dict = dataclasses.field(default_factory=dict)  # overrides of the family's presets
-    mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
-    jit_compile: str = "auto"  # "auto" (on with a GPU), "on", "off"
-    # "auto" (mirrored across GPUs when there are several), "mirrored", "off", or
-    # "multi-worker" (the cluster of the TF_CONFIG variable: `keras_s2s.training.multi_worker`)
-    distribute: str = "auto"
+    arch: str = option("bahdanau", choices=architectures.names)
+    data: str = option("dates", "built-in task name (dates, reverse, copy) or TSV files (a path "
+                       "or a quoted glob such as 'corpus/*.tsv')")
+    out: str = option("runs/dates", "run directory to create", required=True)
+    val: str | None = option(None, "TSV of validation pairs (default: a split of --data)")
+    stream: bool = option(False, "stream the TSV files line by line (memory independent of "
+                          "their size): validation split by a hash of each pair, vocabularies "
+                          "from the first 100,000 training pairs, a bounded shuffle buffer")
+    extra_data: str | None = option(
+        None, "more training pairs (a path or a quoted glob), added after the validation split "
+        "is carved from --data, so that scores stay --data's; pairs sharing a sentence with "
+        "that split are left out", metavar="TSV")
+    both_directions: bool = option(
+        False, "also train on each training pair reversed (target → source): twice the pairs "
+        "for a small corpus, one model learning both directions; needs --shared-vocab. "
+        "Validation stays one way")
+    source_column: int = option(0, check="non_negative_int")
+    target_column: int = option(1, "TSV column of the target (Anki files put English in "
+                                "column 0)", check="non_negative_int")
+    on_error: str = option("raise", "count and skip malformed TSV lines instead of stopping",
+                           flag="--skip-bad-lines", action="store_const", const="skip",
+                           choices=("raise", "skip"))
+    num_pairs: int = option(20000, "built-in tasks: number of training pairs to generate",
+                            check="positive_int")
+    task_options: dict = option(
+        factory=dict, keys={"min_length": "reverse/copy: shortest sequence",
+                            "max_length": "reverse/copy: longest sequence"},
+        check="positive_int")
+    validation_fraction: float = option(0.05, "without --val: the share of --data's pairs held "
+                                        "out", check="fraction")
+    validation_split: str = option(
+        "random", "without --val: a random sample of --data's pairs, or whole groups of pairs "
+        "that share a source or target sentence (for corpora with several translations of one "
+        "sentence, as Tatoeba)", choices=VALIDATION_SPLITS)
+    seed: int = option(0, check="non_negative_int")
+    vocab_size: int | None = option(
+        None, f"the most subwords a vocabulary learns (default: {DEFAULT_VOCAB_SIZE:,}, fewer "
+        "without a word when the corpus holds fewer; a size asked for and not reached is a "
+        "warning)", check="positive_int")
+    tokenizer: str = option("wordpiece", "subword model: WordPiece, or a SentencePiece unigram "
+                            "model (learned in seconds from raw text; runs in-graph)",
+                            choices=TOKENIZER_KINDS)
+    shared_vocab: bool = option(False, "one subword vocabulary for both sides")
+    lowercase: bool = option(False)
+    max_source_length: int = option(64, check="positive_int")
+    max_target_length: int = option(64, check="positive_int")
+    batch_size: int = option(64, check="positive_int")
+    batch_tokens: int | None = option(
+        None, "token-based batching: batches of at most N padded tokens (the longer side) from "
+        "pairs of similar length, instead of --batch-size pairs", check="positive_int",
+        metavar="N")
+    epochs: int | None = option(
+        None, "default: 4 for dates, 15 for reverse/copy, 30 for TSV files (with early "
+        "stopping)", check="positive_int")
+    learning_rate: float | None = option(
+        None, "RNNs: Adam's rate (1e-3); Transformer: scale of the warm-up schedule (1.0)",
+        check="positive_float")
+    warmup_steps: int = option(1000, check="positive_int")
+    decay: str = option("family", "the rate after warm-up: the family's (the Transformer's "
+                        "inverse square root, constant for RNNs), or linear: to zero when the "
+                        "time budget (or else the epochs) is spent, for budgeted training",
+                        choices=DECAYS)
+    label_smoothing: float = option(0.1, check="fraction")
+    word_dropout: float = option(0.0, "in training, replace each input token by [UNK] with "
+                                 "probability P (a regularizer for small corpora)",
+                                 check="fraction", metavar="P")
+    early_stopping_patience: int = option(3, "early stopping patience", flag="--patience",
+                                          check="positive_int")
+    time_budget_minutes: float | None = option(
+        None, "stop training after this many minutes of wall-clock time (a resumed run starts "
+        "the minutes afresh, and with them --decay linear's clock)", flag="--time-budget",
+        check="positive_float", metavar="MINUTES")
+    average_last: int = option(
+        1, "save the mean of the weights of the N epochs that end at the best one (checkpoint "
+        "averaging; 1: the best epoch's weights; all the epochs up to the best when it comes "
+        "before epoch N)", check="positive_int", metavar="N")
+    model: dict = option(
+        factory=dict, help="override a model argument, e.g. units=512 or num_layers=2 "
+        "(repeatable; VALUE is JSON or a plain string)", flag="--model-arg", action="append",
+        metavar="NAME=VALUE", convert=parse_assignments)
+    mixed_precision: str = option("auto", choices=("auto", "on", "off"))
+    jit_compile: str = option("auto", "compile the training step with XLA (auto: on with a GPU)",
+                              flag="--xla", choices=("auto", "on", "off"))
+    distribute: str = option(
+        "auto", "auto: mirrored over a machine's GPUs when it has several; multi-worker: one "
+        "worker of the TF_CONFIG cluster (docs/scale_out.md)", choices=DISTRIBUTE_CHOICES)
 
     def __post_init__(self):
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS.get(self.data, DEFAULT_EPOCHS_FOR_FILES)
-        architectures.get(self.arch)  # an unknown name lists the known ones
-        for name in ("mixed_precision", "jit_compile"):
-            check_choice(name, getattr(self, name), ("auto", "on", "off"))
-        check_choice("distribute", self.distribute, DISTRIBUTE_CHOICES)
-        check_choice("validation_split", self.validation_split, VALIDATION_SPLITS)
-        check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
-        check_choice("decay", self.decay, DECAYS)
-        if self.average_last > 1 and self.distribute == "multi-worker":
-            raise ValueError("average_last > 1 is not in the multi-worker training loop yet; "
-                             "train with --average-last 1")
-        if self.decay == "linear" and self.distribute == "multi-worker":
-            raise ValueError("decay 'linear' is not in the multi-worker training loop (each "
-                             "worker's clock would give it another rate); train with --decay "
-                             "family")
+        self.validate()
+
+    def validate(self):
+        """Check each option, then the rules between options: a one-line ValueError naming
+        what is wrong."""
+        for field in dataclasses.fields(self):
+            value, meta = getattr(self, field.name), field.metadata
+            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            if field.name == "arch":
+                architectures.get(value)  # an unknown name lists the known ones
+            elif choices:
+                check_choice(field.name, value, choices)
+            if meta["check"] and "keys" in meta["argparse"]:
+                for key, item in value.items():
+                    CHECKS[meta["check"]][1](key, item)
+            elif meta["check"]:
+                CHECKS[meta["check"]][1](field.name, value,
+                                         optional=field.default is None)
+        if self.distribute == "multi-worker":
+            refused = [("average_last > 1", self.average_last > 1, ""),
+                       ("decay 'linear'", self.decay == "linear",
+                        " (each worker's clock would give it another rate)"),
+                       ("mixed_precision 'on'", self.mixed_precision == "on",
+                        " (it trains in float32, without float16 loss scaling)")]
+            for what, asked, why in refused:
+                if asked:
+                    raise ValueError(f"{what} is not in the multi-worker training loop{why}: "
+                                     f"leave it out with --distribute multi-worker")
         if self.extra_data and self.stream:
             raise ValueError("--extra-data is read into memory and cannot be streamed: with "
                              "--stream, name its files in --data's glob instead")
@@ -113,22 +215,12 @@ class TrainConfig:
         if self.decay == "linear" and self.stream and not self.time_budget_minutes:
             raise ValueError("decay 'linear' needs to know when training ends: a streamed "
                              "corpus has no known length, so give a time budget (--time-budget)")
-        check_positive_int("vocab_size", self.vocab_size, optional=True)
-        for name in ("num_pairs", "max_source_length", "max_target_length",
-                     "batch_size", "epochs", "warmup_steps", "average_last"):
-            check_positive_int(name, getattr(self, name))
-        check_number("time_budget_minutes", self.time_budget_minutes, 0.0, low_inclusive=False,
-                     optional=True)
         if self.model.get("share_embeddings") and not self.shared_vocab:
             raise ValueError("share_embeddings needs one vocabulary for source and target "
                              "tokens: train with --shared-vocab")
         check_batch_tokens(self.batch_tokens,
                            max(self.max_source_length, self.max_target_length))
-        check_number("learning_rate", self.learning_rate, 0.0, low_inclusive=False,
-                     optional=True)
-        check_fraction("validation_fraction", self.validation_fraction)
-        check_fraction("label_smoothing", self.label_smoothing)
-        check_fraction("word_dropout", self.word_dropout)
+        check_positive_int("epochs", self.epochs)
 
     def vocabulary_size(self):
         """The most subwords the tokenizers learn."""
@@ -170,3 +262,61 @@ class TrainConfig:
         mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
         return {name: (mine[name], theirs[name]) for name in mine
                 if name not in ignore and mine[name] != theirs[name]}
+
+
+def add_arguments(parser):
+    """Add a flag to `parser` for every `TrainConfig` option."""
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        options = dict(meta["argparse"])
+        convert, keys = options.pop("convert", None), options.pop("keys", None)
+        if keys:  # one flag a key of a dict option
+            for key, help in keys.items():
+                parser.add_argument("--" + key.replace("_", "-"), dest=f"{field.name}.{key}",
+                                    help=help, type=_flag_type(meta["check"], key),
+                                    metavar=key.upper())
+            continue
+        choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+        if field.type is bool:
+            options.setdefault("action", "store_true")
+        elif "action" not in options:
+            options["type"] = _flag_type(meta["check"], field.name)
+            options["choices"] = choices
+        options.setdefault("default", None if convert else field.default)
+        flag = meta["flag"] or "--" + field.name.replace("_", "-")
+        if options.get("action") not in ("store_true", "store_const") and not choices:
+            options.setdefault("metavar", flag[2:].replace("-", "_").upper())
+        parser.add_argument(flag, dest=field.name, help=meta["help"], **options)
+
+
+def from_arguments(args):
+    """The `TrainConfig` of parsed `add_arguments` flags."""
+    values = {}
+    for field in dataclasses.fields(TrainConfig):
+        options = field.metadata["argparse"]
+        if "keys" in options:
+            values[field.name] = {key: getattr(args, f"{field.name}.{key}")
+                                  for key in options["keys"]
+                                  if getattr(args, f"{field.name}.{key}") is not None}
+        elif "convert" in options:
+            values[field.name] = options["convert"](getattr(args, field.name))
+        else:
+            values[field.name] = getattr(args, field.name)
+    return TrainConfig(**values)
+
+
+def _flag_type(check, name):
+    """The argparse type of an option: its check's, applied to the flag's text."""
+    if check is None:
+        return None
+    kind, rule, expected = CHECKS[check]
+
+    def parse(text):
+        try:
+            value = kind(text)
+            rule(name, value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        return value
+
+    return parse
