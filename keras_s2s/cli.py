@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from keras_s2s.exporters import CTRANSLATE2_QUANTIZATIONS, TFLITE_QUANTIZATIONS
 
 logger = logging.getLogger("keras_s2s")
 
@@ -33,10 +34,6 @@ def _number(kind, check, expected):
 positive_int = _number(int, lambda value: value > 0, "a positive integer")
 port_number = _number(int, lambda value: 0 <= value <= 65535, "a port number in [0, 65535]")
 
-#: `keras_s2s.exporters.tflite.QUANTIZATIONS`, without importing TensorFlow to build the parser.
-TFLITE_QUANTIZATIONS = ("none", "dynamic", "float16")
-#: `keras_s2s.exporters.ctranslate2.QUANTIZATIONS`, for the same reason.
-CTRANSLATE2_QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
 
 
 def _add_train_parser(subparsers):
@@ -136,13 +133,11 @@ def _add_decoding_arguments(parser):
     group.add_argument("--seed", type=int, help="seed of the sampling: repeatable outputs")
 
 
-def _strategy(args, path=None):
+def _strategy(args, run=None):
     """The `keras_s2s.decoding` strategy of the decoding flags: the one place they meet.
 
-    Beam search's α is `--alpha`, else the one `tune-alpha` stored in the run at `path`, else
-    0.6."""
+    Beam search's α is `--alpha`, else the one `tune-alpha` stored in `run`, else Beam's."""
     from keras_s2s.decoding import Beam, Greedy, Sample
-    from keras_s2s.run import tuned_alpha
 
     given = {name: getattr(args, name) for name in DECODING_FLAGS.values()
              if getattr(args, name, None) is not None}
@@ -157,9 +152,9 @@ def _strategy(args, path=None):
                              "--top-p too")
         return Sample(**sampling)
     if "beam" in given:
-        alpha = given.get("alpha", path and tuned_alpha(path))
-        return Beam(width=given["beam"], alpha=0.6 if alpha is None else alpha,
-                    n_best=given.get("n_best", 1))
+        alpha = given.get("alpha", run and run.tuned_alpha)
+        return Beam(width=given["beam"], n_best=given.get("n_best", 1),
+                    **({} if alpha is None else {"alpha": alpha}))
     if given:
         raise ValueError("--alpha and --n-best apply to beam search: give --beam WIDTH too")
     return Greedy()
@@ -175,15 +170,15 @@ def _add_xla_argument(parser):
 def _translate(args):
     if args.server:
         return _translate_remotely(args)
-    from keras_s2s.run import check_translatable
-    from keras_s2s.inference.translator import load_translator
+    from keras_s2s.inference.translator import translator_for
+    from keras_s2s.run import Run
 
     if args.run_dir is None:
         raise ValueError("give a run directory, or --server URL --model NAME")
-    check_translatable(args.run_dir)
-    strategy = _strategy(args, args.run_dir)
+    run = Run.open(args.run_dir)
+    strategy = _strategy(args, run)
     texts = _texts_to_translate(args.text)
-    translator = load_translator(args.run_dir, jit_compile=args.xla == "on")
+    translator = translator_for(run, jit_compile=args.xla == "on")
     translations = translator.translate(texts, strategy=strategy,
                                         attention=bool(args.attention_plot))
     for translation in translations:
@@ -193,7 +188,8 @@ def _translate(args):
     if args.attention_plot:
         first = translations[0]
         if first.attention is None:
-            raise ValueError(f"the model in {args.run_dir} has no attention to plot (seq2seq)")
+            raise ValueError(f"the model in {args.run_dir} has no attention to plot (its family, "
+                             f"{run.config.arch}, decodes without attention)")
         from keras_s2s.plotting import plot_attention
 
         plot_attention(first.attention, first.source_tokens, first.output_tokens,
@@ -324,11 +320,11 @@ def _evaluate(args):
     from keras_s2s.data import synthetic
     from keras_s2s.data.tsv import read_tsv
     from keras_s2s.inference.evaluation import evaluation_report
-    from keras_s2s.run import check_translatable
-    from keras_s2s.inference.translator import load_translator
+    from keras_s2s.inference.translator import translator_for
+    from keras_s2s.run import Run
 
-    check_translatable(args.run_dir)
-    strategy = _strategy(args, args.run_dir)
+    run = Run.open(args.run_dir)
+    strategy = _strategy(args, run)
     if strategy.n_best > 1:
         raise ValueError("evaluate scores the best hypothesis: leave out --n-best")
     if args.data in synthetic.TASKS:
@@ -338,7 +334,7 @@ def _evaluate(args):
                          target_column=args.target_column)
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
-    translations = load_translator(args.run_dir, jit_compile=args.xla == "on").translate(
+    translations = translator_for(run, jit_compile=args.xla == "on").translate(
         sources, strategy=strategy, attention=False)
     report = evaluation_report(sources, [t.text for t in translations], references)
     if args.json:
@@ -382,8 +378,11 @@ def _export(args):
                          "goes to --base-path; `keras-s2s tflite` quantizes)")
     if not args.model_name:
         raise ValueError("export needs --model-name NAME (or --format ctranslate2 --out DIR)")
-    print(export_run(args.run_dir, args.model_name, base_path=args.base_path,
-                     version=args.version, strategy=_strategy(args, args.run_dir)))
+    from keras_s2s.run import Run
+
+    run = Run.open(args.run_dir)
+    print(export_run(run, args.model_name, base_path=args.base_path, version=args.version,
+                     strategy=_strategy(args, run)))
 
 
 def _export_ctranslate2(args):

@@ -1,4 +1,5 @@
-"""The on-disk layout of a training run, and the one check of "is this a trained run".
+"""A training run: its on-disk layout (the one module naming its files), the one check of
+"is this a trained run", and `Run`, a trained run opened once.
 
 A run directory holds:
 
@@ -19,6 +20,7 @@ A CTranslate2 export (`keras_s2s.exporters.ctranslate2`) holds CTranslate2's own
 `run_config.json`, a copy of the run's `config.json` (CTranslate2 owns that name there).
 """
 
+import functools
 import os
 import zipfile
 
@@ -140,12 +142,6 @@ def ctranslate2_config_path(directory):
     return os.path.join(directory, CTRANSLATE2_RUN_CONFIG)
 
 
-def check_translatable(path):
-    """Raise FileNotFoundError unless `path` is a trained run or a CTranslate2 export."""
-    if not is_ctranslate2(path):
-        check_trained(path)
-
-
 def check_trained(run_dir):
     """Raise FileNotFoundError (naming what is missing) unless `run_dir` is a finished run."""
     for needed in (config_path(run_dir), model_path(run_dir)):
@@ -155,35 +151,79 @@ def check_trained(run_dir):
                 f"missing (train one with `keras-s2s train --out {run_dir}`)")
 
 
-def load_model(run_dir):
-    """The run's Keras model; a truncated or corrupt `model.keras` is a ValueError saying so.
+class Run:
+    """A trained run, opened and checked once: its configuration, tokenizers, tuned decoding and
+    (loaded when first asked for) model. The translator, evaluation, averaging, the exporters
+    and the explorer all take one.
 
-    The family's model class is imported first: a family from another package registers its
-    classes with Keras when imported, and nothing else may have imported it in this process.
+    Open one with `Run.open(path)`: `path` is a run directory, an export version directory
+    (its copy of the run), or a CTranslate2 export (which has no Keras model).
+
+    Attributes:
+        directory: where the run's files are.
+        config: its `keras_s2s.training.config.TrainConfig`.
+        source_tokenizer, target_tokenizer: its two tokenizers.
+        tuned_alpha: the beam search length penalty `keras-s2s tune-alpha` chose, or None.
+        is_ctranslate2: whether `directory` is a CTranslate2 export.
     """
-    import keras
 
-    from keras_s2s import architectures
-    from keras_s2s.training.config import TrainConfig
+    def __init__(self, directory, config, source_tokenizer, target_tokenizer, tuned_alpha=None,
+                 is_ctranslate2=False):
+        self.directory = directory
+        self.config = config
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.tuned_alpha = tuned_alpha
+        self.is_ctranslate2 = is_ctranslate2
 
-    architectures.get(TrainConfig.load(config_path(run_dir)).arch).model_class()
-    path = model_path(run_dir)
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a complete .keras file (truncated or corrupt); "
-                         f"retrain, or restore it from a copy")
-    return keras.models.load_model(path, compile=False)
+    @classmethod
+    def open(cls, path):
+        """The run at `path`; a missing or broken file is a one-line error naming it."""
+        from keras_s2s.training.config import TrainConfig
 
+        if is_ctranslate2(path):
+            return cls(path, TrainConfig.load(ctranslate2_config_path(path)),
+                       *load_tokenizers(path), tuned_alpha(path), is_ctranslate2=True)
+        directory = path
+        copy = os.path.join(path, EXPORT_RUN_FILES)
+        if not is_trained(path) and is_trained(copy):
+            directory = copy
+        check_trained(directory)
+        return cls(directory, TrainConfig.load(config_path(directory)),
+                   *load_tokenizers(directory), tuned_alpha(directory))
 
-def run_dir_of(path):
-    """The run directory behind `path`: a run directory itself, or an export version's copy.
+    @classmethod
+    def of(cls, run):
+        """`run` itself when it is a `Run`, else the run opened at that path."""
+        return run if isinstance(run, cls) else cls.open(run)
 
-    Raises:
-        FileNotFoundError: `path` is neither.
-    """
-    for candidate in (path, os.path.join(path, EXPORT_RUN_FILES)):
-        if is_trained(candidate):
-            return candidate
-    raise FileNotFoundError(
-        f"{path!r} is neither a trained run directory nor an export version directory "
-        f"(expected {CONFIG} and {MODEL} in it or in its "
-        f"{EXPORT_RUN_FILES}/)")
+    @functools.cached_property
+    def model(self):
+        """The run's Keras model; a truncated or corrupt `model.keras`, or one whose vocabulary
+        sizes are not its tokenizers', is a ValueError saying so.
+
+        The family's model class is imported first: a family from another package registers
+        its classes with Keras when imported, and nothing else may have imported it in this
+        process.
+        """
+        import keras
+
+        from keras_s2s import architectures
+
+        if self.is_ctranslate2:
+            raise ValueError(f"{self.directory!r} is a CTranslate2 export: it holds "
+                             f"CTranslate2's model, not a Keras model")
+        architectures.get(self.config.arch).model_class()
+        path = model_path(self.directory)
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a complete .keras file (truncated or corrupt); "
+                             f"retrain, or restore it from a copy")
+        model = keras.models.load_model(path, compile=False)
+        for side, tokenizer, size in (("source", self.source_tokenizer, model.source_vocab_size),
+                                      ("target", self.target_tokenizer, model.target_vocab_size)):
+            if tokenizer.vocabulary_size != size:
+                raise ValueError(
+                    f"{self.directory}: the {side} vocabulary has {tokenizer.vocabulary_size} "
+                    f"tokens but the model was trained with {size}: the run's files do not "
+                    f"belong together (restore them from one run)")
+        return model

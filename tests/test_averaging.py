@@ -23,12 +23,12 @@ def averaged_run(tmp_path_factory):
 
 
 def saved_weights(run):
-    return run_files.load_model(run).get_weights()
+    return run_files.Run.open(run).model.get_weights()
 
 
 def file_weights(run, epoch):
     """The weights of epoch `epoch`'s file, read into a fresh copy of the run's model."""
-    model = run_files.load_model(run)
+    model = run_files.Run.open(run).model
     model.load_weights(run / "checkpoints" / f"epoch-{epoch:04d}.weights.h5")
     return model.get_weights()
 
@@ -100,7 +100,7 @@ def test_average_of_a_run_without_epoch_weights_says_how_to_keep_them(tmp_path, 
 def test_average_last_one_is_the_best_epoch(tmp_path):
     run = tmp_path / "best"
     assert train_tiny("bahdanau", run, extra=["--epochs", "2"]) == 0
-    model = run_files.load_model(run)
+    model = run_files.Run.open(run).model
     model.load_weights(run / "checkpoints" / "best.weights.h5")
     for saved, best in zip(saved_weights(run), model.get_weights()):
         np.testing.assert_array_equal(saved, best)

@@ -15,7 +15,8 @@ from keras_s2s.cli import main
 from keras_s2s.data import synthetic
 from keras_s2s.decoding import Beam, Greedy, Sample
 from keras_s2s.special_tokens import END_ID
-from keras_s2s.inference.translator import CTranslate2Translator, Translator, load_translator
+from keras_s2s.inference.translator import CTranslate2Translator, Translator, translator_for
+from keras_s2s.run import Run
 from tests.test_export import make_run_dir
 
 #: The strategies compared: greedy search, and beam search with the length penalty (and n-best
@@ -45,7 +46,7 @@ def agreement(ours, theirs):
 
 
 def assert_parity(run_dir, export_dir, texts, strategies=STRATEGIES):
-    ours, theirs = Translator.load(run_dir), load_translator(export_dir)
+    ours, theirs = Translator.load(run_dir), translator_for(Run.open(export_dir))
     assert isinstance(theirs, CTranslate2Translator)
     outputs = {}
     for strategy in strategies:
@@ -209,4 +210,4 @@ def test_misuse_is_one_line(argv, message, dates_transformer, dates_export, tmp_
 
 def test_sampling_is_refused_by_the_python_api(dates_export):
     with pytest.raises(ValueError, match="Greedy"):
-        CTranslate2Translator(dates_export).translate(["1 May 2020"], Sample(seed=1))
+        CTranslate2Translator(Run.open(dates_export)).translate(["1 May 2020"], Sample(seed=1))

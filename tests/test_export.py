@@ -209,11 +209,11 @@ def test_saved_model_cli_lists_the_signatures(exports):
 
 
 def test_export_carries_the_run_files(exports, tiny_runs):
-    assert export.run_dir_of(exports["seq2seq"]) == os.path.join(
+    assert run_files.Run.open(exports["seq2seq"]).directory == os.path.join(
         exports["seq2seq"], run_files.EXPORT_RUN_FILES)
-    assert export.run_dir_of(tiny_runs["seq2seq"]) == tiny_runs["seq2seq"]
-    with pytest.raises(FileNotFoundError, match="neither a trained run directory"):
-        export.run_dir_of(os.path.dirname(exports["seq2seq"]))
+    assert run_files.Run.open(tiny_runs["seq2seq"]).directory == tiny_runs["seq2seq"]
+    with pytest.raises(FileNotFoundError, match="not a trained run directory"):
+        run_files.Run.open(os.path.dirname(exports["seq2seq"]))
 
 
 def test_versions_count_up_and_are_never_overwritten(tiny_runs, tmp_path, capsys,

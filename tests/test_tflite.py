@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_s2s.cli import TFLITE_QUANTIZATIONS, main
+from keras_s2s.cli import main
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import load_tokenizer
 from keras_s2s.special_tokens import END_ID
@@ -73,10 +73,6 @@ def test_quantized_models_convert_run_and_shrink(tiny_runs, tmp_path, capsys):
         assert result["output_ids"].shape == (1, 6) and result["output_ids"].dtype == np.int32
         assert 1 <= result["lengths"][0] <= 6
     assert sizes["dynamic"] < sizes["none"] and sizes["float16"] < sizes["none"]
-
-
-def test_cli_choices_are_the_converters():
-    assert TFLITE_QUANTIZATIONS == QUANTIZATIONS
 
 
 def test_bad_arguments_are_named(tiny_runs, tmp_path):

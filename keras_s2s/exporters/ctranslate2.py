@@ -39,40 +39,40 @@ from keras import ops
 from keras_s2s import architectures
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice
-from keras_s2s.training.config import TrainConfig
+from keras_s2s.exporters import CTRANSLATE2_QUANTIZATIONS
 from keras_s2s.special_tokens import END, PAD_ID, START, START_ID, UNK
 
 logger = logging.getLogger(__name__)
 
-#: `--quantize` values: the weights' type in the export ("none": float32).
-QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
+QUANTIZATIONS = CTRANSLATE2_QUANTIZATIONS
 
 #: Output bias of the tokens never produced (fits float16, and vanishes in the softmax).
 FORBIDDEN_LOGIT = -1e4
 
 
-def export_ctranslate2(run_dir, out_dir, quantize="none"):
-    """Convert the trained run in `run_dir` into the new directory `out_dir`; returns it.
+def export_ctranslate2(run, out_dir, quantize="none"):
+    """Convert a trained run into the new directory `out_dir`; returns it.
 
     Args:
-        run_dir: a trained run directory whose family has a CTranslate2 converter.
+        run: a `keras_s2s.run.Run` (or its directory) whose family has a CTranslate2
+            converter.
         out_dir: the directory to create; an existing path is an error, never overwritten.
         quantize: one of `QUANTIZATIONS`, the type of the exported weights.
     """
     check_choice("quantize", quantize, QUANTIZATIONS)
-    run_files.check_trained(run_dir)
+    run = run_files.Run.of(run)
     if os.path.exists(out_dir):
         raise FileExistsError(f"{out_dir!r} already exists and is never overwritten; choose "
                               f"another --out")
-    config = TrainConfig.load(run_files.config_path(run_dir))
+    config = run.config
     family = architectures.get(config.arch)
     if family.ctranslate2 is None:
         raise ValueError(f"the {config.arch!r} family cannot be exported to CTranslate2: it "
                          f"runs Transformer encoder-decoders, not RNN encoder-decoders")
     import ctranslate2  # noqa: F401  (a clear ImportError before the model loads)
 
-    source_tokenizer, target_tokenizer = run_files.load_tokenizers(run_dir)
-    spec = family.ctranslate2_spec(run_files.load_model(run_dir))
+    source_tokenizer, target_tokenizer = run.source_tokenizer, run.target_tokenizer
+    spec = family.ctranslate2_spec(run.model)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
@@ -81,7 +81,7 @@ def export_ctranslate2(run_dir, out_dir, quantize="none"):
                   quantize)
         run_files.save_tokenizers(staging_dir, source_tokenizer, target_tokenizer)
         config.save(run_files.ctranslate2_config_path(staging_dir))
-        tuned = os.path.join(run_dir, run_files.DECODING)  # `tune-alpha`'s α, for --beam
+        tuned = os.path.join(run.directory, run_files.DECODING)  # `tune-alpha`'s α, for --beam
         if os.path.exists(tuned):
             shutil.copy2(tuned, staging_dir)
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private
@@ -89,7 +89,7 @@ def export_ctranslate2(run_dir, out_dir, quantize="none"):
     except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)
         raise
-    logger.info("exported %s to CTranslate2 (%s) in %s", run_dir, quantize, out_dir)
+    logger.info("exported %s to CTranslate2 (%s) in %s", run.directory, quantize, out_dir)
     return out_dir
 
 

@@ -99,11 +99,11 @@ def existing_versions(model_dir):
                   if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
 
 
-def export_run(run_dir, model_name, base_path="export", version=None, strategy=Greedy()):
-    """Export the run in `run_dir` to `base_path/model_name/<version>/`; returns that path.
+def export_run(run, model_name, base_path="export", version=None, strategy=Greedy()):
+    """Export a trained run to `base_path/model_name/<version>/`; returns that path.
 
     Args:
-        run_dir: a trained run directory.
+        run: a `keras_s2s.run.Run`, or a trained run directory.
         model_name: the model's name on the server (one path component).
         base_path: the directory holding one subdirectory per model.
         version: a non-negative int; default: one more than the highest existing version (1
@@ -123,13 +123,14 @@ def export_run(run_dir, model_name, base_path="export", version=None, strategy=G
         raise FileExistsError(f"{version_dir!r} already exists and versions are never "
                               f"overwritten; choose another version or leave it out")
     check_strategy(strategy)
-    module = TranslationModule(Translator.load(run_dir), strategy)
+    run = run_files.Run.of(run)
+    module = TranslationModule(Translator.from_run(run), strategy)
 
     os.makedirs(model_dir, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
     try:
         tf.saved_model.save(module, staging_dir, signatures=module.signatures())
-        _copy_run_files(run_dir, os.path.join(staging_dir, run_files.EXPORT_RUN_FILES))
+        _copy_run_files(run.directory, os.path.join(staging_dir, run_files.EXPORT_RUN_FILES))
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private; servers run as other users
         try:
             os.rename(staging_dir, version_dir)
@@ -139,7 +140,7 @@ def export_run(run_dir, model_name, base_path="export", version=None, strategy=G
     except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)
         raise
-    logger.info("exported %s as %s (%s)", run_dir, version_dir, strategy)
+    logger.info("exported %s as %s (%s)", run.directory, version_dir, strategy)
     return version_dir
 
 

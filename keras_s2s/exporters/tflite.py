@@ -35,12 +35,13 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice, check_positive_int
 from keras_s2s.decoding import Greedy
-from keras_s2s.run import run_dir_of
+from keras_s2s.exporters import TFLITE_QUANTIZATIONS
+from keras_s2s.run import Run
 from keras_s2s.inference.translator import Translator, blank_empty_sources, check_length_limit
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("none", "dynamic", "float16")
+QUANTIZATIONS = TFLITE_QUANTIZATIONS
 
 
 def greedy_ids_function(model, max_source_length, max_target_length, batch_size=1):
@@ -93,8 +94,8 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     vocabularies = [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
                     for side in run_files.SIDES]
     _check_absent([out_path, *vocabularies])
-    run_dir = run_dir_of(path)
-    translator = Translator.load(run_dir)
+    run = Run.of(path)
+    translator = Translator.from_run(run)
     tokenizers = dict(zip(run_files.SIDES, (translator.source_tokenizer,
                                             translator.target_tokenizer)))
     models = {os.path.join(out_dir, f"{stem}.{side}.model"): tokenizer.proto
@@ -124,7 +125,7 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     with open(out_path, "xb") as file:
         file.write(flatbuffer)
     for side, output in zip(run_files.SIDES, vocabularies):
-        shutil.copyfile(run_files.vocabulary_path(run_dir, side), output)
+        shutil.copyfile(run_files.vocabulary_path(run.directory, side), output)
     for output, proto in models.items():
         with open(output, "xb") as file:
             file.write(proto)

@@ -78,31 +78,30 @@ def evaluation_report(sources, hypotheses, references, buckets=DEFAULT_BUCKET_WI
     return _rounded(report)
 
 
-def tune_alpha(run_dir, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
+def tune_alpha(run, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
     """Choose beam search's length penalty α by BLEU on the run's validation split and store it
     in the run (`decoding.json`, the default α of `--beam` for this run).
 
-    The validation split is the one training held out (the first `max_pairs` of it), never a
-    test set. Ties go to the smaller α.
+    `run` is a `keras_s2s.run.Run` or its directory. The validation split is the one training
+    held out (the first `max_pairs` of it), never a test set. Ties go to the smaller α.
 
     Returns:
         `{"alpha", "width", "pairs", "bleu_by_alpha": {alpha: BLEU}}`, as written.
     """
     from keras_s2s import run as run_files
-    from keras_s2s.training.config import TrainConfig
     from keras_s2s.decoding import Beam
     from keras_s2s.data.corpus import load_validation_pairs
     from keras_s2s.inference.translator import Translator
 
-    run_files.check_trained(run_dir)
+    run = run_files.Run.of(run)
     if not alphas or any(not isinstance(a, (int, float)) or a < 0 for a in alphas):
         raise ValueError(f"alphas must be numbers >= 0, got {list(alphas)!r}")
-    pairs = load_validation_pairs(TrainConfig.load(run_files.config_path(run_dir)))
+    pairs = load_validation_pairs(run.config)
     if not isinstance(pairs, list):  # a stream's validation split
         pairs = [(s.decode(), t.decode()) for s, t in pairs.take(max_pairs).as_numpy_iterator()]
     pairs = pairs[:max_pairs]
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    translator = Translator.load(run_dir)
+    translator = Translator.from_run(run)
     bleu = {}
     for alpha in sorted(set(float(a) for a in alphas)):
         texts = [t.text for t in translator.translate(sources, Beam(width, alpha))]
@@ -110,7 +109,8 @@ def tune_alpha(run_dir, width=4, alphas=DEFAULT_ALPHAS, max_pairs=500):
         logger.info("alpha %.2f: BLEU %.2f", alpha, bleu[alpha])
     report = {"alpha": max(bleu, key=lambda alpha: (bleu[alpha], -alpha)), "width": width,
               "pairs": len(pairs), "bleu_by_alpha": {str(a): b for a, b in bleu.items()}}
-    run_files.save_decoding(run_dir, report)
+    run_files.save_decoding(run.directory, report)
+    run.tuned_alpha = report["alpha"]
     return report
 
 

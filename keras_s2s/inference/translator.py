@@ -8,9 +8,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_s2s.training.config import TrainConfig
-from keras_s2s import run as run_files
-from keras_s2s.run import config_path
+from keras_s2s.run import Run
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Beam, Greedy, check_strategy, length_penalty
 from keras_s2s.special_tokens import START_ID
@@ -162,12 +160,23 @@ class Translator(_TranslatorBase):
         self._decoders = {}
 
     @classmethod
-    def load(cls, run_dir, jit_compile=False):
-        run_files.check_trained(run_dir)
-        config = TrainConfig.load(config_path(run_dir))
-        model = run_files.load_model(run_dir)
-        return cls(model, *run_files.load_tokenizers(run_dir), config.max_source_length,
-                   config.max_target_length, jit_compile=jit_compile)
+    def from_run(cls, run, jit_compile=False):
+        """The translator of an opened `keras_s2s.run.Run`: its model, tokenizers and
+        lengths."""
+        return cls(run.model, run.source_tokenizer, run.target_tokenizer,
+                   run.config.max_source_length, run.config.max_target_length,
+                   jit_compile=jit_compile)
+
+    @classmethod
+    def load(cls, path, jit_compile=False):
+        """The translator of the trained run at `path` (a run directory, or an export version
+        directory): `Translator.from_run(Run.open(path))`.
+
+        >>> translator = Translator.load("runs/dates")  # doctest: +SKIP
+        >>> translator.translate(["March 4th, 2021"], strategy=Beam(4))[0].text  # doctest: +SKIP
+        '2021-03-04'
+        """
+        return cls.from_run(Run.open(path), jit_compile=jit_compile)
 
     def _decoder(self, strategy, attention):
         """A compiled decoding function `(source_ids, seed)` per strategy and attention flag;
@@ -266,19 +275,18 @@ class CTranslate2Translator(_TranslatorBase):
     offered (CTranslate2 draws its own numbers).
 
     Args:
-        directory: a CTranslate2 export.
+        run: the `keras_s2s.run.Run` of a CTranslate2 export.
         threads: CPU threads of one translation (CTranslate2's `intra_threads`; 0: its default).
     """
 
-    def __init__(self, directory, threads=0):
+    def __init__(self, run, threads=0):
         import ctranslate2
 
-        config = TrainConfig.load(run_files.ctranslate2_config_path(directory))
-        self.source_tokenizer, self.target_tokenizer = run_files.load_tokenizers(directory)
-        self.max_source_length = config.max_source_length
-        self.max_target_length = config.max_target_length
+        self.source_tokenizer, self.target_tokenizer = run.source_tokenizer, run.target_tokenizer
+        self.max_source_length = run.config.max_source_length
+        self.max_target_length = run.config.max_target_length
         self.has_attention = True  # CTranslate2 takes Transformers only (`Family.ctranslate2`)
-        self.translator = ctranslate2.Translator(directory, device="cpu",
+        self.translator = ctranslate2.Translator(run.directory, device="cpu",
                                                  intra_threads=threads)
         self._source_vocabulary = self.source_tokenizer.vocabulary
         self._target_ids = {token: i for i, token in
@@ -328,12 +336,12 @@ class CTranslate2Translator(_TranslatorBase):
         return outputs
 
 
-def load_translator(path, jit_compile=False):
-    """A `Translator` of a run directory, or a `CTranslate2Translator` of a CTranslate2 export
+def translator_for(run, jit_compile=False):
+    """A `Translator` of a trained `run`, or a `CTranslate2Translator` of a CTranslate2 export
     (`jit_compile` is keras-s2s's own decoding, so it is an error there)."""
-    if run_files.is_ctranslate2(path):
+    if run.is_ctranslate2:
         if jit_compile:
-            raise ValueError(f"{path!r} is a CTranslate2 export, decoded by CTranslate2: XLA "
-                             f"compilation applies to keras-s2s's own decoding")
-        return CTranslate2Translator(path)
-    return Translator.load(path, jit_compile=jit_compile)
+            raise ValueError(f"{run.directory!r} is a CTranslate2 export, decoded by "
+                             f"CTranslate2: XLA compilation applies to keras-s2s's own decoding")
+        return CTranslate2Translator(run)
+    return Translator.from_run(run, jit_compile=jit_compile)

@@ -299,28 +299,26 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     return history.history
 
 
-def average(run_dir, last):
-    """Save the mean of the weights of `run_dir`'s last `last` epochs up to its best as its
-    model (`keras_s2s.training.averaging`); the run must have kept them (`--average-last`).
+def average(run, last):
+    """Save the mean of the weights of a run's last `last` epochs up to its best as its model
+    (`keras_s2s.training.averaging`); the run must have kept them (`--average-last`).
 
-    Returns the averaging's report (the epochs, and the validation loss of the mean beside the
-    best epoch's). The run's `config.json` then records `average_last = last`.
+    `run` is a `keras_s2s.run.Run` or its directory. Returns the averaging's report (the epochs,
+    and the validation loss of the mean beside the best epoch's). The run's `config.json` then
+    records `average_last = last`.
     """
-    run_files.check_trained(run_dir)
-    config = TrainConfig.load(run_files.config_path(run_dir))
-    model = run_files.load_model(run_dir)
-    source_tokenizer, target_tokenizer = run_files.load_tokenizers(run_dir)
+    run = run_files.Run.of(run)
+    config, model = run.config, run.model
     validation_data, _ = make_dataset(
-        load_validation_pairs(config), source_tokenizer=source_tokenizer,
-        target_tokenizer=target_tokenizer, batch_size=config.batch_size,
+        load_validation_pairs(config), source_tokenizer=run.source_tokenizer,
+        target_tokenizer=run.target_tokenizer, batch_size=config.batch_size,
         batch_tokens=config.batch_tokens, max_source_length=config.max_source_length,
         max_target_length=config.max_target_length, shuffle=False)
     compile_for_training(model, "adam", config.label_smoothing, jit_compile=False)
-    report = averaging.average_run(model, run_dir, last, validation_data)
-    partial = run_files.model_path(run_dir) + ".partial.keras"
+    report = averaging.average_run(model, run.directory, last, validation_data)
+    partial = run_files.model_path(run.directory) + ".partial.keras"
     model.save(partial)
-    os.replace(partial, run_files.model_path(run_dir))
+    os.replace(partial, run_files.model_path(run.directory))
     config.average_last = last
-    config.save(run_files.config_path(run_dir))
+    config.save(run_files.config_path(run.directory))
     return report
-
