@@ -104,11 +104,6 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         ValueError: no pairs, invalid sizes, no pair within the length limits, or
             `batch_tokens` too small for the longest sequence allowed, or without buckets.
     """
-    streamed = isinstance(pairs, tf.data.Dataset)
-    if not streamed:
-        pairs = list(pairs)
-        if not pairs:
-            raise ValueError("pairs must hold at least one (source, target) pair.")
     for name, value, smallest in (("batch_size", batch_size, 1),
                                   ("max_source_length", max_source_length, 2),
                                   ("max_target_length", max_target_length, 2)):
@@ -123,56 +118,40 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         target_ids = target_tokenizer.tokenize(targets)  # (batch, None)
         return source_ids, _prepend(target_ids, START_ID), _append(target_ids, END_ID)
 
-    texts = pairs if streamed else tf.data.Dataset.from_tensor_slices(
-        ([s for s, _ in pairs], [t for _, t in pairs]))
-    sequences = (
-        texts.batch(_TOKENIZE_BATCH_SIZE)
-        .map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .map(_as_dense)
-    )
-    if cache and not streamed:
-        sequences = sequences.cache()
-
-    source_lengths, target_lengths = _lengths(
-        sequences.take(STREAM_LENGTH_SAMPLE) if streamed else sequences)
-    kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
-    num_kept = int(kept.sum())
-    if num_kept < len(source_lengths):
-        logger.warning(
-            "Dropped %d of %d pairs%s longer than max_source_length=%d or max_target_length=%d "
-            "(longest seen: source %d, target %d, special ids included).",
-            len(source_lengths) - num_kept, len(source_lengths),
-            " (the first ones of the stream)" if streamed else "", max_source_length,
-            max_target_length, source_lengths.max(), target_lengths.max(),
-        )
-    if not num_kept:
-        raise ValueError(
-            f"No pair fits max_source_length={max_source_length} and "
-            f"max_target_length={max_target_length}; the shortest source has "
-            f"{source_lengths.min()} ids and the shortest target {target_lengths.min()}."
-        )
-
-    lengths = np.maximum(source_lengths[kept], target_lengths[kept])
+    limits = dict(max_source_length=max_source_length, max_target_length=max_target_length)
+    if isinstance(pairs, tf.data.Dataset):  # a stream: never held, its size unknown
+        sequences = _tokenized(pairs, encode_batch)
+        lengths = _kept_lengths(*_lengths(sequences.take(STREAM_LENGTH_SAMPLE)),
+                                seen=" (the first ones of the stream)", **limits)
+        shuffle_buffer, stats = STREAM_SHUFFLE_BUFFER, None
+    else:
+        pairs = list(pairs)
+        if not pairs:
+            raise ValueError("pairs must hold at least one (source, target) pair.")
+        sequences = _tokenized(tf.data.Dataset.from_tensor_slices(
+            ([s for s, _ in pairs], [t for _, t in pairs])), encode_batch)
+        if cache:
+            sequences = sequences.cache()
+        source_lengths, target_lengths = _lengths(sequences)
+        lengths = _kept_lengths(source_lengths, target_lengths, **limits)
+        shuffle_buffer = len(lengths)
     boundaries = _bucket_boundaries(lengths) if bucket else []
     batch_sizes = _bucket_batch_sizes(boundaries, max(max_source_length, max_target_length),
                                       batch_size, batch_tokens)
-    stats = None if streamed else DatasetStats(
-        num_pairs=len(pairs),
-        num_kept=num_kept,
-        num_filtered=len(pairs) - num_kept,
-        longest_source=int(source_lengths[kept].max(initial=0)),
-        longest_target=int(target_lengths[kept].max(initial=0)),
-        steps_per_epoch=_steps_per_epoch(lengths, boundaries, batch_sizes),
-        batches_per_pass=_batches_per_pass(lengths, boundaries, batch_sizes),
-    )
+    if not isinstance(pairs, tf.data.Dataset):
+        kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
+        stats = DatasetStats(
+            num_pairs=len(pairs), num_kept=len(lengths), num_filtered=len(pairs) - len(lengths),
+            longest_source=int(source_lengths[kept].max(initial=0)),
+            longest_target=int(target_lengths[kept].max(initial=0)),
+            steps_per_epoch=_steps_per_epoch(lengths, boundaries, batch_sizes),
+            batches_per_pass=_batches_per_pass(lengths, boundaries, batch_sizes))
     dataset = sequences.filter(
         lambda source, target_in, target_out: (tf.size(source) <= max_source_length)
         & (tf.size(target_in) <= max_target_length)
     )
     if shuffle:
-        dataset = dataset.shuffle(STREAM_SHUFFLE_BUFFER if streamed else num_kept, seed=seed,
-                                  reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     if word_dropout:
@@ -187,6 +166,37 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         dataset = dataset.padded_batch(batch_size)
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
     return dataset.prefetch(tf.data.AUTOTUNE), stats
+
+
+def _tokenized(texts, encode_batch):
+    """`(source, target)` string pairs → `(source_ids, target_in_ids, target_out_ids)` rows,
+    tokenized in batches."""
+    return (texts.batch(_TOKENIZE_BATCH_SIZE)
+            .map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch()
+            .map(_as_dense))
+
+
+def _kept_lengths(source_lengths, target_lengths, max_source_length, max_target_length,
+                  seen=""):
+    """The longer side's length of each pair within the limits; the others are counted in a
+    warning (`seen` says which pairs were measured), and none kept is a ValueError."""
+    kept = (source_lengths <= max_source_length) & (target_lengths <= max_target_length)
+    num_kept = int(kept.sum())
+    if num_kept < len(source_lengths):
+        logger.warning(
+            "Dropped %d of %d pairs%s longer than max_source_length=%d or max_target_length=%d "
+            "(longest seen: source %d, target %d, special ids included).",
+            len(source_lengths) - num_kept, len(source_lengths), seen, max_source_length,
+            max_target_length, source_lengths.max(), target_lengths.max(),
+        )
+    if not num_kept:
+        raise ValueError(
+            f"No pair fits max_source_length={max_source_length} and "
+            f"max_target_length={max_target_length}; the shortest source has "
+            f"{source_lengths.min()} ids and the shortest target {target_lengths.min()}."
+        )
+    return np.maximum(source_lengths[kept], target_lengths[kept])
 
 
 def _drop_words(dataset, rate, seed):
