@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 
 import keras
 import tensorflow as tf
@@ -310,7 +309,7 @@ def fit(strategy, cluster, model, loss, train_data, validation_data, epochs, cal
         callbacks: Keras callbacks, driven as `fit` drives them (the chief's write the run).
         backup_directory: the chief's backups (on storage every worker reads).
         jit_compile: compile each replica's forward and backward pass with XLA.
-        verbose: a progress line per epoch (chief only).
+        verbose: Keras's progress bar (`fit`'s `verbose`; chief only).
 
     Raises:
         ConnectionError: a worker left the cluster (the others' collectives fail): start every
@@ -326,13 +325,14 @@ def fit(strategy, cluster, model, loss, train_data, validation_data, epochs, cal
                          f"be on storage every worker shares")
     train_data = _whole_batches(train_data, strategy.num_replicas_in_sync)
     validation_data = _whole_batches(validation_data, strategy.num_replicas_in_sync)
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs,
-                                                 verbose=0)
+    progress = verbose if cluster.is_chief else 0  # Keras's progress bar, as `fit` shows it
+    callback_list = keras.callbacks.CallbackList(callbacks, add_progbar=bool(progress),
+                                                 model=model, epochs=epochs, verbose=progress,
+                                                 steps=None)
     model.stop_training = False
     callback_list.on_train_begin()
     try:
         for epoch in range(first_epoch, epochs):
-            started = time.monotonic()
             callback_list.on_epoch_begin(epoch)
             figures = _Figures()
             for step, batch in enumerate(train_data):
@@ -349,10 +349,6 @@ def fit(strategy, cluster, model, loss, train_data, validation_data, epochs, cal
             logs = {**figures.logs(), **validation.logs("val_")}
             callback_list.on_epoch_end(epoch, logs)
             backup.save(epoch + 1)
-            if verbose and cluster.is_chief:
-                print(f"epoch {epoch + 1}/{epochs} ({time.monotonic() - started:.0f} s): "
-                      + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()),
-                      flush=True)
             model.stop_training = bool(_gather(strategy, [model.stop_training]).any())
             if model.stop_training:
                 break
