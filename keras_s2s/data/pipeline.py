@@ -165,6 +165,8 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
     else:
         dataset = dataset.padded_batch(batch_size)
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
+    if stats and not repeat:  # Keras then knows where an epoch ends, as with any sized input
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(stats.batches_per_pass))
     return dataset.prefetch(tf.data.AUTOTUNE), stats
 
 

@@ -19,9 +19,11 @@ from keras_s2s import architectures, run as run_files
 from keras_s2s.training import averaging, multi_worker
 from keras_s2s.training.config import TrainConfig
 from keras_s2s.data.corpus import load_pairs, load_validation_pairs, vocabulary_pairs
-from keras_s2s.data.pipeline import make_dataset
+from keras_s2s.data.pipeline import encode_source, make_dataset
+from keras_s2s.decoding import Greedy
 from keras_s2s.data.tokenizers import train_tokenizers
-from keras_s2s.training.objectives import LinearDecay, compile_for_training
+from keras_s2s.training.objectives import (LinearDecay, TransformerSchedule,
+                                           compile_for_training)
 from keras_s2s.plotting import plot_history
 
 logger = logging.getLogger(__name__)
@@ -280,8 +282,10 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
         else:
             backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, run_files.BACKUP))
             with warnings.catch_warnings():
-                # Bucketed datasets have no known length, so Keras warns at every epoch's end.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                if not train_stats:
+                    # A stream has no known length: Keras learns where its epoch ends when
+                    # the data runs out, and warns that it did, each epoch.
+                    warnings.filterwarnings("ignore", message="Your input ran out of data")
                 model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
                           callbacks=[backup, *callbacks], shuffle=False, verbose=verbose)
     finally:
@@ -295,8 +299,45 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
         if config.average_last > 1:
             averaging.average_run(model, run_dir, config.average_last, validation_data,
                                   fewer_if_early=True)
+        _warn_if_warm_up_unfinished(config, optimizer)
+        _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config)
         model.save(run_files.model_path(run_dir))
     return history.history
+
+
+def _warn_if_warm_up_unfinished(config, optimizer):
+    """Warn when training ended before the learning rate's warm-up did (a short time budget or
+    few epochs): the model never trained at its full rate."""
+    schedule = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule there
+    warms_up = config.decay == "linear" or isinstance(schedule, TransformerSchedule)
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if warms_up and steps < config.warmup_steps:
+        logger.warning("training ended after %d steps, before the %d steps of the learning "
+                       "rate's warm-up: the model never trained at its full rate (lower "
+                       "--warmup-steps, or train longer)", steps, config.warmup_steps)
+
+
+#: Validation sources decoded after training to see whether the model says anything at all.
+SILENCE_PROBE = 32
+
+
+def _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config):
+    """Warn when greedy search gives empty outputs for most of the first validation sources:
+    the model has not learned the task (it only predicts the end token)."""
+    if isinstance(validation_pairs, tf.data.Dataset):
+        validation_pairs = [(source.decode(), target) for source, target in
+                            validation_pairs.take(SILENCE_PROBE).as_numpy_iterator()]
+    sources = [source for source, _ in validation_pairs[:SILENCE_PROBE] if source.strip()]
+    if not sources:
+        return
+    source_ids = encode_source(sources, source_tokenizer, config.max_source_length)
+    result = Greedy().decode(model, source_ids, config.max_target_length)
+    texts = target_tokenizer.detokenize(result["tokens"]).numpy()
+    empty = sum(not text.strip() for text in texts)
+    if empty > len(texts) // 2:
+        logger.warning("the trained model translates %d of %d validation sentences as nothing: "
+                       "it has not learned the task (train longer: --epochs, --time-budget)",
+                       empty, len(texts))
 
 
 def average(run, last):
