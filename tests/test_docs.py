@@ -1,13 +1,17 @@
 """The documentation runs: README.md's Python blocks execute, its `keras-s2s` command lines
 parse, its corpus recipes are the benchmarks', and every `>>>` example in the package's
-docstrings passes as a doctest."""
+docstrings passes as a doctest. And the repository describes the project as it is: no
+narrated history in its files."""
 
 import dataclasses
 import doctest
 import importlib
+import io
 import pkgutil
 import re
 import shlex
+import subprocess
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,8 @@ import keras_s2s
 from keras_s2s import architectures
 from keras_s2s.cli import build_parser, train_config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPOSITORY = Path(__file__).resolve().parents[1]
+README = REPOSITORY / "README.md"
 
 
 def code_blocks(language):
@@ -108,3 +113,53 @@ def test_public_layers_and_models_are_documented_to_keras_hub_standard(cls):
         ("defaults", "default" in doc),
     ) if not present]
     assert not missing, f"{cls.__name__}'s docstring lacks {missing}"
+
+
+#: Words that narrate how the project came about rather than describe it (bracketed letters
+#: keep this file from matching itself).
+_HISTORY_WORDS = re.compile(r"iss[u]e [0-9]+|s[e]ssion|t[i]cket|previous[ ]run", re.I)
+#: TensorFlow's names that contain the word: the tf.compat.v1.Session API, TF Serving's protos.
+_TENSORFLOW_SESSION_NAMES = re.compile("|".join([
+    *map(re.escape, ("tf.compat.v1.Session", "Session.run", "BatchingSession", "SessionOptions")),
+    r"session_bundle\w*"]))
+_PROSE_TOKENS = {tokenize.COMMENT, tokenize.STRING} | (
+    {tokenize.FSTRING_MIDDLE} if hasattr(tokenize, "FSTRING_MIDDLE") else set())
+
+
+def _tracked_text_files():
+    """(path, text) of every file `git ls-files` lists that is UTF-8 text."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPOSITORY, check=True,
+                                 capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    for name in filter(None, listing.split("\0")):
+        try:
+            yield REPOSITORY / name, (REPOSITORY / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):  # images, and files deleted but not yet staged
+            continue
+
+
+def _prose_lines(path, text):
+    """(line number, line) of what a reader reads: all of a text file; the comments and string
+    literals of a Python file. Names in code (a variable holding a tf.compat.v1.Session) are
+    not prose, nor is the value of a `scope=` keyword (pytest's fixture scopes)."""
+    if path.suffix != ".py":
+        yield from enumerate(text.splitlines(), 1)
+        return
+    previous = [None, None]
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type in _PROSE_TOKENS and previous != ["scope", "="]:
+            for offset, line in enumerate(token.string.splitlines()):
+                yield token.start[0] + offset, line
+        if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+            previous = [previous[1], token.string]
+
+
+def test_the_repository_describes_the_project_without_narrating_its_history():
+    hits = [f"{path.relative_to(REPOSITORY)}:{number}: {line.strip()}"
+            for path, text in _tracked_text_files()
+            for number, line in _prose_lines(path, text)
+            if _HISTORY_WORDS.search(_TENSORFLOW_SESSION_NAMES.sub("", line))]
+    assert not hits, ("say what the code does, not how it came about (git keeps the history):\n"
+                      + "\n".join(hits))
