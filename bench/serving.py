@@ -9,8 +9,8 @@
   sentence against the SavedModel's `translate_ids` on the same ids, and exact match on fresh
   dates, against the reference and against the float32 SavedModel's outputs.
 - Hardening, on a y = x/2 + 2 SavedModel, each server a `keras-s2s serve` subprocess
-  on 127.0.0.1: the 1M-float predict round trip of the server before the fix (the package as of
-  commit `BEFORE_COMMIT`, extracted with `git archive`) and after it, interleaved in one run; 8
+  on 127.0.0.1: the 1M-float predict round trip of the server before its hardening (the
+  package as of commit `BEFORE_COMMIT`, extracted with `git archive`) and now, interleaved; 8
   concurrent 1M-float predicts with status requests meanwhile; a 10,000-request soak at 32 clients
   (errors, p50/p99, server RSS before and after); idle connections past the connection limit.
 
