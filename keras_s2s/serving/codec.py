@@ -55,11 +55,21 @@ def _invalid(message):
 
 
 _MAX_VALUE_CHARS = 256
+_RAPIDJSON_FLOAT_MAX = 3.4028234e38  # rapidjson's Value::IsFloat: a double within this range
 
 
 def json_value_to_string(value):
-    """Compact JSON, as rapidjson's Writer prints values inside error messages; cut after
-    `_MAX_VALUE_CHARS` characters so that errors about huge values stay small."""
+    """A JSON value as TF Serving prints it inside error messages (JsonValueToString): a number
+    with a fraction or exponent as `format_float` writes a float32 when it lies in float32's
+    range (as rapidjson reads it back) and a double beyond it, a string as rapidjson's Writer
+    escapes it. Arrays and objects are compact JSON (TF Serving's PrettyWriter spreads them over
+    lines), cut after `_MAX_VALUE_CHARS` characters so that errors about huge values stay small."""
+    if isinstance(value, float):
+        if abs(value) <= _RAPIDJSON_FLOAT_MAX:
+            return format_float(float(np.float32(value)), 9)
+        return format_float(value, 17)
+    if isinstance(value, str):
+        return json_string(value)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     except (RecursionError, ValueError):

@@ -1,13 +1,15 @@
-"""The REST codec's output text against references we did not write: numpy's float formatting
-(Dragon4) and python-rapidjson, the C++ JSON library TF Serving parses and writes JSON with.
+"""The REST codec's output and error text against references we did not write: numpy's float
+formatting (Dragon4) and python-rapidjson, the C++ JSON library TF Serving parses and writes JSON
+with.
 
 TF Serving writes each float of an output in `WriteDecimal` (tensorflow_serving/util/
 json_tensor.cc): printf `%g` (six significant digits, through absl::StrCat) when that text reads
 back as the same float or double, else `%.*g` with max_digits10 (9 for float32, 17 for float64);
 ".0" after a whole number written without an exponent; NaN, Infinity and -Infinity as bare
-tokens. The expected digits are numpy's correctly rounded ones (Dragon4, not printf), read back
-by rapidjson's parser; and %g is used exactly when numpy's shortest round-trip text of the value
-has at most six significant digits.
+tokens. Its error messages print a refused JSON number the same way (`JsonValueToString`), as a
+float32 when rapidjson's `Value::IsFloat` holds. The expected digits are numpy's correctly
+rounded ones (Dragon4, not printf), read back by rapidjson's parser; and %g is used exactly when
+numpy's shortest round-trip text of the value has at most six significant digits.
 
 Deliberate difference from rapidjson: TF Serving does not write tensor floats with rapidjson's
 `Writer::Double` (its shortest text of the value as a double, which would write a float32 0.1 as
@@ -17,16 +19,19 @@ infinities, and for strings, which TF Serving writes with rapidjson's `Writer::S
 """
 
 import json
+import re
 from decimal import Decimal
 
 import numpy as np
 import orjson
 import pytest
 import rapidjson
+import tensorflow as tf
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from keras_s2s.serving import codec
+from keras_s2s.serving.errors import ServingError
 
 _SETTINGS = settings(max_examples=150, deadline=None)
 _MAX_DIGITS = {np.float32: 9, np.float64: 17}
@@ -153,3 +158,37 @@ def test_string_outputs_are_written_as_rapidjsons_writer_writes_them(texts):
     assert codec.encode_predict_response({"y": array}, row_format=False) == (
         _PREFIX + expected + _SUFFIX
     )
+
+
+def _refusal_text(value, dtype):
+    """The `JSON Value: ...` text of the error that refuses `value` for an input of `dtype`."""
+    with pytest.raises(ServingError) as refusal:
+        codec.decode_predict_request({"instances": [value]}, {"x": dtype})
+    message = str(refusal.value)
+    match = re.search(r"JSON Value: (.*) Type: \w+ is not of expected type: \w+$", message)
+    assert match, message
+    return match.group(1)
+
+
+@_SETTINGS
+@given(st.floats(allow_nan=False, allow_infinity=False) | _finite_floats(np.float32))
+@example(1 / 3)
+@example(1e-50)
+@example(-3.4028235e38)
+@example(3.40282345e38)
+def test_refused_numbers_are_printed_as_tf_serving_prints_them(value):
+    """TF Serving prints a refused JSON number with `WriteDecimal` too, as a float32 when it
+    lies in float32's range (rapidjson's `Value::IsFloat`: within +-3.4028234e38) and as a
+    double beyond it."""
+    text = _refusal_text(float(value), tf.int32)
+    if abs(float(value)) <= 3.4028234e38:  # compared as doubles
+        _check_float_text(text, np.float32(value), np.float32)
+    else:
+        _check_float_text(text, np.float64(value), np.float64)
+
+
+@_SETTINGS
+@given(st.text(max_size=12))
+@example("\x1f\x0b")
+def test_refused_strings_are_printed_as_rapidjsons_writer_writes_them(text):
+    assert _refusal_text(text, tf.int32) == rapidjson.dumps(text, ensure_ascii=False)
