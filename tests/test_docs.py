@@ -272,3 +272,23 @@ def test_readme_quotes_the_figures_of_the_results_files(words, sources):
         figure = round(source(), decimals)
         assert float(quoted.replace(",", "")) == figure, (
             f"README.md quotes {quoted} in {words!r}; its results file says {figure}")
+
+
+def _slug(heading):
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_results_page_links_what_exists():
+    """Every results file README.md and docs/RESULTS.md name exists, and the results page's
+    links to its own sections lead to a heading."""
+    page = (REPOSITORY / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    named = {f"docs/{path}" for path in re.findall(r"(?<![\w/])results/[\w.=,/-]+", page)}
+    named |= set(re.findall(r"docs/results/[\w.=,/-]+", page + README.read_text("utf-8")))
+    named |= {f"docs/results/{name}" for name in re.findall(r"`(quality_[^`*<]+\.json)`", page)}
+    missing = sorted(path for path in named  # a stem ending in "_" is a pattern's (quality_*)
+                     if not path.endswith("_") and not (REPOSITORY / path).exists())
+    assert not missing, f"results files named but absent: {missing}"
+    anchors = {_slug(heading) for heading in re.findall(r"^#+ (.*)$", page, re.M)}
+    broken = [link for link in re.findall(r"\]\(#([^)]+)\)", page) if link not in anchors]
+    assert not broken, f"links to no heading of docs/RESULTS.md: {broken}"
