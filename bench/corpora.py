@@ -16,9 +16,8 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..
 #: English sentences, so its validation split holds out whole groups of pairs sharing a sentence
 #: (a random split scores recall of sentences seen in training).
 CORPORA = {
-    # kor-eng's WordPiece vocabulary stops at about 2,950 tokens, the subwords seen ~10 times in
-    # its training split: 6,000 gives the same one, and 4,093 tokens (subwords seen 5 times)
-    # scored 2 BLEU less (docs/RESULTS.md §6)
+    # vocab_size is an upper bound: the WordPiece learner keeps subwords seen about 10 times,
+    # which caps kor-eng's shared vocabulary below it (the sizes tried: docs/RESULTS.md §6)
     "kor-eng": dict(data=os.path.join(SHARED_DATA, "kor-eng", "train.tsv"), vocab_size=4000,
                     shared_vocab=True, max_source_length=48, max_target_length=48,
                     validation_split="grouped"),
@@ -41,21 +40,20 @@ CORPUS_MODELS = {
 }
 #: Their learning rates: Adam's for the RNNs, the scale of the Transformer's schedule.
 CORPUS_LEARNING_RATES = {"seq2seq": 1e-3, "bahdanau": 1e-3, "luong": 1e-3, "transformer": 0.3}
-#: kor-eng's levers for every family: its 4.3k pairs early-stop after about 30 epochs, and
-#: word dropout and the linear decay took the Transformer's beam-4 BLEU from 12.8 to 14.4
-#: (docs/RESULTS.md §6).
+#: kor-eng's levers for every family: regularization and a schedule that ends with the budget,
+#: for a corpus of 4.3k pairs (what each bought: docs/RESULTS.md §6).
 KOR_ENG_LEVERS = {"word_dropout": 0.1, "decay": "linear", "average_last": 5}
 #: What one corpus's recipe for one family changes (TrainConfig fields; "model" for model
-#: arguments), each measured in docs/RESULTS.md §6: Multi30k's 30 minutes buy about 8 epochs,
-#: too few for dropout 0.3 to pay (dropout 0.1: 36.6 BLEU where 0.3 gave 30.9), with the mean
-#: of the last 5 epochs' weights; a SentencePiece unigram vocabulary and one embedding matrix
-#: for source, target and output then gave 36.9, a learning rate decaying linearly to zero
-#: at the end of the budget 37.8, and word dropout 0.1 38.0 (36.9 with another seed).
+#: arguments), each lever measured in docs/RESULTS.md §6. Multi30k's 30 minutes buy 9-10
+#: epochs, too few for dropout 0.3 to pay; the recipe adds the mean of the last 5 epochs'
+#: weights, a SentencePiece unigram vocabulary, one embedding matrix for source, target and
+#: output, a learning rate decaying linearly to zero at the end of the budget, word dropout.
 TASK_RECIPES = {
     ("multi30k", "transformer"): {"model": {"dropout": 0.1, "share_embeddings": True},
                                   "average_last": 5, "tokenizer": "unigram",
                                   "decay": "linear", "word_dropout": 0.1},
-    # label smoothing 0.2: 14.6 / 29.8 where 0.1 gave 14.4 / 28.9 (greedy 14.2 against 12.0)
+    # label smoothing 0.2, as Sennrich & Zhang (2019) use for low-resource systems; measured on
+    # the Transformer only, so the RNN families keep the default 0.1
     ("kor-eng", "transformer"): {**KOR_ENG_LEVERS, "label_smoothing": 0.2},
 }
 #: The RNN families take the levers that do not depend on the family: on kor-eng the

@@ -8,9 +8,9 @@
 - TFLite (`exporters.tflite.convert`, quantization none/dynamic/float16): file size, latency per
   sentence against the SavedModel's `translate_ids` on the same ids, and exact match on fresh
   dates, against the reference and against the float32 SavedModel's outputs.
-- Hardening (issue 10), on a y = x/2 + 2 SavedModel, each server a `keras-s2s serve` subprocess
-  on 127.0.0.1: the 1M-float predict round trip of the server before the fix (the package as of
-  commit `BEFORE_COMMIT`, extracted with `git archive`) and after it, interleaved in one run; 8
+- Hardening, on a y = x/2 + 2 SavedModel, each server a `keras-s2s serve` subprocess
+  on 127.0.0.1: the 1M-float predict round trip of the server before its hardening (the
+  package as of commit `BEFORE_COMMIT`, extracted with `git archive`) and now, interleaved; 8
   concurrent 1M-float predicts with status requests meanwhile; a 10,000-request soak at 32 clients
   (errors, p50/p99, server RSS before and after); idle connections past the connection limit.
 
@@ -212,7 +212,7 @@ def tflite_figures(run_dir, export_dir, workdir, args):
             "max_target_length": MAX_TARGET_LENGTH, "models": figures}
 
 
-#: The last commit before issue 10's fixes: the "before" server of the hardening figures.
+#: The last commit before the server's hardening fixes: the "before" server of those figures.
 BEFORE_COMMIT = "df9ddcc"
 
 
@@ -437,7 +437,7 @@ def idle_connection_figures(pythonpath, base_path, connections, max_connections,
 
 
 def hardening_figures(args):
-    """Issue 10's figures (see the module docstring)."""
+    """The hardening figures (see the module docstring)."""
     rows = 20_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory() as workdir:
         base_path = os.path.join(workdir, "half")

@@ -1,13 +1,19 @@
 """The documentation runs: README.md's Python blocks execute, its `keras-s2s` command lines
 parse, its corpus recipes are the benchmarks', and every `>>>` example in the package's
-docstrings passes as a doctest."""
+docstrings passes as a doctest. The figures README.md quotes are those of the results JSON
+files they come from, and the repository describes the project as it is: no narrated history
+in its files."""
 
 import dataclasses
 import doctest
 import importlib
+import io
+import json
 import pkgutil
 import re
 import shlex
+import subprocess
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -17,7 +23,8 @@ from keras_s2s import architectures
 from keras_s2s.cli import build_parser
 from keras_s2s.training.config import from_arguments
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPOSITORY = Path(__file__).resolve().parents[1]
+README = REPOSITORY / "README.md"
 
 
 def code_blocks(language):
@@ -109,3 +116,180 @@ def test_public_layers_and_models_are_documented_to_keras_hub_standard(cls):
         ("defaults", "default" in doc),
     ) if not present]
     assert not missing, f"{cls.__name__}'s docstring lacks {missing}"
+
+
+#: Words that narrate how the project came about rather than describe it (bracketed letters
+#: keep this file from matching itself).
+_HISTORY_WORDS = re.compile(r"iss[u]e [0-9]+|s[e]ssion|t[i]cket|previous[ ]run", re.I)
+#: TensorFlow's names that contain the word: the tf.compat.v1.Session API, TF Serving's protos.
+_TENSORFLOW_SESSION_NAMES = re.compile("|".join([
+    *map(re.escape, ("tf.compat.v1.Session", "Session.run", "BatchingSession", "SessionOptions")),
+    r"session_bundle\w*"]))
+_PROSE_TOKENS = {tokenize.COMMENT, tokenize.STRING} | (
+    {tokenize.FSTRING_MIDDLE} if hasattr(tokenize, "FSTRING_MIDDLE") else set())
+
+
+def _tracked_text_files():
+    """(path, text) of every file `git ls-files` lists that is UTF-8 text."""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPOSITORY, check=True,
+                                 capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    for name in filter(None, listing.split("\0")):
+        try:
+            yield REPOSITORY / name, (REPOSITORY / name).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):  # images, and files deleted but not yet staged
+            continue
+
+
+def _prose_lines(path, text):
+    """(line number, line) of what a reader reads: all of a text file; the comments and string
+    literals of a Python file. Names in code (a variable holding a tf.compat.v1.Session) are
+    not prose, nor is the value of a `scope=` keyword (pytest's fixture scopes)."""
+    if path.suffix != ".py":
+        yield from enumerate(text.splitlines(), 1)
+        return
+    previous = [None, None]
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type in _PROSE_TOKENS and previous != ["scope", "="]:
+            for offset, line in enumerate(token.string.splitlines()):
+                yield token.start[0] + offset, line
+        if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+            previous = [previous[1], token.string]
+
+
+def test_the_repository_describes_the_project_without_narrating_its_history():
+    hits = [f"{path.relative_to(REPOSITORY)}:{number}: {line.strip()}"
+            for path, text in _tracked_text_files()
+            for number, line in _prose_lines(path, text)
+            if _HISTORY_WORDS.search(_TENSORFLOW_SESSION_NAMES.sub("", line))]
+    assert not hits, ("say what the code does, not how it came about (git keeps the history):\n"
+                      + "\n".join(hits))
+
+
+RESULTS = REPOSITORY / "docs" / "results"
+
+
+def result(name, *keys):
+    """A figure of `docs/results/<name>.json`, read when called: the value under `keys` (names
+    of members, indices of lists)."""
+    def read():
+        value = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+        for key in keys:
+            value = value[key]
+        return value
+    return read
+
+
+def quality(name, run, beam, metric):
+    """A BLEU or chrF figure of a `bench/quality.py` run (`beam` 1 is greedy search)."""
+    return result(f"quality_{name}", "figures", "results", run, f"beam_{beam}", metric)
+
+
+def kor_eng(name, metric, arch="transformer"):
+    """A beam-4 figure of a kor-eng run of `docs/results/quality_kor-eng_<name>.json`."""
+    return quality(f"kor-eng_{name}", f"kor-eng/{arch}", 4, metric)
+
+
+def multi30k(name, metric, arch="transformer", beam=4):
+    return quality(f"multi30k_{name}", f"multi30k/{arch}", beam, metric)
+
+
+def mean(*figures):
+    return lambda: sum(figure() for figure in figures) / len(figures)
+
+
+def difference(figure, other):
+    return lambda: figure() - other()
+
+
+_M30K_SEEDS = ("transformer_word-dropout=0.1", "transformer_word-dropout=0.1_seed=1")
+_M30K_RNNS = "bahdanau_luong_decay=linear_average-last=5_tokenizer=unigram_model.dropout=0.2"
+_KOR_RNNS = "seq2seq_luong_word-dropout=0.1_decay=linear_average-last=5"
+_KOR_SMOOTHING_01 = "word-dropout=0.1_decay=linear_average-last=5"  # and the Bahdanau run
+_KOR_RECIPE = "label-smoothing=0.2"
+
+
+def _transformer_m30k(metric, beam=4):
+    return mean(*(multi30k(name, metric, beam=beam) for name in _M30K_SEEDS))
+
+
+#: Each figure README.md quotes, and where it comes from: README's words with "{}" for each
+#: number (whitespace-insensitive), and for each number its source. A number must equal its
+#: source rounded to the decimals README gives it.
+README_FIGURES = [
+    ("with beam search it pays even when it compiles: {} s, and {} s with the programs kept, "
+     "against {} s", [result("xla_end_to_end", "figures", "beam4", *keys) for keys in (
+         ["xla_cold_cache_seconds"], ["xla_warm_cache_seconds"], ["graph_seconds", 0])]),
+    ("greedy search loses while it compiles, {} s against {} s, and ties once the programs are "
+     "kept, {} s", [result("xla_end_to_end", "figures", "greedy", *keys) for keys in (
+         ["xla_cold_cache_seconds"], ["graph_seconds", 0], ["xla_warm_cache_seconds"])]),
+    ("where an earlier form of this recipe scored {} BLEU",
+     [result("quality_kor-eng", "figures", "results", "kor-eng/transformer", "bleu")]),
+    ("it gives {} BLEU / {} chrF with `--beam 4` on that split",
+     [kor_eng(_KOR_RECIPE, "bleu"), kor_eng(_KOR_RECIPE, "chrf")]),
+    ("moved it by up to {} BLEU and {} chrF ({}–{} BLEU, {}–{} chrF, measured with label "
+     "smoothing 0.1)", [
+         difference(kor_eng(_KOR_SMOOTHING_01, "bleu"), kor_eng("seed=1", "bleu")),
+         difference(kor_eng("seed=1", "chrf"), kor_eng("vocab-size=6000", "chrf")),
+         kor_eng("seed=1", "bleu"), kor_eng(_KOR_SMOOTHING_01, "bleu"),
+         kor_eng("vocab-size=6000", "chrf"), kor_eng("seed=1", "chrf")]),
+    ("**{} BLEU** with `--beam 4` on the official `val.tsv`, the mean of two seeds ({} and {}), "
+     "and {} greedy", [_transformer_m30k("bleu"), *(multi30k(name, "bleu") for name in _M30K_SEEDS),
+                       _transformer_m30k("bleu", beam=1)]),
+    ("reached {} BLEU with its greedy search, and ours {} with the same search ({} with beam 4)", [
+        result("quality_multi30k_transformer_keras-io-recipe", "figures", "results",
+               "multi30k/keras-io-recipe", "greedy_uncached", "bleu"),
+        multi30k("transformer_keras-io-recipe", "bleu", beam=1),
+        multi30k("transformer_keras-io-recipe", "bleu")]),
+    ("| transformer | **{}** / {} | **{}** / {} |", [
+        _transformer_m30k("bleu"), _transformer_m30k("chrf"),
+        kor_eng(_KOR_RECIPE, "bleu"), kor_eng(_KOR_RECIPE, "chrf")]),
+    *((f"| {name} | {{}} / {{}} | {{}} / {{}} |", [
+        multi30k(multi30k_run, "bleu", arch), multi30k(multi30k_run, "chrf", arch),
+        kor_eng(kor_eng_run, "bleu", arch), kor_eng(kor_eng_run, "chrf", arch)])
+      for name, arch, multi30k_run, kor_eng_run in (
+          ("luong", "luong", _M30K_RNNS, _KOR_RNNS),
+          ("bahdanau", "bahdanau", _M30K_RNNS, _KOR_SMOOTHING_01),
+          ("seq2seq (no attention)", "seq2seq", "seq2seq", _KOR_RNNS))),
+    ("On kor-eng in 15 minutes it cost {} BLEU", [
+        difference(kor_eng(_KOR_SMOOTHING_01, "bleu"), kor_eng("both-directions=true", "bleu"))]),
+    ("float32 scores {} BLEU against our {}, and int8 {}", [
+        result("ctranslate2_quality_multi30k", "figures", decoder, "bleu")
+        for decoder in ("ctranslate2_float32", "ours", "ctranslate2_int8")]),
+]
+_NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
+
+
+@pytest.mark.parametrize("words, sources", README_FIGURES, ids=[w for w, _ in README_FIGURES])
+def test_readme_quotes_the_figures_of_the_results_files(words, sources):
+    readme = re.sub(r"\s+", " ", README.read_text(encoding="utf-8"))
+    pattern = _NUMBER.join(re.escape(part) for part in words.split("{}"))
+    match = re.search(pattern, readme)
+    assert match, f"README.md no longer says {words!r}: update README_FIGURES with it"
+    for quoted, source in zip(match.groups(), sources, strict=True):
+        decimals = len(quoted.partition(".")[2])
+        figure = round(source(), decimals)
+        assert float(quoted.replace(",", "")) == figure, (
+            f"README.md quotes {quoted} in {words!r}; its results file says {figure}")
+
+
+def _slug(heading):
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_results_page_links_what_exists():
+    """Every results file README.md and docs/RESULTS.md name exists, and the results page's
+    links to its own sections lead to a heading."""
+    page = (REPOSITORY / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    named = {f"docs/{path}" for path in re.findall(r"(?<![\w/])results/[\w.=,/-]+", page)}
+    named |= set(re.findall(r"docs/results/[\w.=,/-]+", page + README.read_text("utf-8")))
+    named |= {f"docs/results/{name}" for name in re.findall(r"`(quality_[^`*<]+\.json)`", page)}
+    missing = sorted(path for path in named  # a stem ending in "_" is a pattern's (quality_*)
+                     if not path.endswith("_") and not (REPOSITORY / path).exists())
+    assert not missing, f"results files named but absent: {missing}"
+    anchors = {_slug(heading) for heading in re.findall(r"^#+ (.*)$", page, re.M)}
+    broken = [link for link in re.findall(r"\]\(#([^)]+)\)", page) if link not in anchors]
+    assert not broken, f"links to no heading of docs/RESULTS.md: {broken}"

@@ -57,8 +57,8 @@ def make_run_dir(directory, arch, model_args=None, prepare=None, tokenizer="word
     return run_files.save_run(str(directory), config, model, source_tokenizer, target_tokenizer)
 
 
-# test_tflite.py imports these session fixtures; pytest would build them once per module
-# that holds them, so the work is cached per session (one base temporary directory) here.
+# test_tflite.py imports these fixtures too; pytest would build them once per module that
+# holds them, so the work is cached once per test run (one base temporary directory) here.
 #: The runs beside one per architecture: a Transformer tokenized by SentencePiece.
 SENTENCEPIECE_RUN = "transformer_unigram"
 RUNS = [*MODEL_ARGS, SENTENCEPIECE_RUN]

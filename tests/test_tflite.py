@@ -12,7 +12,7 @@ from keras_s2s.data.pipeline import encode_source
 from keras_s2s.data.tokenizers import load_tokenizer
 from keras_s2s.special_tokens import END_ID
 from keras_s2s.exporters.tflite import QUANTIZATIONS, convert
-from tests.test_export import (  # noqa: F401  (session fixtures shared with test_export)
+from tests.test_export import (  # noqa: F401  (fixtures shared with test_export)
     MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH, RUNS, SENTENCEPIECE_RUN, TEXTS, exports, tiny_runs)
 
 #: Inputs shorter than MAX_SOURCE_LENGTH, so the TFLite input is padded beyond the batch's.

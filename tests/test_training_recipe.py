@@ -89,7 +89,7 @@ def test_bad_configuration_is_refused():
 def test_train_warns_when_the_corpus_caps_the_vocabulary_asked_for(flags, warned, tmp_path,
                                                                    capsys, caplog):
     """A corpus too small for `--vocab-size N` subwords gives a smaller vocabulary, and the log
-    says so (kor-eng's recipe asks 4,000 and gets about 2,950)."""
+    says so."""
     data = tmp_path / "pairs.tsv"
     data.write_text("".join(f"the cat {i % 7} sat\tdie katze {i % 5} sass\n" for i in range(60)),
                     encoding="utf-8")

@@ -139,10 +139,10 @@ class Translator(_TranslatorBase):
         max_target_length: the most output tokens (the end token included).
         jit_compile: compile the decoding loop with XLA, once per input shape (batches are
             padded to a few shapes: rows to a power of two, sources to a multiple of 16
-            tokens). It pays off for long outputs (the Transformer's loop is 3.5× faster at 64
-            tokens in bench/decoding_speed.py) and loses for short ones (20,000 dates: 43.5 s
-            against 35.0 s), so measure on your data. The compiled programs last as long as
-            the process; `keras-s2s --xla on` keeps them on disk between commands, and Python
+            tokens). It pays off for long outputs and beam search, and can lose for short ones
+            while it compiles (docs/RESULTS.md §1), so measure on your data. The compiled
+            programs last as long as the process; `keras-s2s --xla on` keeps them on disk
+            between commands, and Python
             users do the same by setting `TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`
             before TensorFlow starts.
     """

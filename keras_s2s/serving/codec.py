@@ -55,11 +55,21 @@ def _invalid(message):
 
 
 _MAX_VALUE_CHARS = 256
+_RAPIDJSON_FLOAT_MAX = 3.4028234e38  # rapidjson's Value::IsFloat: a double within this range
 
 
 def json_value_to_string(value):
-    """Compact JSON, as rapidjson's Writer prints values inside error messages; cut after
-    `_MAX_VALUE_CHARS` characters so that errors about huge values stay small."""
+    """A JSON value as TF Serving prints it inside error messages (JsonValueToString): a number
+    with a fraction or exponent as `format_float` writes a float32 when it lies in float32's
+    range (as rapidjson reads it back) and a double beyond it, a string as rapidjson's Writer
+    escapes it. Arrays and objects are compact JSON (TF Serving's PrettyWriter spreads them over
+    lines), cut after `_MAX_VALUE_CHARS` characters so that errors about huge values stay small."""
+    if isinstance(value, float):
+        if abs(value) <= _RAPIDJSON_FLOAT_MAX:
+            return format_float(float(np.float32(value)), 9)
+        return format_float(value, 17)
+    if isinstance(value, str):
+        return json_string(value)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     except (RecursionError, ValueError):
@@ -695,6 +705,17 @@ def _float_tokens(flat, digits):
     return tokens.tolist()
 
 
+_RAPIDJSON_STRING_ESCAPES = {code: f"\\u{code:04X}" for code in range(0x20)} | {
+    ord(char): "\\" + escape for char, escape in zip('"\\\b\f\n\r\t', '"\\bfnrt')
+}
+
+
+def json_string(text):
+    """`text` as a JSON string the way rapidjson's Writer writes it (TF Serving's string outputs):
+    UTF-8 kept, control characters as \\b \\f \\n \\r \\t or \\u00XX with upper-case hex."""
+    return '"' + text.translate(_RAPIDJSON_STRING_ESCAPES) + '"'
+
+
 def _tokens(array, name):
     """The JSON text of each element of `array`, flattened in C order."""
     dtype = tf.as_dtype(array.dtype) if array.dtype != object else tf.string
@@ -709,9 +730,7 @@ def _tokens(array, name):
         values = flat.tolist()
         if name.endswith("_bytes"):
             return ['{"b64": "%s"}' % base64.b64encode(value).decode("ascii") for value in values]
-        return [
-            json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False) for value in values
-        ]
+        return [json_string(value.decode("utf-8", "replace")) for value in values]
     raise _invalid(f"Tensor name: {name} has unsupported type: {dtype_name(dtype)} for JSON output")
 
 
@@ -764,7 +783,7 @@ def encode_predict_response(outputs, row_format):
             ((name, array),) = outputs.items()
             return '{"outputs": ' + _joined(_tokens(array, name), array.shape) + "}"
         members = [
-            f"{json.dumps(name)}: {_joined(_tokens(array, name), array.shape)}"
+            f"{json_string(name)}: {_joined(_tokens(array, name), array.shape)}"
             for name, array in outputs.items()
         ]
         return '{"outputs": {' + ", ".join(members) + "}}"
@@ -783,7 +802,7 @@ def encode_predict_response(outputs, row_format):
         return '{"predictions": ' + _joined(_tokens(array, name), array.shape) + "}"
     rows = {name: _instances(array, name) for name, array in outputs.items()}
     predictions = [
-        "{" + ", ".join(f"{json.dumps(name)}: {values[i]}" for name, values in rows.items()) + "}"
+        "{" + ", ".join(f"{json_string(name)}: {values[i]}" for name, values in rows.items()) + "}"
         for i in range(batch_size or 0)
     ]
     return '{"predictions": [' + ", ".join(predictions) + "]}"
@@ -902,7 +921,7 @@ def encode_classify_response(outputs, batch_size):
         for column in range(reference.shape[1]):
             label = classes[row, column].decode("utf-8", "replace") if classes is not None else ""
             score = float(scores[row, column]) if scores is not None else 0.0
-            pairs.append(f"[{json.dumps(label, ensure_ascii=False)}, {format_float(score, 9)}]")
+            pairs.append(f"[{json_string(label)}, {format_float(score, 9)}]")
         results.append("[" + ", ".join(pairs) + "]")
     return '{"results": [' + ", ".join(results) + "]}"
 

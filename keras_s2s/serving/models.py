@@ -66,7 +66,7 @@ def _eager_runner(function, input_dtypes):
 
 
 def _session_runner(session, signature_def):
-    """Runs a TF1 SignatureDef in `session` (Session.run is thread-safe)."""
+    """Runs a TF1 SignatureDef in the given `tf.compat.v1.Session` (Session.run is thread-safe)."""
     feeds = {alias: info.name for alias, info in signature_def.inputs.items()}
     fetches = {alias: info.name for alias, info in signature_def.outputs.items()}
 
@@ -156,8 +156,8 @@ def _read_meta_graph(path):
 
 
 def load_servable(name, version, path):
-    """Loads the "serve" MetaGraph of the SavedModel at `path`: TF2 ones with
-    tf.saved_model.load, TF1 ones (no object graph) into a session, as TF Serving does."""
+    """Loads the "serve" MetaGraph of the SavedModel at `path`: TF2 ones with tf.saved_model.load,
+    TF1 ones (no object graph) into a `tf.compat.v1.Session`, as TF Serving does."""
     meta_graph = _read_meta_graph(path)
     if meta_graph.object_graph_def.nodes:
         loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
@@ -190,7 +190,8 @@ def _dtypes(tensor_infos):
 
 
 def _load_session(path):
-    """A session holding the TF1 SavedModel at `path`, its variables restored, init ops run."""
+    """A `tf.compat.v1.Session` holding the TF1 SavedModel at `path`, variables restored, init
+    ops run."""
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
     with graph.as_default():

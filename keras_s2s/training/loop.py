@@ -150,7 +150,7 @@ def _learn_tokenizers(config, train_pairs):
 
     A vocabulary well short of a `--vocab-size` asked for is a warning: the WordPiece learner
     keeps only subwords seen about 10 times, so a small corpus caps it, and a larger size
-    changes nothing (kor-eng's recipe asks 4,000 and gets about 2,950)."""
+    changes nothing."""
     tokenizers = train_tokenizers(vocabulary_pairs(train_pairs), config.vocabulary_size(),
                                   shared=config.shared_vocab, lowercase=config.lowercase,
                                   kind=config.tokenizer)

@@ -4,8 +4,8 @@ from tests.bench.quick import REPO_ROOT
 
 
 def test_runs_of_different_families_with_the_same_settings_get_different_files(monkeypatch):
-    # Before, only a run with the keras.io recipe named its families: a Luong ablation
-    # overwrote the Transformer's file with the same --set.
+    # Runs of one family with the same --set must not share a file: a Luong ablation must not
+    # overwrite the Transformer's.
     monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
     import quality
 

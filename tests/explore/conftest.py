@@ -1,4 +1,4 @@
-"""The explorer on the session's tiny runs (one per family: none, Bahdanau and a Transformer),
+"""The explorer on the test run's tiny runs (one per family: none, Bahdanau and a Transformer),
 served on a free loopback port."""
 
 import json
@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from keras_s2s.explore.server import Explorer, make_server, url_of
-from tests.test_export import tiny_runs  # noqa: F401  (a session fixture)
+from tests.test_export import tiny_runs  # noqa: F401  (built once per test run)
 
 ARCHS = ("seq2seq", "bahdanau", "transformer")
 

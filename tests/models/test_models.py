@@ -181,9 +181,9 @@ def test_share_embeddings_needs_one_vocabulary():
 
 
 def test_transformer_weights_keep_their_saved_order():
-    """Saved runs (`model.keras`, `best.weights.h5`) load their weights in creation order: the
-    source embedding before the target embedding, as runs were saved before share_embeddings
-    existed (creating the target's first loaded every earlier run with the two swapped)."""
+    """Saved runs (`model.keras`, `best.weights.h5`) load their weights in creation order, so
+    the source embedding is created before the target embedding, the order of every saved run
+    (the other order would load the two swapped)."""
     model = Transformer(SOURCE_VOCAB, TARGET_VOCAB, num_layers=1, d_model=8, num_heads=2,
                         d_ff=8)
     model.build()

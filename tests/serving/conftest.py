@@ -1,4 +1,4 @@
-"""Fixtures: SavedModels built once per session, and servers on free loopback ports."""
+"""Fixtures: SavedModels built once per test run, and servers on free loopback ports."""
 
 import dataclasses
 import json

@@ -1,4 +1,4 @@
-"""Issue 10: the server against hostile and heavy clients, on loopback, every wait bounded.
+"""The server against hostile and heavy clients, on loopback, every wait bounded.
 
 Idle, slow and short-bodied connections; connection limits; HTTP-level errors as JSON; large
 requests beside small ones; deadlines that stop work; batching of mixed shapes; a corrupt version
