@@ -26,13 +26,12 @@ The README's two pictures, from runs trained on 2 shared CPU cores:
 
 import argparse
 import shutil
-import threading
 import urllib.parse
 
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from keras_s2s.explore.server import Explorer, make_server, url_of
+from keras_s2s.explore.server import Explorer, make_server
 
 
 def main():
@@ -45,9 +44,8 @@ def main():
     parser.add_argument("--width", type=int, default=1280, help="window width in pixels")
     args = parser.parse_args()
 
-    server = make_server(Explorer(args.run_dirs), port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    link = url_of(server) + "?" + "&".join(
+    server = make_server(Explorer(args.run_dirs), port=0).start()
+    link = server.url + "?" + "&".join(
         filter(None, [urllib.parse.urlencode({"text": args.text}), args.query]))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -59,7 +57,7 @@ def main():
         page.locator("table.heatmap").first.locator("th.out").nth(args.hover).hover()
         page.screenshot(path=args.out, full_page=True)
         browser.close()
-    server.shutdown()
+    server.stop()
     Image.open(args.out).convert("RGB").quantize(256).save(args.out, optimize=True)
     print(f"wrote {args.out} from {link}")
 

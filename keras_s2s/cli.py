@@ -134,30 +134,12 @@ def _add_decoding_arguments(parser):
 
 
 def _strategy(args, run=None):
-    """The `keras_s2s.decoding` strategy of the decoding flags: the one place they meet.
+    """The `keras_s2s.decoding` strategy of the decoding flags; beam search's α is `--alpha`,
+    else the one `tune-alpha` stored in `run`, else Beam's."""
+    from keras_s2s.decoding import strategy_from_options
 
-    Beam search's α is `--alpha`, else the one `tune-alpha` stored in `run`, else Beam's."""
-    from keras_s2s.decoding import Beam, Greedy, Sample
-
-    given = {name: getattr(args, name) for name in DECODING_FLAGS.values()
-             if getattr(args, name, None) is not None}
-    sampling = {name: given[name] for name in ("temperature", "top_k", "top_p", "seed")
-                if name in given}
-    if sampling and {"beam", "alpha", "n_best"} & set(given):
-        raise ValueError("choose beam search (--beam, --alpha, --n-best) or sampling "
-                         "(--temperature, --top-k, --top-p, --seed), not both")
-    if sampling:
-        if set(sampling) == {"seed"}:
-            raise ValueError("--seed applies to sampling: give --temperature, --top-k or "
-                             "--top-p too")
-        return Sample(**sampling)
-    if "beam" in given:
-        alpha = given.get("alpha", run and run.tuned_alpha)
-        return Beam(width=given["beam"], n_best=given.get("n_best", 1),
-                    **({} if alpha is None else {"alpha": alpha}))
-    if given:
-        raise ValueError("--alpha and --n-best apply to beam search: give --beam WIDTH too")
-    return Greedy()
+    options = {name: getattr(args, name) for name in DECODING_FLAGS.values()}
+    return strategy_from_options(**options, default_alpha=run and run.tuned_alpha)
 
 
 def _add_xla_argument(parser):
@@ -456,9 +438,12 @@ def _start_tensorflow_quietly():
 
     Its C++ start-up logs (oneDNN, CUDA probing, CPU features: 6–8 lines such as "failed call
     to cuInit") come before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not
-    silence them; they read like errors and are shown only with -v.
+    silence them; they read like errors and are shown only with -v. Later C++ logs are silenced
+    by TF_CPP_MIN_LOG_LEVEL=3, errors included: those TensorFlow logs as it runs ops (oneDNN's
+    "supports DT_INT64 only on platforms with AVX-512") are notes, not failures, and a failure
+    reaches the user as our one-line error.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ logs: errors only
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ logs: none
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -28,9 +28,15 @@ Example:
 >>> Beam(width=0)
 Traceback (most recent call last):
 ...
-ValueError: width must be a positive int, got 0
+ValueError: width must be an int in [1, 256], got 0
 >>> Sample(temperature=0.8, top_p=0.9)
 Sample(temperature=0.8, top_k=None, top_p=0.9, seed=None)
+
+Every argument is bounded, so a value is finite and decodes to a meaningful answer (a
+temperature of 1e-300 overflows the scaled logits; an infinite alpha ranks every hypothesis
+the same): see `MAX_BEAM_WIDTH`, `MAX_ALPHA`, `MIN_TEMPERATURE`, `MAX_TEMPERATURE`,
+`MAX_TOP_K` and `MAX_SEED`. `strategy_from_options` turns the options a user gives (on the
+command line or in the explorer's requests) into one of these values.
 """
 
 import dataclasses
@@ -38,11 +44,24 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_s2s.checks import check_non_negative_int, check_number, check_positive_int
+from keras_s2s.checks import check_int, check_number, check_positive_int
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
+
+#: The widest beam: each step ranks 2·width·V continuations per input.
+MAX_BEAM_WIDTH = 256
+#: The largest length penalty exponent (GNMT tuned α in [0.6, 1]; 10 already favours the
+#: longest hypothesis whatever its probability).
+MAX_ALPHA = 10.0
+#: Sampling temperatures other than 0 (greedy search): below 1e-3 the scaled log-probabilities
+#: overflow float32 and the draw is no longer from a distribution; above 100 it is uniform.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 100.0
+#: The largest top_k (more than any vocabulary; a larger top_k than the vocabulary keeps all).
+MAX_TOP_K = 1 << 20
+#: The largest sampling seed: seeds travel as int32 tensors.
+MAX_SEED = 2 ** 31 - 1
 
 
 class Strategy:
@@ -107,10 +126,12 @@ class Sample(Strategy):
     et al., 2020, https://arxiv.org/abs/1904.09751), in that order.
 
     Args:
-        temperature: float >= 0, default 1.0; 0 picks the most probable token (greedy search).
-        top_k: int > 0 or None (default: every token).
+        temperature: float in [1e-3, 100], default 1.0; or 0, which picks the most probable
+            token (greedy search).
+        top_k: int in [1, 2**20] or None (default: every token).
         top_p: float in (0, 1] or None (default: no nucleus cut).
-        seed: int or None. An int makes the draws repeatable; None draws fresh randomness
+        seed: int in [0, 2**31 - 1] or None. An int makes the draws repeatable; None draws
+            fresh randomness
             (`keras.random`) when no `seed` tensor is passed to `decode`.
 
     The random numbers are a counter-based hash of (seed, step, row, token) in `keras.ops`
@@ -129,12 +150,18 @@ class Sample(Strategy):
     random = True
 
     def __post_init__(self):
-        check_number("temperature", self.temperature, 0.0)
+        if not _is_greedy_temperature(self.temperature):
+            try:
+                check_number("temperature", self.temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
+            except ValueError:
+                raise ValueError(f"temperature must be 0 (greedy search) or a number in "
+                                 f"[{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got "
+                                 f"{self.temperature!r}") from None
         if self.top_k is not None:
-            check_positive_int("top_k", self.top_k)
+            check_int("top_k", self.top_k, 1, MAX_TOP_K)
         if self.top_p is not None:
             check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
-        check_non_negative_int("seed", self.seed, optional=True)
+        check_int("seed", self.seed, 0, MAX_SEED, optional=True)
 
     def seed_tensor(self, stream=0):
         """The `(2,)` int32 seed of `decode` for this strategy's own seed and `stream`."""
@@ -165,8 +192,8 @@ class Beam(Strategy):
     https://arxiv.org/abs/1609.08144, eq. 14).
 
     Args:
-        width: int > 0, default 4: live hypotheses kept per input.
-        alpha: float >= 0, default 0.6: the length penalty's exponent (0: plain log P).
+        width: int in [1, 256], default 4: live hypotheses kept per input.
+        alpha: float in [0, 10], default 0.6: the length penalty's exponent (0: plain log P).
         n_best: int in [1, width], default 1: hypotheses returned per input, best first.
 
     As in GNMT, tensor2tensor and fairseq, each step ranks the 2·width best continuations: those
@@ -185,9 +212,9 @@ class Beam(Strategy):
     n_best: int = 1
 
     def __post_init__(self):
-        check_positive_int("width", self.width)
-        check_number("alpha", self.alpha, 0.0)
-        check_positive_int("n_best", self.n_best)
+        check_int("width", self.width, 1, MAX_BEAM_WIDTH)
+        check_number("alpha", self.alpha, 0.0, MAX_ALPHA)
+        check_int("n_best", self.n_best, 1)
         if self.n_best > self.width:
             raise ValueError(f"n_best must be at most the beam width {self.width}, got "
                              f"{self.n_best}")
@@ -195,6 +222,42 @@ class Beam(Strategy):
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
                start_id=START_ID, end_id=END_ID):
         return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id)
+
+
+def _is_greedy_temperature(temperature):
+    """Whether `temperature` is the number 0 (a bool is no temperature)."""
+    return isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and (
+        temperature == 0)
+
+
+def strategy_from_options(beam=None, alpha=None, n_best=None, temperature=None, top_k=None,
+                          top_p=None, seed=None, default_alpha=None):
+    """The strategy a user's decoding options ask for; None means "not given".
+
+    Options of beam search (`beam`, the width; `alpha`; `n_best`) and of sampling
+    (`temperature`, `top_k`, `top_p`, `seed`) exclude each other; none gives `Greedy()`.
+    Beam search's alpha is `alpha`, else `default_alpha` (the one `tune-alpha` stored in a
+    run), else `Beam`'s default. Raises a one-line ValueError naming the contradiction, or the
+    strategy's own for a value out of its bounds.
+    """
+    sampling = {name: value for name, value in (("temperature", temperature), ("top_k", top_k),
+                                                ("top_p", top_p), ("seed", seed))
+                if value is not None}
+    if sampling and any(value is not None for value in (beam, alpha, n_best)):
+        raise ValueError("choose beam search (--beam, --alpha, --n-best) or sampling "
+                         "(--temperature, --top-k, --top-p, --seed), not both")
+    if sampling:
+        if set(sampling) == {"seed"}:
+            raise ValueError("--seed applies to sampling: give --temperature, --top-k or "
+                             "--top-p too")
+        return Sample(**sampling)
+    if beam is not None:
+        beam_options = {"alpha": default_alpha if alpha is None else alpha, "n_best": n_best}
+        return Beam(width=beam, **{name: value for name, value in beam_options.items()
+                                   if value is not None})
+    if alpha is not None or n_best is not None:
+        raise ValueError("--alpha and --n-best apply to beam search: give --beam WIDTH too")
+    return Greedy()
 
 
 def _next_token_log_probs(logits, start_id):

@@ -194,7 +194,8 @@ def test_server_translation_refuses_decoding_flags(flags, named, capsys):
     (["--seed", "1"], "--seed applies to sampling"),
     (["--n-best", "2"], "apply to beam search: give --beam WIDTH"),
     (["--beam", "2", "--n-best", "3"], "n_best must be at most the beam width 2, got 3"),
-    (["--temperature", "-1"], "temperature must be a number >= 0.0, got -1.0"),
+    (["--temperature", "-1"], "temperature must be 0 (greedy search) or a number in [0.001, "
+                              "100.0], got -1.0"),
     (["--top-p", "0"], r"top_p must be a number in (0.0, 1.0], got 0.0"),
 ])
 def test_bad_decoding_flags_are_one_line(flags, message, bahdanau_run, capsys):

@@ -1,12 +1,26 @@
 """Decoding over the model contract, backend-neutral: CI also runs this file under JAX."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from keras import ops
 
-from keras_s2s.decoding import Beam, Greedy, Sample, length_penalty
+from keras_s2s.decoding import (
+    MAX_ALPHA,
+    MAX_BEAM_WIDTH,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+    Beam,
+    Greedy,
+    Sample,
+    length_penalty,
+    strategy_from_options,
+)
 from keras_s2s.layers import LuongAttention
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
@@ -321,17 +335,130 @@ def test_sampling_limits_are_greedy(strategy, source):
                                   numpy(Greedy().decode(model, source, 6)["tokens"]))
 
 
+TEMPERATURE_RANGE = r"temperature must be 0 \(greedy search\) or a number in \[0.001, 100.0\], got "
+
+
 @pytest.mark.parametrize("make, message", [
-    (lambda: Beam(width=0), "width must be a positive int, got 0"),
+    (lambda: Beam(width=0), r"width must be an int in \[1, 256\], got 0"),
     (lambda: Beam(width=2, n_best=3), "n_best must be at most the beam width 2, got 3"),
-    (lambda: Beam(alpha=-1), "alpha must be a number >= 0.0, got -1"),
-    (lambda: Sample(temperature=-0.5), "temperature must be a number >= 0.0, got -0.5"),
-    (lambda: Sample(top_k=0), "top_k must be a positive int, got 0"),
+    (lambda: Beam(alpha=-1), r"alpha must be a number in \[0.0, 10.0\], got -1"),
+    (lambda: Sample(temperature=-0.5), TEMPERATURE_RANGE + "-0.5"),
+    (lambda: Sample(top_k=0), r"top_k must be an int in \[1, 1048576\], got 0"),
     (lambda: Sample(top_p=1.5), r"top_p must be a number in \(0.0, 1.0\], got 1.5"),
-    (lambda: Sample(seed="1"), "seed must be a non-negative int or None, got '1'"),
+    (lambda: Sample(seed="1"), r"seed must be an int in \[0, 2147483647\] or None, got '1'"),
     (lambda: Greedy().decode(BigramModel(uniform_table()), np.ones((1, 1), "int32"), 0),
      "max_length must be a positive int, got 0"),
 ])
 def test_bad_options_raise_one_line(make, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
         make()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Sample(temperature=float("inf")), TEMPERATURE_RANGE + "inf"),
+    (lambda: Sample(temperature=float("nan")), TEMPERATURE_RANGE + "nan"),
+    (lambda: Sample(temperature=1e-300), TEMPERATURE_RANGE + "1e-300"),
+    (lambda: Sample(temperature=101.0), TEMPERATURE_RANGE + "101.0"),
+    (lambda: Sample(temperature=False), TEMPERATURE_RANGE + "False"),
+    (lambda: Sample(top_k=2 ** 20 + 1), r"top_k must be an int in \[1, 1048576\], got 1048577"),
+    (lambda: Sample(top_p=float("nan")), r"top_p must be a number in \(0.0, 1.0\], got nan"),
+    (lambda: Sample(seed=2 ** 31), r"seed must be an int in \[0, 2147483647\] or None, got "
+                                   r"2147483648"),
+    (lambda: Beam(alpha=float("inf")), r"alpha must be a number in \[0.0, 10.0\], got inf"),
+    (lambda: Beam(alpha=float("nan")), r"alpha must be a number in \[0.0, 10.0\], got nan"),
+    (lambda: Beam(width=257), r"width must be an int in \[1, 256\], got 257"),
+])
+def test_non_finite_and_extreme_values_are_refused(make, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make()
+
+
+def test_the_extreme_values_allowed_still_decode_to_finite_scores(rng):
+    model = BigramModel(normalized(rng.random((VOCAB, VOCAB)) ** 4))
+    source = np.ones((3, 2), "int32")
+    greedy = Greedy().decode(model, source, 6)
+    coldest = Sample(temperature=MIN_TEMPERATURE, seed=2 ** 31 - 1).decode(model, source, 6)
+    # At the lowest temperature the draws are the most probable tokens, scored by the model.
+    np.testing.assert_array_equal(numpy(coldest["tokens"]), numpy(greedy["tokens"]))
+    np.testing.assert_allclose(numpy(coldest["scores"]), numpy(greedy["scores"]), rtol=1e-5)
+    for strategy in (Sample(temperature=MAX_TEMPERATURE, top_k=MAX_TOP_K, seed=0),
+                     Beam(width=MAX_BEAM_WIDTH, alpha=MAX_ALPHA, n_best=4)):
+        assert np.isfinite(numpy(strategy.decode(model, source, 6)["scores"])).all()
+
+
+#: Decoding options as the CLI's flags give them (None: not given).
+OPTION_VALUES = {"beam": (None, 3), "alpha": (None, 0.8), "n_best": (None, 2),
+                 "temperature": (None, 0.5), "top_k": (None, 5), "top_p": (None, 0.9),
+                 "seed": (None, 7)}
+
+
+def outcome(make):
+    """The strategy `make()` returns, or the one line of its ValueError."""
+    try:
+        return make()
+    except ValueError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("tuned", [None, 1.2])
+def test_strategy_from_options_covers_every_combination(tuned):
+    """Every combination of the decoding options gives a strategy or one of three one-line
+    errors; a beam search without its own alpha takes the tuned one."""
+    outcomes = set()
+    for values in itertools.product(*OPTION_VALUES.values()):
+        options = dict(zip(OPTION_VALUES, values))
+        result = outcome(lambda: strategy_from_options(**options, default_alpha=tuned))
+        if isinstance(result, Beam) and options["alpha"] is None and tuned is not None:
+            assert result.alpha == tuned
+        outcomes.add(result if isinstance(result, str) else type(result).__name__)
+    assert {"Greedy", "Beam", "Sample"} < outcomes and len(outcomes) == 6  # and three errors
+    assert strategy_from_options(beam=2) == Beam(width=2)  # Beam's own defaults
+    assert strategy_from_options(beam=2, default_alpha=1.2).alpha == 1.2
+
+
+@pytest.fixture(scope="module")
+def seq2seq_run(tmp_path_factory):
+    """A tiny untrained run (the TF tokenizers and the command need the TensorFlow backend)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("runs and the command use TensorFlow")
+    from tests.test_export import make_run_dir
+
+    return str(make_run_dir(tmp_path_factory.mktemp("runs") / "seq2seq", "seq2seq"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "1e-300"], "temperature must be 0 (greedy search) or a number in "
+                                  "[0.001, 100.0], got 1e-300"),
+    (["--temperature", "inf"], "temperature must be 0 (greedy search) or a number in "
+                               "[0.001, 100.0], got inf"),
+    (["--beam", "2", "--alpha", "Infinity"], "alpha must be a number in [0.0, 10.0], got inf"),
+    (["--beam", "2", "--alpha", "nan"], "alpha must be a number in [0.0, 10.0], got nan"),
+    (["--beam", "100000"], "width must be an int in [1, 256], got 100000"),
+    (["--top-k", "99999999"], "top_k must be an int in [1, 1048576], got 99999999"),
+    (["--seed", "4294967296", "--top-k", "5"], "seed must be an int in [0, 2147483647]"),
+])
+def test_the_command_refuses_non_finite_and_extreme_values(flags, message, seq2seq_run, capsys):
+    from keras_s2s.cli import main
+
+    assert main(["translate", seq2seq_run, "a b", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"keras-s2s translate: error: {message}")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_command_that_ran_tensorflow_ops_fails_with_one_line_on_stderr(seq2seq_run, tmp_path):
+    """TensorFlow's C++ logs (such as oneDNN's "supports DT_INT64 only on platforms with
+    AVX-512", printed when ops first run) stay off stderr: the error is its only line."""
+    environment = {name: value for name, value in os.environ.items()
+                   if name != "TF_CPP_MIN_LOG_LEVEL"}  # the user's, not the test suite's
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_s2s.cli", "translate", seq2seq_run, "a b", "c",
+         "--attention-plot", str(tmp_path / "attention.png")],
+        capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"keras-s2s translate: error: the model in {seq2seq_run} has no attention to plot "
+        f"(seq2seq)"]
+    assert len(result.stdout.splitlines()) == 2  # both translated before the error

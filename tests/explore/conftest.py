@@ -2,13 +2,12 @@
 served on a free loopback port."""
 
 import json
-import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from keras_s2s.explore.server import Explorer, make_server, url_of
+from keras_s2s.explore.server import Explorer, make_server
 from tests.test_export import tiny_runs  # noqa: F401  (built once per test run)
 
 ARCHS = ("seq2seq", "bahdanau", "transformer")
@@ -21,12 +20,8 @@ def explorer(tiny_runs):  # noqa: F811
 
 @pytest.fixture(scope="session")
 def explorer_url(explorer):
-    server = make_server(explorer, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield url_of(server)
-    server.shutdown()
-    server.server_close()
+    with make_server(explorer, port=0) as server:
+        yield server.url
 
 
 def post(url, body):

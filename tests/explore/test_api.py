@@ -5,14 +5,13 @@ import json
 import re
 import urllib.error
 import urllib.request
-from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 from keras_s2s.cli import main
 from keras_s2s.decoding import Beam, Greedy, Sample
-from keras_s2s.explore.server import MAX_CHARACTERS
+from keras_s2s.explore.server import MAX_CHARACTERS, ExplorerServer
 from tests.explore.conftest import ARCHS, post
 
 TEXT = "a b c d"
@@ -100,11 +99,25 @@ def test_sampling_with_a_seed_is_the_translators(explorer, explorer_url):
     ({"text": TEXT, "strategy": "beam", "alpha": -1}, "alpha"),
     ({"text": TEXT, "strategy": "sample", "temperature": "hot"}, "temperature"),
     ({"text": TEXT, "strategy": "sample", "seed": -1}, "seed"),
+    # JSON's Infinity and NaN (Python's json reads them) and values past the strategies' bounds.
+    ({"text": TEXT, "strategy": "beam", "alpha": float("inf")},
+     "alpha must be a number in [0.0, 10.0], got inf"),
+    ({"text": TEXT, "strategy": "beam", "alpha": float("nan")}, "alpha must be a number in"),
+    ({"text": TEXT, "strategy": "sample", "temperature": 1e-300},
+     "temperature must be 0 (greedy search) or a number in [0.001, 100.0], got 1e-300"),
+    ({"text": TEXT, "strategy": "sample", "temperature": float("-inf")}, "got -inf"),
+    ({"text": TEXT, "strategy": "sample", "seed": 2 ** 40}, "seed must be an int in [0, "),
 ])
 def test_bad_requests_get_400_and_one_line(explorer_url, body, message):
     status, answer = post(explorer_url, body)
     assert status == 400 and list(answer) == ["error"]
     assert message in answer["error"] and "\n" not in answer["error"]
+
+
+def test_the_server_answers_after_refusing_non_finite_values(explorer_url):
+    assert post(explorer_url, {"text": TEXT, "strategy": "beam", "alpha": float("inf")})[0] == 400
+    status, answer = post(explorer_url, {"text": TEXT})
+    assert status == 200 and len(answer["results"]) == len(ARCHS)
 
 
 def test_other_paths_answer_json_errors(explorer_url):
@@ -149,7 +162,7 @@ def test_long_texts_are_cut_with_a_note(explorer_url):
 
 
 def test_cli_prints_one_ready_line(tiny_runs, monkeypatch, capsys):
-    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", lambda server: None)
+    monkeypatch.setattr(ExplorerServer, "serve_forever", lambda server: None)
     assert main(["explore", tiny_runs["luong"], tiny_runs["seq2seq"], "--port", "0"]) == 0
     assert re.fullmatch(r"Attention explorer of 2 run\(s\) at http://127\.0\.0\.1:\d+/\n",
                         capsys.readouterr().out)
