@@ -5,15 +5,15 @@ A run directory holds:
 
 - `config.json`: the `TrainConfig` (written once the vocabularies are, so a directory with a
   config is a run that can resume or has finished);
-- the two tokenizers' files (a `keras_s2s.data.tokenizers` tokenizer's `save`);
+- the two tokenizers' files (a `keras_s2s.data.tokenizers` tokenizer's `save`), and
+  `digests.json`, their SHA-256 (a changed or truncated one is refused);
 - `model.keras`: the trained model, written last;
 - `history.json` and `training_curves.png`: every epoch's metrics, across resumptions;
 - `checkpoints/best.weights.h5`, `backup/` (for resuming) and TensorBoard `logs/`;
 - `decoding.json`, once `keras-s2s tune-alpha` has run: the beam search's length penalty α
   chosen on the validation split (the default α of `--beam` for this run);
 - with checkpoint averaging (`keras_s2s.training.averaging`),
-  `checkpoints/epoch-NNNN.weights.h5` (the
-  last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
+  `checkpoints/epoch-NNNN.weights.h5` (the last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
 
 A CTranslate2 export (`keras_s2s.exporters.ctranslate2`) holds CTranslate2's own files
 (`model.bin`, its `config.json` and vocabularies), the run's two tokenizers' files and
@@ -21,6 +21,8 @@ A CTranslate2 export (`keras_s2s.exporters.ctranslate2`) holds CTranslate2's own
 """
 
 import functools
+import hashlib
+import json
 import os
 import zipfile
 
@@ -33,6 +35,8 @@ BEST_WEIGHTS = os.path.join(CHECKPOINTS, "best.weights.h5")
 AVERAGE_REPORT = "average.json"
 DECODING = "decoding.json"
 BACKUP = "backup"
+#: The SHA-256 of each tokenizer file, written with them, so that a changed one is noticed.
+DIGESTS = "digests.json"
 LOGS = "logs"
 #: A CTranslate2 export: CTranslate2's weights file, and the copy of the run's configuration.
 CTRANSLATE2_MODEL = "model.bin"
@@ -68,13 +72,40 @@ def portable_files():
     """The names of the files that make a trained run anywhere (an export carries them)."""
     from keras_s2s.data.tokenizers import file_names
 
-    return (CONFIG, MODEL) + tuple(name for side in SIDES for name in file_names(side))
+    return (CONFIG, MODEL, DIGESTS) + tuple(name for side in SIDES
+                                            for name in file_names(side))
 
 
 def save_tokenizers(run_dir, source_tokenizer, target_tokenizer):
-    """Write both tokenizers' files; returns the paths written."""
-    return [path for side, tokenizer in zip(SIDES, (source_tokenizer, target_tokenizer))
-            for path in tokenizer.save(run_dir, side)]
+    """Write both tokenizers' files, and their digests (`DIGESTS`); returns the paths written."""
+    paths = [path for side, tokenizer in zip(SIDES, (source_tokenizer, target_tokenizer))
+             for path in tokenizer.save(run_dir, side)]
+    digests = {os.path.basename(path): _digest(path) for path in paths}
+    with open(os.path.join(run_dir, DIGESTS), "w", encoding="utf-8") as file:
+        json.dump(digests, file, indent=2)
+        file.write("\n")
+    return paths
+
+
+def _digest(path):
+    """The SHA-256 of the file at `path`, in hex."""
+    with open(path, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()
+
+
+def check_digests(directory):
+    """Raise a one-line ValueError naming the first tokenizer file of `directory` that is not
+    the one its run was trained with (runs written before digests were kept have none)."""
+    path = os.path.join(directory, DIGESTS)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as file:
+        digests = json.load(file)
+    for name, digest in sorted(digests.items()):
+        if _digest(os.path.join(directory, name)) != digest:
+            raise ValueError(f"{os.path.join(directory, name)} is not the file this run was "
+                             f"trained with (its SHA-256 differs from {DIGESTS}'s): the run's "
+                             f"vocabularies and model no longer belong together; restore it")
 
 
 def save_run(run_dir, config, model, source_tokenizer, target_tokenizer):
@@ -89,17 +120,17 @@ def save_run(run_dir, config, model, source_tokenizer, target_tokenizer):
 
 
 def load_tokenizers(run_dir):
-    """`(source_tokenizer, target_tokenizer)`, as `save_tokenizers` wrote them."""
+    """`(source_tokenizer, target_tokenizer)`, as `save_tokenizers` wrote them, each file checked
+    against its digest."""
     from keras_s2s.data.tokenizers import load_tokenizer
 
+    check_digests(run_dir)
     return tuple(load_tokenizer(run_dir, side) for side in SIDES)
 
 
 def save_decoding(run_dir, report):
     """Write `report` (`keras_s2s.inference.evaluation.tune_alpha`'s) as the run's
     `decoding.json`."""
-    import json
-
     path = os.path.join(run_dir, DECODING)
     with open(path + ".partial", "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)
@@ -110,8 +141,6 @@ def save_decoding(run_dir, report):
 
 def tuned_alpha(directory):
     """The length penalty α stored by `keras-s2s tune-alpha` in `directory`, or None."""
-    import json
-
     path = os.path.join(directory, DECODING)
     if not os.path.exists(path):
         return None

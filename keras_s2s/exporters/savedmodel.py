@@ -147,4 +147,5 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
 def _copy_run_files(run_dir, destination):
     os.makedirs(destination)
     for name in run_files.portable_files():
-        shutil.copy2(os.path.join(run_dir, name), destination)
+        if name != run_files.DIGESTS or os.path.exists(os.path.join(run_dir, name)):
+            shutil.copy2(os.path.join(run_dir, name), destination)
