@@ -26,6 +26,9 @@ import json
 import os
 import zipfile
 
+from keras_s2s import architectures
+from keras_s2s.training.config import TrainConfig
+
 CONFIG = "config.json"
 MODEL = "model.keras"
 HISTORY = "history.json"
@@ -208,8 +211,6 @@ class Run:
     @classmethod
     def open(cls, path):
         """The run at `path`; a missing or broken file is a one-line error naming it."""
-        from keras_s2s.training.config import TrainConfig
-
         if is_ctranslate2(path):
             return cls(path, TrainConfig.load(ctranslate2_config_path(path)),
                        *load_tokenizers(path), tuned_alpha(path), is_ctranslate2=True)
@@ -236,8 +237,6 @@ class Run:
         process.
         """
         import keras
-
-        from keras_s2s import architectures
 
         if self.is_ctranslate2:
             raise ValueError(f"{self.directory!r} is a CTranslate2 export: it holds "
