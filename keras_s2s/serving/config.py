@@ -403,6 +403,19 @@ def add_arguments(parser):
         "addition).",
     )
     flag(
+        "rest_api_small_request_bytes",
+        int,
+        16 << 10,
+        "Bodies up to this size run on the small-request threads, so that one-instance predicts "
+        "stay fast while larger ones saturate the server (keras-s2s addition).",
+    )
+    flag(
+        "rest_api_num_small_request_threads",
+        int,
+        max(2, cpus),
+        "Threads for small requests (keras-s2s addition).",
+    )
+    flag(
         "rest_api_large_request_bytes",
         int,
         256 << 10,
@@ -462,6 +475,8 @@ _POSITIVE_FLAGS = (
     "rest_api_max_connections",
     "rest_api_large_request_bytes",
     "rest_api_num_large_request_threads",
+    "rest_api_small_request_bytes",
+    "rest_api_num_small_request_threads",
 )
 
 
@@ -482,6 +497,8 @@ class ServerOptions:
     rest_api_max_connections: int = 1024
     rest_api_large_request_bytes: int = 256 << 10
     rest_api_num_large_request_threads: int = max(1, (os.cpu_count() or 1) // 2)
+    rest_api_small_request_bytes: int = 16 << 10
+    rest_api_num_small_request_threads: int = max(2, os.cpu_count() or 1)
     file_system_poll_wait_seconds: float = 1.0
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: float = 0.0
