@@ -12,10 +12,11 @@ runs all its stages before a later one starts, so requests finish in order, one 
 
 Admission: a lane measures its throughput (busy seconds per body byte, over its recent requests)
 and refuses a request whose estimated wait -- the bytes admitted before it and not finished, plus
-its own, at that rate -- is past `ADMISSION_SHARE` of the request deadline, with TF Serving's UNAVAILABLE (HTTP 503),
-at once: it would only have been answered 504 after waiting for nothing, and taken the work of
-requests that can still finish in time. Until a lane has measured anything it admits every
-request; jobs of requests already past their deadline are dropped before they start.
+its own, at that rate -- is past `ADMISSION_SHARE` of the request deadline, with TF Serving's
+UNAVAILABLE (HTTP 503), at once: it would only have been answered 504 after waiting for nothing,
+and taken the work of requests that can still finish in time. Until a lane has measured anything
+it admits every request; jobs of requests already past their deadline are dropped before they
+start.
 """
 
 import collections
@@ -89,6 +90,7 @@ class Lane:
             rate = self._seconds_per_byte()
             wait = (self._backlog + cost) * rate if rate is not None else 0.0
             if wait > ADMISSION_SHARE * self._deadline_seconds:
+                logger.warning("Refused a %s request: %.1f s of work queued", self.name, wait)
                 raise ServingError(
                     "UNAVAILABLE",
                     f"Server overloaded: the {self.name} requests ahead of this one would take "

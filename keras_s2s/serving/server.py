@@ -144,6 +144,7 @@ class RepeatedLogFilter(logging.Filter):
 _RATE_LIMITED_LOGGERS = (
     "keras_s2s.serving.server",
     "keras_s2s.serving.batching",
+    "keras_s2s.serving.lanes",
     "keras_s2s.serving.models",
     "aiohttp.server",
     "aiohttp.web",
@@ -472,7 +473,8 @@ class ModelServer:
             ticket = lane.admit(len(body))
             try:
                 if gzipped:
-                    body = await self._call(ticket, _gunzip, body, self.options.rest_api_max_body_bytes)
+                    limit = self.options.rest_api_max_body_bytes
+                    body = await self._call(ticket, _gunzip, body, limit)
                 return await self._post(ticket, verb, *model_request, body)
             finally:
                 lane.release(ticket)
