@@ -428,6 +428,13 @@ class ServerOptions:
         "Threads for large requests, so that they cannot hold every thread (keras-s2s addition).",
         minimum=1,
     )
+    rest_api_num_bulk_model_runs: int = _option(
+        max(1, _CPUS // 2),
+        "Most model runs of regular and large requests at once; those of small requests are not "
+        "counted, so that their ops do not wait behind many large batches in TensorFlow's shared "
+        "thread pools (keras-s2s addition).",
+        minimum=1,
+    )
     rest_api_enable_cors_support: bool = _option(
         False, "Answer CORS preflights and add CORS headers."
     )

@@ -10,6 +10,11 @@ so that large bodies never take the threads of small requests. Within a lane a j
 order its request was admitted (a heap keyed by admission number): the first request admitted
 runs all its stages before a later one starts, so requests finish in order, one by one.
 
+Model runs: TensorFlow runs every function call's ops on process-wide thread pools, in the order
+they were queued, so a one-sentence predict waits behind the ops of every large batch running at
+once (seconds). The regular and large lanes share a bound on their model runs at once
+(`model_runs`), the small lane has none: its ops then wait behind those of a few runs only.
+
 Admission: a lane measures its throughput (busy seconds per body byte, over its recent requests)
 and refuses a request whose estimated wait -- the bytes admitted before it and not finished, plus
 its own, at that rate -- is past `ADMISSION_SHARE` of the request deadline, with TF Serving's
@@ -21,6 +26,7 @@ start.
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -53,9 +59,10 @@ class Ticket:
 class Lane:
     """Threads running the jobs of admitted requests, the earliest admitted first."""
 
-    def __init__(self, name, threads, deadline_seconds):
+    def __init__(self, name, threads, deadline_seconds, model_runs=None):
         self.name = name
         self._deadline_seconds = deadline_seconds
+        self._model_runs = model_runs if model_runs is not None else contextlib.nullcontext()
         self._condition = threading.Condition()
         self._jobs = []  # heap of (ticket number, job number, future, function, args)
         self._job_numbers = itertools.count()
@@ -111,6 +118,11 @@ class Lane:
             )
             self._condition.notify()
         return future
+
+    def run_model(self, function, inputs):
+        """`function(inputs)` once the lane's bound on model runs at once allows."""
+        with self._model_runs:
+            return function(inputs)
 
     def release(self, ticket):
         """The request of `ticket` is answered (or failed, or timed out)."""

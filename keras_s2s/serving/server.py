@@ -304,14 +304,16 @@ class ModelServer:
         host = self.options.rest_api_host
         try:
             options = self.options
+            bulk_model_runs = threading.BoundedSemaphore(options.rest_api_num_bulk_model_runs)
             self._lanes = [
-                (limit, Lane(name, threads, self._timeout_seconds))
-                for name, limit, threads in (
+                (limit, Lane(name, threads, self._timeout_seconds, model_runs))
+                for name, limit, threads, model_runs in (
                     ("small", options.rest_api_small_request_bytes,
-                     options.rest_api_num_small_request_threads),
+                     options.rest_api_num_small_request_threads, None),
                     ("regular", options.rest_api_large_request_bytes,
-                     options.rest_api_num_threads),
-                    ("large", float("inf"), options.rest_api_num_large_request_threads),
+                     options.rest_api_num_threads, bulk_model_runs),
+                    ("large", float("inf"), options.rest_api_num_large_request_threads,
+                     bulk_model_runs),
                 )
             ]
             if self.options.batching is not None:
@@ -544,7 +546,7 @@ class ModelServer:
 
     async def _execute(self, ticket, signature, inputs):
         if self._scheduler is None:
-            return await self._call(ticket, signature.run, inputs)
+            return await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
         return await asyncio.wrap_future(self._scheduler.submit(signature, signature.run, inputs))
 
     async def _post(self, ticket, verb, name, version, label, body):

@@ -25,18 +25,29 @@ HEAVY = {"instances": [1.0] * ROWS}
 @contextlib.contextmanager
 def slowed_runtime(seconds_per_row, exclusive):
     """Every model run costs `seconds_per_row` per row; `exclusive`: one run at a time (a
-    saturated CPU), else any number at once."""
+    saturated CPU), else any number at once. Yields {"most_at_once": ...}, the most runs of
+    more than one row seen at once."""
     lock = threading.Lock() if exclusive else contextlib.nullcontext()
     original = Signature.run
+    counting = threading.Lock()
+    runs = {"now": 0, "most_at_once": 0}
 
     def run(self, inputs):
-        with lock:
-            time.sleep(seconds_per_row * len(next(iter(inputs.values()))))
-        return original(self, inputs)
+        rows = len(next(iter(inputs.values())))
+        with counting:
+            runs["now"] += rows > 1
+            runs["most_at_once"] = max(runs["most_at_once"], runs["now"])
+        try:
+            with lock:
+                time.sleep(seconds_per_row * rows)
+            return original(self, inputs)
+        finally:
+            with counting:
+                runs["now"] -= rows > 1
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Signature, "run", run)
-        yield
+        yield runs
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +94,7 @@ def test_small_requests_stay_fast_while_medium_ones_saturate_the_server(base_pat
     options = make_options(
         [ModelConfig("half", base_path)],
         rest_api_num_threads=2,
+        rest_api_num_bulk_model_runs=1,
         rest_api_small_request_bytes=1024,
         rest_api_large_request_bytes=1 << 20,
     )
@@ -92,8 +104,8 @@ def test_small_requests_stay_fast_while_medium_ones_saturate_the_server(base_pat
         while not stop.is_set():
             assert timed_post(server.url, HEAVY)[0].status == 200
 
-    # 0.3 s a medium request, 24 clients on 2 threads: a queue of 3.6 s.
-    with slowed_runtime(0.3 / ROWS, exclusive=False), ModelServer(options) as server:
+    # 0.15 s a medium request, one run at a time, 24 clients: a queue of 3.6 s.
+    with slowed_runtime(0.15 / ROWS, exclusive=False) as runs, ModelServer(options) as server:
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
             clients = [pool.submit(medium_client, index) for index in range(24)]
             time.sleep(1.0)
@@ -111,3 +123,6 @@ def test_small_requests_stay_fast_while_medium_ones_saturate_the_server(base_pat
             for client in clients:
                 client.result()
     assert max(latencies) < 1.0, latencies
+    # Medium requests ran their model one at a time (in TensorFlow's shared thread pools, the
+    # one-instance predict's ops queue behind those of every run at once), not two (the threads).
+    assert runs["most_at_once"] == 1
