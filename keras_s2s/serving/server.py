@@ -471,15 +471,14 @@ class ModelServer:
             name, version, label, verb = post.groups()
             model_request = _model_request(name, version, label)
             body, gzipped = await self._read_body(request)
-            lane = next(lane for limit, lane in self._lanes if len(body) <= limit)
-            ticket = lane.admit(len(body))
-            try:
-                if gzipped:
-                    limit = self.options.rest_api_max_body_bytes
-                    body = await self._call(ticket, _gunzip, body, limit)
-                return await self._post(ticket, verb, *model_request, body)
-            finally:
-                lane.release(ticket)
+            if gzipped:  # inflated in the lane of its size as sent, then run in that of its size
+                limit = self.options.rest_api_max_body_bytes
+                body = await self._admitted(
+                    len(body), lambda ticket: self._call(ticket, _gunzip, body, limit)
+                )
+            return await self._admitted(
+                len(body), lambda ticket: self._post(ticket, verb, *model_request, body)
+            )
         get = _GET_PATH.fullmatch(path) if method == "GET" else None
         if get is not None:
             name, version, label, subresource = get.groups()
@@ -539,6 +538,16 @@ class ModelServer:
                 raise too_large
             chunks.append(chunk)
         return b"".join(chunks), encoding == "gzip"
+
+    async def _admitted(self, size, work):
+        """`await work(ticket)` with a ticket of the lane of `size` bytes (UNAVAILABLE if it
+        would wait past the deadline)."""
+        lane = next(lane for limit, lane in self._lanes if size <= limit)
+        ticket = lane.admit(size)
+        try:
+            return await work(ticket)
+        finally:
+            lane.release(ticket)
 
     async def _call(self, ticket, function, *args):
         """Runs `function(*args)` as a job of `ticket`'s request, in its lane."""

@@ -7,6 +7,8 @@ that a few hundred kilobytes make the load of many megabytes on a real model, in
 
 import concurrent.futures
 import contextlib
+import gzip
+import json
 import threading
 import time
 
@@ -25,16 +27,17 @@ HEAVY = {"instances": [1.0] * ROWS}
 @contextlib.contextmanager
 def slowed_runtime(seconds_per_row, exclusive):
     """Every model run costs `seconds_per_row` per row; `exclusive`: one run at a time (a
-    saturated CPU), else any number at once. Yields {"most_at_once": ...}, the most runs of
-    more than one row seen at once."""
+    saturated CPU), else any number at once. Yields {"most_at_once": ..., "threads": [...]}:
+    the most runs of more than one row seen at once, and the threads that ran them."""
     lock = threading.Lock() if exclusive else contextlib.nullcontext()
     original = Signature.run
     counting = threading.Lock()
-    runs = {"now": 0, "most_at_once": 0}
+    runs = {"now": 0, "most_at_once": 0, "threads": []}
 
     def run(self, inputs):
         rows = len(next(iter(inputs.values())))
         with counting:
+            runs["threads"].append(threading.current_thread().name)
             runs["now"] += rows > 1
             runs["most_at_once"] = max(runs["most_at_once"], runs["now"])
         try:
@@ -126,3 +129,14 @@ def test_small_requests_stay_fast_while_medium_ones_saturate_the_server(base_pat
     # Medium requests ran their model one at a time (in TensorFlow's shared thread pools, the
     # one-instance predict's ops queue behind those of every run at once), not two (the threads).
     assert runs["most_at_once"] == 1
+
+
+def test_a_gzip_body_runs_in_the_lane_of_its_inflated_size(base_path):
+    options = make_options([ModelConfig("half", base_path)], rest_api_small_request_bytes=1024)
+    body = gzip.compress(json.dumps(HEAVY).encode())  # about 100 bytes, 10 KB inflated
+    assert len(body) < 1024
+    with slowed_runtime(0, exclusive=False) as runs, ModelServer(options) as server:
+        response = http(server.url, "POST", "/v1/models/half:predict", body,
+                        headers={"Content-Encoding": "gzip"})
+        assert response.json == {"predictions": [2.5] * ROWS}
+    assert [name.rsplit("-", 1)[0] for name in runs["threads"]] == ["rest-regular"]
