@@ -64,7 +64,7 @@ class Lane:
         self._deadline_seconds = deadline_seconds
         self._model_runs = model_runs if model_runs is not None else contextlib.nullcontext()
         self._condition = threading.Condition()
-        self._jobs = []  # heap of (ticket number, job number, future, function, args)
+        self._jobs = []  # heap of (ticket number, job number, ticket, future, function, args)
         self._job_numbers = itertools.count()
         self._ticket_numbers = itertools.count()
         self._backlog = 0  # bytes of admitted requests not yet finished
@@ -80,12 +80,8 @@ class Lane:
         for thread in self._threads:
             thread.start()
 
-    def seconds_per_byte(self):
-        """Measured busy seconds per body byte of this lane, or None before any measurement."""
-        with self._condition:
-            return self._seconds_per_byte()
-
     def _seconds_per_byte(self):
+        """Measured busy seconds per body byte, or None before any measurement."""
         cost = sum(finished[0] for finished in self._finished)
         return sum(finished[1] for finished in self._finished) / cost if cost else None
 
