@@ -13,14 +13,24 @@
   package as of commit `BEFORE_COMMIT`, extracted with `git archive`) and now, interleaved; 8
   concurrent 1M-float predicts with status requests meanwhile; a 10,000-request soak at 32 clients
   (errors, p50/p99, server RSS before and after); idle connections past the connection limit.
+- Overload, on the exported dates model, each server a `keras-s2s serve` subprocess with a 10 s
+  deadline: the server before lanes and admission (the package as of `LOAD_BEFORE_COMMIT`) and
+  after, one after the other: K clients at once each posting 256 strings of 2,000 characters
+  (513 KB): statuses, latency min/median/max, completed large requests per second; then 16
+  clients posting 256 strings of 500 characters (129 KB) in a loop for 8 s (0.5 s apart after a
+  503), with small
+  requests (a one-instance predict, status, metadata) meanwhile: their p50/p99/max latency, and
+  the completed medium requests per second. The load average is noted before each.
 
     python bench/serving.py --quick
     KERAS_S2S_BENCH_SERVING_PART=hardening python bench/serving.py   # the hardening part alone
+    KERAS_S2S_BENCH_SERVING_PART=overload python bench/serving.py    # the overload part alone
 """
 
 import concurrent.futures
 import glob
 import http.client
+import json
 import os
 import socket
 import statistics
@@ -286,15 +296,15 @@ def _post(url, body, timeout=600):
         return error.code, error.read()
 
 
-def _before_tree(workdir):
-    """The package as of BEFORE_COMMIT, extracted into `workdir`; None without git history."""
-    archive = os.path.join(workdir, "before.tar")
+def _before_tree(workdir, commit=BEFORE_COMMIT):
+    """The package as of `commit`, extracted into `workdir`; None without git history."""
+    archive = os.path.join(workdir, f"before-{commit}.tar")
     try:
-        subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "-o", archive, BEFORE_COMMIT,
+        subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "-o", archive, commit,
                         "keras_s2s"], check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
-    tree = os.path.join(workdir, "before")
+    tree = os.path.join(workdir, f"before-{commit}")
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")
     return tree
@@ -468,11 +478,151 @@ def hardening_figures(args):
             "concurrent_big_requests": concurrent_big, "soak": soak, "idle_connections": idle}
 
 
+#: The last commit before requests ran in lanes with admission: the "before" server of the
+#: overload figures.
+LOAD_BEFORE_COMMIT = "5e59385"
+
+
+def _strings_body(count, characters, seed):
+    """`{"instances": [...]}` of `count` strings of `characters` characters (dates and filler)."""
+    rng = np.random.default_rng(seed)
+    words = [s for s, _ in synthetic.generate("dates", 64, seed=seed)]
+    strings = []
+    for _ in range(count):
+        text = ""
+        while len(text) < characters:
+            text += words[int(rng.integers(len(words)))] + " "
+        strings.append(text[:characters])
+    return json.dumps({"instances": strings}).encode()
+
+
+def heavy_burst_figures(server, body, clients):
+    """`clients` at once, each posting `body` once."""
+    url = server.url + "/v1/models/dates:predict"
+
+    def post(_):
+        start = time.perf_counter()
+        try:
+            status = _post(url, body, timeout=120)[0]
+        except OSError:  # connection refused or reset: counted as status 0
+            status = 0
+        return status, time.perf_counter() - start
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(post, range(clients)))
+    wall = time.perf_counter() - start
+    done = [seconds for status, seconds in results if status == 200]
+    statuses = {str(code): sum(status == code for status, _ in results)
+                for code in sorted({status for status, _ in results})}
+    figures = {"clients": clients, "body_bytes": len(body), "statuses": statuses,
+               "wall_seconds": round(wall, 2),
+               "completed_per_second": round(len(done) / wall, 2)}
+    if done:
+        figures["completed_seconds_min_median_max"] = [
+            round(min(done), 2), round(statistics.median(done), 2), round(max(done), 2)]
+    refused = [seconds for status, seconds in results if status in (429, 503)]
+    if refused:
+        figures["refused_seconds_max"] = round(max(refused), 3)
+    return figures
+
+
+#: How long a client of the saturation figures waits after being refused, before it retries.
+REFUSED_BACKOFF_SECONDS = 0.5
+
+
+def saturated_figures(server, body, clients, seconds):
+    """`clients` posting `body` in a loop for `seconds`; small requests meanwhile."""
+    url = server.url + "/v1/models/dates:predict"
+    stop_at = time.perf_counter() + seconds
+    small = {"predict_one": ("POST", url, b'{"instances": ["March 3, 2021"]}'),
+             "status": ("GET", server.url + "/v1/models/dates", None),
+             "metadata": ("GET", server.url + "/v1/models/dates/metadata", None)}
+
+    def medium_client(_):
+        statuses = []
+        while time.perf_counter() < stop_at:
+            statuses.append(_post(url, body, timeout=120)[0])
+            if statuses[-1] in (429, 503):
+                time.sleep(REFUSED_BACKOFF_SECONDS)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        start = time.perf_counter()
+        futures = [pool.submit(medium_client, index) for index in range(clients)]
+        latencies = {kind: [] for kind in small}
+        small_statuses = []
+        while time.perf_counter() < stop_at:
+            for kind, (method, target, data) in small.items():
+                begin = time.perf_counter()
+                if method == "GET":
+                    try:
+                        small_statuses.append(_get(target, timeout=120)[0])
+                    except urllib.error.HTTPError as error:
+                        small_statuses.append(error.code)
+                else:
+                    small_statuses.append(_post(target, data, timeout=120)[0])
+                latencies[kind].append(time.perf_counter() - begin)
+            time.sleep(0.1)
+        statuses = [status for future in futures for status in future.result()]
+        wall = time.perf_counter() - start
+    every_small = [seconds for values in latencies.values() for seconds in values]
+    return {"clients": clients, "body_bytes": len(body), "seconds": seconds,
+            "medium_statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+            "medium_completed_per_second": round(statuses.count(200) / wall, 2),
+            "refused_backoff_seconds": REFUSED_BACKOFF_SECONDS,
+            "small_requests": len(every_small),
+            "small_statuses": {str(code): small_statuses.count(code)
+                               for code in sorted(set(small_statuses))},
+            "small_latency": _percentiles_ms(every_small),
+            "small_latency_by_kind": {kind: _percentiles_ms(values)
+                                      for kind, values in latencies.items()}}
+
+
+def overload_figures(export_dir, args):
+    """Before and after, one after the other, on the exported dates model (module docstring)."""
+    base_path = os.path.dirname(export_dir)
+    bursts = (4,) if args.quick else (16, 40)
+    heavy = _strings_body(256, 2000, seed=1)
+    medium = _strings_body(256, 500, seed=2)
+    with tempfile.TemporaryDirectory() as workdir:
+        trees = {"after": str(REPO_ROOT)}
+        before_tree = None if args.quick else _before_tree(workdir, LOAD_BEFORE_COMMIT)
+        if before_tree is not None:
+            trees = {"before": before_tree, **trees}
+        figures = {"before_commit": LOAD_BEFORE_COMMIT if before_tree is not None else
+                   "skipped (quick mode, or no git history)", "deadline_ms": 10000}
+        for name, tree in trees.items():
+            server = ServerProcess(tree, base_path, "--rest_api_timeout_in_ms=10000",
+                                   model_name="dates")
+            try:
+                _post(server.url + "/v1/models/dates:predict", medium)  # warm-up
+                _post(server.url + "/v1/models/dates:predict", heavy)
+                result = {"loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+                for clients in bursts:
+                    result[f"heavy_burst_{clients}"] = heavy_burst_figures(server, heavy, clients)
+                result["saturated_by_medium"] = saturated_figures(
+                    server, medium, clients=4 if args.quick else 16,
+                    seconds=3 if args.quick else 8)
+                result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            finally:
+                server.stop()
+            figures[name] = result
+    return figures
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
-    if os.environ.get("KERAS_S2S_BENCH_SERVING_PART") == "hardening":
+    part = os.environ.get("KERAS_S2S_BENCH_SERVING_PART")
+    if part == "hardening":
         write_result("serving_hardening_quick" if args.quick else "serving_hardening", args,
                      {"hardening": hardening_figures(args)})
+        return
+    if part == "overload":
+        with tempfile.TemporaryDirectory() as workdir:
+            _, export_dir = train_and_export(workdir, quick=True)
+            write_result("serving_overload_quick" if args.quick else "serving_overload", args,
+                         {"overload": overload_figures(export_dir, args)})
         return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
@@ -485,6 +635,7 @@ def main():
             "rest": rest_figures(export_dir, sentences, args),
             "tflite": tflite_figures(run_dir, export_dir, workdir, args),
             "hardening": hardening_figures(args),
+            "overload": overload_figures(export_dir, args),
         }
     write_result("serving", args, figures)
 

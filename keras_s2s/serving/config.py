@@ -325,174 +325,154 @@ def _parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_arguments(parser):
-    """Adds tensorflow_model_server's flags (those that apply to a REST-only server) to `parser`."""
-    cpus = os.cpu_count() or 1
-
-    def flag(name, kind, default, help_text):
-        if kind is bool:
-            parser.add_argument(
-                f"--{name}",
-                type=_parse_bool,
-                nargs="?",
-                const=True,
-                default=default,
-                metavar="BOOL",
-                help=help_text,
-            )
-        else:
-            parser.add_argument(f"--{name}", type=kind, default=default, help=help_text)
-
-    flag("model_name", str, "default", "Name of the model when no --model_config_file is given.")
-    flag("model_base_path", str, "", "Directory holding the model's numbered version directories.")
-    flag(
-        "model_config_file",
-        str,
-        "",
-        "models.config (text ModelServerConfig); overrides --model_name/--model_base_path.",
-    )
-    flag(
-        "model_config_file_poll_wait_seconds",
-        float,
-        0,
-        "Re-read --model_config_file this often; 0 = read once.",
-    )
-    flag(
-        "file_system_poll_wait_seconds",
-        float,
-        1,
-        "Poll base paths for versions this often; 0 = once, <0 = never.",
-    )
-    flag("rest_api_port", int, 8501, "REST port (0 = pick a free port).")
-    flag(
-        "rest_api_host", str, "127.0.0.1", "Address the REST server binds to (keras-s2s addition)."
-    )
-    flag(
-        "rest_api_num_threads",
-        int,
-        4 * cpus,
-        "Threads running requests (JSON decoding, model execution).",
-    )
-    flag("rest_api_timeout_in_ms", int, 30000, "Per-request deadline; exceeded requests get 504.")
-    flag(
-        "rest_api_header_timeout_in_ms",
-        int,
-        10000,
-        "A request's line and headers must arrive within this, counted from the connection's "
-        "opening or the first byte after the previous response; else the connection is closed "
-        "(keras-s2s addition).",
-    )
-    flag(
-        "rest_api_body_timeout_in_ms",
-        int,
-        10000,
-        "Longest pause while reading a request body; past it, 408 and the connection is closed "
-        "(keras-s2s addition).",
-    )
-    flag(
-        "rest_api_keepalive_timeout_in_ms",
-        int,
-        30000,
-        "Idle keep-alive connections are closed after this (keras-s2s addition).",
-    )
-    flag(
-        "rest_api_max_connections",
-        int,
-        1024,
-        "Most open connections; past it idle ones are closed, else new ones get 503 (keras-s2s "
-        "addition).",
-    )
-    flag(
-        "rest_api_large_request_bytes",
-        int,
-        256 << 10,
-        "Bodies larger than this run on the large-request threads (keras-s2s addition).",
-    )
-    flag(
-        "rest_api_num_large_request_threads",
-        int,
-        max(1, cpus // 2),
-        "Threads for large requests, so that they cannot hold every thread (keras-s2s addition).",
-    )
-    flag(
-        "rest_api_enable_cors_support", bool, False, "Answer CORS preflights and add CORS headers."
-    )
-    flag(
-        "rest_api_max_body_bytes",
-        int,
-        64 << 20,
-        "Largest request body accepted; larger gets 413 (keras-s2s addition).",
-    )
-    flag(
-        "enable_batching",
-        bool,
-        False,
-        "Merge concurrent requests to the same signature into one batch.",
-    )
-    flag("batching_parameters_file", str, "", "Text BatchingParameters; needs --enable_batching.")
-    flag("max_num_load_retries", int, 5, "Retries of a version that fails to load.")
-    flag("load_retry_interval_micros", int, 60_000_000, "Wait between load retries.")
-    flag(
-        "allow_version_labels_for_unavailable_models",
-        bool,
-        False,
-        "Allow labels on versions not yet loaded.",
-    )
-    flag(
-        "enable_signature_method_name_check",
-        bool,
-        False,
-        "Require predict/classify/regress method names.",
-    )
-    flag(
-        "port",
-        int,
-        8500,
-        "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.",
-    )
+_CPUS = os.cpu_count() or 1
 
 
-_POSITIVE_FLAGS = (
-    "rest_api_num_threads",
-    "rest_api_timeout_in_ms",
-    "rest_api_max_body_bytes",
-    "rest_api_header_timeout_in_ms",
-    "rest_api_body_timeout_in_ms",
-    "rest_api_keepalive_timeout_in_ms",
-    "rest_api_max_connections",
-    "rest_api_large_request_bytes",
-    "rest_api_num_large_request_threads",
-)
+def _option(default, help_text, minimum=None):
+    """A field that is also a flag: `--<field name>` of the field's type, with this default and
+    help; `minimum`: smaller values are refused by `validate`."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "minimum": minimum})
+
+
+def _flag_fields(cls):
+    return [field for field in dataclasses.fields(cls) if "help" in field.metadata]
+
+
+@dataclasses.dataclass
+class _ModelSourceFlags:
+    """Flags that say where `ServerOptions.models` and `.batching` come from."""
+
+    model_name: str = _option("default", "Name of the model when no --model_config_file is given.")
+    model_base_path: str = _option(
+        "", "Directory holding the model's numbered version directories."
+    )
+    enable_batching: bool = _option(
+        False, "Merge concurrent requests to the same signature into one batch."
+    )
+    batching_parameters_file: str = _option(
+        "", "Text BatchingParameters; needs --enable_batching."
+    )
 
 
 @dataclasses.dataclass
 class ServerOptions:
-    """Everything ModelServer needs; build it directly or with `from_args` from parsed flags."""
+    """Everything ModelServer needs; build it directly or with `from_args` from parsed flags.
+
+    Every field but `models` and `batching` is also a tensorflow_model_server flag (or a
+    keras-s2s addition) of the same name: its type, default, help and lower bound are written
+    here once, and `add_arguments` builds the flags from them.
+    """
 
     models: list
-    rest_api_port: int = 8501
-    rest_api_host: str = "127.0.0.1"
-    rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
-    rest_api_timeout_in_ms: int = 30000
-    rest_api_enable_cors_support: bool = False
-    rest_api_max_body_bytes: int = 64 << 20
-    rest_api_header_timeout_in_ms: int = 10000
-    rest_api_body_timeout_in_ms: int = 10000
-    rest_api_keepalive_timeout_in_ms: int = 30000
-    rest_api_max_connections: int = 1024
-    rest_api_large_request_bytes: int = 256 << 10
-    rest_api_num_large_request_threads: int = max(1, (os.cpu_count() or 1) // 2)
-    file_system_poll_wait_seconds: float = 1.0
-    model_config_file: str = ""
-    model_config_file_poll_wait_seconds: float = 0.0
     batching: BatchingParameters = None  # None = batching off
-    max_num_load_retries: int = 5
-    load_retry_interval_micros: int = 60_000_000
-    allow_version_labels_for_unavailable_models: bool = False
-    enable_signature_method_name_check: bool = False
+    model_config_file: str = _option(
+        "", "models.config (text ModelServerConfig); overrides --model_name/--model_base_path."
+    )
+    model_config_file_poll_wait_seconds: float = _option(
+        0.0, "Re-read --model_config_file this often; 0 = read once."
+    )
+    file_system_poll_wait_seconds: float = _option(
+        1.0, "Poll base paths for versions this often; 0 = once, <0 = never."
+    )
+    rest_api_port: int = _option(8501, "REST port (0 = pick a free port).")
+    rest_api_host: str = _option(
+        "127.0.0.1", "Address the REST server binds to (keras-s2s addition)."
+    )
+    rest_api_num_threads: int = _option(
+        4 * _CPUS,
+        "Threads running regular requests (bodies between the small and the large size): JSON "
+        "decoding, model execution.",
+        minimum=1,
+    )
+    rest_api_timeout_in_ms: int = _option(
+        30000, "Per-request deadline; exceeded requests get 504.", minimum=1
+    )
+    rest_api_header_timeout_in_ms: int = _option(
+        10000,
+        "A request's line and headers must arrive within this, counted from the connection's "
+        "opening or the first byte after the previous response; else the connection is closed "
+        "(keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_body_timeout_in_ms: int = _option(
+        10000,
+        "Longest pause while reading a request body; past it, 408 and the connection is closed "
+        "(keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_keepalive_timeout_in_ms: int = _option(
+        30000, "Idle keep-alive connections are closed after this (keras-s2s addition).", minimum=1
+    )
+    rest_api_max_connections: int = _option(
+        1024,
+        "Most open connections; past it idle ones are closed, else new ones get 503 (keras-s2s "
+        "addition).",
+        minimum=1,
+    )
+    rest_api_small_request_bytes: int = _option(
+        16 << 10,
+        "Bodies up to this size run on the small-request threads, so that one-instance predicts "
+        "stay fast while larger ones saturate the server (keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_num_small_request_threads: int = _option(
+        max(2, _CPUS), "Threads for small requests (keras-s2s addition).", minimum=1
+    )
+    rest_api_large_request_bytes: int = _option(
+        256 << 10,
+        "Bodies larger than this run on the large-request threads (keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_num_large_request_threads: int = _option(
+        max(1, _CPUS // 2),
+        "Threads for large requests, so that they cannot hold every thread (keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_num_bulk_model_runs: int = _option(
+        max(1, _CPUS // 2),
+        "Most model runs of regular and large requests at once; those of small requests are not "
+        "counted, so that their ops do not wait behind many large batches in TensorFlow's shared "
+        "thread pools (keras-s2s addition).",
+        minimum=1,
+    )
+    rest_api_enable_cors_support: bool = _option(
+        False, "Answer CORS preflights and add CORS headers."
+    )
+    rest_api_max_body_bytes: int = _option(
+        64 << 20,
+        "Largest request body accepted; larger gets 413 (keras-s2s addition).",
+        minimum=1,
+    )
+    max_num_load_retries: int = _option(5, "Retries of a version that fails to load.")
+    load_retry_interval_micros: int = _option(60_000_000, "Wait between load retries.")
+    allow_version_labels_for_unavailable_models: bool = _option(
+        False, "Allow labels on versions not yet loaded."
+    )
+    enable_signature_method_name_check: bool = _option(
+        False, "Require predict/classify/regress method names."
+    )
+    port: int = _option(
+        8500,
+        "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.",
+    )
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raises ConfigError for values TF Serving (or keras-s2s serve) would refuse."""
+        if self.rest_api_port != 0 and self.rest_api_port == self.port:
+            raise ConfigError(
+                f"--rest_api_port ({self.rest_api_port}) must differ from --port ({self.port})"
+            )
+        for field in _flag_fields(ServerOptions):
+            minimum, value = field.metadata["minimum"], getattr(self, field.name)
+            if minimum is not None and value < minimum:
+                raise ConfigError(f"--{field.name} must be positive, got {value}")
 
     @classmethod
     def from_args(cls, args):
+        """The options of flags parsed by a parser given `add_arguments`."""
         if args.model_config_file:
             if args.model_base_path:
                 logger.warning(
@@ -519,33 +499,20 @@ class ServerOptions:
                 if args.batching_parameters_file
                 else BatchingParameters()
             )
-        if args.rest_api_port != 0 and args.rest_api_port == args.port:
-            raise ConfigError(
-                f"--rest_api_port ({args.rest_api_port}) must differ from --port ({args.port})"
-            )
-        for name in _POSITIVE_FLAGS:
-            if getattr(args, name) < 1:
-                raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
         return cls(
             models=models,
             batching=batching,
-            **{
-                name: getattr(args, name)
-                for name in (
-                    "rest_api_port",
-                    "rest_api_host",
-                    "rest_api_num_threads",
-                    "rest_api_timeout_in_ms",
-                    "rest_api_enable_cors_support",
-                    "rest_api_max_body_bytes",
-                    *_POSITIVE_FLAGS[3:],
-                    "file_system_poll_wait_seconds",
-                    "model_config_file",
-                    "model_config_file_poll_wait_seconds",
-                    "max_num_load_retries",
-                    "load_retry_interval_micros",
-                    "allow_version_labels_for_unavailable_models",
-                    "enable_signature_method_name_check",
-                )
-            },
+            **{field.name: getattr(args, field.name) for field in _flag_fields(cls)},
         )
+
+
+def add_arguments(parser):
+    """Adds tensorflow_model_server's flags (those that apply to a REST-only server) to `parser`:
+    one per field of `ServerOptions` and of the flags that give its models and batching."""
+    for field in _flag_fields(_ModelSourceFlags) + _flag_fields(ServerOptions):
+        name, help_text = f"--{field.name}", field.metadata["help"]
+        if field.type is bool:
+            parser.add_argument(name, type=_parse_bool, nargs="?", const=True,
+                                default=field.default, metavar="BOOL", help=help_text)
+        else:
+            parser.add_argument(name, type=field.type, default=field.default, help=help_text)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tensorflow-text ops that TF Serving links)
 from google.protobuf import json_format, message, text_format
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, saved_model_pb2
 
 from keras_s2s.serving.errors import ServingError, error_from_exception, public_message
 
@@ -66,13 +66,24 @@ def _eager_runner(function, input_dtypes):
 
 
 def _session_runner(session, signature_def):
-    """Runs a TF1 SignatureDef in the given `tf.compat.v1.Session` (Session.run is thread-safe)."""
-    feeds = {alias: info.name for alias, info in signature_def.inputs.items()}
-    fetches = {alias: info.name for alias, info in signature_def.outputs.items()}
+    """Runs a TF1 SignatureDef in `session` as TF Serving's C++ Session::Run does: tensors are fed
+    as given, with no check against the graph's static shapes (Python's Session.run refuses a
+    [3] value for an x:0 of shape [None, 1] that the graph would broadcast; TF Serving's REST
+    guide feeds exactly that). A C++ callable per signature; running it is thread-safe."""
+    aliases = sorted(signature_def.inputs)
+    fetches = sorted(signature_def.outputs)
+    options = config_pb2.CallableOptions(
+        feed=[signature_def.inputs[alias].name for alias in aliases],
+        fetch=[signature_def.outputs[alias].name for alias in fetches],
+    )
+    dtypes = [tf.as_dtype(signature_def.inputs[alias].dtype).as_numpy_dtype for alias in aliases]
+    callable_ = session._make_callable_from_options(options)  # noqa: SLF001  (no public API)
 
     def run(inputs):
-        outputs = session.run(fetches, feed_dict={feeds[alias]: inputs[alias] for alias in feeds})
-        return {alias: np.asarray(value) for alias, value in outputs.items()}  # scalars too
+        values = callable_(*(np.asarray(inputs[alias], dtype)
+                             for alias, dtype in zip(aliases, dtypes, strict=True)))
+        # np.asarray: scalars too come back as arrays
+        return {alias: np.asarray(value) for alias, value in zip(fetches, values, strict=True)}
 
     return run
 

@@ -7,10 +7,12 @@ and models.config, so one client, one set of curl lines and one export directory
 Why aiohttp rather than http.server: it is asynchronous (thousands of open keep-alive connections
 cost no threads, and requests waiting for a batch do not hold one), mature and widely deployed,
 and small: its low-level server is used, with no framework around it. Everything slow -- gzip,
-JSON decoding, tensor conversion, model execution, JSON encoding -- runs in a thread pool
+JSON decoding, tensor conversion, model execution, JSON encoding -- runs on threads
 (TensorFlow, numpy and orjson do their work in C), so the event loop only reads, routes and
-writes. Bodies over `rest_api_large_request_bytes` get their own few threads, so that big requests
-cannot take every thread from small ones; a request past its deadline gets 504 and its stages that
+writes. Requests run in lanes by body size (small, regular, large; see `lanes`), each with its
+own threads and its stages run in admission order, so that big requests cannot take the threads of
+small ones, and requests finish one by one rather than all together; a request that would wait
+past its deadline is refused at once (503), one past its deadline gets 504 and its stages that
 have not started never start.
 
 Hostile clients: a request's headers must arrive within `rest_api_header_timeout_in_ms`, its body
@@ -47,6 +49,7 @@ from keras_s2s.serving.config import (
     read_model_config_file,
 )
 from keras_s2s.serving.errors import ServingError
+from keras_s2s.serving.lanes import Lane
 from keras_s2s.serving.models import ModelManager, status_json_entries
 
 __all__ = ["ModelServer", "add_arguments", "run", "main"]
@@ -141,6 +144,7 @@ class RepeatedLogFilter(logging.Filter):
 _RATE_LIMITED_LOGGERS = (
     "keras_s2s.serving.server",
     "keras_s2s.serving.batching",
+    "keras_s2s.serving.lanes",
     "keras_s2s.serving.models",
     "aiohttp.server",
     "aiohttp.web",
@@ -277,8 +281,7 @@ class ModelServer:
             config_poll_wait_seconds=options.model_config_file_poll_wait_seconds,
         )
         self._timeout_seconds = options.rest_api_timeout_in_ms / 1000
-        self._pool = None
-        self._large_pool = None
+        self._lanes = []  # (largest body in bytes, Lane), smallest first
         self._scheduler = None
         self._loop = None
         self._thread = None
@@ -300,12 +303,19 @@ class ModelServer:
         self._manager.start()
         host = self.options.rest_api_host
         try:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.options.rest_api_num_threads, thread_name_prefix="rest"
-            )
-            self._large_pool = concurrent.futures.ThreadPoolExecutor(
-                self.options.rest_api_num_large_request_threads, thread_name_prefix="rest-large"
-            )
+            options = self.options
+            bulk_model_runs = threading.BoundedSemaphore(options.rest_api_num_bulk_model_runs)
+            self._lanes = [
+                (limit, Lane(name, threads, self._timeout_seconds, model_runs))
+                for name, limit, threads, model_runs in (
+                    ("small", options.rest_api_small_request_bytes,
+                     options.rest_api_num_small_request_threads, None),
+                    ("regular", options.rest_api_large_request_bytes,
+                     options.rest_api_num_threads, bulk_model_runs),
+                    ("large", float("inf"), options.rest_api_num_large_request_threads,
+                     bulk_model_runs),
+                )
+            ]
             if self.options.batching is not None:
                 self._scheduler = BatchScheduler(self.options.batching)
             sock = socket.create_server(
@@ -357,7 +367,7 @@ class ModelServer:
                 header_timeout=options.rest_api_header_timeout_in_ms / 1000,
                 loop=self._loop,
                 keepalive_timeout=options.rest_api_keepalive_timeout_in_ms / 1000,
-                auto_decompress=False,  # bodies are inflated in the pool, within the size limit
+                auto_decompress=False,  # bodies are inflated on lane threads, within the size limit
                 access_log=None,
                 max_line_size=8190,
                 max_field_size=8190,
@@ -384,7 +394,7 @@ class ModelServer:
 
     def stop(self):
         """Stops listening (letting requests in flight finish), then batching, polling and the
-        pools."""
+        lanes."""
         if self._thread is not None:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._loop.stop)
@@ -394,10 +404,9 @@ class ModelServer:
             self._scheduler.stop()
             self._scheduler = None
         self._manager.stop()
-        for pool in (self._pool, self._large_pool):
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        self._pool = self._large_pool = None
+        for _, lane in self._lanes:
+            lane.stop()
+        self._lanes = []
         for name in _RATE_LIMITED_LOGGERS:
             logging.getLogger(name).removeFilter(self._log_filter)
 
@@ -461,13 +470,15 @@ class ModelServer:
         if post is not None and post.group(4) in _METHOD_NAMES:
             name, version, label, verb = post.groups()
             model_request = _model_request(name, version, label)
-            body = await self._read_body(request)
-            pool = (
-                self._large_pool
-                if len(body) > self.options.rest_api_large_request_bytes
-                else self._pool
+            body, gzipped = await self._read_body(request)
+            if gzipped:  # inflated in the lane of its size as sent, then run in that of its size
+                limit = self.options.rest_api_max_body_bytes
+                body = await self._admitted(
+                    len(body), lambda ticket: self._call(ticket, _gunzip, body, limit)
+                )
+            return await self._admitted(
+                len(body), lambda ticket: self._post(ticket, verb, *model_request, body)
             )
-            return await self._post(pool, verb, *model_request, body)
         get = _GET_PATH.fullmatch(path) if method == "GET" else None
         if get is not None:
             name, version, label, subresource = get.groups()
@@ -483,14 +494,10 @@ class ModelServer:
         raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path[:200]}")
 
     async def _read_body(self, request):
-        """The body, inflated if gzip: at most --rest_api_max_body_bytes (else 413), with no pause
-        longer than --rest_api_body_timeout_in_ms (else 408)."""
+        """The body as sent and whether it is gzip: at most --rest_api_max_body_bytes (else
+        413), with no pause longer than --rest_api_body_timeout_in_ms (else 408)."""
         limit = self.options.rest_api_max_body_bytes
-        too_large = ServingError(
-            "RESOURCE_EXHAUSTED",
-            f"Request body is larger than {limit} bytes (--rest_api_max_body_bytes)",
-            http_status=413,
-        )
+        too_large = _body_too_large(limit)
         if request.content_length is not None and request.content_length > limit:
             raise too_large  # before any "100 Continue": the client need not send it
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -530,23 +537,29 @@ class ModelServer:
             if size > limit:
                 raise too_large
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if encoding == "gzip":
-            return await self._call(
-                self._pool if size < 1 << 20 else self._large_pool, _gunzip, body, limit, too_large
-            )
-        return body
+        return b"".join(chunks), encoding == "gzip"
 
-    async def _call(self, pool, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+    async def _admitted(self, size, work):
+        """`await work(ticket)` with a ticket of the lane of `size` bytes (UNAVAILABLE if it
+        would wait past the deadline)."""
+        lane = next(lane for limit, lane in self._lanes if size <= limit)
+        ticket = lane.admit(size)
+        try:
+            return await work(ticket)
+        finally:
+            lane.release(ticket)
 
-    async def _execute(self, pool, signature, inputs):
+    async def _call(self, ticket, function, *args):
+        """Runs `function(*args)` as a job of `ticket`'s request, in its lane."""
+        return await asyncio.wrap_future(ticket.lane.submit(ticket, function, *args))
+
+    async def _execute(self, ticket, signature, inputs):
         if self._scheduler is None:
-            return await self._call(pool, signature.run, inputs)
+            return await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
         return await asyncio.wrap_future(self._scheduler.submit(signature, signature.run, inputs))
 
-    async def _post(self, pool, verb, name, version, label, body):
-        request = await self._call(pool, codec.parse_json, body)
+    async def _post(self, ticket, verb, name, version, label, body):
+        request = await self._call(ticket, codec.parse_json, body)
         signature_name = codec.signature_name_of(request)
         signature = self._manager.servable(name, version, label).signature(signature_name)
         if (
@@ -560,26 +573,34 @@ class ModelServer:
             )
         if verb == "predict":
             inputs, row_format = await self._call(
-                pool, codec.decode_predict_request, request, signature.input_dtypes
+                ticket, codec.decode_predict_request, request, signature.input_dtypes
             )
-            outputs = await self._execute(pool, signature, inputs)
-            return await self._call(pool, codec.encode_predict_response, outputs, row_format)
+            outputs = await self._execute(ticket, signature, inputs)
+            return await self._call(ticket, codec.encode_predict_response, outputs, row_format)
         if len(signature.input_dtypes) != 1:
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f"Expected one input Tensor in signature {signature_name}, got "
                 f"{sorted(signature.input_dtypes)}",
             )
-        serialized = await self._call(pool, codec.decode_examples, request)
+        serialized = await self._call(ticket, codec.decode_examples, request)
         (input_name,) = signature.input_dtypes
-        outputs = await self._execute(pool, signature, {input_name: serialized})
+        outputs = await self._execute(ticket, signature, {input_name: serialized})
         encode = (
             codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
         )
-        return await self._call(pool, encode, outputs, len(serialized))
+        return await self._call(ticket, encode, outputs, len(serialized))
 
 
-def _gunzip(body, limit, too_large):
+def _body_too_large(limit):
+    return ServingError(
+        "RESOURCE_EXHAUSTED",
+        f"Request body is larger than {limit} bytes (--rest_api_max_body_bytes)",
+        http_status=413,
+    )
+
+
+def _gunzip(body, limit):
     """Inflates a gzip body, refusing more than `limit` bytes out (a small bomb inflates to GBs)."""
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
@@ -589,7 +610,7 @@ def _gunzip(body, limit, too_large):
             "INVALID_ARGUMENT", f"Content-Encoding is gzip but the body is not: {error}"
         ) from None
     if len(data) > limit or inflater.unconsumed_tail:
-        raise too_large
+        raise _body_too_large(limit)
     if not inflater.eof:
         raise ServingError("INVALID_ARGUMENT", "Content-Encoding is gzip but the body is truncated")
     return data

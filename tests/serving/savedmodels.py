@@ -178,3 +178,47 @@ def publish_broken_version(base_path, version):
     with open(os.path.join(staging, "saved_model.pb"), "wb") as file:
         file.write(b"this is not a SavedModel\x00\xff")
     os.rename(staging, os.path.join(base_path, str(version)))
+
+
+#: Signature keys of TF Serving's TF1 test models: saved_model_half_plus_two (its generator's
+#: names) and saved_model_half_plus_three (the keys its REST guide's requests name).
+HALF_PLUS_TWO_KEYS = {
+    "serving_default": "predict",
+    "regress_x_to_y": "regress",
+    "classify_x_to_y": "classify",
+}
+HALF_PLUS_THREE_KEYS = {
+    "serving_default": "predict",
+    "tensorflow/serving/predict": "predict",
+    "tensorflow/serving/regress": "regress",
+    "tensorflow/serving/classify": "classify",
+}
+
+
+def save_tf1_half_plus(path, offset, signature_keys):
+    """TF Serving's TF1 half_plus_two/three test model, with its shapes: serialized Examples
+    `tf_example` [None] are parsed into `x` = FixedLenFeature([1]) (so x:0 is [None, 1]) and
+    y = 0.5 * x + offset; predict feeds x:0 directly, regress/classify feed `tf_example`."""
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        a = tf.compat.v1.Variable(0.5, name="a")
+        b = tf.compat.v1.Variable(offset, name="b")
+        examples = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        features = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([1], tf.float32)})
+        x = tf.identity(features["x"], name="x")
+        y = tf.identity(a * x + b, name="y")
+        session.run(tf.compat.v1.global_variables_initializer())
+        utils = tf.compat.v1.saved_model
+        builders = {
+            "predict": lambda: utils.predict_signature_def({"x": x}, {"y": y}),
+            "regress": lambda: utils.regression_signature_def(examples, y),
+            "classify": lambda: utils.classification_signature_def(examples, None, y),
+        }
+        builder = utils.Builder(path)
+        builder.add_meta_graph_and_variables(
+            session,
+            [utils.tag_constants.SERVING],
+            signature_def_map={key: builders[kind]() for key, kind in signature_keys.items()},
+        )
+        builder.save()
+    return path

@@ -1,6 +1,7 @@
 """Flags, models.config and batching parameters, including the deployment files in serving/."""
 
 import argparse
+import dataclasses
 import pathlib
 
 import pytest
@@ -169,3 +170,22 @@ def test_bad_flags(argv, message):
     with pytest.raises(ConfigError, match=".*") as error:
         ServerOptions.from_args(_args(*argv))
     assert message in str(error.value)
+
+
+def test_each_option_is_defined_once_for_flag_and_field():
+    """Every ServerOptions field but models and batching is a flag with the field's default, and
+    its lower bound holds for options built directly as for flags."""
+    fields = {
+        field.name: field.default
+        for field in dataclasses.fields(ServerOptions)
+        if field.name not in ("models", "batching")
+    }
+    defaults = vars(_args())
+    assert {name: defaults[name] for name in fields} == fields
+    assert set(defaults) - set(fields) == {
+        "model_name", "model_base_path", "enable_batching", "batching_parameters_file"
+    }
+    with pytest.raises(ConfigError, match="--rest_api_num_small_request_threads must be positive"):
+        ServerOptions(models=[], rest_api_num_small_request_threads=0)
+    with pytest.raises(ConfigError, match="--rest_api_timeout_in_ms must be positive, got 0"):
+        ServerOptions.from_args(_args("--model_base_path=/m", "--rest_api_timeout_in_ms=0"))

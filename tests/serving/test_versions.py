@@ -2,6 +2,7 @@
 served."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -157,3 +158,20 @@ def test_config_file_reload_adds_and_removes_models(tmp_path, base_path):
         assert http(server.url, "POST", "/v1/models/second:predict", {"instances": [1.0]}).json == {
             "predictions": [1.5]
         }
+
+
+@pytest.mark.parametrize("policy", [VersionPolicy("all"), VersionPolicy("latest")])
+def test_a_deleted_version_is_unloaded_at_the_next_poll(base_path, built_models, policy):
+    publish_version(built_models["half_plus_two"], base_path, 2)
+    with ModelServer(make_options([ModelConfig("model", base_path, policy)])) as server:
+        assert _status(server)["2"] == ("AVAILABLE", "OK")
+        shutil.rmtree(os.path.join(base_path, "2"))
+        wait_until(lambda: _status(server)["2"] == ("END", "OK"), timeout=5)
+        missing = _predict(server, "/versions/2")
+        assert (missing.status, missing.json) == (
+            404, {"error": "Servable not found for request: Specific(model, 2)"}
+        )
+        assert _predict(server).json == {"predictions": OLD}
+        shutil.rmtree(os.path.join(base_path, "1"))  # no version left: none is served
+        wait_until(lambda: _status(server)["1"] == ("END", "OK"), timeout=5)
+        assert _predict(server).json == {"error": "Servable not found for request: Latest(model)"}
