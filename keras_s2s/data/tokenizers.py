@@ -109,15 +109,21 @@ def _normalize(strings):
 
 
 class _Subwords(tf.Module):
-    """What every tokenizer here shares: ids 0..3 are `SPECIAL_TOKENS`, the vocabulary lookups,
-    and the batch/one-string handling of `tokenize` and `detokenize`. A subclass provides
-    `_tokenize_batch(strings (B,)) → (B, None)` and `_join(ids (B, None) ragged) → (B,)`, both
-    `tf.function`s of TF and tensorflow-text ops."""
+    """What every tokenizer here shares: the special ids (`pad_id`, `unk_id`, `start_id`,
+    `end_id`; ids 0..3 are `SPECIAL_TOKENS` unless a subclass says otherwise), the vocabulary
+    lookups, and the batch/one-string handling of `tokenize` and `detokenize`. A subclass
+    provides `_tokenize_batch(strings (B,)) → (B, None)` and `_join(ids (B, None) ragged) →
+    (B,)`, both `tf.function`s of TF and tensorflow-text ops."""
+
+    pad_id, unk_id, start_id, end_id = PAD_ID, UNK_ID, START_ID, END_ID
+    #: Whether the vocabulary must start with `SPECIAL_TOKENS` (the kinds trained here).
+    _reserves_special_tokens = True
 
     def __init__(self, vocabulary, lowercase, name):
         super().__init__(name=name)
         vocabulary = list(vocabulary)
-        if tuple(vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        if self._reserves_special_tokens and tuple(
+                vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError(
                 f"The vocabulary must start with {SPECIAL_TOKENS}, "
                 f"got {vocabulary[: len(SPECIAL_TOKENS)]}."
@@ -165,17 +171,18 @@ class _Subwords(tf.Module):
         return self._tokenize_batch(strings)
 
     def detokenize(self, ids):
-        """Ids → text: drops `[PAD]` and `[START]`, stops at the first `[END]`, joins subwords.
+        """Ids → text: drops padding and start ids, stops at the first end id, joins subwords.
 
         Args:
-            ids: int ids, `(batch, time)` as a `tf.RaggedTensor` or dense tensor (padded with 0),
+            ids: int ids, `(batch, time)` as a `tf.RaggedTensor` or dense tensor (padded with
+                `pad_id`),
                 or one sequence `(time,)`.
 
         Returns:
             A `tf.string` tensor `(batch,)`, or a scalar for one sequence.
         """
         if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)  # padding is dropped below anyway
+            ids = ids.to_tensor(default_value=self.pad_id)  # padding is dropped below anyway
         ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)
         if ids.shape.rank == 1:
             return self._detokenize_batch(ids[tf.newaxis])[0]
@@ -183,8 +190,8 @@ class _Subwords(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False)
     def _detokenize_batch(self, ids):
-        ends_seen = tf.math.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1)  # (batch, time)
-        keep = (ends_seen == 0) & (ids != PAD_ID) & (ids != START_ID)
+        ends_seen = tf.math.cumsum(tf.cast(ids == self.end_id, tf.int32), axis=1)  # (B, time)
+        keep = (ends_seen == 0) & (ids != self.pad_id) & (ids != self.start_id)
         return self._join(tf.ragged.boolean_mask(ids, keep))
 
     def _write(self, directory, prefix, settings):
