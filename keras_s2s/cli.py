@@ -561,9 +561,9 @@ def _add_import_parser(subparsers):
         "import", help="import a pretrained OPUS-MT (Marian) checkpoint as a run",
         description="Write a run directory (as `train` leaves it, for translate, evaluate, "
                     "export, tflite and serve) from a Hugging Face Marian checkpoint: a local "
-                    "directory (config.json, model.safetensors, source.spm, target.spm, "
-                    "vocab.json), or a hub name such as Helsinki-NLP/opus-mt-ko-en, downloaded "
-                    "with huggingface_hub.")
+                    "directory in Hugging Face's layout (model.safetensors, source.spm, "
+                    "target.spm, vocab.json), or a hub name such as Helsinki-NLP/opus-mt-ko-en, "
+                    "downloaded with huggingface_hub.")
     parser.add_argument("source", help="checkpoint directory or Hugging Face Hub name")
     parser.add_argument("--out", required=True, help="the run directory to create")
     parser.add_argument("--max-length", type=int,

@@ -27,8 +27,8 @@ WORDS = ("학교 에 갑니다 나는 오늘 친구 와 밥 을 먹었다 school
          "rice we I 12 345 2026 년 월 일 hello world").split()
 #: Characters neither SentencePiece model has seen (they become `<unk>`).
 UNSEEN = ("😀", "漢", "ß", "Ω", "ñ")
-MAX_LENGTH = 12
-WEIGHT_STD = 0.5  # random tiny models repeat one token; far from initialisation, fewer do  # the most output tokens (end included) in the decoding comparisons
+MAX_LENGTH = 12  # the most output tokens (end included) in the decoding comparisons
+WEIGHT_STD = 0.5  # random tiny models repeat one token; far from initialisation, fewer do
 
 
 def _sentences(count, seed):
@@ -215,7 +215,7 @@ def test_logits_match_pytorch(imported):
 
 def test_greedy_matches_generate(imported):
     model, tokenizer, _, _, translator = imported
-    texts = [text for text in _sentences(40, seed=3) if text.strip()][:40]
+    texts = [text for text in _sentences(20, seed=3) if text.strip()][:16]
     expected = _hf_greedy(model, tokenizer, texts)
     ours = [t.output_tokens for t in translator.translate(texts, Greedy(), attention=False)]
     vocabulary = translator.target_tokenizer.vocabulary
@@ -230,7 +230,7 @@ def test_beam_matches_generate_without_length_penalty(imported):
     ours among the 2·width best, so ours may return an output HF never considers; it must then
     be more probable under the model than HF's."""
     model, tokenizer, _, _, translator = imported
-    texts = [text for text in _sentences(30, seed=4) if text.strip()][:30]
+    texts = [text for text in _sentences(16, seed=4) if text.strip()][:12]
     expected, scores = _hf_generate(model, tokenizer, texts, num_beams=4, do_sample=False,
                                     length_penalty=0.0, early_stopping=False)
     ours = translator.translate(texts, Beam(4, alpha=0.0), attention=False)
@@ -238,13 +238,15 @@ def test_beam_matches_generate_without_length_penalty(imported):
     same = [ours_.output_tokens == [vocabulary[i] for i in row]
             for ours_, row in zip(ours, expected)]
     print(f"beam 4, no length penalty: {sum(same)} of {len(texts)} identical")
-    assert sum(same) >= len(texts) - 3
+    assert sum(same) >= len(texts) - 1
     for identical, ours_, score in zip(same, ours, scores.numpy()):
         assert identical or (ours_.output_tokens[-1] == "</s>" and ours_.score > score)
 
 
 def test_cli_translate_gives_hf_greedy_text(imported, capsys):
     model, tokenizer, _, run, _ = imported
+    if not model.config.share_encoder_decoder_embeddings:
+        pytest.skip("one variant is enough (the Translator is compared on both)")
     texts = ["나는 학교 에 갑니다.", "we go home 😀", ">>ko<< 12 friend"]
     expected = [tokenizer.decode(row, skip_special_tokens=True)
                 for row in _hf_greedy(model, tokenizer, texts)]
