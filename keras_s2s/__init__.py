@@ -5,6 +5,7 @@ line's parser starts without TensorFlow):
 
 >>> from keras_s2s import Run, Translator, Beam, Greedy, Sample  # doctest: +SKIP
 >>> from keras_s2s import Transformer, AttentionSeq2Seq, Seq2Seq  # doctest: +SKIP
+>>> from keras_s2s import import_marian  # an OPUS-MT checkpoint as a run  # doctest: +SKIP
 
 Layers are in `keras_s2s.layers`, models in `keras_s2s.models`, decoding strategies in
 `keras_s2s.decoding`.
@@ -27,6 +28,7 @@ _EXPORTS = {
     "Seq2Seq": "keras_s2s.models",
     "TrainConfig": "keras_s2s.training.config",
     "train": "keras_s2s.training.loop",
+    "import_marian": "keras_s2s.importers.marian",
 }
 
 __all__ = sorted(_EXPORTS)

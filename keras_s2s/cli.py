@@ -414,6 +414,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_import_parser(subparsers):
+    parser = subparsers.add_parser(
+        "import", help="import a pretrained OPUS-MT (Marian) checkpoint as a run",
+        description="Write a run directory (as `train` leaves it, for translate, evaluate, "
+                    "export, tflite and serve) from a Hugging Face Marian checkpoint: a local "
+                    "directory in Hugging Face's layout (model.safetensors, source.spm, "
+                    "target.spm, vocab.json), or a hub name such as Helsinki-NLP/opus-mt-ko-en, "
+                    "downloaded with huggingface_hub.")
+    parser.add_argument("source", help="checkpoint directory or Hugging Face Hub name")
+    parser.add_argument("--out", required=True, help="the run directory to create")
+    parser.add_argument("--max-length", type=int,
+                        help="the run's longest source and output in tokens (default 256, or "
+                             "the checkpoint's max_position_embeddings when smaller)")
+    parser.set_defaults(handler=_import)
+
+
+def _import(args):
+    from keras_s2s.importers.marian import import_marian
+
+    import_marian(args.source, args.out, max_length=args.max_length)
+    print(f"imported {args.source} into {args.out}")
+
+
 def build_parser():
     parser = _Parser(
         prog="keras-s2s",
@@ -430,6 +453,7 @@ def build_parser():
     _add_explore_parser(subparsers)
     _add_export_parser(subparsers)
     _add_tflite_parser(subparsers)
+    _add_import_parser(subparsers)
     return parser
 
 

@@ -11,7 +11,8 @@ stops once no hypothesis can change any more.
 
 `decode(model, source_ids, max_length)` returns a dict of tensors:
 
-- `tokens` `(B, max_length)`: output ids after the start token, end token included, then 0.
+- `tokens` `(B, max_length)`: output ids after the start token, end token included, then the
+  model's padding id (0 by default).
 - `lengths` `(B,)`: number of tokens up to and including the end token (`max_length` for an
   output cut off there).
 - `scores` `(B,)`: log-probability of the output under the model (beam search: divided by the
@@ -45,7 +46,7 @@ import keras
 from keras import ops
 
 from keras_s2s.checks import check_int, check_number, check_positive_int
-from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
+from keras_s2s.models.base import special_ids
 from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
@@ -83,7 +84,7 @@ class Strategy:
         return dataclasses.replace(self, seed=None) if self.random else self
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=START_ID, end_id=END_ID):
+               start_id=None, end_id=None):
         """Decode `source_ids` `(B, S)` int ids into at most `max_length` tokens per output.
 
         Args:
@@ -93,7 +94,8 @@ class Strategy:
             attention: also return the attention weights (attention models only).
             seed: `(2,)` int32 tensor, the random draws of this call (random strategies only;
                 deterministic ones ignore it). Default: from the strategy's own seed.
-            start_id, end_id: the ids that start and end an output.
+            start_id, end_id: the ids that start and end an output; None (the default): the
+                model's own (`keras_s2s.models.base.special_ids`).
 
         Returns:
             The dict of tensors described in `keras_s2s.decoding`.
@@ -113,7 +115,7 @@ class Greedy(Strategy):
     """Pick the most probable token at every step."""
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=START_ID, end_id=END_ID):
+               start_id=None, end_id=None):
         return token_by_token(model, source_ids, max_length,
                               lambda log_probs, step: _most_probable(log_probs), attention,
                               start_id, end_id)
@@ -170,7 +172,7 @@ class Sample(Strategy):
         return ops.convert_to_tensor([self.seed, stream], dtype="int32")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=START_ID, end_id=END_ID):
+               start_id=None, end_id=None):
         if self.temperature == 0:  # the limit of the softmax: the most probable token
             return Greedy().decode(model, source_ids, max_length, attention, None, start_id,
                                    end_id)
@@ -220,7 +222,7 @@ class Beam(Strategy):
                              f"{self.n_best}")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=START_ID, end_id=END_ID):
+               start_id=None, end_id=None):
         return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id)
 
 
@@ -260,10 +262,10 @@ def strategy_from_options(beam=None, alpha=None, n_best=None, temperature=None, 
     return Greedy()
 
 
-def _next_token_log_probs(logits, start_id):
+def _next_token_log_probs(logits, pad_id, start_id):
     """(B, V) logits → log-probabilities with padding and the start token ruled out."""
     vocab_ids = ops.arange(ops.shape(logits)[-1])
-    forbidden = ops.logical_or(ops.equal(vocab_ids, PAD_ID), ops.equal(vocab_ids, start_id))
+    forbidden = ops.logical_or(ops.equal(vocab_ids, pad_id), ops.equal(vocab_ids, start_id))
     return ops.log_softmax(ops.where(forbidden, NEG_INF, ops.cast(logits, "float32")), axis=-1)
 
 
@@ -319,22 +321,27 @@ def _unfinished(max_length, done):
     return cond
 
 
-def _prepare(model, source_ids, max_length):
+def _prepare(model, source_ids, max_length, start_id, end_id):
     """Check the arguments and build a model never called before: its sublayers must not be
-    first built inside the decoding loop (that leaks tracers on JAX)."""
+    first built inside the decoding loop (that leaks tracers on JAX). Returns the source ids
+    as a tensor and the `(pad_id, start_id, end_id)` to decode with."""
     check_positive_int("max_length", max_length)
     if not getattr(model, "built", True):  # a Keras model; plain contract objects need none
         model.build()
-    return ops.convert_to_tensor(source_ids, dtype="int32")
+    pad_id, model_start_id, model_end_id = special_ids(model)
+    ids = (pad_id, model_start_id if start_id is None else start_id,
+           model_end_id if end_id is None else end_id)
+    return ops.convert_to_tensor(source_ids, dtype="int32"), ids
 
 
 def token_by_token(model, source_ids, max_length, choose_next, attention=False,
-                   start_id=START_ID, end_id=END_ID):
+                   start_id=None, end_id=None):
     """The loop of greedy search and sampling, for any strategy keeping one hypothesis per
     input: `decode`'s arguments and outputs, with the choice of each token left to
     `choose_next(log_probs (B, V) float32, step () int32)` → `(B,)` int ids, in `keras.ops`.
     """
-    source_ids = _prepare(model, source_ids, max_length)
+    source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
+                                                      end_id)
     memory = model.encode(source_ids, training=False)
     state = model.initial_state(memory, max_length)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
@@ -342,7 +349,7 @@ def token_by_token(model, source_ids, max_length, choose_next, attention=False,
         "step": ops.convert_to_tensor(0, dtype="int32"),
         "previous": ops.full((batch_size,), start_id, dtype="int32"),
         "state": state,
-        "tokens": ops.zeros((batch_size, max_length), dtype="int32"),
+        "tokens": ops.full((batch_size, max_length), pad_id, dtype="int32"),
         "scores": ops.zeros((batch_size,), dtype="float32"),
         "finished": ops.zeros((batch_size,), dtype="bool"),
     }
@@ -353,8 +360,8 @@ def token_by_token(model, source_ids, max_length, choose_next, attention=False,
         step, finished = loop_vars["step"], loop_vars["finished"]
         logits, state, step_attention = model.decode_step(
             loop_vars["previous"], memory, loop_vars["state"], step)
-        log_probs = _next_token_log_probs(logits, start_id)  # (B, V)
-        next_ids = ops.where(finished, PAD_ID, ops.cast(choose_next(log_probs, step), "int32"))
+        log_probs = _next_token_log_probs(logits, pad_id, start_id)  # (B, V)
+        next_ids = ops.where(finished, pad_id, ops.cast(choose_next(log_probs, step), "int32"))
         next_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)[:, 0]
         new_vars = {
             "step": step + 1,
@@ -373,7 +380,7 @@ def token_by_token(model, source_ids, max_length, choose_next, attention=False,
     (result,) = ops.while_loop(_unfinished(max_length, lambda loop_vars: loop_vars["finished"]),
                                body, (loop_vars,), maximum_iterations=max_length)
     outputs = {"tokens": result["tokens"], "scores": result["scores"],
-               "lengths": ops.sum(ops.cast(ops.not_equal(result["tokens"], PAD_ID), "int32"),
+               "lengths": ops.sum(ops.cast(ops.not_equal(result["tokens"], pad_id), "int32"),
                                   axis=-1)}
     if "attention" in result:
         outputs["attention"] = result["attention"]
@@ -391,7 +398,8 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
     slot). A finished hypothesis is its score, log-probability, end step and parent slot;
     `_backtrack` reads the tokens back at the end."""
-    source_ids = _prepare(model, source_ids, max_length)
+    source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
+                                                      end_id)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
     k, alpha = beam.width, beam.alpha
 
@@ -429,7 +437,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
         logits, state, step_attention = model.decode_step(
             loop_vars["previous"], memory, loop_vars["state"], step)
         vocab_size = ops.shape(logits)[-1]
-        step_log_probs = ops.reshape(_next_token_log_probs(logits, start_id),
+        step_log_probs = ops.reshape(_next_token_log_probs(logits, pad_id, start_id),
                                      (batch_size, k, vocab_size))
         candidate_log_probs, indices = ops.top_k(ops.reshape(
             loop_vars["log_probs"][..., None] + step_log_probs, (batch_size, k * vocab_size)),
@@ -482,7 +490,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     }
     pool = {**result["pool"], "last_tokens": ops.full((batch_size, k), end_id, dtype="int32")}
     best = _best_of(pool, cut_off, beam.n_best)
-    tokens, step_attention = _backtrack(best, result, max_length)
+    tokens, step_attention = _backtrack(best, result, max_length, pad_id)
     outputs = {"tokens": tokens, "scores": best["scores"], "lengths": best["end_steps"] + 1}
     if step_attention is not None:
         outputs["attention"] = step_attention
@@ -498,13 +506,13 @@ def _best_of(first, second, n):
     return {name: ops.take_along_axis(value, order, axis=1) for name, value in merged.items()}
 
 
-def _backtrack(hypotheses, buffers, max_length):
+def _backtrack(hypotheses, buffers, max_length, pad_id):
     """Tokens `(B, n, max_length)` (and attention `(B, n, max_length, S)` if recorded) of the
     hypotheses `(B, n)` given by end step, last token and parent slot, read from the last
     position to the first through the per-step parent slots."""
     end_steps, parents = hypotheses["end_steps"], hypotheses["parents"]
     batch_size, n = ops.shape(end_steps)[0], ops.shape(end_steps)[1]
-    outputs = {"tokens": ops.zeros((batch_size, n, max_length), dtype="int32")}
+    outputs = {"tokens": ops.full((batch_size, n, max_length), pad_id, dtype="int32")}
     if "attention" in buffers:
         outputs["attention"] = ops.zeros(
             (batch_size, n, max_length, ops.shape(buffers["attention"])[-1]))
@@ -517,7 +525,7 @@ def _backtrack(hypotheses, buffers, max_length):
             ops.take(buffers["tokens"], position, axis=1), slots, axis=1))
         parent = ops.where(at_end, parents, ops.take_along_axis(
             ops.take(buffers["parents"], position, axis=1), slots, axis=1))
-        new_outputs = {"tokens": write_at(outputs["tokens"], ops.where(inside, tokens, PAD_ID)[
+        new_outputs = {"tokens": write_at(outputs["tokens"], ops.where(inside, tokens, pad_id)[
             ..., None], position, axis=2)}
         if "attention" in outputs:
             step_attention = ops.take_along_axis(

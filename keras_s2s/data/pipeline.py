@@ -225,7 +225,8 @@ def encode_source(texts, tokenizer, max_length):
     """Source texts → int32 ids `(batch, time)` laid out as in training, for inference.
 
     Each text becomes `tokens + [END]`, truncated to `max_length` ids in all (END kept), and the
-    batch is padded with 0 to its longest row. Pure TF ops, so it also runs in a `tf.function`
+    batch is padded to its longest row (the tokenizer's `end_id` and `pad_id`: 3 and 0 unless
+    its vocabulary has its own). Pure TF ops, so it also runs in a `tf.function`
     or an exported SavedModel.
 
     Args:
@@ -238,8 +239,8 @@ def encode_source(texts, tokenizer, max_length):
     if texts.shape.rank != 1:
         raise ValueError(f"texts must be a list or 1-D string tensor, got shape {texts.shape}.")
     ids = tokenizer.tokenize(texts)  # (batch, None)
-    ids = _append(ids[:, : max_length - 1], END_ID)  # (batch, <= max_length)
-    return ids.to_tensor(default_value=0)  # (batch, time)
+    ids = _append(ids[:, : max_length - 1], tokenizer.end_id)  # (batch, <= max_length)
+    return ids.to_tensor(default_value=tokenizer.pad_id)  # (batch, time)
 
 
 def _append(ids, token_id):

@@ -110,15 +110,21 @@ def _normalize(strings):
 
 
 class _Subwords(tf.Module):
-    """What every tokenizer here shares: ids 0..3 are `SPECIAL_TOKENS`, the vocabulary lookups,
-    and the batch/one-string handling of `tokenize` and `detokenize`. A subclass provides
-    `_tokenize_batch(strings (B,)) → (B, None)` and `_join(ids (B, None) ragged) → (B,)`, both
-    `tf.function`s of TF and tensorflow-text ops."""
+    """What every tokenizer here shares: the special ids (`pad_id`, `unk_id`, `start_id`,
+    `end_id`; ids 0..3 are `SPECIAL_TOKENS` unless a subclass says otherwise), the vocabulary
+    lookups, and the batch/one-string handling of `tokenize` and `detokenize`. A subclass
+    provides `_tokenize_batch(strings (B,)) → (B, None)` and `_join(ids (B, None) ragged) →
+    (B,)`, both `tf.function`s of TF and tensorflow-text ops."""
+
+    pad_id, unk_id, start_id, end_id = PAD_ID, UNK_ID, START_ID, END_ID
+    #: Whether the vocabulary must start with `SPECIAL_TOKENS` (the kinds trained here).
+    _reserves_special_tokens = True
 
     def __init__(self, vocabulary, lowercase, name):
         super().__init__(name=name)
         vocabulary = list(vocabulary)
-        if tuple(vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        if self._reserves_special_tokens and tuple(
+                vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise ValueError(
                 f"The vocabulary must start with {SPECIAL_TOKENS}, "
                 f"got {vocabulary[: len(SPECIAL_TOKENS)]}."
@@ -166,17 +172,18 @@ class _Subwords(tf.Module):
         return self._tokenize_batch(strings)
 
     def detokenize(self, ids):
-        """Ids → text: drops `[PAD]` and `[START]`, stops at the first `[END]`, joins subwords.
+        """Ids → text: drops padding and start ids, stops at the first end id, joins subwords.
 
         Args:
-            ids: int ids, `(batch, time)` as a `tf.RaggedTensor` or dense tensor (padded with 0),
+            ids: int ids, `(batch, time)` as a `tf.RaggedTensor` or dense tensor (padded with
+                `pad_id`),
                 or one sequence `(time,)`.
 
         Returns:
             A `tf.string` tensor `(batch,)`, or a scalar for one sequence.
         """
         if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)  # padding is dropped below anyway
+            ids = ids.to_tensor(default_value=self.pad_id)  # padding is dropped below anyway
         ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)
         if ids.shape.rank == 1:
             return self._detokenize_batch(ids[tf.newaxis])[0]
@@ -184,9 +191,15 @@ class _Subwords(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False)
     def _detokenize_batch(self, ids):
-        ends_seen = tf.math.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1)  # (batch, time)
-        keep = (ends_seen == 0) & (ids != PAD_ID) & (ids != START_ID)
+        ends_seen = tf.math.cumsum(tf.cast(ids == self.end_id, tf.int32), axis=1)  # (B, time)
+        keep = ends_seen == 0
+        for skipped in self._skipped_ids():
+            keep &= ids != skipped
         return self._join(tf.ragged.boolean_mask(ids, keep))
+
+    def _skipped_ids(self):
+        """The ids detokenizing drops (besides the end id and what follows it)."""
+        return self.pad_id, self.start_id
 
     def _write(self, directory, prefix, settings):
         """Write the vocabulary (one token a line) and `settings` as `file_names(prefix)`."""
@@ -365,8 +378,103 @@ class SentencePieceSubwordTokenizer(_Subwords):
         return cls(base64.b64decode(settings["model"]), lowercase=settings["lowercase"])
 
 
+class MarianTokenizer(_Subwords):
+    """One side of Hugging Face's `MarianTokenizer` (OPUS-MT checkpoints), in-graph.
+
+    Text → a leading `>>xx<<` language code kept whole (as `MarianTokenizer.remove_language_code`
+    does) + the SentencePiece pieces of the rest (that side's `source.spm` / `target.spm`, run by
+    tensorflow-text's `FastSentencepieceTokenizer`), each mapped to its id in the checkpoint's
+    vocabulary (`vocab.json`, or `target_vocab.json` for the target side of a separate-vocabulary
+    checkpoint); a piece or code the vocabulary lacks is `<unk>`. The mapping from SentencePiece
+    ids to vocabulary ids is a constant array, so nothing here is a resource. Like
+    `MarianTokenizer`, no punctuation normalisation is applied (it defines a Moses normaliser but
+    never calls it when tokenizing), and the end id (`</s>`) is appended by the caller
+    (`encode_source`), as by `MarianTokenizer`'s `build_inputs_with_special_tokens`.
+
+    Detokenizing is `MarianTokenizer.decode(ids, skip_special_tokens=True)`: special tokens
+    (`<pad>`, `<unk>`, `</s>` and what follows it) are dropped, the pieces joined, `▁` made a
+    space and the ends stripped.
+
+    The special ids are the vocabulary's: `</s>` ends, `<unk>` is unknown, `<pad>` pads and
+    starts the decoder (Marian's `decoder_start_token_id`).
+
+    Args:
+        proto: the serialized SentencePiece model of this side (bytes).
+        vocabulary: the checkpoint's tokens in id order (`vocab.json` inverted).
+    """
+
+    _reserves_special_tokens = False
+    #: The special tokens of a Marian vocabulary, by role.
+    SPECIAL_PIECES = {"end": "</s>", "unk": "<unk>", "pad": "<pad>"}
+
+    def __init__(self, proto, vocabulary):
+        import sentencepiece
+
+        super().__init__(vocabulary, False, name="marian_tokenizer")
+        for role, token in self.SPECIAL_PIECES.items():
+            if token not in self._ids:
+                raise ValueError(f"the Marian vocabulary has no {token!r} token ({role})")
+        self.end_id, self.unk_id = self._ids["</s>"], self._ids["<unk>"]
+        self.pad_id = self.start_id = self._ids["<pad>"]
+        self._proto = bytes(proto)
+        processor = sentencepiece.SentencePieceProcessor(model_proto=self._proto)
+        self._piece_ids = tf.constant([  # SentencePiece id → vocabulary id
+            self._ids.get(processor.id_to_piece(i), self.unk_id)
+            for i in range(processor.get_piece_size())], tf.int32)
+        codes = [token for token in vocabulary if token.startswith(">>") and token.endswith("<<")]
+        self._codes = tf.constant(codes or [""], tf.string)  # "" never matches a real code
+        self._code_ids = tf.constant([self._ids[code] for code in codes] or [self.unk_id],
+                                     tf.int32)
+        self._pieces = tf.constant(vocabulary, tf.string)
+        self._sentencepiece = tf_text.FastSentencepieceTokenizer(self._proto)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def _tokenize_batch(self, strings):
+        has_code = tf.strings.regex_full_match(strings, r"(?s)>>.*?<<.*")  # (B,)
+        codes = tf.strings.regex_replace(strings, r"(?s)^(>>.*?<<).*$", r"\1",
+                                         replace_global=False)
+        rest = tf.where(has_code, tf.strings.regex_replace(strings, r"(?s)^>>.*?<<", "",
+                                                           replace_global=False), strings)
+        matches = tf.equal(codes[:, None], self._codes[None, :])  # (B, codes)
+        code_ids = tf.where(tf.reduce_any(matches, axis=1),
+                            tf.gather(self._code_ids, tf.argmax(tf.cast(matches, tf.int32),
+                                                                axis=1, output_type=tf.int32)),
+                            self.unk_id)  # (B,)
+        pieces = tf.gather(self._piece_ids, self._sentencepiece.tokenize(rest))  # (B, None)
+        code_ids = tf.RaggedTensor.from_row_lengths(  # (B, 0 or 1)
+            tf.boolean_mask(code_ids, has_code), tf.cast(has_code, pieces.row_splits.dtype))
+        return tf.concat([code_ids, pieces], axis=1)
+
+    def _skipped_ids(self):
+        return self.pad_id, self.unk_id  # `<unk>` is a special token to `MarianTokenizer`
+
+    def _join(self, ids):
+        text = tf.strings.reduce_join(tf.gather(self._pieces, ids), axis=1)  # (B,)
+        return tf.strings.strip(tf.strings.regex_replace(text, "▁", " "))
+
+    @property
+    def proto(self):
+        """The serialized SentencePiece model of this side."""
+        return self._proto
+
+    def save(self, directory, prefix):
+        """Write `file_names(prefix)`: the vocabulary (one token a line, in id order), then the
+        settings with the SentencePiece model inside (base64). Returns the two paths."""
+        return self._write(directory, prefix, {
+            "type": "marian", "model": base64.b64encode(self._proto).decode("ascii")})
+
+    @classmethod
+    def from_settings(cls, directory, settings):
+        """The tokenizer of a settings file written by `save` (see `load_tokenizer`)."""
+        vocabulary_path = os.path.join(directory, settings["vocabulary_file"])
+        with open(vocabulary_path, encoding="utf-8", newline="\n") as file:
+            vocabulary = file.read().split("\n")[:-1]
+        return cls(base64.b64decode(settings["model"]), vocabulary)
+
+
 #: The tokenizer class of each settings file's "type".
-_TYPES = {"wordpiece": SubwordTokenizer, "sentencepiece": SentencePieceSubwordTokenizer}
+_TYPES = {"wordpiece": SubwordTokenizer, "sentencepiece": SentencePieceSubwordTokenizer,
+          "marian": MarianTokenizer}
 
 
 def load_tokenizer(directory, prefix):

@@ -40,7 +40,7 @@ from keras_s2s import architectures
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice
 from keras_s2s.exporters import CTRANSLATE2_QUANTIZATIONS
-from keras_s2s.special_tokens import END, PAD_ID, START, START_ID, UNK
+from keras_s2s.special_tokens import END, START, UNK
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ def export_ctranslate2(run, out_dir, quantize="none"):
     os.makedirs(parent, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
     try:
-        save_spec(spec, source_tokenizer.vocabulary, target_tokenizer.vocabulary, staging_dir,
-                  quantize)
+        vocabulary = target_tokenizer.vocabulary
+        save_spec(spec, source_tokenizer.vocabulary, vocabulary, staging_dir, quantize,
+                  special_tokens=tuple(vocabulary[getattr(target_tokenizer, f"{name}_id")]
+                                       for name in ("unk", "start", "end")))
         run_files.save_tokenizers(staging_dir, source_tokenizer, target_tokenizer)
         config.save(run_files.ctranslate2_config_path(staging_dir))
         tuned = os.path.join(run.directory, run_files.DECODING)  # `tune-alpha`'s α, for --beam
@@ -93,14 +95,16 @@ def export_ctranslate2(run, out_dir, quantize="none"):
     return out_dir
 
 
-def save_spec(spec, source_vocabulary, target_vocabulary, directory, quantize="none"):
+def save_spec(spec, source_vocabulary, target_vocabulary, directory, quantize="none",
+              special_tokens=(UNK, START, END)):
     """Write the CTranslate2 model of `spec` (from a family's converter) into `directory`, with
-    our vocabularies and special tokens, its weights of type `quantize` (`QUANTIZATIONS`)."""
+    our vocabularies and `special_tokens` (unknown, start, end), its weights of type `quantize`
+    (`QUANTIZATIONS`)."""
     check_choice("quantize", quantize, QUANTIZATIONS)
     spec.register_source_vocabulary(list(source_vocabulary))
     spec.register_target_vocabulary(list(target_vocabulary))
-    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = UNK, START, END
-    spec.config.decoder_start_token = START
+    spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = special_tokens
+    spec.config.decoder_start_token = special_tokens[1]
     spec.validate()
     spec.optimize(quantization=None if quantize == "none" else quantize)
     spec.save(directory)
@@ -173,6 +177,7 @@ def transformer_spec(model):
     encoder.embeddings[0].weight = model.source_embedding.embeddings.numpy()
     decoder.embeddings.weight = model.target_embedding.embeddings.numpy()
     encoder.position_encodings.encodings = decoder.position_encodings.encodings = positions
+    encoder.scale_embeddings = decoder.scale_embeddings = model.scale_embeddings
 
     for spec, layer in zip(encoder.layer, model.encoder_layers):
         _attention(spec.self_attention, layer.self_attention, self_attention=True)
@@ -190,11 +195,12 @@ def transformer_spec(model):
 
     if model.tie_embeddings:
         kernel = model.target_embedding.embeddings.numpy().T  # (d, V)
-        bias = np.zeros(model.target_vocab_size, "float32")
+        bias = (model.output_bias.numpy().copy() if model.tied_output_bias
+                else np.zeros(model.target_vocab_size, "float32"))
     else:
         kernel = model.output_projection.kernel.numpy()
         bias = model.output_projection.bias.numpy().copy()
-    bias[[PAD_ID, START_ID]] = FORBIDDEN_LOGIT
+    bias[[model.pad_id, model.start_id]] = FORBIDDEN_LOGIT
     _linear(decoder.projection, kernel, bias)
 
     spec = specs.TransformerSpec(encoder, decoder)

@@ -71,7 +71,7 @@ class TranslationModule(tf.Module):
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
         return blank_empty_sources(self.strategy.decode(
             self.model, source_ids, self.max_target_length, attention=attention, seed=seed),
-            source_ids)
+            source_ids, self.source_tokenizer.pad_id)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):

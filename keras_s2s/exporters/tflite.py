@@ -36,8 +36,9 @@ from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice, check_positive_int
 from keras_s2s.decoding import Greedy
 from keras_s2s.exporters import TFLITE_QUANTIZATIONS
-from keras_s2s.run import Run
 from keras_s2s.inference.translator import Translator, blank_empty_sources, check_length_limit
+from keras_s2s.models.base import special_ids
+from keras_s2s.run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def greedy_ids_function(model, max_source_length, max_target_length, batch_size=
     @tf.function(input_signature=[spec])
     def decode(source_ids):
         result = blank_empty_sources(Greedy().decode(model, source_ids, max_target_length),
-                                     source_ids)
+                                     source_ids, special_ids(model)[0])
         return {"output_ids": result["tokens"], "lengths": result["lengths"],
                 "scores": result["scores"]}
 

@@ -11,7 +11,7 @@ from keras import ops
 from keras_s2s.run import Run
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Beam, Greedy, check_strategy, length_penalty
-from keras_s2s.special_tokens import START_ID
+from keras_s2s.special_tokens import PAD_ID
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class Translation:
     alternatives: list = dataclasses.field(default_factory=list)
 
 
-def empty_sources(source_ids):
+def empty_sources(source_ids, pad_id=PAD_ID):
     """`(B, S)` ids → `(B,)` bool: rows holding no token but END (an empty or blank text)."""
-    return tf.math.count_nonzero(source_ids, axis=1) <= 1
+    return tf.math.count_nonzero(source_ids != pad_id, axis=1) <= 1
 
 
 def check_length_limit(model, max_source_length, max_target_length):
@@ -53,13 +53,15 @@ def check_length_limit(model, max_source_length, max_target_length):
             f"must not exceed the model's max_decode_length={limit}")
 
 
-def blank_empty_sources(result, source_ids):
-    """A decoding `result` (dict of batch-first tensors) with the rows of empty sources zeroed:
-    no output ids, length 0, score 0.0, as the `Translator` gives them without decoding, for
-    graphs (export, TFLite) that decode whole batches."""
-    empty = empty_sources(source_ids)
+def blank_empty_sources(result, source_ids, pad_id=PAD_ID):
+    """A decoding `result` (dict of batch-first tensors) with the rows of empty sources blanked:
+    no output ids (all `pad_id`), length 0, score 0.0, as the `Translator` gives them without
+    decoding, for graphs (export, TFLite) that decode whole batches."""
+    empty = empty_sources(source_ids, pad_id)
     return {name: tf.where(tf.reshape(empty, [-1] + [1] * (value.shape.rank - 1)),
-                           tf.zeros_like(value), value) for name, value in result.items()}
+                           tf.fill(tf.shape(value), tf.constant(
+                               pad_id if name == "tokens" else 0, value.dtype)), value)
+            for name, value in result.items()}
 
 
 class _TranslatorBase:
@@ -79,7 +81,7 @@ class _TranslatorBase:
         # and fairseq form them: less padding, and no short text waits for the longest output
         # of its batch. The translations come back in the order of `texts`.
         all_ids = encode_source(texts, self.source_tokenizer, self.max_source_length).numpy()
-        lengths = np.count_nonzero(all_ids, axis=1)
+        lengths = np.count_nonzero(all_ids != self.source_tokenizer.pad_id, axis=1)
         order = np.argsort(lengths, kind="stable")
         translations = [None] * len(texts)
         for number, start in enumerate(range(0, len(texts), batch_size)):
@@ -94,7 +96,8 @@ class _TranslatorBase:
 
     def _translate_batch(self, texts, source_ids, decode, n_best, attention):
         """`texts` and their ids `(n, S)` as `encode_source` lays them out → `Translation`s."""
-        decoded = np.flatnonzero(~empty_sources(source_ids).numpy())  # rows worth decoding
+        pad_id = self.source_tokenizer.pad_id
+        decoded = np.flatnonzero(~empty_sources(source_ids, pad_id).numpy())  # rows to decode
         result = {}
         if len(decoded):
             result = decode(tf.gather(source_ids, decoded))
@@ -104,7 +107,7 @@ class _TranslatorBase:
         attention = attention and self.has_attention
         translations = []
         for row, text in enumerate(texts):
-            source_length = int(np.count_nonzero(source_ids[row]))
+            source_length = int(np.count_nonzero(source_ids[row] != pad_id))
             source_tokens = [self.source_tokenizer.id_to_token(int(i))
                              for i in source_ids[row, :source_length]]
             index = np.searchsorted(decoded, row)
@@ -198,7 +201,8 @@ class Translator(_TranslatorBase):
         rows, columns = source_ids.shape
         target_rows = 1 << (rows - 1).bit_length()
         target_columns = max(columns, min(-(-columns // 16) * 16, self.max_source_length))
-        source_ids = tf.pad(source_ids, [[0, 0], [0, target_columns - columns]])
+        source_ids = tf.pad(source_ids, [[0, 0], [0, target_columns - columns]],
+                            constant_values=self.source_tokenizer.pad_id)
         return tf.concat([source_ids, tf.repeat(source_ids[:1], target_rows - rows, axis=0)],
                          axis=0)
 
@@ -247,7 +251,7 @@ class Translator(_TranslatorBase):
         if translation.output_tokens:
             source_ids = [[self.source_tokenizer.token_to_id(token)
                            for token in translation.source_tokens]]
-            target_in_ids = [[START_ID] + [self.target_tokenizer.token_to_id(token)
+            target_in_ids = [[self.model.start_id] + [self.target_tokenizer.token_to_id(token)
                                            for token in translation.output_tokens[:-1]]]
             heads = self.model.cross_attention_heads(np.array(source_ids, "int32"),
                                                      np.array(target_in_ids, "int32"))
@@ -305,7 +309,8 @@ class CTranslate2Translator(_TranslatorBase):
                        return_attention=bool(attention))
 
         def decode(rows, number):
-            sources = [[self._source_vocabulary[i] for i in row[:np.count_nonzero(row)]]
+            sources = [[self._source_vocabulary[i] for i in
+                        row[:np.count_nonzero(row != self.source_tokenizer.pad_id)]]
                        for row in rows.numpy()]  # END included
             return self._outputs(self.translator.translate_batch(sources, **options),
                                  rows.shape[1], strategy)

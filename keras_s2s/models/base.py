@@ -16,19 +16,29 @@ methods, and `max_decode_length`, the longest sequence a model can encode or dec
 tensor in memory and state has the batch on axis 0, so a beam search can tile and reorder them
 without knowing the family.
 
-Padding id 0 is masked out of attention, loss and metrics; see `keras_s2s.special_tokens`.
+The special ids (`pad_id`, `start_id`, `end_id`) are the model's configuration, defaults
+from `keras_s2s.special_tokens` (pad 0, start 2, end 3), so an imported checkpoint keeps its own
+(Marian: end 0, pad = start = vocabulary size − 1). Masking and decoding read them from the
+model; padding is masked out of attention.
 """
 
 import keras
 from keras import ops
 
-from keras_s2s.checks import check_positive_int
-from keras_s2s.special_tokens import PAD_ID
+from keras_s2s.checks import check_non_negative_int, check_positive_int
+from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 
 
-def padding_mask(token_ids):
+def padding_mask(token_ids, pad_id=PAD_ID):
     """`(B, T)` ids → `(B, T)` bool, True on real tokens."""
-    return ops.not_equal(token_ids, PAD_ID)
+    return ops.not_equal(token_ids, pad_id)
+
+
+def special_ids(model):
+    """`(pad_id, start_id, end_id)` of `model`; the package defaults for a plain object keeping
+    the contract without them."""
+    return (getattr(model, "pad_id", PAD_ID), getattr(model, "start_id", START_ID),
+            getattr(model, "end_id", END_ID))
 
 
 class Seq2SeqModel(keras.Model):
@@ -37,12 +47,30 @@ class Seq2SeqModel(keras.Model):
     #: Whether `decode_step` returns attention weights over the source.
     has_attention = True
 
-    def __init__(self, source_vocab_size, target_vocab_size, **kwargs):
+    def __init__(self, source_vocab_size, target_vocab_size, pad_id=PAD_ID, start_id=START_ID,
+                 end_id=END_ID, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("source_vocab_size", source_vocab_size)
         check_positive_int("target_vocab_size", target_vocab_size)
+        for name, value in (("pad_id", pad_id), ("start_id", start_id), ("end_id", end_id)):
+            check_non_negative_int(name, value)
+        if end_id == pad_id:
+            raise ValueError(f"end_id and pad_id must differ, both are {end_id}")
         self.source_vocab_size = source_vocab_size
         self.target_vocab_size = target_vocab_size
+        self.pad_id = pad_id
+        self.start_id = start_id
+        self.end_id = end_id
+
+    def padding_mask(self, token_ids):
+        """`(B, T)` ids → `(B, T)` bool, True on real tokens (not this model's `pad_id`)."""
+        return padding_mask(token_ids, self.pad_id)
+
+    def target_padding_mask(self, target_in_ids):
+        """`(B, T)` decoder inputs → `(B, T)` bool, True on real tokens; the first position,
+        the start token, is always real (Marian starts from its padding id)."""
+        first = ops.expand_dims(ops.equal(ops.arange(ops.shape(target_in_ids)[1]), 0), 0)
+        return ops.logical_or(self.padding_mask(target_in_ids), first)
 
     @property
     def max_decode_length(self):
@@ -86,4 +114,5 @@ class Seq2SeqModel(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "source_vocab_size": self.source_vocab_size,
-                "target_vocab_size": self.target_vocab_size}
+                "target_vocab_size": self.target_vocab_size, "pad_id": self.pad_id,
+                "start_id": self.start_id, "end_id": self.end_id}

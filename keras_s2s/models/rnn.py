@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_s2s.layers.attention import BahdanauAttention, ScoredAttention
 from keras_s2s.checks import check_bool, check_choice, check_dropout, check_positive_int
-from keras_s2s.models.base import Seq2SeqModel, padding_mask
+from keras_s2s.models.base import Seq2SeqModel
 
 CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
@@ -89,7 +89,7 @@ class _RNNEncoderDecoder(Seq2SeqModel):
 
     def encode(self, source_ids, training=None):
         """`(B, S)` ids → `{"outputs": (B, S, units), "source_mask": (B, S), "rnn": states}`."""
-        source_mask = padding_mask(source_ids)  # (B, S)
+        source_mask = self.padding_mask(source_ids)  # (B, S)
         x = self.dropout_layer(self.source_embedding(source_ids), training=training)
         final_states = []
         for layer in self.encoder_layers:

@@ -7,11 +7,16 @@ from keras import ops
 
 from keras_s2s.layers.masking import causal_mask
 from keras_s2s.layers.multi_head_attention import MultiHeadAttention
-from keras_s2s.layers.positional_encoding import SinusoidalPositionalEncoding
+from keras_s2s.layers.positional_encoding import LAYOUTS, SinusoidalPositionalEncoding
 from keras_s2s.layers.transformer import (TransformerDecoderLayer, TransformerEncoderLayer,
                                           attention_class_from)
-from keras_s2s.checks import check_bool, check_dropout, check_heads, check_positive_int
-from keras_s2s.models.base import Seq2SeqModel, padding_mask
+from keras_s2s.checks import (check_bool, check_choice, check_dropout, check_heads,
+                              check_positive_int)
+from keras_s2s.models.base import Seq2SeqModel
+
+
+#: The feed-forward activations a `Transformer` offers (Keras names; "silu" is swish).
+ACTIVATIONS = ("relu", "gelu", "silu")
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -45,6 +50,15 @@ class Transformer(Seq2SeqModel):
         attention_class: a `keras_s2s.layers.MultiHeadAttention` subclass or its registered
             name, default `MultiHeadAttention`: the attention of every layer (see
             `TransformerEncoderLayer`).
+        activation: one of `ACTIVATIONS`, default "relu": the feed-forward activation (Marian:
+            "silu", i.e. swish; BART-style checkpoints: "gelu", the exact erf form).
+        scale_embeddings: bool, default True. Multiply token embeddings by √d_model (False:
+            Marian checkpoints with `scale_embedding: false`).
+        positional_layout: "interleaved" (default) or "concatenated", the column order of the
+            sinusoidal encoding (see `SinusoidalPositionalEncoding`; Marian: "concatenated").
+        tied_output_bias: bool, default False. With `tie_embeddings`, add a learned bias to
+            the logits (Marian's `final_logits_bias`); an untied projection has its own bias.
+        pad_id, start_id, end_id: the special ids of the vocabulary (see `Seq2SeqModel`).
 
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
@@ -69,7 +83,8 @@ class Transformer(Seq2SeqModel):
     def __init__(self, source_vocab_size, target_vocab_size, num_layers=6, d_model=512,
                  num_heads=8, d_ff=2048, dropout=0.1, max_length=256, normalize_first=False,
                  tie_embeddings=False, share_embeddings=False,
-                 attention_class=MultiHeadAttention, **kwargs):
+                 attention_class=MultiHeadAttention, activation="relu", scale_embeddings=True,
+                 positional_layout="interleaved", tied_output_bias=False, **kwargs):
         super().__init__(source_vocab_size, target_vocab_size, **kwargs)
         for name, value in (("num_layers", num_layers), ("d_ff", d_ff),
                             ("max_length", max_length)):
@@ -79,6 +94,13 @@ class Transformer(Seq2SeqModel):
         check_bool("normalize_first", normalize_first)
         check_bool("tie_embeddings", tie_embeddings)
         check_bool("share_embeddings", share_embeddings)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_bool("scale_embeddings", scale_embeddings)
+        check_choice("positional_layout", positional_layout, LAYOUTS)
+        check_bool("tied_output_bias", tied_output_bias)
+        if tied_output_bias and not tie_embeddings:
+            raise ValueError("tied_output_bias=True needs tie_embeddings=True (an untied output "
+                             "projection has a bias of its own)")
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(
                 f"share_embeddings needs one vocabulary for source and target, got "
@@ -93,6 +115,10 @@ class Transformer(Seq2SeqModel):
         self.normalize_first = normalize_first
         self.tie_embeddings = tie_embeddings
         self.share_embeddings = share_embeddings
+        self.activation = activation
+        self.scale_embeddings = scale_embeddings
+        self.positional_layout = positional_layout
+        self.tied_output_bias = tied_output_bias
         self.attention_class = attention_class_from(attention_class)
 
         policy = self.dtype_policy
@@ -104,10 +130,10 @@ class Transformer(Seq2SeqModel):
             keras.layers.Embedding(target_vocab_size, d_model, name="target_embedding",
                                    dtype=policy))
         self.positional_encoding = SinusoidalPositionalEncoding(
-            max_length, name="positional_encoding", dtype=policy)
+            max_length, layout=positional_layout, name="positional_encoding", dtype=policy)
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=policy)
         layer_args = dict(d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
-                          normalize_first=normalize_first,
+                          normalize_first=normalize_first, activation=activation,
                           attention_class=self.attention_class, dtype=policy)
         self.encoder_layers = [TransformerEncoderLayer(**layer_args, name=f"encoder_layer_{i}")
                                for i in range(num_layers)]
@@ -138,11 +164,16 @@ class Transformer(Seq2SeqModel):
             self.decoder_norm.build(sequence)
         if not self.tie_embeddings:
             self.output_projection.build(sequence)
+        if self.tied_output_bias:
+            self.output_bias = self.add_weight(name="output_bias", shape=(
+                self.target_vocab_size,), initializer="zeros")
         self.built = True
 
     def _embed(self, embedding, token_ids, start_index=0, training=None):
-        """(B, T) ids → (B, T, d): embedding · √d + positional encoding, then dropout."""
-        x = embedding(token_ids) * ops.cast(math.sqrt(self.d_model), embedding.compute_dtype)
+        """(B, T) ids → (B, T, d): embedding (· √d) + positional encoding, then dropout."""
+        x = embedding(token_ids)
+        if self.scale_embeddings:
+            x = x * ops.cast(math.sqrt(self.d_model), embedding.compute_dtype)
         x = x + self.positional_encoding(x, start_index=start_index)
         return self.embedding_dropout(x, training=training)
 
@@ -150,12 +181,15 @@ class Transformer(Seq2SeqModel):
         if self.normalize_first:
             x = self.decoder_norm(x)
         if self.tie_embeddings:
-            return ops.matmul(x, ops.transpose(ops.cast(
+            logits = ops.matmul(x, ops.transpose(ops.cast(
                 self.target_embedding.embeddings, x.dtype)))
+            if self.tied_output_bias:
+                logits = logits + ops.cast(self.output_bias, x.dtype)
+            return logits
         return self.output_projection(x)
 
     def encode(self, source_ids, training=None):
-        source_mask = padding_mask(source_ids)  # (B, S)
+        source_mask = self.padding_mask(source_ids)  # (B, S)
         x = self._embed(self.source_embedding, source_ids, training=training)  # (B, S, d)
         for layer in self.encoder_layers:
             x = layer(x, padding_mask=source_mask, training=training)
@@ -168,7 +202,7 @@ class Transformer(Seq2SeqModel):
     def _decode_all(self, target_in_ids, memory, training=None, return_weights=False):
         """Teacher-forced decoder stack → `(outputs (B, T, d), L × (B, H, T, S) weights)`, the
         weights only when asked for (else an empty list: training never materialises them)."""
-        target_mask = padding_mask(target_in_ids)  # (B, T)
+        target_mask = self.target_padding_mask(target_in_ids)  # (B, T)
         x = self._embed(self.target_embedding, target_in_ids, training=training)  # (B, T, d)
         weights = []
         for index, layer in enumerate(self.decoder_layers):
@@ -241,4 +275,8 @@ class Transformer(Seq2SeqModel):
             "tie_embeddings": self.tie_embeddings,
             "share_embeddings": self.share_embeddings,
             "attention_class": keras.saving.get_registered_name(self.attention_class),
+            "activation": self.activation,
+            "scale_embeddings": self.scale_embeddings,
+            "positional_layout": self.positional_layout,
+            "tied_output_bias": self.tied_output_bias,
         }
