@@ -9,10 +9,12 @@ import doctest
 import importlib
 import io
 import json
+import os
 import pkgutil
 import re
 import shlex
 import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -293,3 +295,18 @@ def test_the_results_page_links_what_exists():
     anchors = {_slug(heading) for heading in re.findall(r"^#+ (.*)$", page, re.M)}
     broken = [link for link in re.findall(r"\]\(#([^)]+)\)", page) if link not in anchors]
     assert not broken, f"links to no heading of docs/RESULTS.md: {broken}"
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict` (mkdocs.yml): every API page renders from the docstrings, every
+    cross-reference and link resolves, and the command-line page lists every subcommand."""
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module, reason='the site needs the docs extra: pip install -e ".[docs]"')
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=REPOSITORY, capture_output=True, text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert built.returncode == 0, built.stderr[-3000:]
+    cli_page = (tmp_path / "cli" / "index.html").read_text(encoding="utf-8")
+    for name in build_parser()._subparsers._group_actions[0].choices:
+        assert f'id="keras-s2s-{name}"' in cli_page, f"the CLI page lacks keras-s2s {name}"
