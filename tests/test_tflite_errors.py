@@ -57,3 +57,21 @@ def test_a_step_that_cannot_lower_is_named_in_one_line(one_token_gru_run, tmp_pa
     assert "'tf." in lines[0] and "cannot be lowered to TFLite builtin ops" in lines[0], lines[0]
     assert "step a cell" in lines[0] and "plug-in guide" in lines[0], lines[0]
     assert not (tmp_path / "model.tflite").exists()
+
+
+def test_an_op_with_no_builtin_is_named():
+    """TensorFlow's other wording, "'tf.X' op is neither a custom op nor a flex op", from a
+    real conversion of an op TFLite has no builtin for."""
+    import tensorflow as tf
+
+    from keras_s2s.exporters.tflite import _run_converter
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.string)])
+    def lengths(texts):
+        return tf.strings.length(texts)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [lengths.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with pytest.raises(ValueError, match="holds 'tf.StringLength', which cannot be lowered"):
+        _run_converter(converter)
