@@ -4,15 +4,18 @@ docstrings passes as a doctest. The figures README.md quotes are those of the re
 files they come from, and the repository describes the project as it is: no narrated history
 in its files."""
 
+import contextlib
 import dataclasses
 import doctest
 import importlib
 import io
 import json
+import os
 import pkgutil
 import re
 import shlex
 import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -21,7 +24,8 @@ import pytest
 import keras_s2s
 from keras_s2s import architectures
 from keras_s2s.cli import build_parser
-from keras_s2s.training.config import from_arguments
+from keras_s2s.run import save_run
+from keras_s2s.training.config import TrainConfig, from_arguments
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
@@ -41,11 +45,45 @@ def command_lines():
                     yield words[1:]
 
 
-def test_readme_python_blocks_run():
+def promised_output(block):
+    """The lines a README block says it prints: each `print(...)` line ends with a comment
+    holding exactly what it prints."""
+    promised = []
+    for line in block.splitlines():
+        if line.lstrip().startswith("print("):
+            code, marker, comment = line.partition("  # ")
+            assert marker, f"README.md: a print without its output in a comment: {line!r}"
+            promised.append(comment.strip())
+    return promised
+
+
+def run_readme_block(block):
+    """Run a README block; assert it prints what it promises. Returns its namespace."""
+    namespace, printed = {"__name__": "readme"}, io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, str(README), "exec"), namespace)
+    assert printed.getvalue().splitlines() == promised_output(block), block
+    return namespace
+
+
+def test_readme_python_blocks_print_what_they_promise(tmp_path, monkeypatch):
+    """Every Python block runs and prints what its comments say. The block that trains a
+    Transformer runs first: its model, saved as `runs/dates`, is the run that the blocks
+    loading `runs/dates` (made by README's first command) translate with."""
     blocks = code_blocks("python")
-    assert blocks, "README.md has Python blocks"
+    training = [block for block in blocks if "model.fit(" in block]
+    assert len(training) == 1, "README.md has one Python block that trains"
+    trained = run_readme_block(training[0])
+    config = TrainConfig(arch="transformer", data="dates", out=str(tmp_path / "runs" / "dates"),
+                         vocab_size=400, max_source_length=32, max_target_length=16,
+                         model={"num_layers": 2, "d_model": 64, "num_heads": 4, "d_ff": 256,
+                                "dropout": 0.1, "max_length": 34})
+    save_run(config.out, config, trained["model"], trained["source_tokenizer"],
+             trained["target_tokenizer"])
+    monkeypatch.chdir(tmp_path)
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
+        if block is not training[0]:
+            run_readme_block(block)
 
 
 @pytest.mark.parametrize("argv", list(command_lines()), ids=" ".join)
@@ -293,3 +331,19 @@ def test_the_results_page_links_what_exists():
     anchors = {_slug(heading) for heading in re.findall(r"^#+ (.*)$", page, re.M)}
     broken = [link for link in re.findall(r"\]\(#([^)]+)\)", page) if link not in anchors]
     assert not broken, f"links to no heading of docs/RESULTS.md: {broken}"
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict` (mkdocs.yml): every API page renders from the docstrings, every
+    cross-reference and link resolves, and the command-line page lists every subcommand."""
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module, reason='the site needs the docs extra: '
+                                           'pip install -e ".[docs]"')
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=REPOSITORY, capture_output=True, text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert built.returncode == 0, built.stderr[-3000:]
+    cli_page = (tmp_path / "cli" / "index.html").read_text(encoding="utf-8")
+    for name in build_parser()._subparsers._group_actions[0].choices:
+        assert f'id="keras-s2s-{name}"' in cli_page, f"the CLI page lacks keras-s2s {name}"

@@ -1,4 +1,5 @@
-"""A family from another installed package (tests/plugin_package) through every CLI command.
+"""A family from another installed package (docs/examples/plugin_package, the plug-in guide's
+example) through every CLI command.
 
 The package declares its family in the entry-point group `keras_s2s.architectures` and nothing
 in keras_s2s names it. pip installs it into a temporary directory (not the shared environment,
@@ -17,7 +18,8 @@ import pytest
 from keras_s2s import architectures
 from keras_s2s.cli import main
 
-PACKAGE = os.path.join(os.path.dirname(__file__), "plugin_package")
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                       "examples", "plugin_package")
 NAME = "plugin_gru"
 
 
@@ -45,7 +47,7 @@ def plugin_path(tmp_path_factory):
 
 def test_the_entry_point_adds_the_family(plugin_path):
     assert NAME in architectures.names()
-    assert architectures.get(NAME).model_class().__name__ == "ReversedSourceSeq2Seq"
+    assert architectures.get(NAME).model_class().__name__ == "ReversedSourceGRU"
 
 
 @pytest.mark.slow

@@ -25,11 +25,16 @@ gets its models, `<stem>.source.model` and `<stem>.target.model`, which the Sent
 library on a phone loads to turn text into the same ids.
 """
 
+import contextlib
 import logging
 import os
+import re
 import shutil
+import sys
+import tempfile
 
 import tensorflow as tf
+from tensorflow.lite.python.convert_phase import ConverterError
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_s2s import run as run_files
@@ -43,6 +48,10 @@ from keras_s2s.run import Run
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = TFLITE_QUANTIZATIONS
+
+#: How TensorFlow's converter names an op it cannot turn into TFLite builtin ops.
+_UNLOWERABLE_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op"
+                             r"|failed to legalize operation '(tf\.\w+)'")
 
 
 def greedy_ids_function(model, max_source_length, max_target_length, batch_size=1):
@@ -120,7 +129,7 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    flatbuffer = converter.convert()
+    flatbuffer = _run_converter(converter)
 
     os.makedirs(out_dir, exist_ok=True)
     with open(out_path, "xb") as file:
@@ -134,6 +143,45 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
                 quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
                 max_target_length)
     return len(flatbuffer)
+
+
+def _run_converter(converter):
+    """`converter.convert()`, with its C++ diagnostics logged (debug level) rather than printed
+    on stderr; an op that cannot become a TFLite builtin op is a one-line ValueError naming it.
+
+    The usual cause is a decoding step that runs a Keras RNN layer (its own while loop over
+    tensor lists) on a one-token sequence, where it should step the layer's cell.
+    """
+    with _stderr_logged():
+        try:
+            return converter.convert()
+        except ConverterError as error:
+            match = _UNLOWERABLE_OP.search(str(error))
+            if match is None:
+                raise
+            raise ValueError(
+                f"the model's decoding loop holds {match.group(1) or match.group(2)!r}, which "
+                f"cannot be lowered to TFLite builtin ops: make decode_step step a cell (e.g. "
+                f"keras.layers.GRUCell) rather than run an RNN layer on one token (see the "
+                f"plug-in guide, docs/plugins.md)") from error
+
+
+@contextlib.contextmanager
+def _stderr_logged():
+    """Send what is written to file descriptor 2 meanwhile (C++ code's diagnostics) to this
+    module's debug log."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                logger.debug("converter: %s", line)
 
 
 def _check_absent(paths):

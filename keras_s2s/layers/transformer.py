@@ -188,9 +188,11 @@ class TransformerDecoderLayer(_TransformerLayer):
 
     Each sub-layer has a residual connection and layer norm.
 
-    Args: as for `TransformerEncoderLayer` (`d_model`, `num_heads`, `d_ff`, `dropout` default
-        0.0, `activation` default "relu", `normalize_first` default False,
-        `layer_norm_epsilon` default 1e-5, `kernel_initializer`, `attention_class`).
+    Args:
+        d_model, num_heads, d_ff: as for `TransformerEncoderLayer`.
+        dropout, activation, normalize_first, layer_norm_epsilon: as for
+            `TransformerEncoderLayer` (default 0.0, "relu", False and 1e-5).
+        kernel_initializer, attention_class: as for `TransformerEncoderLayer`.
 
     Call arguments:
         decoder_sequence: `(B, T, d_model)`.
