@@ -83,5 +83,5 @@ def test_bad_arguments_are_named(tiny_runs, tmp_path):
         convert(tiny_runs["seq2seq"], out_path, batch_size=0)
     with pytest.raises(ValueError, match="must not exceed the model's max_decode_length=14"):
         convert(tiny_runs["transformer"], out_path, max_source_length=15)
-    with pytest.raises(FileNotFoundError, match="neither a trained run directory"):
+    with pytest.raises(FileNotFoundError, match="not a trained run directory"):
         convert(str(tmp_path), out_path)
