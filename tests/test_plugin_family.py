@@ -72,6 +72,12 @@ def test_train_translate_evaluate_export_tflite(plugin_path, tmp_path, capsys):
     assert main(["evaluate", run, "--data", "reverse", "--num-pairs", "20", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 20
 
+    # A family without attention is named as itself when a heat map is asked of it.
+    assert main(["translate", run, "a b c", "--attention-plot", str(tmp_path / "a.png")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"its family, {NAME}, decodes without attention" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "a.png").exists()
+
     assert main(["export", run, "--model-name", "plugin", "--base-path",
                  str(tmp_path / "export"), "--beam", "2"]) == 0
     version_dir = capsys.readouterr().out.strip()

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SOURCES = sorted(path for folder in ("keras_s2s", "bench", "tests", "serving", "export")
+SOURCES = sorted(path for folder in ("keras_s2s", "bench", "tests", "serving", "export", "docs")
                  for path in (ROOT / folder).rglob("*.py"))
 
 
