@@ -77,7 +77,8 @@ def main():
             for index in range(2)]
         for index, process in enumerate(processes):
             out, err = process.communicate(timeout=300)
-            errors = [line for line in err.splitlines() if re.match(r"\w+(Error|Exception): ", line)]
+            errors = [line for line in err.splitlines()
+                      if re.match(r"\w+(Error|Exception): ", line)]
             print(f"worker {index}: exit {process.returncode}: "
                   f"{(out.strip() or (errors[-1] if errors else err[-300:]))[:300]}")
 

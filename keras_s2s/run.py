@@ -13,7 +13,8 @@ A run directory holds:
 - `decoding.json`, once `keras-s2s tune-alpha` has run: the beam search's length penalty α
   chosen on the validation split (the default α of `--beam` for this run);
 - with checkpoint averaging (`keras_s2s.training.averaging`),
-  `checkpoints/epoch-NNNN.weights.h5` (the last epochs' weights) and `checkpoints/average.json` (what `model.keras` averages).
+  `checkpoints/epoch-NNNN.weights.h5` (the last epochs' weights) and
+  `checkpoints/average.json` (what `model.keras` averages).
 
 A CTranslate2 export (`keras_s2s.exporters.ctranslate2`) holds CTranslate2's own files
 (`model.bin`, its `config.json` and vocabularies), the run's two tokenizers' files and

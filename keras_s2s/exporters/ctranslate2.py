@@ -4,8 +4,8 @@
 (built with its Python specification API, `ctranslate2.specs`), the run's two tokenizers' files
 and a copy of the run's configuration (the layout is `keras_s2s.run`'s), so that
 `keras_s2s.inference.translator.CTranslate2Translator` (and `keras-s2s translate` /
-`evaluate`) tokenize with our tokenizers and decode with `ctranslate2.Translator`. The directory is also a plain
-CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens, the source
+`evaluate`) tokenize with our tokenizers and decode with `ctranslate2.Translator`. The
+directory is also a plain CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens, the source
 ending with `[END]` as our sources do (the caller appends it, rather than the model's
 configuration, so that CTranslate2's attention covers it as ours does).
 
