@@ -5,9 +5,9 @@
 and a copy of the run's configuration (the layout is `keras_s2s.run`'s), so that
 `keras_s2s.inference.translator.CTranslate2Translator` (and `keras-s2s translate` /
 `evaluate`) tokenize with our tokenizers and decode with `ctranslate2.Translator`. The
-directory is also a plain CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our subword tokens, the source
-ending with `[END]` as our sources do (the caller appends it, rather than the model's
-configuration, so that CTranslate2's attention covers it as ours does).
+directory is also a plain CTranslate2 model: `ctranslate2.Translator(out_dir)` translates our
+subword tokens, the source ending with `[END]` as our sources do (the caller appends it, rather
+than the model's configuration, so that CTranslate2's attention covers it as ours does).
 
 What the converter carries over exactly (so CTranslate2 float32 gives our outputs):
 
