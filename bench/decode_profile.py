@@ -11,6 +11,11 @@ run, the rate of a single `tf.matmul` of the step's largest shape and of a large
 is how long an op costs beyond its arithmetic. It explains why batch 1 is slow per token (the
 same ops, 1/32 of the work) and sets the bar for "fewer ops per step".
 
+Where the time goes by op type: the step's graph, its weights frozen into constants, run by a
+TensorFlow session that traces each op's start and end (`RunOptions.FULL_TRACE`): the µs of
+each op type and of the costliest ops, summed over the ops' own times (ops that run side by
+side each count).
+
 Usage: python bench/decode_profile.py [--quick] [--repeats N]
 """
 
@@ -18,6 +23,7 @@ import collections
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from common import interleaved_medians, materialize, parse_args, write_result
 from decoding_speed import CONFIG, VOCAB_SIZE
@@ -64,6 +70,39 @@ def matmul_rate(m, k, n, repeats, chain=50):
     return chain * 2 * m * k * n / timed(run, repeats, a, b)
 
 
+def op_time_split(concrete, inputs, repeats, costliest=12):
+    """µs per run of each op type of `concrete` called on `inputs` (their flat list), and of its
+    `costliest` ops, from a traced session run of the frozen graph, after warm-up runs."""
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    op_types = {node.name: node.op for node in graph_def.node}
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    feed = {graph.get_tensor_by_name(placeholder.name): value.numpy()
+            for placeholder, value in zip(frozen.inputs, inputs)}
+    fetches = [graph.get_tensor_by_name(output.name) for output in frozen.outputs]
+    by_type, by_op = collections.Counter(), collections.Counter()
+    with tf.compat.v1.Session(graph=graph) as session:
+        for _ in range(repeats):
+            session.run(fetches, feed)
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        for _ in range(repeats):
+            metadata = tf.compat.v1.RunMetadata()
+            session.run(fetches, feed, options=options, run_metadata=metadata)
+            for device in metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    micros = (node.op_end_rel_micros - node.op_start_rel_micros) / repeats
+                    by_type[op_types.get(node.node_name, node.node_name)] += micros
+                    by_op[node.node_name] += micros
+    total = sum(by_type.values())
+    return {"op_us_summed": total,
+            "by_type_us": dict(by_type.most_common()),
+            "by_type_share": {kind: micros / total for kind, micros in by_type.most_common()},
+            "costliest_ops_us": {f"{name} ({op_types.get(name, '?')})": micros
+                                 for name, micros in by_op.most_common(costliest)}}
+
+
 def profile_step(model, batch_size, repeats):
     source = tf.random.uniform([batch_size, SOURCE_LENGTH], 3, VOCAB_SIZE, dtype=tf.int32)
     memory = model.encode(source, training=False)
@@ -98,6 +137,8 @@ def profile_step(model, batch_size, repeats):
         "arithmetic_ms_at_that_rate": 1000 * arithmetic,
         "overhead_us_per_op": 1e6 * max(seconds - arithmetic, 0.0) / ops_per_step,
         "target_tokens_per_second": batch_size / seconds,
+        "op_time_split": op_time_split(
+            concrete, [tokens, *keras.tree.flatten(memory), *keras.tree.flatten(state)], repeats),
     }
 
 

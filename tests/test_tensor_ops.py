@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -32,3 +33,29 @@ def test_write_at_leaves_the_buffer_unchanged_past_its_end():
     buffer = np.zeros((2, 4), "int32")
     result = write_at(ops.convert_to_tensor(buffer), ops.ones((2, 1), "int32"), 4, axis=1)
     np.testing.assert_array_equal(ops.convert_to_numpy(result), buffer)
+
+
+def test_write_at_runs_on_core_tensorflow_ops_and_tflite_builtins_with_numpys_result():
+    """The self-attention cache's write, `(B, 2, L, H, d)` at one position, is built of core
+    TensorFlow ops (no XLA-only op such as `ops.slice_update`'s XlaDynamicUpdateSlice, which
+    runs only where XLA compiles it, so not in TensorFlow Serving builds without XLA) and of
+    TFLite builtins (what `keras-s2s tflite` allows), and LiteRT computes it."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("SavedModels and TFLite are TensorFlow graphs")
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    cache = rng.normal(size=(3, 2, 7, 2, 4)).astype("float32")
+    new = rng.normal(size=(3, 2, 1, 2, 4)).astype("float32")
+    write = tf.function(lambda cache, new, index: write_at(cache, new, index, axis=2),
+                        input_signature=[tf.TensorSpec(cache.shape), tf.TensorSpec(new.shape),
+                                         tf.TensorSpec([], tf.int32)])
+    graph_ops = {op.type for op in write.get_concrete_function().graph.get_operations()}
+    assert graph_ops <= set(dir(tf.raw_ops)), graph_ops - set(dir(tf.raw_ops))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [write.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    runner = Interpreter(model_content=converter.convert()).get_signature_runner()
+    (result,) = runner(cache=cache, new=new, index=np.int32(4)).values()
+    np.testing.assert_array_equal(result, _numpy_write_at(cache, new, 4, axis=2))

@@ -21,6 +21,16 @@ def test_decode_profile_quick(results):
     assert figures["large_matmul_gflops"] > 0
 
 
+def test_the_time_split_covers_the_steps_ops(results):
+    """Each op type's share of the traced step sums to 1 and the matmuls are among them."""
+    for row in load(results, "decode_profile")["by_batch_size"].values():
+        split = row["op_time_split"]
+        assert sum(split["by_type_share"].values()) == pytest.approx(1.0)
+        assert sum(split["by_type_us"].values()) == pytest.approx(split["op_us_summed"])
+        assert {"MatMul", "Einsum", "BatchMatMulV2"} <= set(split["by_type_us"])
+        assert 0 < split["op_us_summed"]
+
+
 def test_a_decoding_step_runs_few_ops(results):
     """A step built its masks in every layer, wrote the keys and the values with a select
     each and evaluated the sinusoid: 278 ops at batch 1, 281 at batch 32. Now the masks are
