@@ -12,7 +12,7 @@ is how long an op costs beyond its arithmetic. It explains why batch 1 is slow p
 same ops, 1/32 of the work) and sets the bar for "fewer ops per step".
 
 Where the time goes by op type: the step's graph, its weights frozen into constants, run by a
-TensorFlow session that traces each op's start and end (`RunOptions.FULL_TRACE`): the µs of
+`tf.compat.v1.Session` that traces each op's start and end (`RunOptions.FULL_TRACE`): the µs of
 each op type and of the costliest ops, summed over the ops' own times (ops that run side by
 side each count).
 
@@ -72,7 +72,8 @@ def matmul_rate(m, k, n, repeats, chain=50):
 
 def op_time_split(concrete, inputs, repeats, costliest=12):
     """µs per run of each op type of `concrete` called on `inputs` (their flat list), and of its
-    `costliest` ops, from a traced session run of the frozen graph, after warm-up runs."""
+    `costliest` ops, from a traced `tf.compat.v1.Session` run of the frozen graph, after warm-up
+    runs."""
     frozen = convert_variables_to_constants_v2(concrete)
     graph_def = frozen.graph.as_graph_def()
     op_types = {node.name: node.op for node in graph_def.node}

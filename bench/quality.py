@@ -40,7 +40,7 @@ from corpora import CORPORA, TEST_SETS, corpus_config, missing  # noqa: E402
 from keras_io_recipe import KerasIoRecipe  # noqa: E402
 
 from keras_s2s import architectures  # noqa: E402
-from keras_s2s.cli import parse_assignments  # noqa: E402
+from keras_s2s.training.config import parse_assignments  # noqa: E402
 from keras_s2s.training.config import TrainConfig  # noqa: E402
 from keras_s2s.data import synthetic  # noqa: E402
 from keras_s2s.decoding import Beam, Greedy  # noqa: E402

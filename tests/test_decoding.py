@@ -460,5 +460,5 @@ def test_a_command_that_ran_tensorflow_ops_fails_with_one_line_on_stderr(seq2seq
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"keras-s2s translate: error: the model in {seq2seq_run} has no attention to plot "
-        f"(seq2seq)"]
+        f"(its family, seq2seq, decodes without attention)"]
     assert len(result.stdout.splitlines()) == 2  # both translated before the error

@@ -158,10 +158,11 @@ def test_public_layers_and_models_are_documented_to_keras_hub_standard(cls):
 
 #: Words that narrate how the project came about rather than describe it (bracketed letters
 #: keep this file from matching itself).
-_HISTORY_WORDS = re.compile(r"iss[u]e [0-9]+|s[e]ssion|t[i]cket|previous[ ]run", re.I)
+_HISTORY_WORDS = re.compile(r"iss[u]e [0-9]+|s[e]ssion|previous[ ]run", re.I)
 #: TensorFlow's names that contain the word: the tf.compat.v1.Session API, TF Serving's protos.
 _TENSORFLOW_SESSION_NAMES = re.compile("|".join([
-    *map(re.escape, ("tf.compat.v1.Session", "Session.run", "BatchingSession", "SessionOptions")),
+    *map(re.escape, ("tf.compat.v1.Session", "Session.run", "BatchingSession", "SessionOptions",
+                     "Session::Run")),
     r"session_bundle\w*"]))
 _PROSE_TOKENS = {tokenize.COMMENT, tokenize.STRING} | (
     {tokenize.FSTRING_MIDDLE} if hasattr(tokenize, "FSTRING_MIDDLE") else set())
