@@ -67,9 +67,10 @@ def _eager_runner(function, input_dtypes):
 
 def _session_runner(session, signature_def):
     """Runs a TF1 SignatureDef in a `tf.compat.v1.Session` as TF Serving's C++ Session::Run
-    does: tensors are fed as given, with no check against the graph's static shapes (Python's Session.run refuses a
-    [3] value for an x:0 of shape [None, 1] that the graph would broadcast; TF Serving's REST
-    guide feeds exactly that). A C++ callable per signature; running it is thread-safe."""
+    does: tensors are fed as given, with no check against the graph's static shapes (Python's
+    Session.run refuses a [3] value for an x:0 of shape [None, 1] that the graph would
+    broadcast; TF Serving's REST guide feeds exactly that). A C++ callable per signature;
+    running it is thread-safe."""
     aliases = sorted(signature_def.inputs)
     fetches = sorted(signature_def.outputs)
     options = config_pb2.CallableOptions(
