@@ -24,12 +24,13 @@ def rng():
 @pytest.fixture(scope="session")
 def dates_transformer(tmp_path_factory):
     """A run directory of a tiny Transformer trained briefly on the built-in dates task (its
-    next-token distributions are peaked, as a trained model's are)."""
+    next-token distributions are peaked, as a trained model's are; six epochs, so that int8
+    weights change its choices no more than a trained model's)."""
     from keras_s2s.training.config import TrainConfig
     from keras_s2s.training.loop import train
 
     run_dir = str(tmp_path_factory.mktemp("dates") / "transformer")
-    train(TrainConfig(arch="transformer", data="dates", out=run_dir, epochs=3, num_pairs=3000,
+    train(TrainConfig(arch="transformer", data="dates", out=run_dir, epochs=6, num_pairs=3000,
                       batch_size=64, vocab_size=200, max_source_length=24,
                       max_target_length=16, warmup_steps=100, learning_rate=1.0,
                       model={"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64,
