@@ -51,9 +51,10 @@ def _add_train_parser(subparsers):
 def _train(args):
     from keras_s2s.training.loop import train
 
-    from keras_s2s.training.config import from_arguments
+    from keras_s2s.training.config import from_arguments, inherit
 
-    history = train(from_arguments(args), verbose=2 if not sys.stdout.isatty() else "auto")
+    config = inherit(from_arguments(args))  # with --init-from, that run's architecture
+    history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))
     where = f"into {args.out}"
@@ -63,7 +64,7 @@ def _train(args):
         cluster = Cluster.from_environment()
         where = (f"as worker {cluster.rank} of {cluster.num_workers}, "
                  + (where if cluster.is_chief else f"the chief writing {args.out}"))
-    print(f"trained {args.arch} on {args.data} {where}: best val_loss {best:.4f}, "
+    print(f"trained {config.arch} on {args.data} {where}: best val_loss {best:.4f}, "
           f"val token accuracy {accuracy:.4f}")
 
 

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 
 from keras_s2s import architectures
@@ -89,6 +90,15 @@ def save_tokenizers(run_dir, source_tokenizer, target_tokenizer):
         json.dump(digests, file, indent=2)
         file.write("\n")
     return paths
+
+
+def copy_tokenizers(from_dir, run_dir):
+    """Copy the tokenizers' files of the run `from_dir`, and their digests, into `run_dir`
+    byte for byte (a run started from another keeps its vocabularies)."""
+    check_digests(from_dir)
+    for name in portable_files():
+        if name not in (CONFIG, MODEL) and os.path.exists(os.path.join(from_dir, name)):
+            shutil.copyfile(os.path.join(from_dir, name), os.path.join(run_dir, name))
 
 
 def _digest(path):

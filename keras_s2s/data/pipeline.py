@@ -1,6 +1,7 @@
 """The tf.data pipeline from sentence pairs to padded id batches for teacher forcing.
 
-Sequence layout (ids from `keras_s2s.special_tokens`; padding is 0):
+Sequence layout (each tokenizer's special ids: `keras_s2s.special_tokens`' unless its vocabulary
+has its own, as an imported Marian vocabulary does; padding is `pad_id`, 0 unless so):
 
     source_ids     = tokens(source) + [END]      no START: the encoder needs no "go" signal,
                                                  and END tells it where the sentence stops
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_s2s.checks import check_batch_tokens, check_fraction, check_int
-from keras_s2s.special_tokens import END_ID, START_ID, UNK_ID
+from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID, UNK_ID
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,13 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
     if batch_tokens is not None and not bucket:
         raise ValueError("batch_tokens needs bucket=True (batches are sized per length bucket)")
 
+    source_special, target_special = _special_ids(source_tokenizer), _special_ids(target_tokenizer)
+
     def encode_batch(sources, targets):
-        source_ids = _append(source_tokenizer.tokenize(sources), END_ID)  # (batch, None)
+        source_ids = _append(source_tokenizer.tokenize(sources), source_special.end)
         target_ids = target_tokenizer.tokenize(targets)  # (batch, None)
-        return source_ids, _prepend(target_ids, START_ID), _append(target_ids, END_ID)
+        return (source_ids, _prepend(target_ids, target_special.start),
+                _append(target_ids, target_special.end))
 
     limits = dict(max_source_length=max_source_length, max_target_length=max_target_length)
     if isinstance(pairs, tf.data.Dataset):  # a stream: never held, its size unknown
@@ -154,16 +158,18 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
+    padding = tuple(tf.constant(pad, spec.dtype) for pad, spec in zip(
+        (source_special.pad, target_special.pad, target_special.pad), dataset.element_spec))
     if word_dropout:
-        dataset = _drop_words(dataset, word_dropout, seed)
+        dataset = _drop_words(dataset, word_dropout, seed, source_special, target_special)
     if bucket:
         dataset = dataset.bucket_by_sequence_length(
             lambda source, target_in, target_out: tf.maximum(tf.size(source), tf.size(target_in)),
             bucket_boundaries=boundaries,
-            bucket_batch_sizes=batch_sizes,
+            bucket_batch_sizes=batch_sizes, padding_values=padding,
         )
     else:
-        dataset = dataset.padded_batch(batch_size)
+        dataset = dataset.padded_batch(batch_size, padding_values=padding)
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
     if stats and not repeat:  # Keras then knows where an epoch ends, as with any sized input
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(stats.batches_per_pass))
@@ -201,22 +207,23 @@ def _kept_lengths(source_lengths, target_lengths, max_source_length, max_target_
     return np.maximum(source_lengths[kept], target_lengths[kept])
 
 
-def _drop_words(dataset, rate, seed):
+def _drop_words(dataset, rate, seed, source_ids, target_ids):
     """`dataset`'s inputs with each token but END/START replaced by [UNK] with probability
-    `rate`; a new draw every pass over the dataset, the same passes for the same `seed`."""
+    `rate` (the `SpecialIds` of each side); a new draw every pass over the dataset, the same
+    passes for the same `seed`."""
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def drop(sequences, draw):
         source, target_in, target_out = sequences
         seeds = tf.random.experimental.stateless_split(tf.stack([draw, 0]), 2)
 
-        def replace(ids, keep_id, pair_seed):
+        def replace(ids, keep_id, unk_id, pair_seed):
             dropped = (tf.random.stateless_uniform(tf.shape(ids), pair_seed) < rate) & (
                 ids != keep_id)
-            return tf.where(dropped, tf.constant(UNK_ID, ids.dtype), ids)
+            return tf.where(dropped, tf.constant(unk_id, ids.dtype), ids)
 
-        return (replace(source, END_ID, seeds[0]), replace(target_in, START_ID, seeds[1]),
-                target_out)
+        return (replace(source, source_ids.end, source_ids.unk, seeds[0]),
+                replace(target_in, target_ids.start, target_ids.unk, seeds[1]), target_out)
 
     return tf.data.Dataset.zip((dataset, draws)).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -241,6 +248,23 @@ def encode_source(texts, tokenizer, max_length):
     ids = tokenizer.tokenize(texts)  # (batch, None)
     ids = _append(ids[:, : max_length - 1], tokenizer.end_id)  # (batch, <= max_length)
     return ids.to_tensor(default_value=tokenizer.pad_id)  # (batch, time)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """A tokenizer's padding, unknown, start and end ids."""
+
+    pad: int
+    unk: int
+    start: int
+    end: int
+
+
+def _special_ids(tokenizer):
+    """The `SpecialIds` of `tokenizer`: its own, or `keras_s2s.special_tokens`' when it has
+    none (any object with a `tokenize` may be one)."""
+    return SpecialIds(*(getattr(tokenizer, f"{name}_id", default) for name, default in (
+        ("pad", PAD_ID), ("unk", UNK_ID), ("start", START_ID), ("end", END_ID))))
 
 
 def _append(ids, token_id):

@@ -86,6 +86,10 @@ class TrainConfig:
     """Everything `keras_s2s.training.loop.train` needs; saved as the run's `config.json`."""
 
     arch: str = option("bahdanau", choices=architectures.names)
+    init_from: str | None = option(
+        None, "fine-tune: start from this trained or imported run's weights, model and "
+        "tokenizers (the new run's tokenizer files are copies of its); options that would "
+        "change the model's shape or vocabularies are refused", metavar="RUN")
     data: str = option("dates", "built-in task name (dates, reverse, copy) or TSV files (a path "
                        "or a quoted glob such as 'corpus/*.tsv')")
     out: str = option("runs/dates", "run directory to create", required=True)
@@ -267,6 +271,56 @@ class TrainConfig:
                 if name not in ignore and mine[name] != theirs[name]}
 
 
+#: The options a run started from another (`init_from`) takes from it: they fix the model's
+#: shape and its vocabularies, so another value given with `init_from` is refused.
+INHERITED = ("arch", "tokenizer", "vocab_size", "shared_vocab", "lowercase", "model")
+#: Model arguments a fine-tuned run may set anew: they shape no weight.
+FREE_MODEL_ARGUMENTS = ("dropout",)
+#: Options taken from the run started from when left at their defaults (any value may be given).
+INHERITED_DEFAULTS = ("max_source_length", "max_target_length")
+
+
+def inherit(config):
+    """`config` with the model, tokenizer and length options of the run `config.init_from`
+    (a copy; `config` itself when it starts from no run).
+
+    Raises:
+        ValueError: one line naming the flag whose value would change the model's shape or
+            vocabularies.
+        FileNotFoundError: `init_from` is not a trained run.
+    """
+    if not config.init_from:
+        return config
+    from keras_s2s import run as run_files
+
+    run_files.check_trained(config.init_from)
+    start = TrainConfig.load(run_files.config_path(config.init_from))
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    values = {name: getattr(start, name) for name in INHERITED + INHERITED_DEFAULTS}
+    for name in INHERITED:
+        given, default = getattr(config, name), fields[name].default
+        if name == "model":
+            changed = [key for key, value in given.items() if key not in FREE_MODEL_ARGUMENTS
+                       and (key not in start.model or start.model[key] != value)]
+            what = f"--model-arg {changed[0]}" if changed else None
+            values["model"] = {**start.model, **given}
+        else:
+            changed = given not in (default, values[name])
+            what = _flag(fields[name])
+        if changed:
+            raise ValueError(f"{what} cannot be given with --init-from: the model and its "
+                             f"vocabularies are those of {config.init_from!r}")
+    for name in INHERITED_DEFAULTS:
+        if getattr(config, name) != fields[name].default:
+            values[name] = getattr(config, name)
+    return dataclasses.replace(config, **values)
+
+
+def _flag(field):
+    """The command-line flag of the `TrainConfig` field `field`."""
+    return field.metadata["flag"] or "--" + field.name.replace("_", "-")
+
+
 def add_arguments(parser):
     """Add a flag to `parser` for every `TrainConfig` option."""
     for field in dataclasses.fields(TrainConfig):
@@ -286,7 +340,7 @@ def add_arguments(parser):
             options["type"] = _flag_type(meta["check"], field.name)
             options["choices"] = choices
         options.setdefault("default", None if convert else field.default)
-        flag = meta["flag"] or "--" + field.name.replace("_", "-")
+        flag = _flag(field)
         if options.get("action") not in ("store_true", "store_const") and not choices:
             options.setdefault("metavar", flag[2:].replace("-", "_").upper())
         parser.add_argument(flag, dest=field.name, help=meta["help"], **options)

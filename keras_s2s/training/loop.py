@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_s2s import architectures, run as run_files
 from keras_s2s.training import averaging, multi_worker
-from keras_s2s.training.config import TrainConfig
+from keras_s2s.training.config import TrainConfig, inherit
 from keras_s2s.data.corpus import load_pairs, load_validation_pairs, vocabulary_pairs
 from keras_s2s.data.pipeline import encode_source, make_dataset
 from keras_s2s.decoding import Greedy
@@ -138,7 +138,10 @@ def _prepare_run_dir(config):
     before = set(os.listdir(run_dir))
     try:
         source_tokenizer, target_tokenizer = _learn_tokenizers(config, train_pairs)
-        run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
+        if config.init_from:  # byte for byte: the weights belong to those files
+            run_files.copy_tokenizers(config.init_from, run_dir)
+        else:
+            run_files.save_tokenizers(run_dir, source_tokenizer, target_tokenizer)
         config.save(saved_config)  # last: a directory with a config is a run
     finally:
         created += [os.path.join(run_dir, name) for name in set(os.listdir(run_dir)) - before]
@@ -150,7 +153,9 @@ def _learn_tokenizers(config, train_pairs):
 
     A vocabulary well short of a `--vocab-size` asked for is a warning: the WordPiece learner
     keeps only subwords seen about 10 times, so a small corpus caps it, and a larger size
-    changes nothing."""
+    changes nothing. A run started from another (`init_from`) has that run's tokenizers."""
+    if config.init_from:
+        return run_files.load_tokenizers(config.init_from)
     tokenizers = train_tokenizers(vocabulary_pairs(train_pairs), config.vocabulary_size(),
                                   shared=config.shared_vocab, lowercase=config.lowercase,
                                   kind=config.tokenizer)
@@ -181,7 +186,11 @@ def train(config, verbose="auto"):
     With `config.distribute == "multi-worker"` this process is one worker of the cluster in
     `TF_CONFIG` (`keras_s2s.training.multi_worker`): only the chief writes `config.out`; the others
     learn the same vocabularies from the same data, which is checked, and return the history.
+
+    With `config.init_from`, training starts from that run's weights, model options and
+    tokenizers (`keras_s2s.training.config.inherit`).
     """
+    config = inherit(config)
     cluster = strategy = None
     if config.distribute == "multi-worker":
         cluster = multi_worker.Cluster.from_environment()
@@ -269,9 +278,11 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
             model = config.build_model(source_tokenizer.vocabulary_size,
                                        target_tokenizer.vocabulary_size)
             model.build()  # BackupAndRestore needs the weights before fit
+            if config.init_from:  # a resumed run's backup replaces them in fit
+                model.set_weights(run_files.Run.open(config.init_from).model.get_weights())
             optimizer = architectures.get(config.arch).make_optimizer(model, config)
             compile_for_training(model, optimizer, config.label_smoothing,
-                                 jit_compile=jit_compile)
+                                 jit_compile=jit_compile, pad_id=target_tokenizer.pad_id)
         callbacks = _callbacks(
             config, write_dir, history, tensorboard=writes_run, optimizer=optimizer,
             steps_per_epoch=train_stats.batches_per_pass if train_stats else None)
@@ -355,7 +366,8 @@ def average(run, last):
         target_tokenizer=run.target_tokenizer, batch_size=config.batch_size,
         batch_tokens=config.batch_tokens, max_source_length=config.max_source_length,
         max_target_length=config.max_target_length, shuffle=False)
-    compile_for_training(model, "adam", config.label_smoothing, jit_compile=False)
+    compile_for_training(model, "adam", config.label_smoothing, jit_compile=False,
+                         pad_id=run.target_tokenizer.pad_id)
     report = averaging.average_run(model, run.directory, last, validation_data)
     partial = run_files.model_path(run.directory) + ".partial.keras"
     model.save(partial)

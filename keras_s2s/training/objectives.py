@@ -219,9 +219,11 @@ def transformer_optimizer_for(model, config, learning_rate):
                                  linear_decay=config.decay == "linear")
 
 
-def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="auto"):
-    """Compile `model` with the masked label-smoothed loss and masked accuracy."""
+def compile_for_training(model, optimizer, label_smoothing=0.1, jit_compile="auto",
+                         pad_id=PAD_ID):
+    """Compile `model` with the masked label-smoothed loss and masked accuracy (`pad_id`: the
+    target vocabulary's padding, left out of both)."""
     model.compile(optimizer=optimizer,
-                  loss=MaskedSparseCrossentropy(label_smoothing=label_smoothing),
-                  metrics=[MaskedAccuracy()], jit_compile=jit_compile)
+                  loss=MaskedSparseCrossentropy(label_smoothing=label_smoothing, pad_id=pad_id),
+                  metrics=[MaskedAccuracy(pad_id=pad_id)], jit_compile=jit_compile)
     return model
