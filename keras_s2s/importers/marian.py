@@ -1,20 +1,28 @@
-"""Import an OPUS-MT / Marian checkpoint in Hugging Face's layout as a keras-s2s run directory.
+"""Import an OPUS-MT / Marian checkpoint as a keras-s2s run directory.
 
-`import_marian(source, out)` reads a local Hugging Face Marian directory (or downloads a hub name
-such as `Helsinki-NLP/opus-mt-ko-en` with `huggingface_hub`, when installed):
+`import_marian(source, out)` reads a local checkpoint directory (or downloads a hub name such as
+`Helsinki-NLP/opus-mt-ko-en` with `huggingface_hub`, when installed) in one of three layouts:
 
-- `config.json` (`model_type: marian`): post-norm encoder and decoder stacks with one layer
-  count, head count and feed-forward width, the `swish` / `gelu` / `relu` activation, optional
-  √d_model embedding scaling, sinusoids with every sine before every cosine, `final_logits_bias`;
-- the weights, `model.safetensors` (read with `safetensors.numpy`, no PyTorch needed);
-- `source.spm`, `target.spm`, `vocab.json` (and `target_vocab.json` for separate
-  vocabularies), which become two `keras_s2s.data.tokenizers.MarianTokenizer`s.
+- Hugging Face's: `config.json` (`model_type: marian`): post-norm encoder and decoder stacks
+  with one layer count, head count and feed-forward width, the `swish` / `gelu` / `relu`
+  activation, optional √d_model embedding scaling, sinusoids with every sine before every
+  cosine, `final_logits_bias`; the weights, `model.safetensors` (read with `safetensors.numpy`,
+  no PyTorch needed) or TensorFlow's `tf_model.h5` (`TFMarianMTModel.save_pretrained`'s Keras
+  weights file, read with h5py, its names mapped as transformers' `modeling_tf_pytorch_utils`
+  maps them); `source.spm`, `target.spm`, `vocab.json` (and `target_vocab.json` for separate
+  vocabularies);
+- Marian's own (an OPUS-MT release): a model `.npz` holding its configuration
+  (`special:model.yml`) and weights under Marian's names (`Wemb`, `encoder_l1_self_Wq`, ...,
+  mapped as transformers' `convert_marian_to_pytorch` maps them, `<pad>` added last),
+  `decoder.yml` naming it and the vocabularies (`.yml`, token → id), `source.spm`,
+  `target.spm`.
 
-Every weight goes to the same place of our `keras_s2s.models.Transformer`, built with the
-matching options and the checkpoint's own special ids (`</s>` ends, `<pad>` pads and starts the
-decoder): nothing is permuted. The run is written beside `out` under a hidden name and renamed
-into place, so a failure never leaves a half-written run. Marian's native layout (`model.npz`
-with `decoder.yml`) and TensorFlow's `tf_model.h5` are refused with a one-line error.
+The SentencePiece models and vocabularies become two
+`keras_s2s.data.tokenizers.MarianTokenizer`s. Every weight goes to the same place of our
+`keras_s2s.models.Transformer`, built with the matching options and the checkpoint's own special
+ids (`</s>` ends, `<pad>` pads and starts the decoder): nothing is permuted. The run is written
+beside `out` under a hidden name and renamed into place, so a failure never leaves a
+half-written run.
 """
 
 import json
@@ -66,7 +74,7 @@ def import_marian(source, out, max_length=None):
         raise FileExistsError(f"{out!r} already exists and is never overwritten; choose "
                               f"another --out")
     directory = _local_checkpoint(source)
-    config = _read_config(directory)
+    config, weights, vocabularies = _read_checkpoint(directory)
     if max_length is None:
         max_length = min(DEFAULT_MAX_LENGTH, config["max_position_embeddings"])
     if not isinstance(max_length, int) or not 2 <= max_length <= (
@@ -74,8 +82,7 @@ def import_marian(source, out, max_length=None):
         raise ValueError(f"max_length must be an int in [2, "
                          f"{config['max_position_embeddings']}] (the checkpoint's "
                          f"max_position_embeddings), got {max_length!r}")
-    weights = _read_weights(directory)
-    source_tokenizer, target_tokenizer = _tokenizers(directory, config)
+    source_tokenizer, target_tokenizer = _tokenizers(directory, config, vocabularies)
     model = _model(config, weights)
 
     from keras_s2s import run as run_files
@@ -132,14 +139,32 @@ def _read_json(path, what):
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
+def _read_checkpoint(directory):
+    """`(config, weights, vocabularies)` of the checkpoint in `directory`, whichever its layout:
+    Hugging Face's `config.json` and its names for the weights, and `[(file name, {token:
+    id})]` of the source and target vocabularies."""
+    if os.path.exists(os.path.join(directory, "config.json")):
+        config = _read_config(directory)
+        return config, _read_weights(directory), _hugging_face_vocabularies(directory, config)
+    if os.path.exists(os.path.join(directory, NATIVE_DECODER_CONFIG)):
+        from keras_s2s.importers import marian_native
+
+        config, weights, vocabularies = marian_native.read(directory)
+        return _checked_config(config, weights.path), weights, vocabularies
+    raise ValueError(f"{directory} holds no Marian checkpoint: looked for config.json with "
+                     f"{' or '.join(WEIGHT_FILES)} (Hugging Face's layout), or "
+                     f"{NATIVE_DECODER_CONFIG} with its model .npz (Marian's)")
+
+
 def _read_config(directory):
     """`config.json`, checked to describe a model our Transformer holds exactly."""
     path = os.path.join(directory, "config.json")
-    if not os.path.exists(path) and os.path.exists(os.path.join(directory, "model.npz")):
-        raise ValueError(f"{directory} holds a Marian-native checkpoint (model.npz, "
-                         f"decoder.yml), not yet importable; convert it with Hugging Face's "
-                         f"convert_marian_to_pytorch first")
-    config = _read_json(path, "the model configuration")
+    return _checked_config(_read_json(path, "the model configuration"), path)
+
+
+def _checked_config(config, path):
+    """The Hugging Face configuration `config` (read from `path`), with its defaults, checked
+    to describe a model our Transformer holds exactly."""
     if not isinstance(config, dict) or config.get("model_type") != "marian":
         kind = config.get("model_type") if isinstance(config, dict) else None
         raise ValueError(f"{path}: model_type must be 'marian', got {kind!r}")
@@ -169,13 +194,18 @@ def _read_config(directory):
     return config
 
 
+def _vocabulary_sizes(config):
+    """The source and target vocabulary sizes of a checked Marian `config`."""
+    shared = config["share_encoder_decoder_embeddings"]
+    return config["vocab_size"], config["vocab_size"] if shared else config["decoder_vocab_size"]
+
+
 def _model_options(config):
-    """The `Transformer` arguments of a checked Marian `config`."""
+    """The `Transformer` arguments of a checked Marian `config`, but the vocabulary sizes (the
+    run's tokenizers give them, as in any run's `config.json`)."""
     shared = config["share_encoder_decoder_embeddings"]
     tied = config["tie_word_embeddings"]
     return {
-        "source_vocab_size": config["vocab_size"],
-        "target_vocab_size": config["vocab_size"] if shared else config["decoder_vocab_size"],
         "num_layers": config["encoder_layers"], "d_model": config["d_model"],
         "num_heads": config["encoder_attention_heads"], "d_ff": config["encoder_ffn_dim"],
         "dropout": float(config["dropout"]), "max_length": config["max_position_embeddings"],
@@ -188,49 +218,122 @@ def _model_options(config):
     }
 
 
+class Weights(dict):
+    """`{Hugging Face name (without `model.`): float32 array}`, and `path`, the file read
+    (`file`: its name)."""
+
+    def __init__(self, path, arrays):
+        super().__init__((name.removeprefix("model."), np.asarray(value, "float32"))
+                         for name, value in arrays)
+        self.path, self.file = path, os.path.basename(path)
+
+
 def _read_weights(directory):
-    """`{name: float32 array}` of `model.safetensors`, names without the `model.` prefix."""
-    path = os.path.join(directory, "model.safetensors")
-    if not os.path.exists(path):
-        others = [name for name in ("pytorch_model.bin", "tf_model.h5")
-                  if os.path.exists(os.path.join(directory, name))]
-        hint = (f" ({others[0]} is there: save the checkpoint with safetensors, e.g. "
-                f"save_pretrained in transformers)") if others else ""
-        raise ValueError(f"{path} is missing (the weights){hint}")
+    """The `Weights` of `model.safetensors`, or else of `tf_model.h5`."""
+    for name in WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return WEIGHT_FILES[name](path)
+    hint = (" (pytorch_model.bin is there: save the checkpoint with safetensors, e.g. "
+            "save_pretrained in transformers)") if os.path.exists(
+                os.path.join(directory, "pytorch_model.bin")) else ""
+    raise ValueError(f"{directory} has no weights: neither {' nor '.join(WEIGHT_FILES)}{hint}")
+
+
+def _read_safetensors(path):
     from safetensors.numpy import load_file
 
     try:
         tensors = load_file(path)
     except Exception as error:  # safetensors raises its own error type for a damaged file
         raise ValueError(f"{path} is not a complete safetensors file (truncated or corrupt): "
-                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
-                         ) from None
-    return {name.removeprefix("model."): np.asarray(value, "float32")
-            for name, value in tensors.items()}
+                         f"{_first_line(error)}") from None
+    return Weights(path, tensors.items())
 
 
-def _tokenizers(directory, config):
-    """The source and target `MarianTokenizer`s of the checkpoint."""
-    from keras_s2s.data.tokenizers import MarianTokenizer
+def _read_h5(path):
+    """`TFMarianMTModel`'s Keras weights file: each top-level layer's group lists its weights'
+    TensorFlow names (`weight_names`), named as transformers'
+    `convert_tf_weight_name_to_pt_weight_name` names them for PyTorch (the first scope dropped,
+    `kernel` transposed into `weight`, `embeddings`/`gamma` → `weight`, `beta` → `bias`)."""
+    import h5py
 
+    try:
+        with h5py.File(path, "r") as file:
+            arrays = []
+            for layer in _attribute(file, "layer_names"):
+                group = file[layer]
+                for tf_name in _attribute(group, "weight_names"):
+                    arrays.append(_pytorch_name(tf_name, np.asarray(group[tf_name])))
+    except (OSError, KeyError) as error:
+        raise ValueError(f"{path} is not a complete Keras weights file of TFMarianMTModel: "
+                         f"{_first_line(error)}") from None
+    return Weights(path, arrays)
+
+
+def _attribute(group, name):
+    """The list of names `name` of an h5 `group`, which Keras splits into `name0`, `name1`, ...
+    when too long for one attribute."""
+    chunks = [group.attrs[name]] if name in group.attrs else []
+    while f"{name}{len(chunks)}" in group.attrs:
+        chunks.append(group.attrs[f"{name}{len(chunks)}"])
+    if not chunks:
+        raise KeyError(f"no attribute {name!r}")
+    return [value.decode() if isinstance(value, bytes) else str(value)
+            for chunk in chunks for value in chunk]
+
+
+def _pytorch_name(tf_name, value):
+    """`(PyTorch name, value)` of the TensorFlow weight `tf_name`."""
+    parts = tf_name.removesuffix(":0").split("/")
+    parts = parts[1:] if len(parts) > 1 else parts
+    if parts[-1] == "kernel":
+        value = value.T
+    parts[-1] = {"kernel": "weight", "embeddings": "weight", "gamma": "weight",
+                 "beta": "bias"}.get(parts[-1], parts[-1])
+    return ".".join(parts), value
+
+
+def _first_line(error):
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+#: The weight files of Hugging Face's layout, in the order they are looked for, and their
+#: readers.
+WEIGHT_FILES = {"model.safetensors": _read_safetensors, "tf_model.h5": _read_h5}
+#: The file that marks Marian's own layout.
+NATIVE_DECODER_CONFIG = "decoder.yml"
+
+
+def _hugging_face_vocabularies(directory, config):
+    """`[(file name, {token: id})]` of the source and target vocabularies."""
     separate = not config["share_encoder_decoder_embeddings"]
     tokenizer_config = os.path.join(directory, "tokenizer_config.json")
     if os.path.exists(tokenizer_config):
         separate = bool(_read_json(tokenizer_config, "the tokenizer settings").get(
             "separate_vocabs", separate))
-    vocabularies = ["vocab.json", "target_vocab.json" if separate else "vocab.json"]
+    names = ["vocab.json", "target_vocab.json" if separate else "vocab.json"]
+    return [(name, _read_json(os.path.join(directory, name), "the vocabulary"))
+            for name in names]
+
+
+def _tokenizers(directory, config, vocabularies):
+    """The source and target `MarianTokenizer`s of the checkpoint."""
+    from keras_s2s.data.tokenizers import MarianTokenizer
+
+    separate = vocabularies[0] != vocabularies[1]
     sizes = [config["vocab_size"], config["vocab_size"] if not separate
              else config["decoder_vocab_size"]]
     expected = {"end_id": config["eos_token_id"], "pad_id": config["pad_token_id"]}
     tokenizers = []
-    for model_name, vocabulary_name, size in zip(("source.spm", "target.spm"), vocabularies,
-                                                 sizes):
+    for model_name, (vocabulary_name, ids), size in zip(("source.spm", "target.spm"),
+                                                        vocabularies, sizes):
         model_path = os.path.join(directory, model_name)
         if not os.path.exists(model_path):
             raise ValueError(f"{model_path} is missing (a SentencePiece model)")
         with open(model_path, "rb") as file:
             proto = file.read()
-        vocabulary = _vocabulary(os.path.join(directory, vocabulary_name), size)
+        vocabulary = _vocabulary(ids, os.path.join(directory, vocabulary_name), size)
         try:
             tokenizer = MarianTokenizer(proto, vocabulary)
         except RuntimeError as error:  # sentencepiece's parse error
@@ -244,9 +347,9 @@ def _tokenizers(directory, config):
     return tokenizers
 
 
-def _vocabulary(path, size):
-    """The tokens of `vocab.json` (token → id) in id order, checked against the model's size."""
-    ids = _read_json(path, "the vocabulary")
+def _vocabulary(ids, path, size):
+    """The tokens of `ids` (token → id, read from `path`) in id order, checked against the
+    model's size."""
     if not isinstance(ids, dict) or sorted(ids.values()) != list(range(len(ids))):
         raise ValueError(f"{path} must map tokens to the ids 0..n-1, each once")
     if len(ids) != size:
@@ -262,7 +365,7 @@ def _model(config, weights):
     from keras_s2s.models import Transformer
 
     options = _model_options(config)
-    model = Transformer(**options)
+    model = Transformer(*_vocabulary_sizes(config), **options)
     model.build()
     take = _Weights(weights)
     if options["share_embeddings"]:
@@ -274,7 +377,7 @@ def _model(config, weights):
     table = _positional_table(model)
     for key in ("encoder.embed_positions.weight", "decoder.embed_positions.weight"):
         if key in weights and not np.allclose(weights[key][:len(table)], table, atol=1e-4):
-            raise ValueError(f"model.safetensors: {key} holds positional embeddings that are "
+            raise ValueError(f"{weights.file}: {key} holds positional embeddings that are "
                              f"not Marian's sinusoids (learned positions are not supported)")
     for index, layer in enumerate(model.encoder_layers):
         prefix = f"encoder.layers.{index}."
@@ -289,7 +392,7 @@ def _model(config, weights):
         _layer_norm(layer.cross_attention_norm, take, prefix + "encoder_attn_layer_norm.")
         _feed_forward(layer, take, prefix)
     bias = np.reshape(weights.get("final_logits_bias", np.zeros(
-        options["target_vocab_size"], "float32")), (-1,))
+        model.target_vocab_size, "float32")), (-1,))
     if options["tie_embeddings"]:
         take.set(model.output_bias, bias, "final_logits_bias")
     else:
@@ -320,15 +423,14 @@ class _Weights:
                 value = self.weights[key]
                 self.set(variable, value if transform is None else transform(value), key)
                 return
-        raise ValueError(f"model.safetensors has no weight {name!r}")
+        raise ValueError(f"{self.weights.file} has no weight {name!r}")
 
-    @staticmethod
-    def set(variable, value, name):
+    def set(self, variable, value, name):
         if tuple(value.shape) != tuple(variable.shape):
             try:
                 value = np.reshape(value, variable.shape)
             except ValueError:
-                raise ValueError(f"model.safetensors: {name} has shape {value.shape}, the "
+                raise ValueError(f"{self.weights.file}: {name} has shape {value.shape}, the "
                                  f"configuration implies {tuple(variable.shape)}") from None
         variable.assign(value)
 

@@ -69,8 +69,9 @@ def _vocabulary(*protos, drop=()):
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _checkpoint(directory, activation, scale_embedding, shared, seed):
-    """Write a random tiny Marian checkpoint with its tokenizer files into `directory`."""
+def _checkpoint(directory, activation, scale_embedding, shared, seed, weight_std=WEIGHT_STD):
+    """Write a random tiny Marian checkpoint with its tokenizer files into `directory` (its
+    weights drawn with the standard deviation `weight_std`)."""
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=6)) for _ in range(300)]
     source_proto, target_proto = _spm(texts, 80), _spm(texts[::-1] + ["xyz qrs"] * 20, 70)
@@ -100,7 +101,7 @@ def _checkpoint(directory, activation, scale_embedding, shared, seed):
             if "layer_norm" in name:
                 parameter.add_(torch.randn_like(parameter), alpha=0.1)
             elif "embed_positions" not in name:  # fixed sinusoids, not saved
-                parameter.normal_(0.0, WEIGHT_STD)
+                parameter.normal_(0.0, weight_std)
         model.final_logits_bias.normal_(0.0, 1.0)
         model.final_logits_bias[0, config.eos_token_id] += 2.0  # some outputs end
         for embedding in (model.model.encoder.embed_tokens, model.model.decoder.embed_tokens):
