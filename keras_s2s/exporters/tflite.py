@@ -122,14 +122,19 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
 
     function = greedy_ids_function(translator.model, max_source_length, max_target_length,
                                    batch_size)
-    # A trackable object (any) makes the converter write the signature.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    flatbuffer = _run_converter(converter)
+    with tempfile.TemporaryDirectory() as saved_model:
+        # Converted from a SavedModel, the model keeps its signature. Saved without custom
+        # gradients: a frozen swish (Marian's activation) captures its beta in one, which
+        # SavedModel refuses, and the converter would then silently drop the signature.
+        tf.saved_model.save(tf.Module(), saved_model, signatures={"serving_default": function},
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        flatbuffer = _run_converter(converter)
 
     os.makedirs(out_dir, exist_ok=True)
     with open(out_path, "xb") as file:
