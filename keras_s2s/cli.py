@@ -419,10 +419,11 @@ def _add_import_parser(subparsers):
     parser = subparsers.add_parser(
         "import", help="import a pretrained OPUS-MT (Marian) checkpoint as a run",
         description="Write a run directory (as `train` leaves it, for translate, evaluate, "
-                    "export, tflite and serve) from a Hugging Face Marian checkpoint: a local "
-                    "directory in Hugging Face's layout (model.safetensors, source.spm, "
-                    "target.spm, vocab.json), or a hub name such as Helsinki-NLP/opus-mt-ko-en, "
-                    "downloaded with huggingface_hub.")
+                    "export, tflite and serve) from a Marian checkpoint: a local directory in "
+                    "Hugging Face's layout (model.safetensors or tf_model.h5, source.spm, "
+                    "target.spm, vocab.json) or Marian's own (decoder.yml, the model .npz, its "
+                    "vocabulary .yml, the .spm files), or a hub name such as "
+                    "Helsinki-NLP/opus-mt-ko-en, downloaded with huggingface_hub.")
     parser.add_argument("source", help="checkpoint directory or Hugging Face Hub name")
     parser.add_argument("--out", required=True, help="the run directory to create")
     parser.add_argument("--max-length", type=int,

@@ -297,6 +297,8 @@ README_FIGURES = [
     ("float32 scores {} BLEU against our {}, and int8 {}", [
         result("ctranslate2_quality_multi30k", "figures", decoder, "bleu")
         for decoder in ("ctranslate2_float32", "ours", "ctranslate2_int8")]),
+    ("at `--batch-size 32` on a CPU peaks at {} GiB of memory",
+     [result("marian", "figures", "fine_tune_peak_rss_gib")]),
 ]
 _NUMBER = r"(-?\d[\d,]*(?:\.\d+)?)"
 
