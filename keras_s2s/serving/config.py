@@ -328,10 +328,14 @@ def _parse_bool(text):
 _CPUS = os.cpu_count() or 1
 
 
-def _option(default, help_text, minimum=None):
-    """A field that is also a flag: `--<field name>` of the field's type, with this default and
-    help; `minimum`: smaller values are refused by `validate`."""
-    return dataclasses.field(default=default, metadata={"help": help_text, "minimum": minimum})
+def _option(default, help_text, minimum=None, flag_default=None):
+    """A field that is also a flag: `--<field name>` of the field's type, with this default (or
+    `flag_default`, when the flag's differs) and help; `minimum`: smaller values are refused by
+    `validate`."""
+    metadata = {"help": help_text, "minimum": minimum}
+    if flag_default is not None:
+        metadata["flag_default"] = flag_default
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _flag_fields(cls):
@@ -452,8 +456,10 @@ class ServerOptions:
         False, "Require predict/classify/regress method names."
     )
     port: int = _option(
-        8500,
-        "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.",
+        None,
+        "gRPC port: TF Serving's PredictionService (Predict, GetModelMetadata) and ModelService "
+        "(GetModelStatus), on --rest_api_host (0 = pick a free port; in Python, None = no gRPC).",
+        flag_default=8500,
     )
 
     def __post_init__(self):
@@ -507,7 +513,7 @@ class ServerOptions:
 
 
 def add_arguments(parser):
-    """Adds tensorflow_model_server's flags (those that apply to a REST-only server) to `parser`:
+    """Adds tensorflow_model_server's flags (those keras-s2s serve honours) to `parser`:
     one per field of `ServerOptions` and of the flags that give its models and batching."""
     for field in _flag_fields(_ModelSourceFlags) + _flag_fields(ServerOptions):
         name, help_text = f"--{field.name}", field.metadata["help"]
@@ -515,4 +521,5 @@ def add_arguments(parser):
             parser.add_argument(name, type=_parse_bool, nargs="?", const=True,
                                 default=field.default, metavar="BOOL", help=help_text)
         else:
-            parser.add_argument(name, type=field.type, default=field.default, help=help_text)
+            default = field.metadata.get("flag_default", field.default)
+            parser.add_argument(name, type=field.type, default=default, help=help_text)

@@ -40,7 +40,7 @@ import zlib
 
 from aiohttp import web, web_protocol
 
-from keras_s2s.serving import codec
+from keras_s2s.serving import codec, grpc_api
 from keras_s2s.serving.batching import BatchScheduler
 from keras_s2s.serving.config import (
     ConfigError,
@@ -286,7 +286,9 @@ class ModelServer:
         self._loop = None
         self._thread = None
         self._log_filter = RepeatedLogFilter()
+        self._grpc_server = None
         self.port = None
+        self.grpc_port = None  # the bound gRPC port, when options.port is set
 
     @property
     def url(self):
@@ -376,6 +378,8 @@ class ModelServer:
             runner = web.ServerRunner(server, shutdown_timeout=self._timeout_seconds)
             self._loop.run_until_complete(runner.setup())
             self._loop.run_until_complete(web.SockSite(runner, sock).start())
+            if options.port is not None:
+                self._loop.run_until_complete(self._start_grpc())
         except BaseException as error:
             sock.close()
             if runner is not None:
@@ -385,12 +389,21 @@ class ModelServer:
             return
         ready.set_result(None)
         self._loop.run_forever()
+        if self._grpc_server is not None:
+            self._loop.run_until_complete(self._grpc_server.stop(self._timeout_seconds))
         self._loop.run_until_complete(runner.cleanup())
         pending = asyncio.all_tasks(self._loop)  # connections aiohttp's cleanup left waiting
         for task in pending:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
+
+    async def _start_grpc(self):
+        """TF Serving's gRPC services on `options.port`, sharing the model manager, lanes,
+        batching and body size limit with REST."""
+        self._grpc_server, self.grpc_port = await grpc_api.start_server(
+            self.options, self._manager, self._admitted, self._call, self._execute
+        )
 
     def stop(self):
         """Stops listening (letting requests in flight finish), then batching, polling and the
@@ -634,8 +647,10 @@ def run(args):
     options = ServerOptions.from_args(args)
     server = ModelServer(options)
     port = server.start()
-    # One line once the REST API answers, as tensorflow_model_server logs it, whatever the
-    # log level: scripts and people wait for it.
+    # One line per API once both answer, as tensorflow_model_server logs them, whatever the
+    # log level: scripts and people wait for them.
+    print(f"Running gRPC ModelServer at {options.rest_api_host}:{server.grpc_port} ...",
+          file=sys.stderr, flush=True)
     print(f"Exporting HTTP/REST API at:{options.rest_api_host}:{port} ...", file=sys.stderr,
           flush=True)
     stopping = threading.Event()

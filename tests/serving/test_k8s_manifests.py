@@ -105,10 +105,11 @@ def test_the_deployments_probes_answer_against_keras_s2s_serve(tmp_path, built_m
     probes = [container[probe]["httpGet"] for probe in ("readinessProbe", "livenessProbe")]
     for probe in probes:
         assert f"--rest_api_port={ports[probe['port']]}" in flags  # the probe hits the REST port
-    flags = [re.sub(r"^--rest_api_port=\d+$", "--rest_api_port=0", flag) for flag in flags]
+    flags = [re.sub(r"^--(rest_api_port|port)=\d+$", r"--\1=0", flag) for flag in flags]
     process = subprocess.Popen([sys.executable, "-m", "keras_s2s.cli", "serve", *flags],
                                cwd=REPOSITORY, stderr=subprocess.PIPE, text=True)
     try:
+        assert process.stderr.readline().startswith("Running gRPC ModelServer at 127.0.0.1:")
         ready = process.stderr.readline()
         match = re.fullmatch(r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+) \.\.\.\n", ready)
         assert match, ready
