@@ -6,6 +6,7 @@ one-line message and exit status 2, without a traceback.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -198,6 +199,8 @@ def _translate_remotely(args):
     from keras_s2s.serving import Client, ServingRequestError
 
     server, model = _server_and_model(args.server, args.model)
+    if server.startswith("grpc:"):
+        _require_extra("serve", ("grpc", "tensorflow_serving.apis"))
     texts = _texts_to_translate(([args.run_dir] if args.run_dir else []) + args.text)
     try:
         results = Client(server, model).translate(texts)
@@ -237,7 +240,25 @@ def _add_serve_parser(subparsers):
     parser.set_defaults(handler=_serve)
 
 
+#: What each optional part of the command needs beyond `pip install keras-s2s`, by extra.
+EXTRA_MODULES = {
+    "serve": ("aiohttp", "orjson", "grpc", "tensorflow_serving.apis"),
+    "explore": ("aiohttp",),
+}
+
+
+def _require_extra(extra, modules=None):
+    """A one-line error naming the pip extra to install when a module it brings is missing."""
+    for module in modules or EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"this needs the {extra} extra: pip install 'keras-s2s[{extra}]' "
+                             f"({error})") from None
+
+
 def _serve(args):
+    _require_extra("serve")
     from keras_s2s.serving.errors import ServingError
     from keras_s2s.serving.server import run
 
@@ -263,6 +284,7 @@ def _add_explore_parser(subparsers):
 
 
 def _explore(args):
+    _require_extra("explore")
     from keras_s2s.explore.server import run
 
     run(args.run_dirs, host=args.host, port=args.port)

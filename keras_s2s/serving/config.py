@@ -1,10 +1,12 @@
 """Server options: tensorflow_model_server's flags, its models.config and batching parameters files.
 
-Both files are protobuf text format. When the `tensorflow_serving` protos are installed they are
-parsed with them; otherwise with a copy of the subset of their schema that we support, built at
-import time, so protobuf's own text-format parser does the parsing: the grammar (comments, optional
-`:` before messages, map entries, repeated fields) is exactly TF Serving's, and unknown fields are
-rejected with their line and column, as TF Serving rejects them.
+Both files are protobuf text format, parsed by protobuf's own text-format parser, so that the
+grammar (comments, optional `:` before messages, map entries, repeated fields) is exactly TF
+Serving's and unknown fields are rejected with their line and column, as TF Serving rejects them.
+models.config is parsed with `tensorflow_serving.config.model_server_config_pb2` (from
+tensorflow-serving-api, in the `serve` extra). BatchingParameters' proto
+(session_bundle_config.proto) is not in that wheel: its message is built here at import time
+from a copy of its fields (same names and numbers).
 """
 
 import argparse
@@ -29,7 +31,7 @@ class ConfigError(ValueError):
     """A flag, models.config or batching parameters file that TF Serving would refuse."""
 
 
-def _field(name, number, kind, type_name="", repeated=False, oneof_index=None):
+def _field(name, number, kind, type_name="", repeated=False):
     field = _Field(
         name=name,
         number=number,
@@ -38,86 +40,17 @@ def _field(name, number, kind, type_name="", repeated=False, oneof_index=None):
     )
     if type_name:
         field.type_name = type_name
-    if oneof_index is not None:
-        field.oneof_index = oneof_index
     return field
 
 
-def _schema_file():
-    """The subset of model_server_config.proto, file_system_storage_path_source.proto and
-    session_bundle_config.proto that keras-s2s serve understands (same names and numbers)."""
+def _batching_schema_file():
+    """session_bundle_config.proto's BatchingParameters (same names and numbers)."""
     file = descriptor_pb2.FileDescriptorProto(
-        name="keras_s2s/serving/tf_serving_config_subset.proto",
+        name="keras_s2s/serving/batching_parameters.proto",
         package="tensorflow.serving",
         syntax="proto3",
         dependency=["google/protobuf/wrappers.proto"],
     )
-    policy = file.message_type.add(name="ServableVersionPolicy")
-    policy.nested_type.add(name="Latest").field.append(
-        _field("num_versions", 1, _Field.TYPE_UINT32)
-    )
-    policy.nested_type.add(name="All")
-    policy.nested_type.add(name="Specific").field.append(
-        _field("versions", 1, _Field.TYPE_INT64, repeated=True)
-    )
-    policy.oneof_decl.add(name="policy_choice")
-    for name, number in (("latest", 100), ("all", 101), ("specific", 102)):
-        policy.field.append(
-            _field(
-                name,
-                number,
-                _Field.TYPE_MESSAGE,
-                f".tensorflow.serving.ServableVersionPolicy.{name.title()}",
-                oneof_index=0,
-            )
-        )
-
-    model_type = file.enum_type.add(name="ModelType")
-    for number, name in enumerate(("MODEL_TYPE_UNSPECIFIED", "TENSORFLOW", "OTHER")):
-        model_type.value.add(name=name, number=number)
-
-    model = file.message_type.add(name="ModelConfig")
-    labels_entry = model.nested_type.add(name="VersionLabelsEntry")
-    labels_entry.options.map_entry = True
-    labels_entry.field.extend(
-        [_field("key", 1, _Field.TYPE_STRING), _field("value", 2, _Field.TYPE_INT64)]
-    )
-    model.field.extend(
-        [
-            _field("name", 1, _Field.TYPE_STRING),
-            _field("base_path", 2, _Field.TYPE_STRING),
-            _field("model_type", 3, _Field.TYPE_ENUM, ".tensorflow.serving.ModelType"),
-            _field("model_platform", 4, _Field.TYPE_STRING),
-            _field(
-                "model_version_policy",
-                7,
-                _Field.TYPE_MESSAGE,
-                ".tensorflow.serving.ServableVersionPolicy",
-            ),
-            _field(
-                "version_labels",
-                8,
-                _Field.TYPE_MESSAGE,
-                ".tensorflow.serving.ModelConfig.VersionLabelsEntry",
-                repeated=True,
-            ),
-        ]
-    )
-    file.message_type.add(name="ModelConfigList").field.append(
-        _field("config", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.ModelConfig", repeated=True)
-    )
-    server = file.message_type.add(name="ModelServerConfig")
-    server.oneof_decl.add(name="config")
-    server.field.append(
-        _field(
-            "model_config_list",
-            1,
-            _Field.TYPE_MESSAGE,
-            ".tensorflow.serving.ModelConfigList",
-            oneof_index=0,
-        )
-    )
-
     batching = file.message_type.add(name="BatchingParameters")
     int64_value = ".google.protobuf.Int64Value"
     batching.field.extend(
@@ -138,30 +71,16 @@ def _schema_file():
     return file
 
 
-def _message_classes():
-    try:
-        from tensorflow_serving.config import model_server_config_pb2
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-
-        return (
-            model_server_config_pb2.ModelServerConfig,
-            session_bundle_config_pb2.BatchingParameters,
-        )
-    except ImportError:
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(
-            descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb)
-        )
-        pool.Add(_schema_file())
-        return tuple(
-            message_factory.GetMessageClass(
-                pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
-            )
-            for name in ("ModelServerConfig", "BatchingParameters")
-        )
+def _batching_parameters_class():
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(_batching_schema_file())
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
 
 
-_ModelServerConfigProto, _BatchingParametersProto = _message_classes()
+_BatchingParametersProto = _batching_parameters_class()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +144,9 @@ def _parse_text_proto(text, message, source):
 
 def parse_model_config(text, source="<models.config>"):
     """Parses a ModelServerConfig text proto into ModelConfigs, with TF Serving's validation."""
-    proto = _parse_text_proto(text, _ModelServerConfigProto(), source)
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = _parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), source)
     if proto.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{source}: expected a model_config_list {{ config {{ ... }} }} block")
     models, names = [], set()
