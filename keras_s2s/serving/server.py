@@ -154,17 +154,24 @@ _RATE_LIMITED_LOGGERS = (
 
 class _Connection(web_protocol.RequestHandler):
     """aiohttp's HTTP/1.1 connection, plus a header deadline, the connection limit, and
-    protocol errors (bad request line, URL or headers too long, bad method...) as JSON."""
+    protocol errors (bad request line, URL or headers too long, bad method...) as JSON.
 
-    def __init__(self, manager, header_timeout, **kwargs):
-        super().__init__(manager, **kwargs)
+    The one use of aiohttp beyond its documented API: none of the three has a public hook (a
+    middleware or `web.Application` sees requests only once parsed, and aiohttp has no header
+    timeout nor connection limit), so the connection class is subclassed, overriding its
+    protocol callbacks and `handle_error`; no private attribute of aiohttp's is read.
+    """
+
+    def __init__(self, server, header_timeout, **kwargs):
+        super().__init__(server, **kwargs)
+        self._server = server
         self._header_timeout = header_timeout
         self._header_timer = None
         self._busy = False
 
     def connection_made(self, transport):
         super().connection_made(transport)
-        if not self._manager.admit(self):
+        if not self._server.admit(self):
             transport.write(_SERVICE_UNAVAILABLE)
             self.force_close()
             return
@@ -193,7 +200,9 @@ class _Connection(web_protocol.RequestHandler):
 
     def _arm_header_timer(self):
         self._disarm_header_timer()
-        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_too_slow)
+        self._header_timer = asyncio.get_running_loop().call_later(
+            self._header_timeout, self._headers_too_slow
+        )
 
     def _disarm_header_timer(self):
         if self._header_timer is not None:
@@ -232,18 +241,21 @@ class _Server(web.Server):
     """aiohttp's low-level server making `_Connection`s, at most `max_connections` open: past it
     the oldest connection not handling a request is closed to make room, or the new one refused."""
 
-    def __init__(self, handler, max_connections, header_timeout, **kwargs):
-        super().__init__(handler, **kwargs)
+    def __init__(self, handler, max_connections, header_timeout, loop, **kwargs):
+        super().__init__(handler, loop=loop, **kwargs)
         self._max_connections = max_connections
         self._header_timeout = header_timeout
+        self._event_loop = loop
+        self._connection_kwargs = kwargs
 
     def __call__(self):
-        return _Connection(self, self._header_timeout, loop=self._loop, **self._kwargs)
+        return _Connection(self, self._header_timeout, loop=self._event_loop,
+                           **self._connection_kwargs)
 
     def admit(self, connection):
         """Whether `connection` may stay open, closing the oldest one not handling a request
         (idle, or still sending headers) to make room."""
-        open_ = [other for other in self._connections if other.transport is not None]  # not closing
+        open_ = [other for other in self.connections if other.transport is not None]  # not closing
         if len(open_) <= self._max_connections:
             return True
         idle = next((other for other in open_ if other is not connection and not other.busy), None)
@@ -526,7 +538,9 @@ class ModelServer:
                 raise ServingError(
                     "INVALID_ARGUMENT", f"Unsupported Expect: {expect[:100]}", http_status=417
                 )
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # What aiohttp's web.Application does for routes (their default `expect_handler`);
+            # its low-level server leaves it to the handler.
+            await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
         chunks, size = [], 0
         pause = self.options.rest_api_body_timeout_in_ms / 1000
         while True:
