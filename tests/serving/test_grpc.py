@@ -1,6 +1,8 @@
 """TF Serving's gRPC API on --port, through tensorflow_serving.apis' own stubs: the answers REST
 gives for the same models, and TF Serving's status codes for bad requests."""
 
+import concurrent.futures
+
 import grpc
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from tensorflow_serving.apis import (
 )
 
 from keras_s2s.serving import Client, ServingRequestError
-from keras_s2s.serving.config import ModelConfig
+from keras_s2s.serving.config import BatchingParameters, ModelConfig
 from keras_s2s.serving.server import ModelServer
 from tests.serving.conftest import http, make_options
 from tests.serving.savedmodels import publish_version
@@ -177,3 +179,20 @@ def test_messages_past_the_body_limit_are_refused(tmp_path, built_models):
         with pytest.raises(grpc.RpcError) as raised:
             stub.Predict(_predict_request("m", {"x": np.zeros(1000, np.float32)}), timeout=10)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_grpc_and_rest_requests_share_one_batch(tmp_path, built_models):
+    """One batch queue for both APIs: a gRPC and a REST predict arriving together run as one
+    batch of 2 (its size is full at 2, so neither waits for the long timeout)."""
+    publish_version(built_models["half_plus_two"], str(tmp_path), 1)
+    batching = BatchingParameters(max_batch_size=2, batch_timeout_micros=5_000_000,
+                                  num_batch_threads=1)
+    options = make_options([ModelConfig("m", str(tmp_path))], port=0, batching=batching)
+    with ModelServer(options) as batched, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        grpc_client = Client(f"grpc://127.0.0.1:{batched.grpc_port}", "m")
+        grpc_client.metadata()
+        over_grpc = pool.submit(grpc_client.predict, [1.0], signature_name="with_batch_size")
+        over_rest = pool.submit(Client(batched.url, "m").predict, [3.0],
+                                signature_name="with_batch_size")
+        results = [over_grpc.result(timeout=30), over_rest.result(timeout=30)]
+    assert results == [[{"y": 2.5, "batch_size": 2}], [{"y": 3.5, "batch_size": 2}]]
