@@ -161,6 +161,10 @@ def parse_model_config(text, source="<models.config>"):
         names.add(config.name)
         if not config.base_path:
             raise ConfigError(f"{where} ({config.name}) has no base_path")
+        if config.HasField("logging_config"):
+            raise ConfigError(
+                f"{where} ({config.name}): logging_config is not supported by keras-s2s serve"
+            )
         platform = config.model_platform or ("tensorflow" if config.model_type == 1 else "")
         if platform != "tensorflow":
             raise ConfigError(

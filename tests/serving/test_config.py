@@ -80,6 +80,11 @@ def test_model_config_policy_parsing():
     [
         ('model_config_list { config { name: "m" bogus: 1 } }', 'has no field named "bogus"'),
         (
+            'model_config_list { config { name: "m" base_path: "/b" model_platform: "tensorflow" '
+            "logging_config { } } }",
+            "logging_config is not supported by keras-s2s serve",
+        ),
+        (
             'model_config_list { config { name: "m" base_path: "/b" } }',
             'set model_platform: "tensorflow"',
         ),
