@@ -232,9 +232,10 @@ def _add_serve_parser(subparsers):
     from keras_s2s.serving.config import add_arguments
 
     parser = subparsers.add_parser(
-        "serve", help="serve SavedModels over TensorFlow Serving's REST API",
+        "serve", help="serve SavedModels over TensorFlow Serving's REST and gRPC APIs",
         description="TensorFlow Serving's REST API (predict, classify, regress, status, "
-                    "metadata) for exported SavedModels, with tensorflow_model_server's flag "
+                    "metadata) and gRPC API (Predict, GetModelMetadata, GetModelStatus) "
+                    "for exported SavedModels, with tensorflow_model_server's flag "
                     "names, for machines without TF Serving.")
     add_arguments(parser)
     parser.set_defaults(handler=_serve)

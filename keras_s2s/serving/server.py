@@ -20,6 +20,9 @@ without pausing longer than `rest_api_body_timeout_in_ms`; idle keep-alive conne
 `rest_api_keepalive_timeout_in_ms`; at most `rest_api_max_connections` are open. Every error,
 HTTP-level ones included, is TF Serving's `{"error": ...}` JSON, without server internals; repeated
 log lines are rate-limited.
+
+TF Serving's gRPC API (`grpc_api`) runs in the same event loop on `--port`, sharing the models,
+lanes, batching and limits.
 """
 
 import argparse
@@ -266,12 +269,14 @@ class _Server(web.Server):
 
 
 class ModelServer:
-    """The REST server: models from `options`, HTTP on an aiohttp loop in a background thread.
+    """The server: models from `options`, HTTP (and gRPC when `options.port` is set) on an
+    asyncio loop in a background thread.
 
     Example:
         server = ModelServer(ServerOptions(models=[ModelConfig("dates", "export/dates")],
-                                           rest_api_port=0))
+                                           rest_api_port=0, port=0))
         port = server.start()  # loads the models, then listens on 127.0.0.1:port
+        server.grpc_port  # gRPC's (no gRPC without `port`)
         ...
         server.stop()
     """
