@@ -398,9 +398,9 @@ class ModelServer:
             if options.port is not None:
                 self._loop.run_until_complete(self._start_grpc())
         except BaseException as error:
-            sock.close()
-            if runner is not None:
+            if runner is not None:  # stops the site first, if it is serving the socket
                 self._loop.run_until_complete(runner.cleanup())
+            sock.close()
             self._loop.close()
             ready.set_exception(error)
             return

@@ -2,6 +2,8 @@
 gives for the same models, and TF Serving's status codes for bad requests."""
 
 import concurrent.futures
+import socket
+import threading
 
 import grpc
 import numpy as np
@@ -196,3 +198,16 @@ def test_grpc_and_rest_requests_share_one_batch(tmp_path, built_models):
                                 signature_name="with_batch_size")
         results = [over_grpc.result(timeout=30), over_rest.result(timeout=30)]
     assert results == [[{"y": 2.5, "batch_size": 2}], [{"y": 3.5, "batch_size": 2}]]
+
+
+def test_grpc_port_in_use_fails_start_and_leaves_nothing_running(tmp_path, built_models):
+    publish_version(built_models["half_plus_two"], str(tmp_path), 1)
+    threads_before = set(threading.enumerate())
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = ModelServer(make_options([ModelConfig("m", str(tmp_path))], port=port))
+        with pytest.raises(OSError, match=f"Cannot serve gRPC on 127.0.0.1:{port} \\(--port\\)"):
+            server.start()
+    left = [thread.name for thread in set(threading.enumerate()) - threads_before
+            if thread.is_alive() and "_poll_wrapper" not in thread.name]  # grpc.aio's, per process
+    assert left == []
