@@ -20,6 +20,9 @@ without pausing longer than `rest_api_body_timeout_in_ms`; idle keep-alive conne
 `rest_api_keepalive_timeout_in_ms`; at most `rest_api_max_connections` are open. Every error,
 HTTP-level ones included, is TF Serving's `{"error": ...}` JSON, without server internals; repeated
 log lines are rate-limited.
+
+Versions replay their warm-up requests (`warmup`) before serving; with `--monitoring_config_file`,
+TF Serving's Prometheus metrics (`metrics`) are served on the REST port.
 """
 
 import argparse
