@@ -163,25 +163,16 @@ def warmup_requests(module, signatures):
     """(signature name, {input alias: numpy array}) for every signature of the export, batch size
     and length, built from each signature's input specs: strings are sentences of source
     vocabulary words, integer matrices are token-id rows ending with END, other inputs zeros.
-    A signature whose smallest request does not run is left out (and logged): a warm-up record
-    that fails would fail the version's load."""
+    They are not run here (that would cost each export TensorFlow's one-time work too): the
+    server replays them at load, and a record that fails fails the load with its reason."""
     tokenizer = module.source_tokenizer
     words = [token.lstrip("#\u2581") for token in tokenizer.vocabulary[len(SPECIAL_TOKENS):]]
     words = [word for word in words if word] or ["a"]
-    requests = []
-    for name, function in signatures.items():
-        specs = tf.nest.flatten(function.structured_input_signature)
-        sizes = list(itertools.product(WARMUP_BATCH_SIZES, WARMUP_LENGTHS))
-        batches = [{spec.name: _warmup_input(spec, batch, length or module.max_source_length,
+    return [(name, {spec.name: _warmup_input(spec, batch, length or module.max_source_length,
                                              words, tokenizer)
-                    for spec in specs} for batch, length in sizes]
-        try:
-            function(**{alias: tf.constant(value) for alias, value in batches[0].items()})
-        except (tf.errors.OpError, TypeError, ValueError) as error:
-            logger.warning("No warm-up requests for signature %s: %s", name, error)
-            continue
-        requests.extend((name, inputs) for inputs in batches)
-    return requests
+                    for spec in tf.nest.flatten(function.structured_input_signature)})
+            for name, function in signatures.items()
+            for batch, length in itertools.product(WARMUP_BATCH_SIZES, WARMUP_LENGTHS)]
 
 
 def _warmup_input(spec, batch, length, words, tokenizer):

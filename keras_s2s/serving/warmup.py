@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 #: TF Serving refuses warm-up files with more records (WarmupConsts::kMaxNumRecords).
 MAX_RECORDS = 1000
-DEFAULT_SIGNATURE = "serving_default"
 
 
 def write_warmup_requests(version_dir, requests):
@@ -109,7 +108,8 @@ def _request_of(log, servable):
         inputs = [example.SerializeToString() for example in request.input.example_list.examples]
     else:
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind}")
-    signature = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+    signature = servable.signature(request.model_spec.signature_name
+                                  or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
     if isinstance(inputs, list):  # Examples feed the signature's one input
         if len(signature.input_dtypes) != 1:
             raise ServingError("INVALID_ARGUMENT", f"Expected one input Tensor in signature "

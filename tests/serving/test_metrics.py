@@ -3,21 +3,38 @@
 import os
 
 import pytest
+import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import prediction_log_pb2
 
 from keras_s2s.serving.config import ConfigError, ModelConfig, read_monitoring_config_file
 from keras_s2s.serving.server import ModelServer, main
 from tests.serving.conftest import http, make_options
-from tests.serving.savedmodels import publish_version
+from tests.serving.savedmodels import publish_version, write_warmup_records
 
+def _warmup_records():
+    """A predict, a classify and a regress PredictionLog for half_plus_two."""
+    predict, classify, regress = (prediction_log_pb2.PredictionLog() for _ in range(3))
+    predict.predict_log.request.model_spec.signature_name = "serving_default"
+    predict.predict_log.request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0, 2.0], tf.float32))
+    for request, signature_name in ((classify.classify_log.request, "classify_x_to_y"),
+                                    (regress.regress_log.request, "regress_x_to_y")):
+        request.model_spec.signature_name = signature_name
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    return [log.SerializeToString() for log in (predict, classify, regress)]
+
+
+WARMUP_RECORDS = _warmup_records()
 PROMETHEUS_ON = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
 
 
 @pytest.fixture(scope="module")
 def metered(built_models, tmp_path_factory):
-    """A server of half_plus_two as model "metered", with Prometheus metrics on."""
+    """A server of half_plus_two as model "metered" (with `WARMUP_RECORDS`), with Prometheus
+    metrics on."""
     root = tmp_path_factory.mktemp("metered")
     publish_version(built_models["half_plus_two"], str(root / "metered"), 1)
+    write_warmup_records(str(root / "metered" / "1"), WARMUP_RECORDS)
     (root / "monitoring.config").write_text(PROMETHEUS_ON)
     options = make_options([ModelConfig("metered", str(root / "metered"))],
                            monitoring_config_file=str(root / "monitoring.config"))
@@ -71,12 +88,20 @@ def test_request_counts_and_latencies_match_the_requests_sent(metered):
     assert _value(latency, "_count", model_name="metered", API="") == 1  # the status GET
     assert 0 < _value(latency, "_sum", **labels) < sent["OK"] * 30e6
     buckets = [value for name, sample_labels, value in latency
-               if name.endswith("_bucket") and sample_labels["API"] == "predict"]
+               if name.endswith("_bucket") and labels.items() <= sample_labels.items()]
     assert buckets == sorted(buckets) and len(buckets) == 34  # 33 bounds and +Inf, cumulative
 
     runtime = families[":tensorflow:serving:runtime_latency"]
     assert _value(runtime, "_count", model_name="metered", API="Predict",
                   runtime="TF1") == sent["OK"]
+
+
+def test_the_warmup_of_each_version_is_recorded(metered):
+    families = _scrape(metered.url)
+    model_path = {"model_path": metered.options.models[0].base_path + "/1", "status": "OK"}
+    records = families[":tensorflow:serving:model_warmup_records_read"]
+    assert _value(records, **model_path) == len(WARMUP_RECORDS)
+    assert _value(families[":tensorflow:serving:model_warmup_latency"], "_count", **model_path) == 1
 
 
 def test_metrics_are_served_only_when_enabled(built_models, tmp_path):

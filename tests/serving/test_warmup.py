@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import statistics
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ from keras_s2s.serving.models import _read_meta_graph
 from keras_s2s.serving.server import ModelServer
 from keras_s2s.serving.warmup import WARMUP_PATH, write_warmup_requests
 from tests.serving.conftest import http, make_options, wait_until
-from tests.serving.savedmodels import publish_version
+from tests.serving.savedmodels import publish_version, write_warmup_records
 from tests.test_export import exports  # noqa: F401  (a fixture shared with test_export)
 
 
@@ -62,16 +61,9 @@ def test_a_warmed_up_version_answers_its_first_request_as_fast_as_later_ones(exp
     options = make_options([ModelConfig("m", str(tmp_path / "m"))])
     with ModelServer(options) as server:
         first, *later = _latencies(server.url, 10)
-    # Without warm-up the first request takes over 100 times longer (bench/serving.py).
-    assert first <= 1.5 * statistics.median(later), (first, later)
-
-
-def _write_records(version_dir, records):
-    path = os.path.join(version_dir, WARMUP_PATH)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
+    # Without warm-up the first request takes over 100 times longer (bench/serving.py); on a
+    # busy machine later requests vary by 1.5 times among themselves, hence their slowest.
+    assert first <= 1.5 * max(later), (first, later)
 
 
 def _unknown_signature_log():
@@ -89,13 +81,13 @@ def _not_a_tfrecord(version_dir):
 BROKEN_WARMUP_FILES = {
     "not_a_tfrecord": (_not_a_tfrecord, "DATA_LOSS",
                        "Please verify your warmup data is in TFRecord format"),
-    "not_a_prediction_log": (lambda version_dir: _write_records(version_dir, [b"\xff\xff"]),
+    "not_a_prediction_log": (lambda version_dir: write_warmup_records(version_dir, [b"\xff\xff"]),
                              "INVALID_ARGUMENT", "Failed to parse warmup record"),
     "unknown_signature": (
-        lambda version_dir: _write_records(version_dir, [_unknown_signature_log()]),
+        lambda version_dir: write_warmup_records(version_dir, [_unknown_signature_log()]),
         "INVALID_ARGUMENT", '"no_such_signature" not found in signature def'),
     "too_many_records": (  # empty PredictionLogs, which TF Serving skips
-        lambda version_dir: _write_records(version_dir, [b""] * 1001),
+        lambda version_dir: write_warmup_records(version_dir, [b""] * 1001),
         "INVALID_ARGUMENT", "Number of warmup records exceeds the maximum (1000)"),
 }
 
@@ -137,7 +129,7 @@ def test_warmup_can_be_turned_off(built_models, tmp_path):
     base_path = str(tmp_path / "hpt")
     os.makedirs(base_path)
     publish_version(built_models["half_plus_two"], base_path, 1)
-    _write_records(os.path.join(base_path, "1"), [_unknown_signature_log()])
+    write_warmup_records(os.path.join(base_path, "1"), [_unknown_signature_log()])
     options = make_options([ModelConfig("hpt", base_path)], enable_model_warmup=False)
     with ModelServer(options) as server:
         response = http(server.url, "POST", "/v1/models/hpt:predict", {"instances": [1.0]})
