@@ -61,9 +61,10 @@ def test_a_warmed_up_version_answers_its_first_request_as_fast_as_later_ones(exp
     options = make_options([ModelConfig("m", str(tmp_path / "m"))])
     with ModelServer(options) as server:
         first, *later = _latencies(server.url, 10)
-    # Without warm-up the first request takes over 100 times longer (bench/serving.py); on a
-    # busy machine later requests vary by 1.5 times among themselves, hence their slowest.
-    assert first <= 1.5 * max(later), (first, later)
+    # Without warm-up the first request takes seconds, over 100 times longer than later ones
+    # (bench/serving.py). On a machine busy with other work, later requests vary by 1.5 times
+    # among themselves, and any one request may wait tens of milliseconds for a core.
+    assert first <= 1.5 * max(later) + 0.05, (first, later)
 
 
 def _unknown_signature_log():
