@@ -62,7 +62,7 @@ def record_request(model_name, api, status, seconds, entrypoint="REST"):
 
 def record_runtime(model_name, api, seconds, runtime="TF1"):
     """One model execution (`api`: "Predict", "Classify" or "Regress"). `runtime` is "TF1" as
-    TF Serving's classic (Session) runtime labels every SavedModel, TF2 ones included."""
+    TF Serving's classic runtime (`Session::Run`) labels every SavedModel, TF2 ones included."""
     _RUNTIME_LATENCY.labels(model_name, api, runtime).observe(seconds * 1e6)
 
 
