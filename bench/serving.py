@@ -23,11 +23,15 @@
   503), with small
   requests (a one-instance predict, status, metadata) meanwhile: their p50/p99/max latency, and
   the completed medium requests per second. The load average is noted before each.
+- Warm-up, on the exported dates model, each server a `keras-s2s serve` subprocess, with
+  `--enable_model_warmup` false and true in turn: seconds from start to serving, and the
+  latency of the first, the tenth and the median of the 2nd..10th one-sentence predicts.
 
     python bench/serving.py --quick
     KERAS_S2S_BENCH_SERVING_PART=hardening python bench/serving.py   # the hardening part alone
     KERAS_S2S_BENCH_SERVING_PART=overload python bench/serving.py    # the overload part alone
     KERAS_S2S_BENCH_SERVING_PART=protocols python bench/serving.py   # gRPC against REST alone
+    KERAS_S2S_BENCH_SERVING_PART=warmup python bench/serving.py      # the warm-up part alone
 """
 
 import concurrent.futures
@@ -657,6 +661,38 @@ def overload_figures(export_dir, args):
     return figures
 
 
+def warmup_figures(export_dir, args):
+    """First-request latency after load without and with warm-up (module docstring)."""
+    body = json.dumps({"instances": ["March 3, 2021"]}).encode()
+    samples = {}
+    for _ in range(args.repeats):
+        for enabled in ("false", "true"):
+            started = time.perf_counter()
+            server = ServerProcess(str(REPO_ROOT), os.path.dirname(export_dir),
+                                   f"--enable_model_warmup={enabled}", model_name="dates")
+            load_seconds = time.perf_counter() - started
+            try:
+                latencies = []
+                for _ in range(10):
+                    start = time.perf_counter()
+                    assert _post(server.url + "/v1/models/dates:predict", body)[0] == 200
+                    latencies.append(time.perf_counter() - start)
+            finally:
+                server.stop()
+            sample = samples.setdefault(f"warmup_{enabled}", {
+                "load_seconds": [], "first_ms": [], "tenth_ms": [], "median_2_to_10_ms": []})
+            sample["load_seconds"].append(load_seconds)
+            sample["first_ms"].append(1000 * latencies[0])
+            sample["tenth_ms"].append(1000 * latencies[9])
+            sample["median_2_to_10_ms"].append(1000 * statistics.median(latencies[1:]))
+    figures = {name: {key: round(statistics.median(values), 2) for key, values in sample.items()}
+               for name, sample in samples.items()}
+    for figure in figures.values():
+        figure["first_over_tenth"] = round(figure["first_ms"] / figure["tenth_ms"], 2)
+    figures["rounds"] = args.repeats
+    return figures
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     part = os.environ.get("KERAS_S2S_BENCH_SERVING_PART")
@@ -677,6 +713,12 @@ def main():
             write_result("serving_protocols_quick" if args.quick else "serving_protocols", args,
                          {"protocols": protocol_figures(export_dir, sentences, args)})
         return
+    if part == "warmup":
+        with tempfile.TemporaryDirectory() as workdir:
+            _, export_dir = train_and_export(workdir, quick=True)
+            write_result("serving_warmup_quick" if args.quick else "serving_warmup", args,
+                         {"warmup": warmup_figures(export_dir, args)})
+        return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
         run_dir, export_dir = train_and_export(workdir, args.quick)
@@ -691,6 +733,8 @@ def main():
             "hardening": hardening_figures(args),
             "overload": overload_figures(export_dir, args),
         }
+        if not args.quick:
+            figures["warmup"] = warmup_figures(export_dir, args)
     write_result("serving", args, figures)
 
 

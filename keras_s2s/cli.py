@@ -199,8 +199,6 @@ def _translate_remotely(args):
     from keras_s2s.serving import Client, ServingRequestError
 
     server, model = _server_and_model(args.server, args.model)
-    if server.startswith("grpc:"):
-        _require_extra("serve", ("grpc", "tensorflow_serving.apis"))
     texts = _texts_to_translate(([args.run_dir] if args.run_dir else []) + args.text)
     try:
         results = Client(server, model).translate(texts)
@@ -243,14 +241,14 @@ def _add_serve_parser(subparsers):
 
 #: What each optional part of the command needs beyond `pip install keras-s2s`, by extra.
 EXTRA_MODULES = {
-    "serve": ("aiohttp", "orjson", "grpc", "tensorflow_serving.apis"),
+    "serve": ("aiohttp", "orjson", "prometheus_client"),
     "explore": ("aiohttp",),
 }
 
 
-def _require_extra(extra, modules=None):
+def _require_extra(extra):
     """A one-line error naming the pip extra to install when a module it brings is missing."""
-    for module in modules or EXTRA_MODULES[extra]:
+    for module in EXTRA_MODULES[extra]:
         try:
             importlib.import_module(module)
         except ImportError as error:

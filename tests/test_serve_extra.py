@@ -1,5 +1,6 @@
 """`pip install keras-s2s` without the `serve` and `explore` extras: train, translate and export
-work, and `serve`, `explore` and `translate --server grpc://` say in one line which extra to
+(its warm-up records included) work, `translate --server grpc://` needs no extra (grpcio and
+tensorflow-serving-api are core), and `serve` and `explore` say in one line which extra to
 install.
 
 A fresh virtual environment would reinstall TensorFlow; instead the commands run in a process
@@ -17,7 +18,7 @@ REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 WITHOUT_EXTRAS = r"""
 import contextlib, io, json, sys
 
-BLOCKED = {"aiohttp", "orjson", "grpc", "tensorflow_serving", "prometheus_client"}
+BLOCKED = {"aiohttp", "orjson", "prometheus_client"}
 
 
 class NotInstalled:
@@ -59,13 +60,15 @@ def test_core_commands_work_and_serving_names_its_extra(tmp_path):
     (train, translate, export, serve, explore, remote) = report["results"]
     assert [train[0], translate[0], export[0]] == [0, 0, 0], report["results"][:3]
     assert len(translate[1].splitlines()) == 1 and export[1].strip().endswith("/m/1")
+    assert (pathlib.Path(export[1].strip()) / "assets.extra" / "tf_serving_warmup_requests"
+            ).stat().st_size > 0
     assert report["loaded"] == []
     for (status, out, err), command, extra in ((serve, "serve", "serve"),
-                                               (explore, "explore", "explore"),
-                                               (remote, "translate", "serve")):
+                                               (explore, "explore", "explore")):
         assert (status, out) == (2, "")
         assert err == (f"keras-s2s {command}: error: this needs the {extra} extra: pip install "
-                       f"'keras-s2s[{extra}]' (No module named 'aiohttp')\n"
-                       if command != "translate" else
-                       f"keras-s2s {command}: error: this needs the {extra} extra: pip install "
-                       f"'keras-s2s[{extra}]' (No module named 'grpc')\n")
+                       f"'keras-s2s[{extra}]' (No module named 'aiohttp')\n")
+    # Nothing listens on port 1: the gRPC client itself answers, in one line.
+    assert (remote[0], remote[1]) == (2, "") and len(remote[2].splitlines()) == 1
+    assert remote[2].startswith("keras-s2s translate: error: grpc://127.0.0.1:1/m: "), remote[2]
+    assert "UNAVAILABLE" in remote[2] and "extra" not in remote[2], remote[2]

@@ -83,6 +83,33 @@ def _batching_parameters_class():
 _BatchingParametersProto = _batching_parameters_class()
 
 
+def _monitoring_config_class():
+    """TF Serving's MonitoringConfig, which the tensorflow-serving-api wheel does not ship: the
+    two messages of tensorflow_serving/config/monitoring_config.proto, same names and numbers."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    file.message_type.add(name="PrometheusConfig").field.extend(
+        [_field("enable", 1, _Field.TYPE_BOOL), _field("path", 2, _Field.TYPE_STRING)]
+    )
+    file.message_type.add(name="MonitoringConfig").field.append(
+        _field("prometheus_config", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )
+
+
+_MonitoringConfigProto = _monitoring_config_class()
+#: Where Prometheus metrics are served when the config names no path
+#: (PrometheusExporter::kPrometheusPath).
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
 @dataclasses.dataclass(frozen=True)
 class VersionPolicy:
     """Which of the version directories found on disk to serve (ServableVersionPolicy)."""
@@ -200,6 +227,21 @@ def _version_policy(config, where):
 
 def read_model_config_file(path):
     return parse_model_config(_read_text(path, "model config file"), source=path)
+
+
+def read_monitoring_config_file(path):
+    """The URL path of the Prometheus metrics that a MonitoringConfig text file enables, or None
+    when it does not enable them."""
+    proto = _parse_text_proto(
+        _read_text(path, "monitoring config file"), _MonitoringConfigProto(), path
+    )
+    prometheus = proto.prometheus_config
+    if not prometheus.enable:
+        return None
+    metrics_path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not metrics_path.startswith("/"):
+        raise ConfigError(f"{path}: prometheus_config path must start with /, got {metrics_path!r}")
+    return metrics_path
 
 
 def parse_batching_parameters(text, source="<batching parameters>"):
@@ -379,6 +421,19 @@ class ServerOptions:
     )
     enable_signature_method_name_check: bool = _option(
         False, "Require predict/classify/regress method names."
+    )
+    enable_model_warmup: bool = _option(
+        True,
+        "Replay a version's assets.extra/tf_serving_warmup_requests before it becomes "
+        "AVAILABLE, to reduce first request latency.",
+    )
+    num_request_iterations_for_warmup: int = _option(
+        1, "Number of times each warm-up request is replayed.", minimum=1
+    )
+    monitoring_config_file: str = _option(
+        "",
+        "Text MonitoringConfig; prometheus_config { enable: true } serves Prometheus metrics on "
+        "the REST port.",
     )
     port: int = _option(
         None,

@@ -39,6 +39,10 @@ _PREDICT_METHOD_NAMES = (
     "tensorflow/serving/regress",
 )
 _SIGNATURE_DEF_FIELD = "signature_def"
+#: The RPCs TF Serving counts in its request metrics, by their API label
+#: (prediction_service_impl.cc: Predict, Classify, Regress; metadata and status calls are not
+#: counted). Classify and Regress answer UNIMPLEMENTED here.
+_COUNTED_METHODS = ("Predict",)
 
 
 def to_array(tensor_proto, name):
@@ -119,17 +123,20 @@ def _input_arrays(request_inputs, input_dtypes):
 class _Rpcs:
     """What the services share with the REST server, and the one place each RPC ends."""
 
-    def __init__(self, manager, options, admitted, call, execute):
+    def __init__(self, manager, options, admitted, call, execute, record_request):
         self.manager = manager
         self.options = options
         self.admitted = admitted  # async (body bytes, work(ticket)) -> result, in a lane
         self.call = call  # async (ticket, function, *args): function(*args) on the lane's threads
-        self.execute = execute  # async (ticket, signature, inputs): a model run, maybe batched
+        # async (ticket, signature, inputs, model name, verb): a model run, maybe batched
+        self.execute = execute
+        self.record_request = record_request  # metrics.record_request
         self._timeout_seconds = options.rest_api_timeout_in_ms / 1000
 
-    async def answer(self, method, context, work):
+    async def answer(self, method, request, context, work):
         """`await work` within the request's deadline; every RPC's outcome is known here (a
-        status code name), and errors become TF Serving's gRPC status and message."""
+        status code name), and errors become TF Serving's gRPC status and message. The methods
+        TF Serving counts in its request metrics are counted here, by status."""
         started = time.monotonic()
         remaining = context.time_remaining()
         timeout = self._timeout_seconds if remaining is None else min(
@@ -137,6 +144,9 @@ class _Rpcs:
         code, message = "OK", ""
         try:
             return await asyncio.wait_for(work, timeout)
+        except asyncio.CancelledError:  # the client went away
+            code = "CANCELLED"
+            raise
         except ServingError as error:
             code, message = error.code, error.message
         except asyncio.TimeoutError:
@@ -146,8 +156,11 @@ class _Rpcs:
             logger.exception("gRPC %s failed", method)
             code, message = "INTERNAL", "the server failed to handle the request (see its log)"
         finally:
-            logger.debug("gRPC %s: %s in %.1f ms", method, code,
-                         (time.monotonic() - started) * 1000)
+            seconds = time.monotonic() - started
+            logger.debug("gRPC %s: %s in %.1f ms", method, code, seconds * 1000)
+            if method in _COUNTED_METHODS:
+                self.record_request(request.model_spec.name, method, code, seconds,
+                                    entrypoint="GRPC")
         await context.abort(grpc.StatusCode[code], message)
 
 
@@ -158,10 +171,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._rpcs = rpcs
 
     async def Predict(self, request, context):  # noqa: N802  (the proto's method name)
-        return await self._rpcs.answer("Predict", context, self._predict(request))
+        return await self._rpcs.answer("Predict", request, context, self._predict(request))
 
     async def GetModelMetadata(self, request, context):  # noqa: N802
-        return await self._rpcs.answer("GetModelMetadata", context, self._metadata(request))
+        return await self._rpcs.answer("GetModelMetadata", request, context, self._metadata(request))
 
     async def _predict(self, request):
         rpcs = self._rpcs
@@ -187,7 +200,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         async def run(ticket):
             inputs = await rpcs.call(ticket, _input_arrays, request.inputs, signature.input_dtypes)
-            outputs = await rpcs.execute(ticket, signature, inputs)
+            outputs = await rpcs.execute(ticket, signature, inputs, servable.name, "predict")
             response = await rpcs.call(ticket, _predict_response, outputs, aliases)
             response.model_spec.name = servable.name
             response.model_spec.version.value = servable.version
@@ -232,7 +245,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self._rpcs = rpcs
 
     async def GetModelStatus(self, request, context):  # noqa: N802
-        return await self._rpcs.answer("GetModelStatus", context, self._status(request))
+        return await self._rpcs.answer("GetModelStatus", request, context, self._status(request))
 
     async def _status(self, request):
         model_spec = _require_model_spec(request)
@@ -249,15 +262,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-async def start_server(options, manager, admitted, call, execute):
+async def start_server(options, manager, admitted, call, execute, record_request):
     """Starts the services on `options.rest_api_host`:`options.port` (0: a free port) in the
     running event loop; returns the `grpc.aio` server and its port. Messages larger than
-    --rest_api_max_body_bytes are refused (RESOURCE_EXHAUSTED), as REST bodies are."""
+    --rest_api_max_body_bytes are refused (RESOURCE_EXHAUSTED), as REST bodies are.
+    `record_request` is `metrics.record_request`, passed in so that the client side
+    (`GrpcConnection`) needs no prometheus_client."""
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", options.rest_api_max_body_bytes),
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
     ])
-    rpcs = _Rpcs(manager, options, admitted, call, execute)
+    rpcs = _Rpcs(manager, options, admitted, call, execute, record_request)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(rpcs), server
     )

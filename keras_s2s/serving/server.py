@@ -22,7 +22,8 @@ HTTP-level ones included, is TF Serving's `{"error": ...}` JSON, without server 
 log lines are rate-limited.
 
 TF Serving's gRPC API (`grpc_api`) runs in the same event loop on `--port`, sharing the models,
-lanes, batching and limits.
+lanes, batching and limits. Versions replay their warm-up requests (`warmup`) before serving; with
+`--monitoring_config_file`, TF Serving's Prometheus metrics (`metrics`) are served on the REST port.
 """
 
 import argparse
@@ -43,13 +44,14 @@ import zlib
 
 from aiohttp import web, web_protocol
 
-from keras_s2s.serving import codec, grpc_api
+from keras_s2s.serving import codec, grpc_api, metrics
 from keras_s2s.serving.batching import BatchScheduler
 from keras_s2s.serving.config import (
     ConfigError,
     ServerOptions,
     add_arguments,
     read_model_config_file,
+    read_monitoring_config_file,
 )
 from keras_s2s.serving.errors import ServingError
 from keras_s2s.serving.lanes import Lane
@@ -296,6 +298,14 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=allow_unavailable_labels,
             config_reader=config_reader,
             config_poll_wait_seconds=options.model_config_file_poll_wait_seconds,
+            warmup_iterations=(
+                options.num_request_iterations_for_warmup if options.enable_model_warmup else 0
+            ),
+        )
+        self._metrics_path = (
+            read_monitoring_config_file(options.monitoring_config_file)
+            if options.monitoring_config_file
+            else None
         )
         self._timeout_seconds = options.rest_api_timeout_in_ms / 1000
         self._lanes = []  # (largest body in bytes, Lane), smallest first
@@ -419,7 +429,8 @@ class ModelServer:
         """TF Serving's gRPC services on `options.port`, sharing the model manager, lanes,
         batching and body size limit with REST."""
         self._grpc_server, self.grpc_port = await grpc_api.start_server(
-            self.options, self._manager, self._admitted, self._call, self._execute
+            self.options, self._manager, self._admitted, self._call, self._execute,
+            metrics.record_request,
         )
 
     def stop(self):
@@ -458,9 +469,13 @@ class ModelServer:
 
     async def _answer(self, request):
         path = request.rel_url.raw_path
+        if path == self._metrics_path:
+            return web.Response(text=metrics.exposition(), content_type="text/plain")
         if not _V1_PATH.fullmatch(path):
             return web.Response(status=404, text=_NOT_FOUND_HTML, content_type="text/html")
-        status, text, close = 200, "", False
+        start = time.monotonic()
+        status, code, text, close = 200, "OK", "", False
+        labels = {"model_name": "", "api": ""}  # filled in as the request is understood
         try:
             if request.method == "OPTIONS":
                 if not _CORS_ORIGIN.fullmatch(request.headers.get("Origin", "")):
@@ -468,12 +483,14 @@ class ModelServer:
                         "INVALID_ARGUMENT", "Origin header is missing in CORS preflight"
                     )
             else:
-                text = await asyncio.wait_for(self._respond(request, path), self._timeout_seconds)
+                text = await asyncio.wait_for(
+                    self._respond(request, path, labels), self._timeout_seconds
+                )
         except ServingError as error:
-            status, text = error.http_status, _error_json(error.message)
+            status, code, text = error.http_status, error.code, _error_json(error.message)
             close = status in (408, 413)  # the rest of the body is not read
         except asyncio.TimeoutError:
-            status = 504
+            status, code = 504, "DEADLINE_EXCEEDED"
             text = _error_json(
                 "Deadline Exceeded: the request took longer than "
                 f"{self.options.rest_api_timeout_in_ms} ms "
@@ -481,9 +498,12 @@ class ModelServer:
             )
         except Exception:  # a bug here must still answer in TF Serving's format, and say no more
             logger.exception("Request %s %s failed", request.method, path[:200])
-            status, text = 500, _error_json(
+            status, code, text = 500, "INTERNAL", _error_json(
                 "INTERNAL: the server failed to handle the request (see its log)"
             )
+        metrics.record_request(
+            labels["model_name"], labels["api"], code, time.monotonic() - start
+        )
         headers = {"Content-Type": "application/json"}
         if self.options.rest_api_enable_cors_support:
             headers.update(_CORS_HEADERS)
@@ -494,12 +514,14 @@ class ModelServer:
             response.force_close()
         return response
 
-    async def _respond(self, request, path):
+    async def _respond(self, request, path, labels):
+        """The answer's JSON; fills `labels` with the model name and API of its metrics."""
         method = request.method
         post = _POST_PATH.fullmatch(path) if method == "POST" else None
         if post is not None and post.group(4) in _METHOD_NAMES:
             name, version, label, verb = post.groups()
             model_request = _model_request(name, version, label)
+            labels.update(model_name=model_request[0], api=verb)
             body, gzipped = await self._read_body(request)
             if gzipped:  # inflated in the lane of its size as sent, then run in that of its size
                 limit = self.options.rest_api_max_body_bytes
@@ -515,6 +537,7 @@ class ModelServer:
             if name is None:
                 raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
             name, version, label = _model_request(name, version, label)
+            labels["model_name"] = name
             if subresource == "metadata":
                 return self._manager.servable(name, version, label).metadata_json
             return json.dumps(
@@ -585,10 +608,18 @@ class ModelServer:
         """Runs `function(*args)` as a job of `ticket`'s request, in its lane."""
         return await asyncio.wrap_future(ticket.lane.submit(ticket, function, *args))
 
-    async def _execute(self, ticket, signature, inputs):
+    async def _execute(self, ticket, signature, inputs, name, verb):
+        """Runs `signature` on `inputs` (batched with others when batching is on), recording
+        the wall time as the runtime latency of model `name`."""
+        start = time.monotonic()
         if self._scheduler is None:
-            return await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
-        return await asyncio.wrap_future(self._scheduler.submit(signature, signature.run, inputs))
+            outputs = await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
+        else:
+            outputs = await asyncio.wrap_future(
+                self._scheduler.submit(signature, signature.run, inputs)
+            )
+        metrics.record_runtime(name, verb.capitalize(), time.monotonic() - start)
+        return outputs
 
     async def _post(self, ticket, verb, name, version, label, body):
         request = await self._call(ticket, codec.parse_json, body)
@@ -607,7 +638,7 @@ class ModelServer:
             inputs, row_format = await self._call(
                 ticket, codec.decode_predict_request, request, signature.input_dtypes
             )
-            outputs = await self._execute(ticket, signature, inputs)
+            outputs = await self._execute(ticket, signature, inputs, name, verb)
             return await self._call(ticket, codec.encode_predict_response, outputs, row_format)
         if len(signature.input_dtypes) != 1:
             raise ServingError(
@@ -617,7 +648,7 @@ class ModelServer:
             )
         serialized = await self._call(ticket, codec.decode_examples, request)
         (input_name,) = signature.input_dtypes
-        outputs = await self._execute(ticket, signature, {input_name: serialized})
+        outputs = await self._execute(ticket, signature, {input_name: serialized}, name, verb)
         encode = (
             codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
         )
