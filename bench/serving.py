@@ -5,6 +5,8 @@
   requests from 1 and 32 concurrent clients, the two servers taking turns round by round.
 - REST overhead: one-sentence request against a direct call of the SavedModel's
   `serving_default`, interleaved.
+- Protocols: gRPC (`--port`) against REST on the same server, batching off: the median
+  one-sentence predict, interleaved, and p50/p99 latency and throughput from 1 and 32 clients.
 - TFLite (`exporters.tflite.convert`, quantization none/dynamic/float16): file size, latency per
   sentence against the SavedModel's `translate_ids` on the same ids, and exact match on fresh
   dates, against the reference and against the float32 SavedModel's outputs.
@@ -21,10 +23,15 @@
   503), with small
   requests (a one-instance predict, status, metadata) meanwhile: their p50/p99/max latency, and
   the completed medium requests per second. The load average is noted before each.
+- Warm-up, on the exported dates model, each server a `keras-s2s serve` subprocess, with
+  `--enable_model_warmup` false and true in turn: seconds from start to serving, and the
+  latency of the first, the tenth and the median of the 2nd..10th one-sentence predicts.
 
     python bench/serving.py --quick
     KERAS_S2S_BENCH_SERVING_PART=hardening python bench/serving.py   # the hardening part alone
     KERAS_S2S_BENCH_SERVING_PART=overload python bench/serving.py    # the overload part alone
+    KERAS_S2S_BENCH_SERVING_PART=protocols python bench/serving.py   # gRPC against REST alone
+    KERAS_S2S_BENCH_SERVING_PART=warmup python bench/serving.py      # the warm-up part alone
 """
 
 import concurrent.futures
@@ -81,8 +88,10 @@ def train_and_export(workdir, quick):
     return run_dir, export_run(run_dir, "dates", base_path=os.path.join(workdir, "export"))
 
 
-def load_test(url, sentences, clients, requests_per_client, max_seconds):
-    """`clients` threads each send one-sentence requests in turn (bounded in count and time).
+def load_test(url, sentences, clients, requests_per_client, max_seconds, warm=False):
+    """`clients` threads each send one-sentence requests in turn (bounded in count and time);
+    `warm`: each first sends one untimed request (a gRPC client's first one also fetches the
+    signature's input types).
 
     Returns the per-request latencies (s) and the wall time of the whole test.
     """
@@ -90,6 +99,8 @@ def load_test(url, sentences, clients, requests_per_client, max_seconds):
 
     def client_loop(index):
         client, latencies = Client(url, "dates"), []
+        if warm:
+            client.predict(instances=sentences[:1])
         for number in range(requests_per_client):
             if time.perf_counter() > deadline:
                 break
@@ -154,6 +165,45 @@ def rest_figures(export_dir, sentences, args):
         "requests_per_client_per_round": requests_per_client,
         "rounds": rounds,
         "batching_parameters": str(BATCHING_FILE.relative_to(REPO_ROOT)),
+    }
+
+
+def protocol_figures(export_dir, sentences, args):
+    """gRPC against REST on one server (batching off): the median one-sentence predict,
+    interleaved, and p50/p99 latency and throughput from 1 and 32 clients, the protocols taking
+    turns round by round."""
+    options = ServerOptions(models=[ModelConfig("dates", os.path.dirname(export_dir))],
+                            rest_api_port=0, port=0)
+    requests_per_client = 5 if args.quick else 20
+    with ModelServer(options) as server:
+        urls = {"rest": server.url, "grpc": f"grpc://127.0.0.1:{server.grpc_port}"}
+        clients = {name: Client(url, "dates") for name, url in urls.items()}
+        single = interleaved_medians(
+            {name: (lambda client=client: client.predict(instances=sentences[:1]))
+             for name, client in clients.items()},
+            repeats=10 * args.repeats, warmup=3)
+        samples = {(name, count): ([], []) for name in urls for count in CONCURRENCY}
+        for _ in range(args.repeats):
+            for count in CONCURRENCY:
+                for name, url in urls.items():
+                    latencies, seconds = load_test(url, sentences, count, requests_per_client,
+                                                   max_seconds=60, warm=True)
+                    samples[name, count][0].extend(latencies)
+                    samples[name, count][1].append(len(latencies) / seconds)
+    load = {f"{name}/clients_{count}": {
+        "requests": len(latencies), **_percentiles_ms(latencies),
+        "requests_per_second": round(statistics.median(throughputs), 1),
+    } for (name, count), (latencies, throughputs) in samples.items()}
+    return {
+        "single_request_median_ms": {name: round(1000 * value, 2)
+                                     for name, value in single.items()},
+        "load": load,
+        "grpc_over_rest_throughput": {
+            f"clients_{count}": round(load[f"grpc/clients_{count}"]["requests_per_second"]
+                                      / load[f"rest/clients_{count}"]["requests_per_second"], 2)
+            for count in CONCURRENCY},
+        "requests_per_client_per_round": requests_per_client,
+        "rounds": args.repeats,
     }
 
 
@@ -611,6 +661,38 @@ def overload_figures(export_dir, args):
     return figures
 
 
+def warmup_figures(export_dir, args):
+    """First-request latency after load without and with warm-up (module docstring)."""
+    body = json.dumps({"instances": ["March 3, 2021"]}).encode()
+    samples = {}
+    for _ in range(args.repeats):
+        for enabled in ("false", "true"):
+            started = time.perf_counter()
+            server = ServerProcess(str(REPO_ROOT), os.path.dirname(export_dir),
+                                   f"--enable_model_warmup={enabled}", model_name="dates")
+            load_seconds = time.perf_counter() - started
+            try:
+                latencies = []
+                for _ in range(10):
+                    start = time.perf_counter()
+                    assert _post(server.url + "/v1/models/dates:predict", body)[0] == 200
+                    latencies.append(time.perf_counter() - start)
+            finally:
+                server.stop()
+            sample = samples.setdefault(f"warmup_{enabled}", {
+                "load_seconds": [], "first_ms": [], "tenth_ms": [], "median_2_to_10_ms": []})
+            sample["load_seconds"].append(load_seconds)
+            sample["first_ms"].append(1000 * latencies[0])
+            sample["tenth_ms"].append(1000 * latencies[9])
+            sample["median_2_to_10_ms"].append(1000 * statistics.median(latencies[1:]))
+    figures = {name: {key: round(statistics.median(values), 2) for key, values in sample.items()}
+               for name, sample in samples.items()}
+    for figure in figures.values():
+        figure["first_over_tenth"] = round(figure["first_ms"] / figure["tenth_ms"], 2)
+    figures["rounds"] = args.repeats
+    return figures
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     part = os.environ.get("KERAS_S2S_BENCH_SERVING_PART")
@@ -624,6 +706,19 @@ def main():
             write_result("serving_overload_quick" if args.quick else "serving_overload", args,
                          {"overload": overload_figures(export_dir, args)})
         return
+    if part == "protocols":
+        with tempfile.TemporaryDirectory() as workdir:
+            _, export_dir = train_and_export(workdir, quick=True)
+            sentences = [s for s, _ in synthetic.generate("dates", 500, seed=4242)]
+            write_result("serving_protocols_quick" if args.quick else "serving_protocols", args,
+                         {"protocols": protocol_figures(export_dir, sentences, args)})
+        return
+    if part == "warmup":
+        with tempfile.TemporaryDirectory() as workdir:
+            _, export_dir = train_and_export(workdir, quick=True)
+            write_result("serving_warmup_quick" if args.quick else "serving_warmup", args,
+                         {"warmup": warmup_figures(export_dir, args)})
+        return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
         run_dir, export_dir = train_and_export(workdir, args.quick)
@@ -633,10 +728,13 @@ def main():
             "model": {"arch": "transformer", **MODEL,
                       "train_and_export_seconds": round(train_seconds, 1)},
             "rest": rest_figures(export_dir, sentences, args),
+            "protocols": protocol_figures(export_dir, sentences, args),
             "tflite": tflite_figures(run_dir, export_dir, workdir, args),
             "hardening": hardening_figures(args),
             "overload": overload_figures(export_dir, args),
         }
+        if not args.quick:
+            figures["warmup"] = warmup_figures(export_dir, args)
     write_result("serving", args, figures)
 
 

@@ -6,6 +6,7 @@ one-line message and exit status 2, without a traceback.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -101,8 +102,9 @@ def _add_translate_parser(subparsers):
                              "--server)")
     parser.add_argument("text", nargs="*")
     parser.add_argument("--server", metavar="URL",
-                        help="translate through a TF Serving REST endpoint instead, e.g. "
-                             "http://127.0.0.1:8501 (the export fixes the decoding)")
+                        help="translate through a TF Serving REST or gRPC endpoint instead, "
+                             "e.g. http://127.0.0.1:8501 or grpc://127.0.0.1:8500/MODEL (the "
+                             "export fixes the decoding)")
     parser.add_argument("--model", help="model name on the server (with --server)")
     _add_decoding_arguments(parser)
     parser.add_argument("--attention-plot", metavar="OUT.png",
@@ -197,11 +199,10 @@ def _translate_remotely(args):
                          f"signature fixes the decoding (choose it with `keras-s2s export`)")
     from keras_s2s.serving import Client, ServingRequestError
 
-    if not args.model:
-        raise ValueError("--server needs --model NAME")
+    server, model = _server_and_model(args.server, args.model)
     texts = _texts_to_translate(([args.run_dir] if args.run_dir else []) + args.text)
     try:
-        results = Client(args.server, args.model).translate(texts)
+        results = Client(server, model).translate(texts)
     except ServingRequestError as error:
         raise ValueError(f"{args.server}: {error}") from error
     for result in results:
@@ -212,19 +213,52 @@ def _translate_remotely(args):
             print(result)
 
 
+def _server_and_model(url, model):
+    """The server URL and model name of `--server URL [--model NAME]`: a grpc:// URL may name the
+    model as its path (grpc://HOST:PORT/MODEL)."""
+    scheme, _, rest = url.partition("://")
+    target, _, path = rest.partition("/")
+    if scheme == "grpc" and path.strip("/"):
+        if model and model != path.strip("/"):
+            raise ValueError(f"--server {url} names model {path.strip('/')!r}, --model {model!r}")
+        return f"grpc://{target}", path.strip("/")
+    if not model:
+        raise ValueError("--server needs --model NAME (or a grpc://HOST:PORT/MODEL URL)")
+    return url, model
+
+
 def _add_serve_parser(subparsers):
     from keras_s2s.serving.config import add_arguments
 
     parser = subparsers.add_parser(
-        "serve", help="serve SavedModels over TensorFlow Serving's REST API",
+        "serve", help="serve SavedModels over TensorFlow Serving's REST and gRPC APIs",
         description="TensorFlow Serving's REST API (predict, classify, regress, status, "
-                    "metadata) for exported SavedModels, with tensorflow_model_server's flag "
+                    "metadata) and gRPC API (Predict, GetModelMetadata, GetModelStatus) "
+                    "for exported SavedModels, with tensorflow_model_server's flag "
                     "names, for machines without TF Serving.")
     add_arguments(parser)
     parser.set_defaults(handler=_serve)
 
 
+#: What each optional part of the command needs beyond `pip install keras-s2s`, by extra.
+EXTRA_MODULES = {
+    "serve": ("aiohttp", "orjson", "prometheus_client"),
+    "explore": ("aiohttp",),
+}
+
+
+def _require_extra(extra):
+    """A one-line error naming the pip extra to install when a module it brings is missing."""
+    for module in EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(f"this needs the {extra} extra: pip install 'keras-s2s[{extra}]' "
+                             f"({error})") from None
+
+
 def _serve(args):
+    _require_extra("serve")
     from keras_s2s.serving.errors import ServingError
     from keras_s2s.serving.server import run
 
@@ -250,6 +284,7 @@ def _add_explore_parser(subparsers):
 
 
 def _explore(args):
+    _require_extra("explore")
     from keras_s2s.explore.server import run
 
     run(args.run_dirs, host=args.host, port=args.port)
@@ -529,7 +564,8 @@ def main(argv=None):
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "xla", getattr(args, "jit_compile", "off")) != "off":
         _keep_xla_programs()
-    if not args.verbose and not getattr(args, "server", None):  # --server needs no TF
+    server = getattr(args, "server", None) or ""
+    if not args.verbose and not server.startswith(("http:", "https:")):  # REST needs no TF
         _start_tensorflow_quietly()
     try:
         args.handler(args)

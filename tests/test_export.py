@@ -259,17 +259,26 @@ def test_bad_arguments_are_named(arguments, message, tiny_runs, tmp_path):
         export_run(tiny_runs["seq2seq"], base_path=str(tmp_path), **arguments)
 
 
-def test_keras_s2s_serve_answers_like_the_translator(exports, translators, tmp_path):
-    """An exported model behind `keras-s2s serve`, called through the REST client."""
+def test_keras_s2s_serve_answers_like_the_translator(exports, translators, tmp_path, capsys):
+    """An exported model behind `keras-s2s serve`, called through the REST client and through
+    `keras-s2s translate --server grpc://HOST:PORT/MODEL`."""
     base_path = tmp_path / "bahdanau"
     shutil.copytree(exports["bahdanau"], base_path / "1")
-    options = ServerOptions(models=[ModelConfig("bahdanau", str(base_path))], rest_api_port=0)
+    options = ServerOptions(models=[ModelConfig("bahdanau", str(base_path))], rest_api_port=0,
+                            port=0)
     with ModelServer(options) as server:
         served = Client(server.url, "bahdanau").translate(TEXTS)
+        capsys.readouterr()
+        assert main(["translate", "--server", f"grpc://127.0.0.1:{server.grpc_port}/bahdanau",
+                     "--scores", *TEXTS]) == 0
     expected = translators["bahdanau"].translate(TEXTS)
     assert [result["translation"] for result in served] == [t.text for t in expected]
     np.testing.assert_allclose([result["score"] for result in served],
                                [t.score for t in expected], atol=1e-4)
+    over_grpc = [line.split("\t", 1) for line in capsys.readouterr().out.split("\n")[:-1]]
+    assert [text for _, text in over_grpc] == [t.text for t in expected]
+    np.testing.assert_allclose([float(score) for score, _ in over_grpc],
+                               [t.score for t in expected], atol=2e-4)
 
 
 def _serve_in_process(version_dir, texts, calls=2):

@@ -25,14 +25,19 @@ A version is written to a hidden temporary directory beside it and renamed into 
 TF Serving, which polls the model directory, never sees a half-written version; an existing
 version is never overwritten. The run's configuration, weights and tokenizers are copied into
 `<version>/assets.extra/` (which TF Serving ignores) so later steps, such as
-`keras_s2s.exporters.tflite`, can rebuild the Keras model from the export alone.
+`keras_s2s.exporters.tflite`, can rebuild the Keras model from the export alone. Beside them,
+`assets.extra/tf_serving_warmup_requests` holds warm-up requests for every signature (a few
+batch sizes and lengths, see `warmup_requests`), which TF Serving and `keras-s2s serve` replay
+before serving the version, so its first request is not slowed by TensorFlow's one-time work.
 """
 
+import itertools
 import logging
 import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from keras_s2s import run as run_files
@@ -40,6 +45,8 @@ from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import Greedy, check_strategy
 from keras_s2s.inference.translator import Translator, blank_empty_sources
+from keras_s2s.serving.warmup import write_warmup_requests
+from keras_s2s.special_tokens import SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +97,12 @@ class TranslationModule(tf.Module):
         return {"serving_default": self.serving_default.get_concrete_function(),
                 "translate_ids": self.translate_ids.get_concrete_function()}
 
+    def warmup_inputs(self, signature_name, batch_size, length):
+        """{input alias: numpy array} for the inputs of `signature_name`'s warm-up requests
+        that need values other than `warmup_requests`' generic ones (e.g. a signature whose
+        valid settings are not 1); none of these signatures has such inputs."""
+        return {}
+
 
 def existing_versions(model_dir):
     """The integer version directories under `model_dir`, ascending (TF Serving's layout)."""
@@ -125,12 +138,14 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
     check_strategy(strategy)
     run = run_files.Run.of(run)
     module = TranslationModule(Translator.from_run(run), strategy)
+    signatures = module.signatures()
 
     os.makedirs(model_dir, exist_ok=True)
     staging_dir = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
     try:
-        tf.saved_model.save(module, staging_dir, signatures=module.signatures())
+        tf.saved_model.save(module, staging_dir, signatures=signatures)
         _copy_run_files(run.directory, os.path.join(staging_dir, run_files.EXPORT_RUN_FILES))
+        write_warmup_requests(staging_dir, warmup_requests(module, signatures))
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private; servers run as other users
         try:
             os.rename(staging_dir, version_dir)
@@ -142,6 +157,52 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
         raise
     logger.info("exported %s as %s (%s)", run.directory, version_dir, strategy)
     return version_dir
+
+
+#: The batch sizes and source lengths (in tokens, END included) of the warm-up requests: the
+#: extremes a server sees, each of which TensorFlow may prepare for separately.
+WARMUP_BATCH_SIZES = (1, 8)
+WARMUP_LENGTHS = (4, None)  # None: the run's max_source_length
+
+
+def warmup_requests(module, signatures):
+    """(signature name, {input alias: numpy array}) for every signature of the export, batch size
+    and length. The module's `warmup_inputs(name, batch_size, length)` gives the inputs it
+    chooses; the others are built from the signature's input specs: strings are sentences of
+    source vocabulary words, integer matrices token-id rows ending with END, scalars 1 (a valid
+    beam width, temperature, top-p, length penalty or seed), anything else zeros.
+    They are not run here (that would cost each export TensorFlow's one-time work too): the
+    server replays them at load, and a record that fails fails the load with its reason."""
+    tokenizer = module.source_tokenizer
+    words = [token.lstrip("#\u2581") for token in tokenizer.vocabulary[len(SPECIAL_TOKENS):]]
+    words = [word for word in words if word] or ["a"]
+    requests = []
+    for name, function in signatures.items():
+        for batch, length in itertools.product(WARMUP_BATCH_SIZES, WARMUP_LENGTHS):
+            length = length or module.max_source_length
+            chosen = module.warmup_inputs(name, batch, length)
+            requests.append((name, {
+                spec.name: chosen[spec.name] if spec.name in chosen else
+                _warmup_input(spec, batch, length, words, tokenizer)
+                for spec in tf.nest.flatten(function.structured_input_signature)}))
+    return requests
+
+
+def _warmup_input(spec, batch, length, words, tokenizer):
+    """One input of `spec`'s dtype and shape, its unknown dimensions `batch` then `length`."""
+    shape = [size if size is not None else batch if index == 0 else length
+             for index, size in enumerate(spec.shape.as_list())]
+    if spec.dtype == tf.string:
+        return np.full(shape, " ".join(itertools.islice(itertools.cycle(words), length - 1)),
+                       dtype=object)
+    if spec.dtype.is_integer and len(shape) == 2:
+        first_id = len(SPECIAL_TOKENS)
+        ids = first_id + np.arange(shape[1]) % (tokenizer.vocabulary_size - first_id)
+        ids[-1] = tokenizer.end_id
+        return np.tile(ids, (shape[0], 1)).astype(spec.dtype.as_numpy_dtype)
+    if not shape:
+        return np.ones(shape, spec.dtype.as_numpy_dtype)
+    return np.zeros(shape, spec.dtype.as_numpy_dtype)
 
 
 def _copy_run_files(run_dir, destination):

@@ -1,4 +1,4 @@
-"""Serving: a TF Serving-compatible REST server (`keras-s2s serve`) and its client.
+"""Serving: a TF Serving-compatible REST and gRPC server (`keras-s2s serve`) and its client.
 
 The client is importable without TensorFlow; the server and its options are loaded on first use,
 so `from keras_s2s.serving import Client` stays light. Nothing here imports Keras.

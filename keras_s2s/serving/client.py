@@ -1,6 +1,8 @@
-"""A small client for TF Serving's REST API: works with tensorflow_model_server and keras-s2s serve.
+"""A small client for TF Serving's REST or gRPC API: works with tensorflow_model_server and
+keras-s2s serve.
 
-Standard library only (urllib), so it runs anywhere Python does.
+REST (http:// URLs) uses the standard library only (urllib), so it runs anywhere Python does;
+gRPC (grpc://HOST:PORT) needs `keras-s2s[serve]` (grpcio, tensorflow-serving-api).
 """
 
 import json
@@ -12,13 +14,16 @@ import urllib.request
 class ServingRequestError(Exception):
     """A request the server refused or could not answer.
 
-    `status` is the HTTP status (None when the server could not be reached) and `message` the
-    server's `error` text (or the raw body when it is not TF Serving's JSON).
+    `status` is the HTTP status, or over gRPC the status code name ("NOT_FOUND"); None when the
+    server could not be reached. `message` is the server's `error` text (or the raw body when it
+    is not TF Serving's JSON), or the gRPC status details.
     """
 
     def __init__(self, status, message, url):
+        protocol = "HTTP" if isinstance(status, int) else "gRPC"
         super().__init__(
-            f"HTTP {status} from {url}: {message}" if status is not None else f"{url}: {message}"
+            f"{protocol} {status} from {url}: {message}" if status is not None
+            else f"{url}: {message}"
         )
         self.status = status
         self.message = message
@@ -26,7 +31,8 @@ class ServingRequestError(Exception):
 
 
 class Client:
-    """One model on one server: `Client("http://127.0.0.1:8501", "dates", label="stable")`.
+    """One model on one server: `Client("http://127.0.0.1:8501", "dates", label="stable")`, or
+    over gRPC `Client("grpc://127.0.0.1:8500", "dates")` (status, metadata, predict, translate).
 
     `version` or `label` pins the version used by predict/classify/regress/metadata; by default the
     server picks its latest. `timeout` is in seconds, per request.
@@ -42,6 +48,12 @@ class Client:
         self.version = version
         self.label = label
         self.timeout = timeout
+        self._grpc = None
+        scheme, _, target = self.base_url.partition("://")
+        if scheme == "grpc":
+            from keras_s2s.serving.grpc_api import GrpcConnection
+
+            self._grpc = GrpcConnection(target, model_name, version, label, timeout)
 
     @property
     def model_url(self):
@@ -54,10 +66,15 @@ class Client:
 
     def status(self):
         """The model status: {"model_version_status": [{"version", "state", "status"}, ...]}."""
+        if self._grpc is not None:
+            return self._over_grpc(self._grpc.status)
         return self._request("GET", self.model_url)
 
     def metadata(self):
-        """{"model_spec": ..., "metadata": {"signature_def": ...}} of the selected version."""
+        """{"model_spec": ..., "metadata": {"signature_def": ...}} of the selected version (over
+        gRPC, `signature_def` also holds the packed message's "@type")."""
+        if self._grpc is not None:
+            return self._over_grpc(self._grpc.metadata)
         return self._request("GET", f"{self.model_url}/metadata")
 
     def predict(self, instances=None, inputs=None, signature_name=None):
@@ -66,6 +83,8 @@ class Client:
             raise ValueError(
                 "Give exactly one of instances (row format) or inputs (columnar format)"
             )
+        if self._grpc is not None:
+            return self._over_grpc(self._predict_over_grpc, instances, inputs, signature_name)
         body = {"instances": instances} if instances is not None else {"inputs": inputs}
         if signature_name is not None:
             body["signature_name"] = signature_name
@@ -107,7 +126,38 @@ class Client:
                 results.append(prediction)
         return results
 
+    def _predict_over_grpc(self, instances, inputs, signature_name):
+        """A Predict shaped as REST's answer: `instances` (rows) -> `predictions` (rows),
+        `inputs` (columns) -> `outputs` (the bare value when there is one output)."""
+        if instances is not None:
+            input_names = list(self._grpc.input_dtypes(signature_name))
+            if len(input_names) == 1:
+                inputs = {input_names[0]: instances}
+            else:
+                inputs = {name: [row[name] for row in instances] for name in input_names}
+        elif not isinstance(inputs, dict):
+            (name,) = self._grpc.input_dtypes(signature_name)
+            inputs = {name: inputs}
+        outputs = self._grpc.predict(inputs, signature_name)
+        if len(outputs) == 1:
+            (value,) = outputs.values()
+            return value
+        if instances is None:
+            return outputs
+        rows = len(next(iter(outputs.values())))
+        return [{name: value[row] for name, value in outputs.items()} for row in range(rows)]
+
+    def _over_grpc(self, method, *args):
+        from keras_s2s.serving.grpc_api import GrpcRequestError
+
+        try:
+            return method(*args)
+        except GrpcRequestError as error:
+            raise ServingRequestError(error.code, error.message, self.base_url) from None
+
     def _examples_request(self, verb, examples, context, signature_name):
+        if self._grpc is not None:
+            raise ValueError(f"{verb} is served over REST only here: use an http:// URL")
         body = {"examples": examples}
         if context is not None:
             body["context"] = context

@@ -1,10 +1,12 @@
 """Server options: tensorflow_model_server's flags, its models.config and batching parameters files.
 
-Both files are protobuf text format. When the `tensorflow_serving` protos are installed they are
-parsed with them; otherwise with a copy of the subset of their schema that we support, built at
-import time, so protobuf's own text-format parser does the parsing: the grammar (comments, optional
-`:` before messages, map entries, repeated fields) is exactly TF Serving's, and unknown fields are
-rejected with their line and column, as TF Serving rejects them.
+Both files are protobuf text format, parsed by protobuf's own text-format parser, so that the
+grammar (comments, optional `:` before messages, map entries, repeated fields) is exactly TF
+Serving's and unknown fields are rejected with their line and column, as TF Serving rejects them.
+models.config is parsed with `tensorflow_serving.config.model_server_config_pb2` (from
+tensorflow-serving-api, in the `serve` extra). BatchingParameters' proto
+(session_bundle_config.proto) is not in that wheel: its message is built here at import time
+from a copy of its fields (same names and numbers).
 """
 
 import argparse
@@ -29,7 +31,7 @@ class ConfigError(ValueError):
     """A flag, models.config or batching parameters file that TF Serving would refuse."""
 
 
-def _field(name, number, kind, type_name="", repeated=False, oneof_index=None):
+def _field(name, number, kind, type_name="", repeated=False):
     field = _Field(
         name=name,
         number=number,
@@ -38,86 +40,17 @@ def _field(name, number, kind, type_name="", repeated=False, oneof_index=None):
     )
     if type_name:
         field.type_name = type_name
-    if oneof_index is not None:
-        field.oneof_index = oneof_index
     return field
 
 
-def _schema_file():
-    """The subset of model_server_config.proto, file_system_storage_path_source.proto and
-    session_bundle_config.proto that keras-s2s serve understands (same names and numbers)."""
+def _batching_schema_file():
+    """session_bundle_config.proto's BatchingParameters (same names and numbers)."""
     file = descriptor_pb2.FileDescriptorProto(
-        name="keras_s2s/serving/tf_serving_config_subset.proto",
+        name="keras_s2s/serving/batching_parameters.proto",
         package="tensorflow.serving",
         syntax="proto3",
         dependency=["google/protobuf/wrappers.proto"],
     )
-    policy = file.message_type.add(name="ServableVersionPolicy")
-    policy.nested_type.add(name="Latest").field.append(
-        _field("num_versions", 1, _Field.TYPE_UINT32)
-    )
-    policy.nested_type.add(name="All")
-    policy.nested_type.add(name="Specific").field.append(
-        _field("versions", 1, _Field.TYPE_INT64, repeated=True)
-    )
-    policy.oneof_decl.add(name="policy_choice")
-    for name, number in (("latest", 100), ("all", 101), ("specific", 102)):
-        policy.field.append(
-            _field(
-                name,
-                number,
-                _Field.TYPE_MESSAGE,
-                f".tensorflow.serving.ServableVersionPolicy.{name.title()}",
-                oneof_index=0,
-            )
-        )
-
-    model_type = file.enum_type.add(name="ModelType")
-    for number, name in enumerate(("MODEL_TYPE_UNSPECIFIED", "TENSORFLOW", "OTHER")):
-        model_type.value.add(name=name, number=number)
-
-    model = file.message_type.add(name="ModelConfig")
-    labels_entry = model.nested_type.add(name="VersionLabelsEntry")
-    labels_entry.options.map_entry = True
-    labels_entry.field.extend(
-        [_field("key", 1, _Field.TYPE_STRING), _field("value", 2, _Field.TYPE_INT64)]
-    )
-    model.field.extend(
-        [
-            _field("name", 1, _Field.TYPE_STRING),
-            _field("base_path", 2, _Field.TYPE_STRING),
-            _field("model_type", 3, _Field.TYPE_ENUM, ".tensorflow.serving.ModelType"),
-            _field("model_platform", 4, _Field.TYPE_STRING),
-            _field(
-                "model_version_policy",
-                7,
-                _Field.TYPE_MESSAGE,
-                ".tensorflow.serving.ServableVersionPolicy",
-            ),
-            _field(
-                "version_labels",
-                8,
-                _Field.TYPE_MESSAGE,
-                ".tensorflow.serving.ModelConfig.VersionLabelsEntry",
-                repeated=True,
-            ),
-        ]
-    )
-    file.message_type.add(name="ModelConfigList").field.append(
-        _field("config", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.ModelConfig", repeated=True)
-    )
-    server = file.message_type.add(name="ModelServerConfig")
-    server.oneof_decl.add(name="config")
-    server.field.append(
-        _field(
-            "model_config_list",
-            1,
-            _Field.TYPE_MESSAGE,
-            ".tensorflow.serving.ModelConfigList",
-            oneof_index=0,
-        )
-    )
-
     batching = file.message_type.add(name="BatchingParameters")
     int64_value = ".google.protobuf.Int64Value"
     batching.field.extend(
@@ -138,30 +71,43 @@ def _schema_file():
     return file
 
 
-def _message_classes():
-    try:
-        from tensorflow_serving.config import model_server_config_pb2
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-
-        return (
-            model_server_config_pb2.ModelServerConfig,
-            session_bundle_config_pb2.BatchingParameters,
-        )
-    except ImportError:
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(
-            descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb)
-        )
-        pool.Add(_schema_file())
-        return tuple(
-            message_factory.GetMessageClass(
-                pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
-            )
-            for name in ("ModelServerConfig", "BatchingParameters")
-        )
+def _batching_parameters_class():
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(_batching_schema_file())
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
 
 
-_ModelServerConfigProto, _BatchingParametersProto = _message_classes()
+_BatchingParametersProto = _batching_parameters_class()
+
+
+def _monitoring_config_class():
+    """TF Serving's MonitoringConfig, which the tensorflow-serving-api wheel does not ship: the
+    two messages of tensorflow_serving/config/monitoring_config.proto, same names and numbers."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    file.message_type.add(name="PrometheusConfig").field.extend(
+        [_field("enable", 1, _Field.TYPE_BOOL), _field("path", 2, _Field.TYPE_STRING)]
+    )
+    file.message_type.add(name="MonitoringConfig").field.append(
+        _field("prometheus_config", 1, _Field.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig")
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )
+
+
+_MonitoringConfigProto = _monitoring_config_class()
+#: Where Prometheus metrics are served when the config names no path
+#: (PrometheusExporter::kPrometheusPath).
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +171,9 @@ def _parse_text_proto(text, message, source):
 
 def parse_model_config(text, source="<models.config>"):
     """Parses a ModelServerConfig text proto into ModelConfigs, with TF Serving's validation."""
-    proto = _parse_text_proto(text, _ModelServerConfigProto(), source)
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = _parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), source)
     if proto.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{source}: expected a model_config_list {{ config {{ ... }} }} block")
     models, names = [], set()
@@ -240,6 +188,10 @@ def parse_model_config(text, source="<models.config>"):
         names.add(config.name)
         if not config.base_path:
             raise ConfigError(f"{where} ({config.name}) has no base_path")
+        if config.HasField("logging_config"):
+            raise ConfigError(
+                f"{where} ({config.name}): logging_config is not supported by keras-s2s serve"
+            )
         platform = config.model_platform or ("tensorflow" if config.model_type == 1 else "")
         if platform != "tensorflow":
             raise ConfigError(
@@ -275,6 +227,21 @@ def _version_policy(config, where):
 
 def read_model_config_file(path):
     return parse_model_config(_read_text(path, "model config file"), source=path)
+
+
+def read_monitoring_config_file(path):
+    """The URL path of the Prometheus metrics that a MonitoringConfig text file enables, or None
+    when it does not enable them."""
+    proto = _parse_text_proto(
+        _read_text(path, "monitoring config file"), _MonitoringConfigProto(), path
+    )
+    prometheus = proto.prometheus_config
+    if not prometheus.enable:
+        return None
+    metrics_path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not metrics_path.startswith("/"):
+        raise ConfigError(f"{path}: prometheus_config path must start with /, got {metrics_path!r}")
+    return metrics_path
 
 
 def parse_batching_parameters(text, source="<batching parameters>"):
@@ -328,10 +295,14 @@ def _parse_bool(text):
 _CPUS = os.cpu_count() or 1
 
 
-def _option(default, help_text, minimum=None):
-    """A field that is also a flag: `--<field name>` of the field's type, with this default and
-    help; `minimum`: smaller values are refused by `validate`."""
-    return dataclasses.field(default=default, metadata={"help": help_text, "minimum": minimum})
+def _option(default, help_text, minimum=None, flag_default=None):
+    """A field that is also a flag: `--<field name>` of the field's type, with this default (or
+    `flag_default`, when the flag's differs) and help; `minimum`: smaller values are refused by
+    `validate`."""
+    metadata = {"help": help_text, "minimum": minimum}
+    if flag_default is not None:
+        metadata["flag_default"] = flag_default
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _flag_fields(cls):
@@ -451,9 +422,24 @@ class ServerOptions:
     enable_signature_method_name_check: bool = _option(
         False, "Require predict/classify/regress method names."
     )
+    enable_model_warmup: bool = _option(
+        True,
+        "Replay a version's assets.extra/tf_serving_warmup_requests before it becomes "
+        "AVAILABLE, to reduce first request latency.",
+    )
+    num_request_iterations_for_warmup: int = _option(
+        1, "Number of times each warm-up request is replayed.", minimum=1
+    )
+    monitoring_config_file: str = _option(
+        "",
+        "Text MonitoringConfig; prometheus_config { enable: true } serves Prometheus metrics on "
+        "the REST port.",
+    )
     port: int = _option(
-        8500,
-        "gRPC port of tensorflow_model_server; accepted for compatibility, gRPC is not served.",
+        None,
+        "gRPC port: TF Serving's PredictionService (Predict, GetModelMetadata) and ModelService "
+        "(GetModelStatus), on --rest_api_host (0 = pick a free port; in Python, None = no gRPC).",
+        flag_default=8500,
     )
 
     def __post_init__(self):
@@ -507,7 +493,7 @@ class ServerOptions:
 
 
 def add_arguments(parser):
-    """Adds tensorflow_model_server's flags (those that apply to a REST-only server) to `parser`:
+    """Adds tensorflow_model_server's flags (those keras-s2s serve honours) to `parser`:
     one per field of `ServerOptions` and of the flags that give its models and batching."""
     for field in _flag_fields(_ModelSourceFlags) + _flag_fields(ServerOptions):
         name, help_text = f"--{field.name}", field.metadata["help"]
@@ -515,4 +501,5 @@ def add_arguments(parser):
             parser.add_argument(name, type=_parse_bool, nargs="?", const=True,
                                 default=field.default, metavar="BOOL", help=help_text)
         else:
-            parser.add_argument(name, type=field.type, default=field.default, help=help_text)
+            default = field.metadata.get("flag_default", field.default)
+            parser.add_argument(name, type=field.type, default=default, help=help_text)

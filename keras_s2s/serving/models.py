@@ -7,8 +7,10 @@ one stays while no aspired version is available. Requests hold a reference to th
 were given, so unloading never fails a request in flight. A version that fails to load is kept in
 the model status (state END with its error) as soon as it fails, and is never served; its
 retries (`max_num_load_retries`, `load_retry_interval_seconds` apart) are scheduled, not waited
-for, so one corrupt version delays no other model. TF1 SavedModels (no object graph; reference
-variables such as `float_ref`) run in a `tf.compat.v1.Session`, as TF Serving runs every model.
+for, so one corrupt version delays no other model. A version's warm-up requests
+(`keras_s2s.serving.warmup`) run before it becomes AVAILABLE; one that fails fails its load.
+TF1 SavedModels (no object graph; reference variables such as `float_ref`) run in a
+`tf.compat.v1.Session`, as TF Serving runs every model.
 """
 
 import dataclasses
@@ -26,6 +28,7 @@ from google.protobuf import json_format, message, text_format
 from tensorflow.core.protobuf import config_pb2, saved_model_pb2
 
 from keras_s2s.serving.errors import ServingError, error_from_exception, public_message
+from keras_s2s.serving.warmup import replay_warmup_requests
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +260,7 @@ class ModelManager:
         allow_version_labels_for_unavailable_models=False,
         config_reader=None,
         config_poll_wait_seconds=0.0,
+        warmup_iterations=1,
     ):
         self._poll_wait_seconds = poll_wait_seconds
         self._max_num_load_retries = max_num_load_retries
@@ -264,6 +268,7 @@ class ModelManager:
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._config_reader = config_reader
         self._config_poll_wait_seconds = config_poll_wait_seconds
+        self._warmup_iterations = warmup_iterations  # 0: no warm-up
         self._models = {config.name: _Model(config.name, config) for config in models}
         self._lock = threading.Lock()  # guards _models and their VersionStatus entries
         self._reconcile_lock = (
@@ -493,6 +498,8 @@ class ModelManager:
         try:
             servable = load_servable(name, number, path)
             servable.metadata_json  # noqa: B018  (computed here, not by the first request)
+            if self._warmup_iterations:
+                replay_warmup_requests(servable, self._warmup_iterations)
         except Exception as exception:  # any load failure is reported in the model status
             error = error_from_exception(exception)
             attempts += 1

@@ -20,6 +20,10 @@ without pausing longer than `rest_api_body_timeout_in_ms`; idle keep-alive conne
 `rest_api_keepalive_timeout_in_ms`; at most `rest_api_max_connections` are open. Every error,
 HTTP-level ones included, is TF Serving's `{"error": ...}` JSON, without server internals; repeated
 log lines are rate-limited.
+
+TF Serving's gRPC API (`grpc_api`) runs in the same event loop on `--port`, sharing the models,
+lanes, batching and limits. Versions replay their warm-up requests (`warmup`) before serving; with
+`--monitoring_config_file`, TF Serving's Prometheus metrics (`metrics`) are served on the REST port.
 """
 
 import argparse
@@ -40,13 +44,14 @@ import zlib
 
 from aiohttp import web, web_protocol
 
-from keras_s2s.serving import codec
+from keras_s2s.serving import codec, grpc_api, metrics
 from keras_s2s.serving.batching import BatchScheduler
 from keras_s2s.serving.config import (
     ConfigError,
     ServerOptions,
     add_arguments,
     read_model_config_file,
+    read_monitoring_config_file,
 )
 from keras_s2s.serving.errors import ServingError
 from keras_s2s.serving.lanes import Lane
@@ -154,17 +159,24 @@ _RATE_LIMITED_LOGGERS = (
 
 class _Connection(web_protocol.RequestHandler):
     """aiohttp's HTTP/1.1 connection, plus a header deadline, the connection limit, and
-    protocol errors (bad request line, URL or headers too long, bad method...) as JSON."""
+    protocol errors (bad request line, URL or headers too long, bad method...) as JSON.
 
-    def __init__(self, manager, header_timeout, **kwargs):
-        super().__init__(manager, **kwargs)
+    The one use of aiohttp beyond its documented API: none of the three has a public hook (a
+    middleware or `web.Application` sees requests only once parsed, and aiohttp has no header
+    timeout nor connection limit), so the connection class is subclassed, overriding its
+    protocol callbacks and `handle_error`; no private attribute of aiohttp's is read.
+    """
+
+    def __init__(self, server, header_timeout, **kwargs):
+        super().__init__(server, **kwargs)
+        self._server = server
         self._header_timeout = header_timeout
         self._header_timer = None
         self._busy = False
 
     def connection_made(self, transport):
         super().connection_made(transport)
-        if not self._manager.admit(self):
+        if not self._server.admit(self):
             transport.write(_SERVICE_UNAVAILABLE)
             self.force_close()
             return
@@ -193,7 +205,9 @@ class _Connection(web_protocol.RequestHandler):
 
     def _arm_header_timer(self):
         self._disarm_header_timer()
-        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_too_slow)
+        self._header_timer = asyncio.get_running_loop().call_later(
+            self._header_timeout, self._headers_too_slow
+        )
 
     def _disarm_header_timer(self):
         if self._header_timer is not None:
@@ -232,18 +246,21 @@ class _Server(web.Server):
     """aiohttp's low-level server making `_Connection`s, at most `max_connections` open: past it
     the oldest connection not handling a request is closed to make room, or the new one refused."""
 
-    def __init__(self, handler, max_connections, header_timeout, **kwargs):
-        super().__init__(handler, **kwargs)
+    def __init__(self, handler, max_connections, header_timeout, loop, **kwargs):
+        super().__init__(handler, loop=loop, **kwargs)
         self._max_connections = max_connections
         self._header_timeout = header_timeout
+        self._event_loop = loop
+        self._connection_kwargs = kwargs
 
     def __call__(self):
-        return _Connection(self, self._header_timeout, loop=self._loop, **self._kwargs)
+        return _Connection(self, self._header_timeout, loop=self._event_loop,
+                           **self._connection_kwargs)
 
     def admit(self, connection):
         """Whether `connection` may stay open, closing the oldest one not handling a request
         (idle, or still sending headers) to make room."""
-        open_ = [other for other in self._connections if other.transport is not None]  # not closing
+        open_ = [other for other in self.connections if other.transport is not None]  # not closing
         if len(open_) <= self._max_connections:
             return True
         idle = next((other for other in open_ if other is not connection and not other.busy), None)
@@ -254,12 +271,14 @@ class _Server(web.Server):
 
 
 class ModelServer:
-    """The REST server: models from `options`, HTTP on an aiohttp loop in a background thread.
+    """The server: models from `options`, HTTP (and gRPC when `options.port` is set) on an
+    asyncio loop in a background thread.
 
     Example:
         server = ModelServer(ServerOptions(models=[ModelConfig("dates", "export/dates")],
-                                           rest_api_port=0))
+                                           rest_api_port=0, port=0))
         port = server.start()  # loads the models, then listens on 127.0.0.1:port
+        server.grpc_port  # gRPC's (no gRPC without `port`)
         ...
         server.stop()
     """
@@ -279,6 +298,14 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=allow_unavailable_labels,
             config_reader=config_reader,
             config_poll_wait_seconds=options.model_config_file_poll_wait_seconds,
+            warmup_iterations=(
+                options.num_request_iterations_for_warmup if options.enable_model_warmup else 0
+            ),
+        )
+        self._metrics_path = (
+            read_monitoring_config_file(options.monitoring_config_file)
+            if options.monitoring_config_file
+            else None
         )
         self._timeout_seconds = options.rest_api_timeout_in_ms / 1000
         self._lanes = []  # (largest body in bytes, Lane), smallest first
@@ -286,7 +313,9 @@ class ModelServer:
         self._loop = None
         self._thread = None
         self._log_filter = RepeatedLogFilter()
+        self._grpc_server = None
         self.port = None
+        self.grpc_port = None  # the bound gRPC port, when options.port is set
 
     @property
     def url(self):
@@ -376,21 +405,33 @@ class ModelServer:
             runner = web.ServerRunner(server, shutdown_timeout=self._timeout_seconds)
             self._loop.run_until_complete(runner.setup())
             self._loop.run_until_complete(web.SockSite(runner, sock).start())
+            if options.port is not None:
+                self._loop.run_until_complete(self._start_grpc())
         except BaseException as error:
-            sock.close()
-            if runner is not None:
+            if runner is not None:  # stops the site first, if it is serving the socket
                 self._loop.run_until_complete(runner.cleanup())
+            sock.close()
             self._loop.close()
             ready.set_exception(error)
             return
         ready.set_result(None)
         self._loop.run_forever()
+        if self._grpc_server is not None:
+            self._loop.run_until_complete(self._grpc_server.stop(self._timeout_seconds))
         self._loop.run_until_complete(runner.cleanup())
         pending = asyncio.all_tasks(self._loop)  # connections aiohttp's cleanup left waiting
         for task in pending:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
+
+    async def _start_grpc(self):
+        """TF Serving's gRPC services on `options.port`, sharing the model manager, lanes,
+        batching and body size limit with REST."""
+        self._grpc_server, self.grpc_port = await grpc_api.start_server(
+            self.options, self._manager, self._admitted, self._call, self._execute,
+            metrics.record_request,
+        )
 
     def stop(self):
         """Stops listening (letting requests in flight finish), then batching, polling and the
@@ -428,9 +469,13 @@ class ModelServer:
 
     async def _answer(self, request):
         path = request.rel_url.raw_path
+        if path == self._metrics_path:
+            return web.Response(text=metrics.exposition(), content_type="text/plain")
         if not _V1_PATH.fullmatch(path):
             return web.Response(status=404, text=_NOT_FOUND_HTML, content_type="text/html")
-        status, text, close = 200, "", False
+        start = time.monotonic()
+        status, code, text, close = 200, "OK", "", False
+        labels = {"model_name": "", "api": ""}  # filled in as the request is understood
         try:
             if request.method == "OPTIONS":
                 if not _CORS_ORIGIN.fullmatch(request.headers.get("Origin", "")):
@@ -438,12 +483,14 @@ class ModelServer:
                         "INVALID_ARGUMENT", "Origin header is missing in CORS preflight"
                     )
             else:
-                text = await asyncio.wait_for(self._respond(request, path), self._timeout_seconds)
+                text = await asyncio.wait_for(
+                    self._respond(request, path, labels), self._timeout_seconds
+                )
         except ServingError as error:
-            status, text = error.http_status, _error_json(error.message)
+            status, code, text = error.http_status, error.code, _error_json(error.message)
             close = status in (408, 413)  # the rest of the body is not read
         except asyncio.TimeoutError:
-            status = 504
+            status, code = 504, "DEADLINE_EXCEEDED"
             text = _error_json(
                 "Deadline Exceeded: the request took longer than "
                 f"{self.options.rest_api_timeout_in_ms} ms "
@@ -451,9 +498,12 @@ class ModelServer:
             )
         except Exception:  # a bug here must still answer in TF Serving's format, and say no more
             logger.exception("Request %s %s failed", request.method, path[:200])
-            status, text = 500, _error_json(
+            status, code, text = 500, "INTERNAL", _error_json(
                 "INTERNAL: the server failed to handle the request (see its log)"
             )
+        metrics.record_request(
+            labels["model_name"], labels["api"], code, time.monotonic() - start
+        )
         headers = {"Content-Type": "application/json"}
         if self.options.rest_api_enable_cors_support:
             headers.update(_CORS_HEADERS)
@@ -464,12 +514,14 @@ class ModelServer:
             response.force_close()
         return response
 
-    async def _respond(self, request, path):
+    async def _respond(self, request, path, labels):
+        """The answer's JSON; fills `labels` with the model name and API of its metrics."""
         method = request.method
         post = _POST_PATH.fullmatch(path) if method == "POST" else None
         if post is not None and post.group(4) in _METHOD_NAMES:
             name, version, label, verb = post.groups()
             model_request = _model_request(name, version, label)
+            labels.update(model_name=model_request[0], api=verb)
             body, gzipped = await self._read_body(request)
             if gzipped:  # inflated in the lane of its size as sent, then run in that of its size
                 limit = self.options.rest_api_max_body_bytes
@@ -485,6 +537,7 @@ class ModelServer:
             if name is None:
                 raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
             name, version, label = _model_request(name, version, label)
+            labels["model_name"] = name
             if subresource == "metadata":
                 return self._manager.servable(name, version, label).metadata_json
             return json.dumps(
@@ -513,7 +566,9 @@ class ModelServer:
                 raise ServingError(
                     "INVALID_ARGUMENT", f"Unsupported Expect: {expect[:100]}", http_status=417
                 )
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # What aiohttp's web.Application does for routes (their default `expect_handler`);
+            # its low-level server leaves it to the handler.
+            await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
         chunks, size = [], 0
         pause = self.options.rest_api_body_timeout_in_ms / 1000
         while True:
@@ -553,10 +608,18 @@ class ModelServer:
         """Runs `function(*args)` as a job of `ticket`'s request, in its lane."""
         return await asyncio.wrap_future(ticket.lane.submit(ticket, function, *args))
 
-    async def _execute(self, ticket, signature, inputs):
+    async def _execute(self, ticket, signature, inputs, name, verb):
+        """Runs `signature` on `inputs` (batched with others when batching is on), recording
+        the wall time as the runtime latency of model `name`."""
+        start = time.monotonic()
         if self._scheduler is None:
-            return await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
-        return await asyncio.wrap_future(self._scheduler.submit(signature, signature.run, inputs))
+            outputs = await self._call(ticket, ticket.lane.run_model, signature.run, inputs)
+        else:
+            outputs = await asyncio.wrap_future(
+                self._scheduler.submit(signature, signature.run, inputs)
+            )
+        metrics.record_runtime(name, verb.capitalize(), time.monotonic() - start)
+        return outputs
 
     async def _post(self, ticket, verb, name, version, label, body):
         request = await self._call(ticket, codec.parse_json, body)
@@ -575,7 +638,7 @@ class ModelServer:
             inputs, row_format = await self._call(
                 ticket, codec.decode_predict_request, request, signature.input_dtypes
             )
-            outputs = await self._execute(ticket, signature, inputs)
+            outputs = await self._execute(ticket, signature, inputs, name, verb)
             return await self._call(ticket, codec.encode_predict_response, outputs, row_format)
         if len(signature.input_dtypes) != 1:
             raise ServingError(
@@ -585,7 +648,7 @@ class ModelServer:
             )
         serialized = await self._call(ticket, codec.decode_examples, request)
         (input_name,) = signature.input_dtypes
-        outputs = await self._execute(ticket, signature, {input_name: serialized})
+        outputs = await self._execute(ticket, signature, {input_name: serialized}, name, verb)
         encode = (
             codec.encode_classify_response if verb == "classify" else codec.encode_regress_response
         )
@@ -634,8 +697,10 @@ def run(args):
     options = ServerOptions.from_args(args)
     server = ModelServer(options)
     port = server.start()
-    # One line once the REST API answers, as tensorflow_model_server logs it, whatever the
-    # log level: scripts and people wait for it.
+    # One line per API once both answer, as tensorflow_model_server logs them, whatever the
+    # log level: scripts and people wait for them.
+    print(f"Running gRPC ModelServer at {options.rest_api_host}:{server.grpc_port} ...",
+          file=sys.stderr, flush=True)
     print(f"Exporting HTTP/REST API at:{options.rest_api_host}:{port} ...", file=sys.stderr,
           flush=True)
     stopping = threading.Event()

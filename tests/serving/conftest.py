@@ -74,7 +74,8 @@ def make_options(models, **overrides):
 def server(models_config_path):
     with open(models_config_path) as file:
         models = parse_model_config(file.read())
-    with ModelServer(make_options(models, model_config_file=models_config_path)) as running:
+    with ModelServer(make_options(models, model_config_file=models_config_path,
+                                  port=0)) as running:
         yield running
 
 

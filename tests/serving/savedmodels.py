@@ -222,3 +222,13 @@ def save_tf1_half_plus(path, offset, signature_keys):
         )
         builder.save()
     return path
+
+
+def write_warmup_records(version_dir, records):
+    """Writes serialized records (PredictionLogs, or anything) as the warm-up file of
+    `version_dir`."""
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)

@@ -80,6 +80,11 @@ def test_model_config_policy_parsing():
     [
         ('model_config_list { config { name: "m" bogus: 1 } }', 'has no field named "bogus"'),
         (
+            'model_config_list { config { name: "m" base_path: "/b" model_platform: "tensorflow" '
+            "logging_config { } } }",
+            "logging_config is not supported by keras-s2s serve",
+        ),
+        (
             'model_config_list { config { name: "m" base_path: "/b" } }',
             'set model_platform: "tensorflow"',
         ),
@@ -173,10 +178,11 @@ def test_bad_flags(argv, message):
 
 
 def test_each_option_is_defined_once_for_flag_and_field():
-    """Every ServerOptions field but models and batching is a flag with the field's default, and
-    its lower bound holds for options built directly as for flags."""
+    """Every ServerOptions field but models and batching is a flag with the field's default (or
+    the flag's own: --port is 8500, a ModelServer built in Python serves no gRPC unless given a
+    port), and its lower bound holds for options built directly as for flags."""
     fields = {
-        field.name: field.default
+        field.name: field.metadata.get("flag_default", field.default)
         for field in dataclasses.fields(ServerOptions)
         if field.name not in ("models", "batching")
     }

@@ -73,8 +73,11 @@ def test_service_autoscaler_and_kserve_point_at_the_deployment_and_volume():
     assert {port["targetPort"] for port in service["spec"]["ports"]} <= container_ports
     assert service["spec"]["selector"].items() <= (
         deployment["spec"]["template"]["metadata"]["labels"].items())
-    assert by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == (
-        deployment["metadata"]["name"])
+    autoscaler = by_kind("HorizontalPodAutoscaler")
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (pods_metric,) = [metric["pods"]["metric"]["name"] for metric in autoscaler["spec"]["metrics"]
+                      if metric["type"] == "Pods"]  # prometheus-adapter's rule names it
+    assert f"name: {{as: {pods_metric}}}" in (SERVING / "k8s" / "hpa.yaml").read_text()
     claim = by_kind("PersistentVolumeClaim")["metadata"]["name"]
     storage_uri = by_kind("InferenceService")["spec"]["predictor"]["model"]["storageUri"]
     assert storage_uri.startswith(f"pvc://{claim}/")
@@ -99,16 +102,18 @@ def test_the_deployments_probes_answer_against_keras_s2s_serve(tmp_path, built_m
     (config / "models.config").write_text(
         models_config.replace(f'"{mounts["models"]}/', f'"{models}/'))
     shutil.copy(SERVING / "batching_parameters.txt", config)
+    shutil.copy(SERVING / "monitoring.config", config)
 
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     flags = [flag.replace(mounts["config"] + "/", f"{config}/") for flag in container["args"]]
     probes = [container[probe]["httpGet"] for probe in ("readinessProbe", "livenessProbe")]
     for probe in probes:
         assert f"--rest_api_port={ports[probe['port']]}" in flags  # the probe hits the REST port
-    flags = [re.sub(r"^--rest_api_port=\d+$", "--rest_api_port=0", flag) for flag in flags]
+    flags = [re.sub(r"^--(rest_api_port|port)=\d+$", r"--\1=0", flag) for flag in flags]
     process = subprocess.Popen([sys.executable, "-m", "keras_s2s.cli", "serve", *flags],
                                cwd=REPOSITORY, stderr=subprocess.PIPE, text=True)
     try:
+        assert process.stderr.readline().startswith("Running gRPC ModelServer at 127.0.0.1:")
         ready = process.stderr.readline()
         match = re.fullmatch(r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+) \.\.\.\n", ready)
         assert match, ready
@@ -119,6 +124,12 @@ def test_the_deployments_probes_answer_against_keras_s2s_serve(tmp_path, built_m
             states = {status["state"] for status in response.json["model_version_status"]}
             assert states == {"AVAILABLE"}
         assert http(url, "GET", probes[0]["path"] + "_not_served").status == 404
+        annotations = by_kind("Deployment")["spec"]["template"]["metadata"]["annotations"]
+        assert f"--rest_api_port={annotations['prometheus.io/port']}" in container["args"]
+        scraped = http(url, "GET", annotations["prometheus.io/path"])
+        model = parse_model_config(models_config)[0].name
+        assert f':tensorflow:serving:request_count{{model_name="{model}",status="OK"}}' in (
+            scraped.text)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -30,6 +30,7 @@ def test_main_serves_until_sigterm(tmp_path, built_models):
         "--model_name=hpt",
         f"--model_base_path={tmp_path}",
         "--rest_api_port=0",
+        "--port=0",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stderr=subprocess.PIPE, text=True)
@@ -57,20 +58,23 @@ def test_main_serves_until_sigterm(tmp_path, built_models):
             process.wait()
 
 
-def test_cli_serve_prints_one_line_when_ready(tmp_path, built_models):
-    """`keras-s2s serve`: no TensorFlow start-up logs, one line once it answers."""
+def test_cli_serve_prints_one_line_per_api_when_ready(tmp_path, built_models):
+    """`keras-s2s serve`: no TensorFlow start-up logs, one line per API once both answer."""
     publish_version(built_models["half_plus_two"], str(tmp_path), 1)
     command = [sys.executable, "-m", "keras_s2s.cli", "serve", "--model_name=hpt",
-               f"--model_base_path={tmp_path}", "--rest_api_port=0"]
+               f"--model_base_path={tmp_path}", "--rest_api_port=0", "--port=0"]
     env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
     process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stderr=subprocess.PIPE,
                                text=True)
     try:
-        first = process.stderr.readline()
-        match = re.fullmatch(r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+) \.\.\.\n", first)
-        assert match, first
+        first, second = process.stderr.readline(), process.stderr.readline()
+        grpc_line = re.fullmatch(r"Running gRPC ModelServer at 127\.0\.0\.1:(\d+) \.\.\.\n", first)
+        assert grpc_line, first
+        match = re.fullmatch(r"Exporting HTTP/REST API at:127\.0\.0\.1:(\d+) \.\.\.\n", second)
+        assert match, second
         client = Client(f"http://127.0.0.1:{match.group(1)}", "hpt")
         assert client.predict(instances=[1.0]) == [2.5]
+        assert Client(f"grpc://127.0.0.1:{grpc_line.group(1)}", "hpt").predict([1.0]) == [2.5]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         assert process.stderr.read() == ""
