@@ -19,7 +19,7 @@ def test_a_killed_worker_restarted_resumes_from_the_last_backup(tmp_path):
     run_dir = tmp_path / "run"
     args = [*TRAIN_ARGS, "--num-pairs", "6000", "--epochs", "3", "--out", str(run_dir)]
     processes = start_workers(args)
-    backup = run_dir / "backup" / "checkpoint"
+    backup = run_dir / "backup" / "training_metadata.json"  # BackupAndRestore's, last
     deadline = time.monotonic() + TIMEOUT
     while not backup.exists() and time.monotonic() < deadline:
         assert all(process.poll() is None for process in processes), finish(processes)

@@ -291,24 +291,23 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
         with (warnings.catch_warnings(), strategy.scope(),
               multi_worker.worker_loss_as_connection_error() if cluster
               else contextlib.nullcontext()):
-            if not train_stats:
-                # A stream has no known length: Keras learns where its epoch ends when
-                # the data runs out, and warns that it did, each epoch.
+            if not train_stats or cluster:
+                # A stream, or a cluster's batches, have no known length: Keras learns where
+                # its epoch ends when the data runs out, and warns that it did, each epoch.
                 warnings.filterwarnings("ignore", message="Your input ran out of data")
             model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
                       callbacks=[backup, *callbacks], shuffle=False,
                       verbose=verbose if writes_run else 0)
-            # Every worker of a cluster does what reads distributed variables (evaluating the
-            # mean, the optimizer's step, saving), each into its `write_dir`.
+            # Every worker of a cluster does all that reads the model (some of its variables
+            # are read through collectives), in the same order, each into its `write_dir`.
             if config.average_last > 1:
                 averaging.average_run(model, write_dir, config.average_last, validation_data,
                                       fewer_if_early=True)
             _warn_if_warm_up_unfinished(config, optimizer)
-        if writes_run:
-            if history.history:
-                plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
-            _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config)
+        _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config)
         model.save(run_files.model_path(write_dir))
+        if writes_run and history.history:
+            plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
     finally:
         keras.mixed_precision.set_global_policy(global_policy)
         if not writes_run:

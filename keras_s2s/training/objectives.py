@@ -161,11 +161,12 @@ class LinearDecay(keras.callbacks.Callback):
     s (0-based) the optimizer's rate becomes `peak · min(1, (s + 1) / warmup_steps) · (1 − p)`,
     where p is the larger of the fractions spent of `epochs` epochs of `steps_per_epoch` steps
     and of `seconds` of wall-clock time on `clock` since training began (either budget may be
-    None, not both). Steps are counted from the epoch and batch indices `fit` gives (not the optimizer's
-    iterations, which Keras also advances when a dataset of unknown length runs out), so a
-    resumed run goes on where it stopped. The optimizer must have a plain rate, not a schedule.
-    Each epoch's logs get the rate the next epoch starts at as `learning_rate` (as Keras's
-    `LearningRateScheduler` logs its rate), so it must come before the callbacks recording them.
+    None, not both). Steps are counted from the epoch and batch indices `fit` gives (not the
+    optimizer's iterations, which Keras also advances when a dataset of unknown length runs
+    out), so a resumed run goes on where it stopped. The optimizer must have a plain rate, not
+    a schedule. Each epoch's logs get the rate the next epoch starts at as `learning_rate` (as
+    Keras's `LearningRateScheduler` logs its rate), so it must come before the callbacks
+    recording them.
     """
 
     def __init__(self, peak, warmup_steps, epochs=None, steps_per_epoch=None, seconds=None,
