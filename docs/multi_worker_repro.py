@@ -5,7 +5,8 @@ with two workers on 127.0.0.1 (no keras_s2s involved). See docs/scale_out.md.
     python docs/multi_worker_repro.py --patched  # with the two Keras code paths replaced: trains
 
 `--patched` only shows that the two paths named in docs/scale_out.md are what stands in the way;
-it is an experiment, not a fix keras-s2s ships.
+it patches Keras's private code, which keras-s2s does not: it avoids the first path and adapts
+its step logs to the second (`keras_s2s/training/multi_worker.py`).
 """
 
 import json

@@ -16,7 +16,7 @@ FAMILY_ARGS = {
 }
 TRAIN_ARGS = ["--arch", "transformer", "--data", "dates", "--num-pairs", "2000",
               *FAMILY_ARGS["transformer"], "--model-arg", "dropout=0.0"]
-TIMEOUT = 300
+TIMEOUT = 600  # a guard against a hung cluster: a loaded 2-core machine takes 300 s
 
 
 def free_ports(count):

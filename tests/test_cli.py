@@ -223,8 +223,6 @@ def test_existing_run_is_never_overwritten(bahdanau_run, capsys):
      "share_embeddings needs one vocabulary for source and target"),
     (["train", "--data", "{tmp}/pairs.tsv", "--out", "{tmp}/r", "--stream", "--decay",
       "linear"], "a streamed corpus has no known length, so give a time budget"),
-    (["train", "--data", "reverse", "--out", "{tmp}/r", "--distribute", "multi-worker",
-      "--decay", "linear"], "decay 'linear' is not in the multi-worker training loop"),
 ])
 def test_user_errors_are_one_line_without_traceback(argv, message, tmp_path, capsys):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]

@@ -197,19 +197,6 @@ class TrainConfig:
             elif meta["check"]:
                 CHECKS[meta["check"]][1](field.name, value,
                                          optional=field.default is None)
-        if self.distribute == "multi-worker":
-            refused = [("average_last > 1", self.average_last > 1, "",
-                        "train with --average-last 1"),
-                       ("decay 'linear'", self.decay == "linear",
-                        " (each worker's clock would give it another rate)",
-                        "train with --decay family"),
-                       ("mixed_precision 'on'", self.mixed_precision == "on",
-                        " (it trains in float32, without float16 loss scaling)",
-                        "pass --mixed-precision off")]
-            for what, asked, why, remedy in refused:
-                if asked:
-                    raise ValueError(f"{what} is not in the multi-worker training loop{why}: "
-                                     f"{remedy}")
         if self.extra_data and self.stream:
             raise ValueError("--extra-data is read into memory and cannot be streamed: with "
                              "--stream, name its files in --data's glob instead")

@@ -4,6 +4,7 @@
 `keras_s2s.training.objectives`.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -33,20 +34,21 @@ VOCABULARY_SHORTFALL_WARNED = 0.9
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training once `seconds` of wall-clock time have passed (checked after each batch),
-    so that architectures can be compared at an equal training budget."""
+    """Stop training once `seconds` of wall-clock time have passed on `clock` (checked after
+    each batch), so that architectures can be compared at an equal training budget."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, clock=time.monotonic):
         super().__init__()
         if seconds <= 0:
             raise ValueError(f"the time budget must be positive, got {seconds!r} seconds")
         self.seconds = seconds
+        self.clock = clock
 
     def on_train_begin(self, logs=None):
-        self._deadline = time.monotonic() + self.seconds
+        self._deadline = self.clock() + self.seconds
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() > self._deadline:
+        if self.clock() > self._deadline:
             logger.info("time budget of %.0f s spent: stopping", self.seconds)
             self.model.stop_training = True
 
@@ -213,11 +215,12 @@ def train(config, verbose="auto"):
         raise
 
 
-def _callbacks(config, write_dir, history, tensorboard, optimizer, steps_per_epoch):
-    """The callbacks of a run: best weights, early stopping, history and the time budget
-    (all writing under `write_dir`), TensorBoard's logs when `tensorboard`, and with
+def _callbacks(config, write_dir, history, optimizer, steps_per_epoch, clock=time.monotonic):
+    """The callbacks of a run: best weights, early stopping, history, TensorBoard's logs and
+    the time budget (all writing under `write_dir`, the time budget read on `clock`), and with
     `config.decay == "linear"` the decay from `optimizer`'s rate over the budget (the time
-    budget, and `steps_per_epoch` · epochs when the epochs' size is known)."""
+    budget, and `steps_per_epoch` · epochs when the epochs' size is known). Every worker of a
+    cluster runs them all (some read variables summed over the workers, a collective)."""
     callbacks = [
         history,
         keras.callbacks.ModelCheckpoint(
@@ -231,16 +234,15 @@ def _callbacks(config, write_dir, history, tensorboard, optimizer, steps_per_epo
         callbacks.append(averaging.EpochCheckpoints(
             os.path.join(write_dir, run_files.CHECKPOINTS),
             keep=config.average_last + config.early_stopping_patience))
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, run_files.LOGS)))
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, run_files.LOGS)))
     seconds = 60 * config.time_budget_minutes if config.time_budget_minutes else None
     if seconds:
-        callbacks.append(TimeBudget(seconds))
+        callbacks.append(TimeBudget(seconds, clock))
     if config.decay == "linear":  # first: its rate goes into the logs the others record
         callbacks.insert(0, LinearDecay(
             float(keras.ops.convert_to_numpy(optimizer.learning_rate)), config.warmup_steps,
             seconds=seconds, steps_per_epoch=steps_per_epoch,
-            epochs=config.epochs if steps_per_epoch else None))
+            epochs=config.epochs if steps_per_epoch else None, clock=clock))
     os.makedirs(os.path.dirname(os.path.join(write_dir, run_files.BEST_WEIGHTS)),
                 exist_ok=True)
     return callbacks
@@ -262,57 +264,65 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
 
     mixed_precision, jit_compile = _use_accelerator_defaults(config)
     if cluster:
-        if mixed_precision:
-            logger.info("multi-worker training runs in float32 (mixed precision is off)")
-            mixed_precision = False
         multi_worker.check_same_everywhere(
             strategy, "vocabularies", [source_tokenizer.vocabulary,
                                        target_tokenizer.vocabulary])
+        train_data = multi_worker.distribute(strategy, train_data)
+        validation_data = multi_worker.distribute(strategy, validation_data)
+    strategy = strategy or _strategy(config)
     global_policy = keras.mixed_precision.global_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     write_dir = run_dir if writes_run else tempfile.mkdtemp(prefix="keras_s2s_worker_")
     history = EpochHistory(os.path.join(write_dir, run_files.HISTORY))
     try:
-        with (strategy or _strategy(config)).scope():
+        # Under a multi-worker strategy the model is made outside its scope (its weights are
+        # made inside): Keras 3.15's `fit` builds a model made in the scope from the first
+        # batch reduced over the workers, which fails (docs/scale_out.md).
+        with contextlib.nullcontext() if cluster else strategy.scope():
             model = config.build_model(source_tokenizer.vocabulary_size,
                                        target_tokenizer.vocabulary_size)
+        with strategy.scope():
             model.build()  # BackupAndRestore needs the weights before fit
             if config.init_from:  # a resumed run's backup replaces them in fit
                 model.set_weights(run_files.Run.open(config.init_from).model.get_weights())
             optimizer = architectures.get(config.arch).make_optimizer(model, config)
             compile_for_training(model, optimizer, config.label_smoothing,
                                  jit_compile=jit_compile, pad_id=target_tokenizer.pad_id)
-        callbacks = _callbacks(
-            config, write_dir, history, tensorboard=writes_run, optimizer=optimizer,
-            steps_per_epoch=train_stats.batches_per_pass if train_stats else None)
+        backup_dir = os.path.join(run_dir, run_files.BACKUP)
         if cluster:
-            multi_worker.fit(strategy, cluster, model, model.loss, train_data, validation_data,
-                             config.epochs, callbacks, os.path.join(run_dir, run_files.BACKUP),
-                             jit_compile=jit_compile, verbose=verbose)
+            multi_worker.reduce_logs_across_workers(model)
+            backup = multi_worker.WorkerBackup(backup_dir, cluster, strategy)
         else:
-            backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, run_files.BACKUP))
-            with warnings.catch_warnings():
-                if not train_stats:
-                    # A stream has no known length: Keras learns where its epoch ends when
-                    # the data runs out, and warns that it did, each epoch.
-                    warnings.filterwarnings("ignore", message="Your input ran out of data")
-                model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
-                          callbacks=[backup, *callbacks], shuffle=False, verbose=verbose)
+            backup = keras.callbacks.BackupAndRestore(backup_dir)
+        callbacks = _callbacks(
+            config, write_dir, history, optimizer=optimizer,
+            steps_per_epoch=train_stats.batches_per_pass if train_stats else None,
+            clock=multi_worker.SharedClock(strategy) if cluster else time.monotonic)
+        with (warnings.catch_warnings(), strategy.scope(),
+              multi_worker.worker_loss_as_connection_error() if cluster
+              else contextlib.nullcontext()):
+            if not train_stats or cluster:
+                # A stream, or a cluster's batches, have no known length: Keras learns where
+                # its epoch ends when the data runs out, and warns that it did, each epoch.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+                      callbacks=[backup, *callbacks], shuffle=False,
+                      verbose=verbose if writes_run else 0)
+            # Every worker of a cluster does all that reads the model (some of its variables
+            # are read through collectives), in the same order, each into its `write_dir`.
+            if config.average_last > 1:
+                averaging.average_run(model, write_dir, config.average_last, validation_data,
+                                      fewer_if_early=True)
+            _warn_if_warm_up_unfinished(config, optimizer)
+        _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config)
+        model.save(run_files.model_path(write_dir))
+        if writes_run and history.history:
+            plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
     finally:
         keras.mixed_precision.set_global_policy(global_policy)
         if not writes_run:
             shutil.rmtree(write_dir, ignore_errors=True)
-
-    if writes_run:
-        if history.history:
-            plot_history(history.history, os.path.join(run_dir, run_files.CURVES))
-        if config.average_last > 1:
-            averaging.average_run(model, run_dir, config.average_last, validation_data,
-                                  fewer_if_early=True)
-        _warn_if_warm_up_unfinished(config, optimizer)
-        _warn_if_silent(model, validation_pairs, source_tokenizer, target_tokenizer, config)
-        model.save(run_files.model_path(run_dir))
     return history.history
 
 

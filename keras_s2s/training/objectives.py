@@ -19,6 +19,19 @@ def _token_mask(y_true, pad_id):
     return ops.cast(ops.not_equal(y_true, pad_id), "float32")  # (B, T)
 
 
+def _summed_over_replicas(value):
+    """`value` summed over the replicas of the TensorFlow distribution strategy it is computed
+    under (itself without one, and on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce("SUM", value)
+
+
 @keras.saving.register_keras_serializable(package="keras_s2s")
 class MaskedSparseCrossentropy(keras.losses.Loss):
     """Token-level cross-entropy from logits, with label smoothing, averaged over non-pad tokens.
@@ -37,16 +50,18 @@ class MaskedSparseCrossentropy(keras.losses.Loss):
         self.pad_id = pad_id
 
     def call(self, y_true, y_pred):
+        """The loss sum of these rows over the real tokens of the whole batch: under a
+        `tf.distribute` strategy each replica holds some rows of the batch, and the replicas'
+        losses (their gradients, which the strategy sums) add up to the batch's token mean."""
         return (ops.sum(self.token_losses(y_true, y_pred))
-                / ops.maximum(ops.sum(self.token_mask(y_true)), 1.0))
+                / ops.maximum(_summed_over_replicas(ops.sum(self.token_mask(y_true))), 1.0))
 
     def token_mask(self, y_true):
         """1.0 at the real target tokens of `y_true (B, T)`, 0.0 at padding."""
         return _token_mask(ops.cast(y_true, "int32"), self.pad_id)
 
     def token_losses(self, y_true, y_pred):
-        """Each token's smoothed cross-entropy `(B, T)`, 0.0 at padding (the loss's numerator:
-        multi-worker training divides its sum by the token count of the global batch)."""
+        """Each token's smoothed cross-entropy `(B, T)`, 0.0 at padding."""
         y_true = ops.cast(y_true, "int32")
         log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # (B, T, V)
         true_log_probs = ops.take_along_axis(
@@ -145,15 +160,17 @@ class LinearDecay(keras.callbacks.Callback):
     rate that reaches zero as it runs out beats the usual schedules cut short by it. Before step
     s (0-based) the optimizer's rate becomes `peak · min(1, (s + 1) / warmup_steps) · (1 − p)`,
     where p is the larger of the fractions spent of `epochs` epochs of `steps_per_epoch` steps
-    and of `seconds` of wall-clock time since training began (either budget may be None, not
-    both). Steps are counted from the epoch and batch indices `fit` gives (not the optimizer's
-    iterations, which Keras also advances when a dataset of unknown length runs out), so a
-    resumed run goes on where it stopped. The optimizer must have a plain rate, not a schedule.
-    Each epoch's logs get the rate the next epoch starts at as `learning_rate` (as Keras's
-    `LearningRateScheduler` logs its rate), so it must come before the callbacks recording them.
+    and of `seconds` of wall-clock time on `clock` since training began (either budget may be
+    None, not both). Steps are counted from the epoch and batch indices `fit` gives (not the
+    optimizer's iterations, which Keras also advances when a dataset of unknown length runs
+    out), so a resumed run goes on where it stopped. The optimizer must have a plain rate, not
+    a schedule. Each epoch's logs get the rate the next epoch starts at as `learning_rate` (as
+    Keras's `LearningRateScheduler` logs its rate), so it must come before the callbacks
+    recording them.
     """
 
-    def __init__(self, peak, warmup_steps, epochs=None, steps_per_epoch=None, seconds=None):
+    def __init__(self, peak, warmup_steps, epochs=None, steps_per_epoch=None, seconds=None,
+                 clock=time.monotonic):
         super().__init__()
         check_number("peak", peak, 0.0, low_inclusive=False)
         check_positive_int("warmup_steps", warmup_steps)
@@ -168,6 +185,7 @@ class LinearDecay(keras.callbacks.Callback):
         check_number("seconds", seconds, 0.0, low_inclusive=False, optional=True)
         self.peak, self.warmup_steps, self.seconds = peak, warmup_steps, seconds
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.clock = clock
 
     def rate(self, step, elapsed_seconds):
         """The rate before step `step`, `elapsed_seconds` into training."""
@@ -177,10 +195,10 @@ class LinearDecay(keras.callbacks.Callback):
 
     def _rate_now(self, epoch, batch):
         return self.rate(epoch * (self.steps_per_epoch or 0) + batch,
-                         time.monotonic() - self._started)
+                         self.clock() - self._started if self.seconds else 0.0)
 
     def on_train_begin(self, logs=None):
-        self._started = time.monotonic()
+        self._started = self.clock() if self.seconds else 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
