@@ -300,6 +300,10 @@ class ServerProcess:
         command = [sys.executable, "-m", "keras_s2s.serving.server", f"--model_name={model_name}",
                    f"--model_base_path={base_path}", f"--rest_api_port={self.port}",
                    "--rest_api_timeout_in_ms=600000", *flags]
+        if not any(flag.startswith("--port") for flag in flags):
+            # gRPC on a free port too: `serve` takes TF Serving's 8500 unless told, and
+            # benchmarks run several servers at once.
+            command.append(f"--port={_free_port()}")
         env = dict(os.environ, PYTHONPATH=pythonpath, TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(command, env=env, cwd=pythonpath, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
