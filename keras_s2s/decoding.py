@@ -23,6 +23,30 @@ stops once no hypothesis can change any more.
 With `Beam(n_best=N)`, N > 1, every output has a hypothesis axis after the batch axis (`tokens`
 `(B, N, max_length)`, ...), best first.
 
+Target prefixes (`decode(..., prefix=ids)`, every strategy): while a row's prefix lasts, every
+other token is ruled out in the same loop (so it keeps its fixed shape and exports); the
+output starts with the prefix and its score counts the prefix's log-probabilities, so it is
+the score of the whole output. A prefix longer than `max_length` is cut there.
+
+Lexical constraints (`decode(..., constraints=ids)`, beam search only; greedy search and
+sampling raise a one-line ValueError): phrases every returned hypothesis contains, contiguous,
+in any order, whenever `max_length` leaves room for them. This is the dynamic beam allocation
+of Post & Vilar (2018, https://aclanthology.org/N18-1119/) in the vectorized form of Hu et al.
+(2019, https://aclanthology.org/N19-1090/), as fairseq's `LexicallyConstrainedBeamSearch`
+implements it per sentence in Python: each step's candidates are the usual 2·width best plus,
+for every hypothesis, the next token of each phrase it has not met, its own best token and
+END; the beam is shared out among banks (the constraint tokens a candidate holds) by striping,
+the best of every bank first, deepest bank first. We chose it over grid beam search (Hokamp &
+Liu, 2017), whose beam grows with the number of constraint tokens, because DBA keeps the
+beam width fixed whatever the constraints, so one fixed-shape loop serves them all. Each
+hypothesis tracks every phrase with the Shift-And matcher (all its partial matches at once,
+fixed shape) and whether it was met; END is ruled out until every phrase is met, so every
+finished hypothesis meets them all. When `max_length` cannot fit the phrases, no hypothesis
+finishes: the outputs cut off at `max_length` are returned, those missing the fewest
+constraint tokens first, then by score; they miss some phrases. Any number of phrases works
+with any width (more phrases than the width is allowed: the striping still gives the deepest
+bank the first slot), though a narrow beam then finds worse outputs.
+
 Example:
 
 >>> from keras_s2s.decoding import Beam, Sample
@@ -442,7 +466,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
     k, alpha = beam.width, beam.alpha
     forced = None if prefix is None else _forced_tokens(prefix, batch_size, max_length, pad_id)
-    phrases = None if constraints is None else _Phrases(constraints, pad_id, k)
+    phrases = None if constraints is None else _Phrases(constraints, pad_id, end_id, k)
 
     memory = keras.tree.map_structure(lambda tensor: ops.repeat(tensor, k, axis=0),
                                       model.encode(source_ids, training=False))  # (B·k, ...)
@@ -599,12 +623,12 @@ class _Phrases:
     holds: every token of the phrases met, plus the longest partial match of the others.
     """
 
-    def __init__(self, constraints, pad_id, width):
+    def __init__(self, constraints, pad_id, end_id, width):
         phrases = ops.convert_to_tensor(constraints, dtype="int32")
         if len(phrases.shape) != 3:
             raise ValueError(f"constraints must be (batch, phrases, length) int ids, got shape "
                              f"{phrases.shape}")
-        self.phrases, self.width = phrases, width
+        self.phrases, self.end_id, self.width = phrases, end_id, width
         self.lengths = ops.sum(ops.cast(ops.not_equal(phrases, pad_id), "int32"), axis=-1)
         positions = ops.arange(ops.shape(phrases)[-1], dtype="int32")
         self.positions = positions  # (L,)
@@ -637,8 +661,10 @@ class _Phrases:
 
         As Post & Vilar (2018) and fairseq: the 2k best continuations, the next token of every
         unmet phrase for every hypothesis (where its longest partial match goes on, or the
-        phrase's first token) and each hypothesis's own best token. A candidate that repeats an
-        earlier one, or extends a met phrase, scores 2·NEG_INF (none).
+        phrase's first token) and each hypothesis's own best token; and END for every
+        hypothesis, so that one meeting every phrase (END is ruled out for the others) finishes
+        even where END is unlikely. A candidate that repeats an earlier one, or extends a met
+        phrase, scores 2·NEG_INF (none).
         """
         k = self.width
         top_log_probs, top = ops.top_k(totals, k=2 * k)
@@ -650,8 +676,9 @@ class _Phrases:
         slots = ops.reshape(ops.arange(ops.shape(totals)[0] * k, dtype="int32") % k, (-1, 1))
         phrase_indices = ops.reshape(slots * vocab_size + next_tokens, (ops.shape(totals)[0], -1))
         own_best = ops.top_k(ops.reshape(totals, (-1, vocab_size)), k=1)[1]  # (B·k, 1)
-        own_indices = ops.reshape(slots * vocab_size + ops.cast(own_best, "int32"),
-                                  (ops.shape(totals)[0], k))
+        own_indices = ops.reshape(slots * vocab_size + ops.concatenate(
+            [ops.cast(own_best, "int32"), ops.full(ops.shape(slots), self.end_id, "int32")],
+            axis=1), (ops.shape(totals)[0], 2 * k))
         indices = ops.concatenate([ops.cast(top, "int32"), phrase_indices, own_indices], axis=1)
         log_probs = ops.take_along_axis(totals, indices, axis=1)
         extends_met = ops.concatenate([

@@ -549,3 +549,66 @@ def test_a_wide_constrained_beam_returns_the_best_output_holding_every_phrase(
         for rank in range(n_best):
             tokens = result["tokens"][row, rank, :result["lengths"][row, rank]]
             assert all(contains(tokens, phrase) for phrase in CONSTRAINTS[row])
+
+
+def test_phrases_that_do_not_fit_give_the_cut_off_outputs_missing_the_fewest_tokens(
+        random_bigrams):
+    """max_length 2 holds "4 4" or "5" with END, never both: END stays forbidden, and the
+    outputs cut off at max_length rank by the constraint tokens they miss, then by score."""
+    model, source, log_tables, _ = random_bigrams
+    phrases = [(4, 4), (5,)]
+    constraints = np.stack([padded(phrases, 2)] * len(log_tables))
+    result = Beam(width=16, alpha=0.0, n_best=3).decode(model, source, 2,
+                                                        constraints=constraints)
+    cut_off = [output for output in itertools.product((1, 4, 5), repeat=2)]
+    for row, log_table in enumerate(log_tables):
+        ranked = sorted(cut_off, key=lambda output: (
+            sum(len(phrase) for phrase in phrases if not contains(output, phrase)),
+            -score(log_table, output, 0.0, 2)))
+        np.testing.assert_array_equal(numpy(result["tokens"])[row], ranked[:3])
+
+
+@pytest.mark.parametrize("strategy", [Greedy(), Sample(seed=1)])
+def test_greedy_search_and_sampling_refuse_constraints(strategy):
+    with pytest.raises(ValueError, match=r"^constraints need beam search \(Beam\(width\)\): "
+                                         r"(Greedy|Sample)\(.*\) keeps one hypothesis"):
+        strategy.decode(BigramModel(uniform_table()), np.ones((1, 2), "int32"), 4,
+                        constraints=np.full((1, 1, 1), 4, "int32"))
+
+
+def test_constrained_beam_with_a_prefix_scores_its_outputs_on_a_transformer(source):
+    """Every hypothesis starts with the prefix and holds the phrases, though an untrained
+    model rarely ends an output; its score is the model's log-probability of the whole output,
+    prefix included."""
+    model = MODELS["transformer"]()
+    prefix = padded([(7, 8), (), (9,)], 2)
+    phrases = np.stack([padded([(5, 6), (11,)], 2)] * 3)
+    result = {name: numpy(value) for name, value in Beam(width=3, alpha=0.0, n_best=2).decode(
+        model, source, 8, prefix=prefix, constraints=phrases).items()}
+    tokens, lengths = result["tokens"].reshape(6, 8), result["lengths"].reshape(-1)
+    for row in range(6):
+        output = tokens[row, :lengths[row]]
+        assert list(output[:len([(7, 8), (), (9,)][row // 2])]) == list([(7, 8), (), (9,)][
+            row // 2])
+        assert contains(output, (5, 6)) and contains(output, (11,))
+    np.testing.assert_allclose(result["scores"].reshape(-1), teacher_forced_log_probs(
+        model, np.repeat(source, 2, axis=0), tokens, lengths), atol=1e-3)
+
+
+def test_constrained_beam_search_runs_in_a_graph_with_unknown_shapes(source, rng):
+    """As an export calls it: a `tf.function` whose inputs have no static sizes."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.function is TensorFlow's")
+    import tensorflow as tf
+
+    model = BigramModel(normalized(rng.random((VOCAB, VOCAB))))
+    decode = tf.function(lambda ids, prefix, phrases: Beam(width=2).decode(
+        model, ids, 8, prefix=prefix, constraints=phrases), input_signature=[
+        tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([None, None, None], tf.int32)])
+    result = decode(source, padded([(), (4,), ()], 1),
+                    np.stack([padded([(6, 7, 8)], 3)] * 3))
+    for tokens, length in zip(numpy(result["tokens"]), numpy(result["lengths"])):
+        assert contains(tokens[:length], (6, 7, 8))
