@@ -41,9 +41,12 @@ Liu, 2017), whose beam grows with the number of constraint tokens, because DBA k
 beam width fixed whatever the constraints, so one fixed-shape loop serves them all. Each
 hypothesis tracks every phrase with the Shift-And matcher (all its partial matches at once,
 fixed shape) and whether it was met; END is ruled out until every phrase is met, so every
-finished hypothesis meets them all. When `max_length` cannot fit the phrases, no hypothesis
-finishes: the outputs cut off at `max_length` are returned, those missing the fewest
-constraint tokens first, then by score; they miss some phrases. Any number of phrases works
+finished hypothesis meets them all, and the hypotheses returned are those meeting them all,
+best first, before any other. Only when the search found fewer such hypotheses than asked
+for (always when `max_length` cannot fit the phrases; with a beam too narrow for n_best, or
+a model that will not produce a phrase soon enough, possibly) do outputs cut off at
+`max_length` missing some phrases follow, those missing the fewest constraint tokens first,
+then by score. Any number of phrases works
 with any width (more phrases than the width is allowed: the striping still gives the deepest
 bank the first slot), though a narrow beam then finds worse outputs.
 
