@@ -257,9 +257,11 @@ class Beam(Strategy):
                              f"{self.n_best}")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None, prefix=None, constraints=None):
+               start_id=None, end_id=None, prefix=None, constraints=None, alpha=None):
+        """`Strategy.decode`; `alpha`, a float32 scalar tensor the caller checked, replaces
+        `self.alpha` (an export whose requests choose it)."""
         return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id,
-                            prefix, constraints)
+                            prefix, constraints, alpha)
 
 
 def _is_greedy_temperature(temperature):
@@ -370,11 +372,17 @@ def _prepare(model, source_ids, max_length, start_id, end_id):
     return ops.convert_to_tensor(source_ids, dtype="int32"), ids
 
 
-def _refuse_constraints(strategy, constraints):
-    """One-line ValueError when lexical constraints reach a strategy other than beam search."""
-    if constraints is not None:
+def check_constraints_allowed(strategy):
+    """One-line ValueError unless `strategy` is beam search, the one that takes constraints."""
+    if not isinstance(strategy, Beam):
         raise ValueError(f"constraints need beam search (Beam(width)): {strategy!r} keeps one "
                          f"hypothesis and cannot steer it towards the phrases")
+
+
+def _refuse_constraints(strategy, constraints):
+    """`check_constraints_allowed` when a strategy keeping one hypothesis gets constraints."""
+    if constraints is not None:
+        check_constraints_allowed(strategy)
 
 
 def _forced_tokens(prefix, batch_size, max_length, pad_id):
@@ -457,7 +465,7 @@ def length_penalty(lengths, alpha):
 
 
 def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_id,
-                 prefix=None, constraints=None):
+                 prefix=None, constraints=None, alpha=None):
     """`Beam.decode`. Per step t the loop writes, at position t of `(B, max_length, k)` buffers,
     the live hypotheses' last tokens and their parents (the slot at step t − 1 they extend), and
     the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
@@ -467,7 +475,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
                                                       end_id)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
-    k, alpha = beam.width, beam.alpha
+    k, alpha = beam.width, beam.alpha if alpha is None else alpha
     forced = None if prefix is None else _forced_tokens(prefix, batch_size, max_length, pad_id)
     phrases = None if constraints is None else _Phrases(constraints, pad_id, end_id, k)
 
