@@ -641,9 +641,8 @@ class _Phrases:
                              f"{phrases.shape}")
         self.phrases, self.end_id, self.width = phrases, end_id, width
         self.lengths = ops.sum(ops.cast(ops.not_equal(phrases, pad_id), "int32"), axis=-1)
-        positions = ops.arange(ops.shape(phrases)[-1], dtype="int32")
-        self.positions = positions  # (L,)
-        self.last = ops.equal(positions, self.lengths[..., None] - 1)  # (B, C, L)
+        self.positions = ops.arange(ops.shape(phrases)[-1], dtype="int32")  # (L,)
+        self.last = ops.equal(self.positions, self.lengths[..., None] - 1)  # (B, C, L)
         # The deepest bank: every token of every phrase.
         self.max_bank = ops.shape(phrases)[1] * ops.shape(phrases)[2]
 

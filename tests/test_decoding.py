@@ -581,34 +581,14 @@ def test_constrained_beam_with_a_prefix_scores_its_outputs_on_a_transformer(sour
     model rarely ends an output; its score is the model's log-probability of the whole output,
     prefix included."""
     model = MODELS["transformer"]()
-    prefix = padded([(7, 8), (), (9,)], 2)
+    prefixes = [(7, 8), (), (9,)]
     phrases = np.stack([padded([(5, 6), (11,)], 2)] * 3)
     result = {name: numpy(value) for name, value in Beam(width=3, alpha=0.0, n_best=2).decode(
-        model, source, 8, prefix=prefix, constraints=phrases).items()}
+        model, source, 8, prefix=padded(prefixes, 2), constraints=phrases).items()}
     tokens, lengths = result["tokens"].reshape(6, 8), result["lengths"].reshape(-1)
     for row in range(6):
-        output = tokens[row, :lengths[row]]
-        assert list(output[:len([(7, 8), (), (9,)][row // 2])]) == list([(7, 8), (), (9,)][
-            row // 2])
+        output, prefix = tokens[row, :lengths[row]], prefixes[row // 2]
+        assert tuple(output[:len(prefix)]) == prefix
         assert contains(output, (5, 6)) and contains(output, (11,))
     np.testing.assert_allclose(result["scores"].reshape(-1), teacher_forced_log_probs(
         model, np.repeat(source, 2, axis=0), tokens, lengths), atol=1e-3)
-
-
-def test_constrained_beam_search_runs_in_a_graph_with_unknown_shapes(source, rng):
-    """As an export calls it: a `tf.function` whose inputs have no static sizes."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("tf.function is TensorFlow's")
-    import tensorflow as tf
-
-    model = BigramModel(normalized(rng.random((VOCAB, VOCAB))))
-    decode = tf.function(lambda ids, prefix, phrases: Beam(width=2).decode(
-        model, ids, 8, prefix=prefix, constraints=phrases), input_signature=[
-        tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-        tf.TensorSpec([None, None, None], tf.int32)])
-    result = decode(source, padded([(), (4,), ()], 1),
-                    np.stack([padded([(6, 7, 8)], 3)] * 3))
-    for tokens, length in zip(numpy(result["tokens"]), numpy(result["lengths"])):
-        assert contains(tokens[:length], (6, 7, 8))
