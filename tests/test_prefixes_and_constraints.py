@@ -48,25 +48,34 @@ def test_the_command_takes_a_prefix_and_more_constraints_than_the_beam_width(
         assert line.startswith("1987") and all(phrase in line for phrase in phrases), line
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--constraint", "1987"], "constraints need beam search (Beam(width)): Greedy() keeps "
-                               "one hypothesis and cannot steer it towards the phrases"),
-    (["--temperature", "0.5", "--constraint", "1987"], "constraints need beam search"),
-    (["--beam", "2", "--constraint", " "], "the constraint ' ' is empty: it holds no token"),
-    (["--beam", "2", "--constraint", "1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7"],
-     "the constraint '1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7' has 16 tokens; at most 15 fit before "
-     "the end token (max_target_length 16)"),
-    (["--beam", "2", "--constraint", "1 2 3 4 5 6 7 8", "--constraint", "1 2 3 4 5 6 7 8"],
-     "the constraints ['1 2 3 4 5 6 7 8', '1 2 3 4 5 6 7 8'] hold 16 tokens; at most 15 fit "
-     "before the end token (max_target_length 16)"),
-    (["--prefix", "1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7"],
-     "the prefix '1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7' has 16 tokens; at most 15 fit before the "
-     "end token (max_target_length 16)"),
-])
-def test_bad_prefixes_and_constraints_are_refused_with_one_line(flags, message,
-                                                                dates_transformer, capsys):
+@pytest.mark.parametrize("flags", [["--constraint", "1987"],
+                                   ["--temperature", "0.5", "--constraint", "1987"]])
+def test_the_command_refuses_constraints_without_beam_search(flags, dates_transformer, capsys):
     assert main(["translate", dates_transformer, SOURCES[0], *flags]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"keras-s2s translate: error: {message}") and len(
-        err.splitlines()) == 1
+    assert err.startswith("keras-s2s translate: error: constraints need beam search "
+                          "(Beam(width)): ") and len(err.splitlines()) == 1
+    assert "keeps one hypothesis and cannot steer it towards the phrases" in err
 
+
+TOO_LONG = "1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7"  # 16 tokens, max_target_length 16
+
+
+@pytest.mark.parametrize("guides, message", [
+    ({"constraints": [[" "]]}, "the constraint ' ' is empty: it holds no token"),
+    ({"constraints": [[TOO_LONG]]}, f"the constraint '{TOO_LONG}' has 16 tokens; at most 15 "
+                                    f"fit before the end token (max_target_length 16)"),
+    ({"constraints": [["1 2 3 4 5 6 7 8"] * 2]},
+     "the constraints ['1 2 3 4 5 6 7 8', '1 2 3 4 5 6 7 8'] hold 16 tokens; at most 15 fit "
+     "before the end token (max_target_length 16)"),
+    ({"prefixes": [TOO_LONG]}, f"the prefix '{TOO_LONG}' has 16 tokens; at most 15 fit before "
+                               f"the end token (max_target_length 16)"),
+    ({"prefixes": ["a", "b"]}, "prefixes must be a list with one entry per text (1), got "
+                               "['a', 'b']"),
+    ({"constraints": ["1987"]}, "constraints must be lists of phrases, one list per text, got "
+                                "'1987'"),
+])
+def test_bad_prefixes_and_constraints_are_refused_with_one_line(guides, message, translator):
+    with pytest.raises(ValueError) as error:
+        translator.translate(SOURCES[:1], Beam(2), **guides)
+    assert str(error.value) == message
