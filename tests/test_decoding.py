@@ -576,11 +576,11 @@ def test_greedy_search_and_sampling_refuse_constraints(strategy):
                         constraints=np.full((1, 1, 1), 4, "int32"))
 
 
-def test_constrained_beam_with_a_prefix_scores_its_outputs_on_a_transformer(source):
+def test_constrained_beam_with_a_prefix_scores_its_outputs_on_a_real_model(source):
     """Every hypothesis starts with the prefix and holds the phrases, though an untrained
     model rarely ends an output; its score is the model's log-probability of the whole output,
     prefix included."""
-    model = MODELS["transformer"]()
+    model = MODELS["seq2seq"]()
     prefixes = [(7, 8), (), (9,)]
     phrases = np.stack([padded([(5, 6), (11,)], 2)] * 3)
     result = {name: numpy(value) for name, value in Beam(width=3, alpha=0.0, n_best=2).decode(
