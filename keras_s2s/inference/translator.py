@@ -213,8 +213,8 @@ class Translator(_TranslatorBase):
         return self._decoders[key]
 
     def _target_ids(self, texts, what):
-        """Target-side `texts` → lists of ids (no end token); one line naming an empty one or
-        one leaving no room for the end token."""
+        """Target-side `texts` → lists of ids (no end token); a one-line ValueError naming one
+        that leaves no room for the end token."""
         room = self.max_target_length - 1
         ids = self.target_tokenizer.tokenize(list(texts)).to_list() if texts else []
         for text, row in zip(texts, ids):
@@ -252,9 +252,9 @@ class Translator(_TranslatorBase):
                                      f"(max_target_length {self.max_target_length})")
                 phrases.append(ids)
             width = max([len(phrase) for row in phrases for phrase in row] + [1])
-            guides["constraints"] = np.stack([
-                _padded(row + [[]] * (max(map(len, phrases)) - len(row)) or [[]], pad_id,
-                        width) for row in phrases])
+            most = max([len(row) for row in phrases] + [1])  # phrases of one text
+            guides["constraints"] = np.stack([_padded(row + [[]] * (most - len(row)), pad_id, width)
+                                              for row in phrases])
         return guides
 
     def _padded_for_compilation(self, source_ids):
