@@ -107,6 +107,10 @@ def _add_translate_parser(subparsers):
                              "export fixes the decoding)")
     parser.add_argument("--model", help="model name on the server (with --server)")
     _add_decoding_arguments(parser)
+    parser.add_argument("--prefix", metavar="TEXT",
+                        help="every translation starts with TEXT and goes on from there")
+    parser.add_argument("--constraint", action="append", metavar="PHRASE",
+                        help="every translation contains PHRASE (repeatable; needs --beam)")
     parser.add_argument("--attention-plot", metavar="OUT.png",
                         help="write the attention heat map of the first input")
     parser.add_argument("--scores", action="store_true", help="print the score before each line")
@@ -164,8 +168,16 @@ def _translate(args):
     strategy = _strategy(args, run)
     texts = _texts_to_translate(args.text)
     translator = translator_for(run, jit_compile=args.xla == "on")
+    guides = {}
+    if args.prefix is not None:
+        guides["prefixes"] = [args.prefix] * len(texts)
+    if args.constraint:
+        guides["constraints"] = [args.constraint] * len(texts)
+    if guides and run.is_ctranslate2:
+        raise ValueError(f"--prefix and --constraint need keras-s2s's own decoding; "
+                         f"{args.run_dir} is a CTranslate2 export")
     translations = translator.translate(texts, strategy=strategy,
-                                        attention=bool(args.attention_plot))
+                                        attention=bool(args.attention_plot), **guides)
     for translation in translations:
         for hypothesis in [translation, *translation.alternatives]:
             print(f"{hypothesis.score:.4f}\t{hypothesis.text}" if args.scores
@@ -194,6 +206,8 @@ def _translate_remotely(args):
     ignored = [flag for flag, name in DECODING_FLAGS.items() if getattr(args, name) is not None]
     ignored += ["--attention-plot"] * bool(args.attention_plot) + ["--xla on"] * (
         args.xla == "on")
+    ignored += ["--prefix"] * (args.prefix is not None) + ["--constraint"] * bool(
+        args.constraint)
     if ignored:
         raise ValueError(f"--server cannot honour {', '.join(ignored)}: the server's exported "
                          f"signature fixes the decoding (choose it with `keras-s2s export`)")

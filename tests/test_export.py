@@ -312,3 +312,39 @@ def test_export_of_n_best_gives_every_hypothesis(tiny_runs, translators, tmp_pat
     assert [[text.decode("utf-8") for text in row] for row in outputs] == [
         [t.text] + [a.text for a in t.alternatives] if t.alternatives else [t.text, ""]
         for t in expected]
+
+
+def test_the_constrained_signature_answers_like_the_translator(exports, translators):
+    """A beam-search export's `constrained` signature: the Translator's outputs for the same
+    prefixes, phrases ("" = none) and alpha; bounds checked in the graph, with one line."""
+    import tensorflow as tf
+
+    texts, prefixes = TEXTS[:3] + [""], ["q", "", "a b", "c"]
+    constraints = [["x y", ""], ["", ""], ["z", "b"], ["a", ""]]
+    signature = tf.saved_model.load(exports["luong_beam"]).signatures["constrained"]
+
+    def request(beam_width=3, alpha=0.3, **changes):
+        arguments = {"inputs": texts, "prefixes": prefixes, "constraints": constraints,
+                     **changes}
+        return signature(**{name: tf.constant(value) for name, value in arguments.items()},
+                         beam_width=tf.constant(beam_width), alpha=tf.constant(alpha))
+
+    answer = request()
+    expected = translators["luong"].translate(
+        texts, Beam(3, alpha=0.3), attention=False, prefixes=prefixes,
+        constraints=[[phrase for phrase in row if phrase] for row in constraints])
+    assert [text.decode() for text in answer["outputs"].numpy()] == [
+        translation.text for translation in expected]
+    np.testing.assert_allclose(answer["scores"].numpy(),
+                               [translation.score for translation in expected], atol=1e-4)
+    for changes, message in (
+            ({"beam_width": 4}, "beam_width must be the exported width 3"),
+            ({"alpha": float("nan")}, r"alpha must be a number in \[0.0, 10.0\]"),
+            ({"prefixes": prefixes[:2]},
+             "prefixes and constraints must have one row per input"),
+            ({"prefixes": ["a " * 10] * 4}, "a prefix has more than 9 tokens"),
+            ({"constraints": [["a b c d e", "f g h i j"]] * 4},
+             "the constraints of an input hold more than 9 tokens")):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"\nassertion failed: \[{message}[^\n]*\]\n"):
+            request(**changes)

@@ -17,6 +17,13 @@ Signatures:
   `[batch]`) and, for attention models, `attention` (float32 `[batch, max_target_length,
   time]`). A row with END alone gives no output ids, length 0 and score 0.0.
 
+- `constrained` (beam-search exports only): `inputs` (string `[batch]`), `prefixes` (string
+  `[batch]`, "" for none), `constraints` (string `[batch, C]`, "" for none), `beam_width`
+  (int32 scalar, which must be the exported width: the width fixes the loop's shapes) and
+  `alpha` (float32 scalar in [0, 10]) → `outputs`, `scores`: each translation starts with its
+  prefix and contains its phrases (`keras_s2s.decoding`). A request out of these bounds fails
+  with INVALID_ARGUMENT and one line naming what is wrong.
+
 With `Beam(n_best=N)`, N > 1, every output has an axis of N hypotheses after the batch axis
 (`outputs` string `[batch, N]`, ...), best first. A `Sample` strategy with a seed gives the same
 output for the same input on every call; without one, each call draws afresh.
@@ -43,7 +50,7 @@ import tensorflow as tf
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, check_strategy
+from keras_s2s.decoding import MAX_ALPHA, Beam, Greedy, check_strategy
 from keras_s2s.inference.translator import Translator, blank_empty_sources
 from keras_s2s.serving.warmup import write_warmup_requests
 from keras_s2s.special_tokens import SPECIAL_TOKENS
@@ -93,9 +100,53 @@ class TranslationModule(tf.Module):
         texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
         return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": result["scores"]}
 
+    #: The inputs of the `constrained` signature.
+    CONSTRAINED_INPUTS = [tf.TensorSpec([None], tf.string, name="inputs"),
+                          tf.TensorSpec([None], tf.string, name="prefixes"),
+                          tf.TensorSpec([None, None], tf.string, name="constraints"),
+                          tf.TensorSpec([], tf.int32, name="beam_width"),
+                          tf.TensorSpec([], tf.float32, name="alpha")]
+
+    def _constrained(self, inputs, prefixes, constraints, beam_width, alpha):
+        """Beam search at the exported width with a prefix ("" = none) and constraint phrases
+        ("" = none) per input, and the request's alpha; bad requests fail with one line
+        (INVALID_ARGUMENT). Traced by `signatures` for beam-search exports only."""
+        room = self.max_target_length - 1
+        prefix_ids = self.target_tokenizer.tokenize(prefixes).to_tensor(
+            self.target_tokenizer.pad_id)
+        phrase_ids = self.target_tokenizer.tokenize(tf.reshape(constraints, [-1]))
+        phrase_tokens = tf.reshape(phrase_ids.row_lengths(), tf.shape(constraints))
+        checks = [tf.debugging.Assert(condition, [message]) for condition, message in (
+            (tf.equal(beam_width, self.strategy.width),
+             f"beam_width must be the exported width {self.strategy.width}"),
+            (tf.logical_and(alpha >= 0.0, alpha <= MAX_ALPHA),
+             f"alpha must be a number in [0.0, {MAX_ALPHA}]"),
+            (tf.reduce_all(tf.equal(tf.shape(inputs)[0], [tf.shape(prefixes)[0],
+                                                          tf.shape(constraints)[0]])),
+             "prefixes and constraints must have one row per input"),
+            (tf.shape(prefix_ids)[1] <= room,
+             f"a prefix has more than {room} tokens, leaving no room for the end token"),
+            (tf.reduce_all(tf.reduce_sum(phrase_tokens, axis=1) <= room),
+             f"the constraints of an input hold more than {room} tokens, leaving no room for "
+             f"the end token"))]
+        with tf.control_dependencies(checks):
+            source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
+        phrases = tf.reshape(phrase_ids.to_tensor(self.target_tokenizer.pad_id), tf.concat(
+            [tf.shape(constraints), [-1]], axis=0))
+        tokens, scores = (blank_empty_sources(self.strategy.decode(
+            self.model, source_ids, self.max_target_length, prefix=prefix_ids,
+            constraints=phrases, alpha=alpha), source_ids, self.source_tokenizer.pad_id)[name]
+            for name in ("tokens", "scores"))
+        texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
+        return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": scores}
+
     def signatures(self):
-        return {"serving_default": self.serving_default.get_concrete_function(),
-                "translate_ids": self.translate_ids.get_concrete_function()}
+        signatures = {"serving_default": self.serving_default.get_concrete_function(),
+                      "translate_ids": self.translate_ids.get_concrete_function()}
+        if isinstance(self.strategy, Beam):
+            signatures["constrained"] = tf.function(
+                self._constrained, input_signature=self.CONSTRAINED_INPUTS).get_concrete_function()
+        return signatures
 
     def warmup_inputs(self, signature_name, batch_size, length):
         """{input alias: numpy array} for the inputs of `signature_name`'s warm-up requests
