@@ -176,8 +176,7 @@ class Sample(Strategy):
         if self.temperature == 0:  # the limit of the softmax: the most probable token
             return Greedy().decode(model, source_ids, max_length, attention, None, start_id,
                                    end_id)
-        seed = ops.cast(self.seed_tensor() if seed is None else seed, "int32")
-        key = _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))  # (2,) → one int32 key
+        key = _key(self.seed_tensor() if seed is None else seed)
 
         def choose_next(log_probs, step):
             logits = _filtered(log_probs / self.temperature, self.top_k, self.top_p)
@@ -224,6 +223,50 @@ class Beam(Strategy):
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
                start_id=None, end_id=None):
         return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id)
+
+
+def beam_search(model, source_ids, max_length, width, alpha, n_best, attention=False):
+    """`Beam(width, alpha, n_best).decode` with the settings as scalar tensors (int32 `width`
+    and `n_best`, float32 `alpha`), so one traced function serves every setting (the export's
+    `beam` signature), TensorFlow only; the outputs always have the hypothesis axis. The
+    caller checks the bounds `Beam` checks in Python (`width` in [1, MAX_BEAM_WIDTH], ...)."""
+    return _beam_search(model, source_ids, max_length, _BeamSettings(width, alpha, n_best),
+                        attention, None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BeamSettings:
+    """What `_beam_search` reads of a `Beam`, as tensors: no checks, no dropped axis."""
+
+    width: object
+    alpha: object
+    n_best: object
+
+
+def sample(model, source_ids, max_length, temperature, top_k, top_p, seed, attention=False):
+    """`Sample(temperature, top_k, top_p).decode(..., seed=seed)` with the settings as scalar
+    tensors (float32 `temperature` and `top_p`, int32 `top_k`), so one traced function serves
+    every setting (the export's `sample` signature), TensorFlow only. Temperature 0 picks the
+    most probable token, top_k 0 keeps every token and top_p 1 cuts none, as None does in
+    `Sample`. The caller checks the bounds `Sample` checks in Python."""
+    key = _key(seed)
+
+    def choose_next(log_probs, step):
+        vocab_size = ops.shape(log_probs)[-1]
+        kept = ops.where(top_k > 0, ops.minimum(top_k, vocab_size), vocab_size)
+        logits = log_probs / ops.maximum(temperature, MIN_TEMPERATURE)
+        kth_best = ops.top_k(logits, k=kept)[0][:, -1:]  # (B, 1)
+        logits = _filtered(ops.where(logits < kth_best, NEG_INF, logits), None, top_p)
+        drawn = ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
+        return ops.where(temperature == 0, _most_probable(log_probs), drawn)
+
+    return token_by_token(model, source_ids, max_length, choose_next, attention)
+
+
+def _key(seed):
+    """The `(2,)` int32 seed of a sampling call → one int32 key of its random draws."""
+    seed = ops.cast(seed, "int32")
+    return _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))
 
 
 def _is_greedy_temperature(temperature):
@@ -494,7 +537,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     outputs = {"tokens": tokens, "scores": best["scores"], "lengths": best["end_steps"] + 1}
     if step_attention is not None:
         outputs["attention"] = step_attention
-    if beam.n_best == 1:
+    if isinstance(beam, Beam) and beam.n_best == 1:
         outputs = {name: value[:, 0] for name, value in outputs.items()}
     return outputs
 

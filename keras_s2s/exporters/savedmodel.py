@@ -17,6 +17,19 @@ Signatures:
   `[batch]`) and, for attention models, `attention` (float32 `[batch, max_target_length,
   time]`). A row with END alone gives no output ids, length 0 and score 0.0.
 
+- `beam`: `inputs` (string `[batch]`), `beam_width` (int32 scalar in [1, 256]), `alpha`
+  (float32 scalar in [0, 10]) and `n_best` (int32 scalar in [1, beam_width]) → `outputs`
+  (string `[batch, n_best]`) and `scores` (float32 `[batch, n_best]`), best first: beam search
+  with the settings of each request.
+- `sample`: `inputs`, `temperature` (float32 scalar: 0, greedy search, or in [1e-3, 100]),
+  `top_k` (int32 scalar >= 0; 0 keeps every token), `top_p` (float32 scalar in (0, 1]; 1 cuts
+  none) and `seed` (int32 scalar; the same seed gives the same outputs, a negative one draws
+  afresh) → `outputs` and `scores` (`[batch]`): sampling with the settings of each request.
+
+A setting out of its bounds fails the call with INVALID_ARGUMENT and a message naming it
+(checked in the graph before any buffer is allocated, so a beam width of 10,000 costs
+nothing).
+
 With `Beam(n_best=N)`, N > 1, every output has an axis of N hypotheses after the batch axis
 (`outputs` string `[batch, N]`, ...), best first. A `Sample` strategy with a seed gives the same
 output for the same input on every call; without one, each call draws afresh.
@@ -38,7 +51,9 @@ import tensorflow as tf
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, check_strategy
+from keras_s2s import decoding
+from keras_s2s.decoding import (MAX_ALPHA, MAX_BEAM_WIDTH, MAX_SEED, MAX_TEMPERATURE,
+                                MIN_TEMPERATURE, Greedy, check_strategy)
 from keras_s2s.inference.translator import Translator, blank_empty_sources
 
 logger = logging.getLogger(__name__)
@@ -51,7 +66,8 @@ class TranslationModule(tf.Module):
     Args:
         translator: a `keras_s2s.inference.translator.Translator` (model, tokenizers, maximum
             lengths).
-        strategy: the `keras_s2s.decoding` strategy of both signatures (default `Greedy()`).
+        strategy: the `keras_s2s.decoding` strategy of `serving_default` and `translate_ids`
+            (default `Greedy()`).
     """
 
     def __init__(self, translator, strategy=Greedy()):
@@ -65,30 +81,83 @@ class TranslationModule(tf.Module):
         self.max_target_length = translator.max_target_length
 
     def _search(self, source_ids, attention):
-        """Decode `source_ids`; empty rows (END alone) get zeros: no ids, length, score 0."""
+        """Decode `source_ids` with the strategy chosen at export."""
         seed = None  # a seeded strategy's own seed
         if self.strategy.random and self.strategy.seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
-        return blank_empty_sources(self.strategy.decode(
-            self.model, source_ids, self.max_target_length, attention=attention, seed=seed),
-            source_ids, self.source_tokenizer.pad_id)
+        return self.strategy.decode(self.model, source_ids, self.max_target_length,
+                                    attention=attention, seed=seed)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
-        result = self._search(source_ids, attention=True)
+        """Empty rows (END alone) get zeros: no ids, length, score 0."""
+        result = blank_empty_sources(self._search(source_ids, attention=True), source_ids,
+                                     self.source_tokenizer.pad_id)
         return {"output_ids": result.pop("tokens"), **result}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serving_default(self, inputs):
+        return self._translate_texts(inputs, lambda source_ids: self._search(source_ids, False))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([], tf.int32, name="beam_width"),
+                                  tf.TensorSpec([], tf.float32, name="alpha"),
+                                  tf.TensorSpec([], tf.int32, name="n_best")])
+    def beam(self, inputs, beam_width, alpha, n_best):
+        checks = [
+            _check("beam_width", beam_width, (beam_width >= 1) & (beam_width <= MAX_BEAM_WIDTH),
+                   f"an int in [1, {MAX_BEAM_WIDTH}]"),
+            _check("alpha", alpha, (alpha >= 0.0) & (alpha <= MAX_ALPHA),
+                   f"a number in [0, {MAX_ALPHA}]"),
+            _check("n_best", n_best, (n_best >= 1) & (n_best <= beam_width),
+                   "an int in [1, beam_width]")]
+        with tf.control_dependencies(checks):  # before any buffer of that width is allocated
+            beam_width, alpha, n_best = (tf.identity(value) for value in (beam_width, alpha,
+                                                                          n_best))
+        return self._translate_texts(inputs, lambda source_ids: decoding.beam_search(
+            self.model, source_ids, self.max_target_length, beam_width, alpha, n_best))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([], tf.float32, name="temperature"),
+                                  tf.TensorSpec([], tf.int32, name="top_k"),
+                                  tf.TensorSpec([], tf.float32, name="top_p"),
+                                  tf.TensorSpec([], tf.int32, name="seed")])
+    def sample(self, inputs, temperature, top_k, top_p, seed):
+        checks = [
+            _check("temperature", temperature, (temperature == 0.0) | (
+                (temperature >= MIN_TEMPERATURE) & (temperature <= MAX_TEMPERATURE)),
+                f"0 (greedy search) or a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]"),
+            _check("top_k", top_k, top_k >= 0, "an int >= 0 (0: every token)"),
+            _check("top_p", top_p, (top_p > 0.0) & (top_p <= 1.0), "a number in (0, 1]")]
+        with tf.control_dependencies(checks):
+            temperature, top_k, top_p = (tf.identity(value) for value in (temperature, top_k,
+                                                                          top_p))
+        seeds = tf.where(seed < 0, tf.random.uniform([2], maxval=MAX_SEED, dtype=tf.int32),
+                         tf.stack([seed, 0]))  # a negative seed draws afresh per call
+        return self._translate_texts(inputs, lambda source_ids: decoding.sample(
+            self.model, source_ids, self.max_target_length, temperature, top_k, top_p, seeds))
+
+    def _translate_texts(self, inputs, search):
+        """Tokenize `inputs`, `search(source_ids)` → a decoding result, detokenize: the text
+        signatures' `outputs` (string, the shape of `scores`) and `scores`."""
         source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
-        result = self._search(source_ids, attention=False)
+        result = blank_empty_sources(search(source_ids), source_ids,
+                                     self.source_tokenizer.pad_id)
         tokens = result["tokens"]
         texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
         return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": result["scores"]}
 
     def signatures(self):
-        return {"serving_default": self.serving_default.get_concrete_function(),
-                "translate_ids": self.translate_ids.get_concrete_function()}
+        """{signature name: concrete function}: what `tf.saved_model.save` exports."""
+        return {name: getattr(self, name).get_concrete_function()
+                for name in ("serving_default", "translate_ids", "beam", "sample")}
+
+
+def _check(name, value, valid, expected):
+    """An assertion that fails the call with INVALID_ARGUMENT and the one-line message
+    "`name` must be `expected`, got `value`" unless the scalar `valid` holds."""
+    return tf.debugging.Assert(valid, [tf.strings.format(f"{name} must be {expected}, got {{}}",
+                                                          value)])
 
 
 def existing_versions(model_dir):
@@ -108,8 +177,8 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
         base_path: the directory holding one subdirectory per model.
         version: a non-negative int; default: one more than the highest existing version (1
             for the first). An existing version is an error, never overwritten.
-        strategy: the `keras_s2s.decoding` strategy of the exported signatures (default
-            `Greedy()`).
+        strategy: the `keras_s2s.decoding` strategy of `serving_default` and
+            `translate_ids` (default `Greedy()`).
     """
     if not model_name or model_name in (".", "..") or os.sep in model_name or (
             os.altsep and os.altsep in model_name):
