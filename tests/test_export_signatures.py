@@ -17,7 +17,7 @@ from keras_s2s.inference.translator import Translator
 from keras_s2s.serving.config import ModelConfig, ServerOptions
 from keras_s2s.serving.server import ModelServer
 from tests.serving.conftest import http
-from tests.test_export import TEXTS, exports, tiny_runs  # noqa: F401  (session fixtures)
+from tests.test_export import TEXTS, exports, tiny_runs  # noqa: F401  (pytest fixtures)
 
 #: A Transformer (key/value cache) and an RNN with attention (recurrent state).
 ARCHS = ["transformer", "luong"]
