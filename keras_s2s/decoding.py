@@ -211,8 +211,7 @@ class Sample(Strategy):
         if self.temperature == 0:  # the limit of the softmax: the most probable token
             return Greedy().decode(model, source_ids, max_length, attention, None, start_id,
                                    end_id, prefix)
-        seed = ops.cast(self.seed_tensor() if seed is None else seed, "int32")
-        key = _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))  # (2,) → one int32 key
+        key = _key(self.seed_tensor() if seed is None else seed)
 
         def choose_next(log_probs, step):
             logits = _filtered(log_probs / self.temperature, self.top_k, self.top_p)
@@ -257,11 +256,55 @@ class Beam(Strategy):
                              f"{self.n_best}")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None, prefix=None, constraints=None, alpha=None):
-        """`Strategy.decode`; `alpha`, a float32 scalar tensor the caller checked, replaces
-        `self.alpha` (an export whose requests choose it)."""
+               start_id=None, end_id=None, prefix=None, constraints=None):
         return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id,
-                            prefix, constraints, alpha)
+                            prefix, constraints)
+
+
+def beam_search(model, source_ids, max_length, width, alpha, n_best, attention=False,
+                prefix=None, constraints=None):
+    """`Beam(width, alpha, n_best).decode` with the settings as scalar tensors (int32 `width`
+    and `n_best`, float32 `alpha`), so one traced function serves every setting (the export's
+    `beam` and `constrained` signatures), TensorFlow only; the outputs always have the
+    hypothesis axis. `prefix` and `constraints` are `Strategy.decode`'s. The caller checks the
+    bounds `Beam` checks in Python (`width` in [1, MAX_BEAM_WIDTH], ...)."""
+    return _beam_search(model, source_ids, max_length, _BeamSettings(width, alpha, n_best),
+                        attention, None, None, prefix, constraints)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BeamSettings:
+    """What `_beam_search` reads of a `Beam`, as tensors: no checks, no dropped axis."""
+
+    width: object
+    alpha: object
+    n_best: object
+
+
+def sample(model, source_ids, max_length, temperature, top_k, top_p, seed, attention=False):
+    """`Sample(temperature, top_k, top_p).decode(..., seed=seed)` with the settings as scalar
+    tensors (float32 `temperature` and `top_p`, int32 `top_k`), so one traced function serves
+    every setting (the export's `sample` signature), TensorFlow only. Temperature 0 picks the
+    most probable token, top_k 0 keeps every token and top_p 1 cuts none, as None does in
+    `Sample`. The caller checks the bounds `Sample` checks in Python."""
+    key = _key(seed)
+
+    def choose_next(log_probs, step):
+        vocab_size = ops.shape(log_probs)[-1]
+        kept = ops.where(top_k > 0, ops.minimum(top_k, vocab_size), vocab_size)
+        logits = log_probs / ops.maximum(temperature, MIN_TEMPERATURE)
+        kth_best = ops.top_k(logits, k=kept)[0][:, -1:]  # (B, 1)
+        logits = _filtered(ops.where(logits < kth_best, NEG_INF, logits), None, top_p)
+        drawn = ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
+        return ops.where(temperature == 0, _most_probable(log_probs), drawn)
+
+    return token_by_token(model, source_ids, max_length, choose_next, attention)
+
+
+def _key(seed):
+    """The `(2,)` int32 seed of a sampling call → one int32 key of its random draws."""
+    seed = ops.cast(seed, "int32")
+    return _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))
 
 
 def _is_greedy_temperature(temperature):
@@ -465,7 +508,7 @@ def length_penalty(lengths, alpha):
 
 
 def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_id,
-                 prefix=None, constraints=None, alpha=None):
+                 prefix=None, constraints=None):
     """`Beam.decode`. Per step t the loop writes, at position t of `(B, max_length, k)` buffers,
     the live hypotheses' last tokens and their parents (the slot at step t − 1 they extend), and
     the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
@@ -475,7 +518,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
                                                       end_id)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
-    k, alpha = beam.width, beam.alpha if alpha is None else alpha
+    k, alpha = beam.width, beam.alpha
     forced = None if prefix is None else _forced_tokens(prefix, batch_size, max_length, pad_id)
     phrases = None if constraints is None else _Phrases(constraints, pad_id, end_id, k)
 
@@ -601,7 +644,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     outputs = {"tokens": tokens, "scores": best["scores"], "lengths": best["end_steps"] + 1}
     if step_attention is not None:
         outputs["attention"] = step_attention
-    if beam.n_best == 1:
+    if isinstance(beam, Beam) and beam.n_best == 1:
         outputs = {name: value[:, 0] for name, value in outputs.items()}
     return outputs
 
@@ -616,7 +659,7 @@ def _best_of(first, second, n):
     scores = merged["scores"]
     if "unmet" in merged:
         size = ops.shape(scores)[1]
-        _, by_score = ops.top_k(scores, k=scores.shape[1])
+        _, by_score = ops.top_k(scores, k=size)
         rank = ops.cast(ops.argsort(by_score, axis=1), "int32")  # position by score
         unmet = ops.where(scores > NEG_INF / 2, merged["unmet"], size)
         scores = -ops.cast(unmet * size + rank, "float32")

@@ -12,6 +12,7 @@ from keras_s2s.run import Run
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import (Beam, Greedy, check_constraints_allowed, check_strategy,
                                  length_penalty)
+from keras_s2s.inference.alignment import replace_unknowns, word_alignments, word_ids
 from keras_s2s.special_tokens import PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ class Translation:
     `source_tokens` end with END. `attention` is `(len(output_tokens), len(source_tokens))`
     when asked for and the model has attention, else None. `alternatives` holds the next best
     hypotheses of a `Beam(n_best=N)` search, best first (N - 1 of them; each without
-    alternatives of its own), and is empty otherwise.
+    alternatives of its own), and is empty otherwise. `alignments` links each output word to
+    the source word it attends to most, `[(source_word, target_word), ...]` in output order
+    (`keras_s2s.inference.alignment`), when there is `attention`, else None.
 
     An empty input (no token once tokenized: "" or only whitespace) is not decoded: its text is
     "", its score 0.0 (the log-probability of the one, certain, empty output), and it has no
@@ -38,6 +41,7 @@ class Translation:
     output_tokens: list
     attention: np.ndarray | None
     alternatives: list = dataclasses.field(default_factory=list)
+    alignments: list | None = None
 
 
 #: The rank of each guide of `Strategy.decode`: (batch, length), (batch, phrases, length).
@@ -143,7 +147,19 @@ class _TranslatorBase:
                     if attention else None))
             hypotheses[0].alternatives = hypotheses[1:]
             translations.append(hypotheses[0])
+        if attention:
+            for translation in translations:
+                for hypothesis in [translation, *translation.alternatives]:
+                    hypothesis.alignments = word_alignments(
+                        hypothesis.attention,
+                        word_ids(hypothesis.source_tokens, self.source_tokenizer),
+                        word_ids(hypothesis.output_tokens, self.target_tokenizer))
         return translations
+
+    def replace_unknowns(self, translation):
+        """`translation.text` with each unknown output token replaced by the source word it
+        attends to most (`keras_s2s.inference.alignment.replace_unknowns`)."""
+        return replace_unknowns(translation, self.source_tokenizer, self.target_tokenizer)
 
 
 class Translator(_TranslatorBase):
