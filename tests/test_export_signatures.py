@@ -1,5 +1,6 @@
-"""The export's per-request signatures `beam` and `sample`: the Translator's outputs for the
-same settings, called directly and through `keras-s2s serve`, and their bounds."""
+"""The export's per-request signatures `beam`, `sample` and `constrained`: the Translator's
+outputs for the same settings, called directly and through `keras-s2s serve`, and their
+bounds."""
 
 import json
 import re
@@ -20,6 +21,8 @@ from tests.serving.conftest import http
 from tests.test_export import TEXTS, exports, tiny_runs  # noqa: F401  (pytest fixtures)
 
 BEAM = {"beam_width": 3, "alpha": 0.6, "n_best": 2}
+#: A prefix and two phrases for each of TEXTS' first three (target-side letters).
+GUIDES = {"prefixes": ["p", "", "s f"], "constraints": [["k", "i p"], ["c e", ""], ["g", ""]]}
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +117,31 @@ def test_rest_bad_setting_is_a_one_line_400_and_the_server_answers_on(server):
     assert _predict(server, "beam", TEXTS[:1], **BEAM).status == 200
 
 
+def test_rest_constrained_request_gives_the_translators_guided_beam_search(
+        server, tiny_runs):  # noqa: F811
+    response = _predict(server, "constrained", TEXTS[:3], **BEAM, **GUIDES)
+    assert response.status == 200, response.text
+    expected = Translator.load(tiny_runs["transformer"]).translate(
+        TEXTS[:3], strategy=Beam(3, alpha=0.6, n_best=2), attention=False,
+        prefixes=GUIDES["prefixes"],
+        constraints=[[phrase for phrase in row if phrase] for row in GUIDES["constraints"]])
+    for row, translation in enumerate(expected):
+        texts, scores = _hypotheses(translation, 2)
+        assert response.json["outputs"]["outputs"][row] == texts
+        np.testing.assert_allclose(response.json["outputs"]["scores"][row], scores, atol=1e-4)
+    too_long = {**GUIDES, "prefixes": ["p " * 12] * 3}
+    response = _predict(server, "constrained", TEXTS[:3], **BEAM, **too_long)
+    assert response.status == 400
+    assert response.json == {"error": "assertion failed: [the tokens of a prefix must be at "
+                                      "most 9 (max_target_length 10 less END), got 12]"}
+    assert _predict(server, "constrained", TEXTS[:3], **BEAM, **GUIDES).status == 200
+
+
 def test_the_serving_readmes_requests_of_each_signature_are_answered(server):
     readme = (Path(__file__).parents[1] / "serving" / "README.md").read_text(encoding="utf-8")
-    bodies = re.findall(r"-d '(\{\"signature_name\": \"(?:beam|sample)\".*)'", readme)
-    assert len(bodies) == 2
+    bodies = re.findall(r"-d '(\{\"signature_name\": \"(?:beam|sample|constrained)\".*)'",
+                        readme)
+    assert len(bodies) == 3
     for body in bodies:
         response = http(server.url, "POST", "/v1/models/transformer:predict",
                         json.loads(body))
@@ -132,7 +156,8 @@ def test_translate_through_the_server_takes_the_local_decoding_flags(
         target = ([tiny_runs["transformer"]] if where == "local"
                   else ["--server", server.url, "--model", "transformer"])
         for flags in (["--beam", "4", "--n-best", "2"],
-                      ["--temperature", "0.7", "--top-k", "5", "--seed", "2"]):
+                      ["--temperature", "0.7", "--top-k", "5", "--seed", "2"],
+                      ["--beam", "2", "--prefix", "p", "--constraint", "i", "--constraint", "k"]):
             assert main(["translate", *target, *texts[:1 if "--seed" in flags else 3],
                          *flags, "--scores"]) == 0
             printed[where, tuple(flags)] = [line.split("\t") for line in
@@ -142,3 +167,11 @@ def test_translate_through_the_server_takes_the_local_decoding_flags(
         assert [text for _, text in served] == [text for _, text in local], flags
         np.testing.assert_allclose([float(score) for score, _ in served],
                                    [float(score) for score, _ in local], atol=2e-4)
+
+
+def test_translate_through_the_server_needs_beam_search_for_a_prefix(capsys):
+    assert main(["translate", "--server", "http://127.0.0.1:9", "--model", "m", "a b",
+                 "--prefix", "p"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --prefix and --constraint through --server need --beam WIDTH (the export's "
+        "constrained signature is a beam search)\n")

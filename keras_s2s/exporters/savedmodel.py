@@ -137,7 +137,7 @@ class TranslationModule(tf.Module):
                    tf.equal(tf.shape(constraints)[0], rows), "one per input"),
             _check("the tokens of a prefix", tf.shape(prefix_ids)[1],
                    tf.shape(prefix_ids)[1] <= room, no_room),
-            _check("the tokens of an input's constraints", tf.reduce_max(phrase_tokens),
+            _check("the tokens of the constraints of an input", tf.reduce_max(phrase_tokens),
                    tf.reduce_all(phrase_tokens <= room), no_room)]
         phrases = tf.reshape(phrase_ids.to_tensor(pad_id), tf.concat(
             [tf.shape(constraints), [-1]], axis=0))
@@ -313,7 +313,7 @@ def warmup_requests(module, signatures):
             requests.append((name, {
                 spec.name: chosen[spec.name] if spec.name in chosen else
                 _warmup_input(spec, batch, length, words, tokenizer)
-                for spec in tf.nest.flatten(function.structured_input_signature)}))
+                for spec in function.input_signature}))
     return requests
 
 
