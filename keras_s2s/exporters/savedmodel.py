@@ -313,8 +313,15 @@ def warmup_requests(module, signatures):
             requests.append((name, {
                 spec.name: chosen[spec.name] if spec.name in chosen else
                 _warmup_input(spec, batch, length, words, tokenizer)
-                for spec in function.input_signature}))
+                for spec in _input_specs(function)}))
     return requests
+
+
+def _input_specs(function):
+    """The input TensorSpecs of a signature given as a `tf.function` or a concrete function."""
+    if isinstance(function, tf.types.experimental.ConcreteFunction):
+        return tf.nest.flatten(function.structured_input_signature)
+    return function.input_signature
 
 
 def _warmup_input(spec, batch, length, words, tokenizer):
