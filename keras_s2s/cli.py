@@ -103,13 +103,24 @@ def _add_translate_parser(subparsers):
     parser.add_argument("text", nargs="*")
     parser.add_argument("--server", metavar="URL",
                         help="translate through a TF Serving REST or gRPC endpoint instead, "
-                             "e.g. http://127.0.0.1:8501 or grpc://127.0.0.1:8500/MODEL (the "
-                             "export fixes the decoding)")
+                             "e.g. http://127.0.0.1:8501 or grpc://127.0.0.1:8500/MODEL "
+                             "(decoding flags choose a keras-s2s export's beam, sample or "
+                             "constrained signature)")
     parser.add_argument("--model", help="model name on the server (with --server)")
     _add_decoding_arguments(parser)
+    parser.add_argument("--prefix", metavar="TEXT",
+                        help="every translation starts with TEXT and goes on from there")
+    parser.add_argument("--constraint", action="append", metavar="PHRASE",
+                        help="every translation contains PHRASE (repeatable; needs --beam)")
     parser.add_argument("--attention-plot", metavar="OUT.png",
                         help="write the attention heat map of the first input")
     parser.add_argument("--scores", action="store_true", help="print the score before each line")
+    parser.add_argument("--alignments", action="store_true",
+                        help="print after a tab the word alignment of each line in the Pharaoh "
+                             "format, source-target word indices: 0-0 1-2 ...")
+    parser.add_argument("--replace-unknowns", action="store_true",
+                        help="replace each unknown output word by the source word it attends "
+                             "to most")
     _add_xla_argument(parser)
     parser.set_defaults(handler=_translate)
 
@@ -155,6 +166,7 @@ def _add_xla_argument(parser):
 def _translate(args):
     if args.server:
         return _translate_remotely(args)
+    from keras_s2s.inference.alignment import pharaoh
     from keras_s2s.inference.translator import translator_for
     from keras_s2s.run import Run
 
@@ -164,12 +176,30 @@ def _translate(args):
     strategy = _strategy(args, run)
     texts = _texts_to_translate(args.text)
     translator = translator_for(run, jit_compile=args.xla == "on")
-    translations = translator.translate(texts, strategy=strategy,
-                                        attention=bool(args.attention_plot))
+    guides = {}
+    if args.prefix is not None:
+        guides["prefixes"] = [args.prefix] * len(texts)
+    if args.constraint:
+        guides["constraints"] = [args.constraint] * len(texts)
+    if guides and run.is_ctranslate2:
+        raise ValueError(f"--prefix and --constraint need keras-s2s's own decoding; "
+                         f"{args.run_dir} is a CTranslate2 export")
+    attention_flags = [flag for flag, given in (
+        ("--alignments", args.alignments), ("--replace-unknowns", args.replace_unknowns)) if given]
+    if attention_flags and not translator.has_attention:
+        raise ValueError(f"{' and '.join(attention_flags)} need attention, and the model in "
+                         f"{args.run_dir} has none (its family is {run.config.arch})")
+    translations = translator.translate(texts, strategy=strategy, attention=bool(
+        args.attention_plot or attention_flags), **guides)
     for translation in translations:
         for hypothesis in [translation, *translation.alternatives]:
-            print(f"{hypothesis.score:.4f}\t{hypothesis.text}" if args.scores
-                  else hypothesis.text)
+            line = (translator.replace_unknowns(hypothesis) if args.replace_unknowns
+                    else hypothesis.text)
+            if args.scores:
+                line = f"{hypothesis.score:.4f}\t{line}"
+            if args.alignments:
+                line += "\t" + pharaoh(hypothesis.alignments)
+            print(line)
     if args.attention_plot:
         first = translations[0]
         if first.attention is None:
@@ -190,25 +220,29 @@ def _texts_to_translate(arguments):
 
 
 def _translate_remotely(args):
-    """Send the texts to a TF Serving (or `keras-s2s serve`) model's serving_default."""
-    ignored = [flag for flag, name in DECODING_FLAGS.items() if getattr(args, name) is not None]
-    ignored += ["--attention-plot"] * bool(args.attention_plot) + ["--xla on"] * (
-        args.xla == "on")
+    """Send the texts to a TF Serving (or `keras-s2s serve`) model: to a keras-s2s export's
+    `beam`, `sample` or `constrained` signature when decoding flags are given, else to
+    serving_default."""
+    ignored = [flag for flag, given in (
+        ("--attention-plot", args.attention_plot), ("--alignments", args.alignments),
+        ("--replace-unknowns", args.replace_unknowns), ("--xla on", args.xla == "on")) if given]
     if ignored:
-        raise ValueError(f"--server cannot honour {', '.join(ignored)}: the server's exported "
-                         f"signature fixes the decoding (choose it with `keras-s2s export`)")
+        raise ValueError(f"--server cannot honour {', '.join(ignored)}: the server's export "
+                         f"decodes, without attention")
     from keras_s2s.serving import Client, ServingRequestError
 
     server, model = _server_and_model(args.server, args.model)
     texts = _texts_to_translate(([args.run_dir] if args.run_dir else []) + args.text)
+    signature_name, settings = _server_signature(args, len(texts))
     try:
-        results = Client(server, model).translate(texts)
+        results = Client(server, model).translate(texts, signature_name, **settings)
     except ServingRequestError as error:
         raise ValueError(f"{args.server}: {error}") from error
     for result in results:
         if isinstance(result, dict):
-            text = result["translation"]
-            print(f"{result['score']:.4f}\t{text}" if args.scores else text)
+            for hypothesis in [result, *result.get("alternatives", [])]:
+                text = hypothesis["translation"]
+                print(f"{hypothesis['score']:.4f}\t{text}" if args.scores else text)
         else:
             print(result)
 
@@ -225,6 +259,35 @@ def _server_and_model(url, model):
     if not model:
         raise ValueError("--server needs --model NAME (or a grpc://HOST:PORT/MODEL URL)")
     return url, model
+
+
+def _server_signature(args, count):
+    """The signature of a keras-s2s export and its settings that the decoding flags, and
+    `--prefix`/`--constraint` for `count` texts, ask for, with the local command's defaults
+    and checks: `beam`, `constrained` or `sample`, else (no flag) None, serving_default, for
+    which no TensorFlow is started."""
+    guided = args.prefix is not None or bool(args.constraint)
+    if not guided and all(getattr(args, name) is None for name in DECODING_FLAGS.values()):
+        return None, {}
+    if not args.verbose:
+        _start_tensorflow_quietly()
+    from keras_s2s.decoding import Beam
+
+    strategy = _strategy(args)  # flags given: a Beam, a Sample or (guides alone) Greedy
+    if guided and not isinstance(strategy, Beam):
+        raise ValueError("--prefix and --constraint through --server need --beam WIDTH (the "
+                         "export's constrained signature is a beam search)")
+    if isinstance(strategy, Beam):
+        settings = {"beam_width": strategy.width, "alpha": strategy.alpha,
+                    "n_best": strategy.n_best}
+        if not guided:
+            return "beam", settings
+        return "constrained", {**settings, "prefixes": [args.prefix or ""] * count,
+                               "constraints": [args.constraint or [""]] * count}
+    # A Sample's None is every token, no nucleus cut, fresh draws.
+    return "sample", {"temperature": strategy.temperature, "top_k": strategy.top_k or 0,
+                      "top_p": strategy.top_p or 1.0,
+                      "seed": -1 if strategy.seed is None else strategy.seed}
 
 
 def _add_serve_parser(subparsers):

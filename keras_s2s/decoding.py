@@ -23,6 +23,33 @@ stops once no hypothesis can change any more.
 With `Beam(n_best=N)`, N > 1, every output has a hypothesis axis after the batch axis (`tokens`
 `(B, N, max_length)`, ...), best first.
 
+Target prefixes (`decode(..., prefix=ids)`, every strategy): while a row's prefix lasts, every
+other token is ruled out in the same loop (so it keeps its fixed shape and exports); the
+output starts with the prefix and its score counts the prefix's log-probabilities, so it is
+the score of the whole output. A prefix longer than `max_length` is cut there.
+
+Lexical constraints (`decode(..., constraints=ids)`, beam search only; greedy search and
+sampling raise a one-line ValueError): phrases every returned hypothesis contains, contiguous,
+in any order, whenever `max_length` leaves room for them. This is the dynamic beam allocation
+of Post & Vilar (2018, https://aclanthology.org/N18-1119/) in the vectorized form of Hu et al.
+(2019, https://aclanthology.org/N19-1090/), as fairseq's `LexicallyConstrainedBeamSearch`
+implements it per sentence in Python: each step's candidates are the usual 2·width best plus,
+for every hypothesis, the next token of each phrase it has not met, its own best token and
+END; the beam is shared out among banks (the constraint tokens a candidate holds) by striping,
+the best of every bank first, deepest bank first. We chose it over grid beam search (Hokamp &
+Liu, 2017), whose beam grows with the number of constraint tokens, because DBA keeps the
+beam width fixed whatever the constraints, so one fixed-shape loop serves them all. Each
+hypothesis tracks every phrase with the Shift-And matcher (all its partial matches at once,
+fixed shape) and whether it was met; END is ruled out until every phrase is met, so every
+finished hypothesis meets them all, and the hypotheses returned are those meeting them all,
+best first, before any other. Only when the search found fewer such hypotheses than asked
+for (always when `max_length` cannot fit the phrases; with a beam too narrow for n_best, or
+a model that will not produce a phrase soon enough, possibly) do outputs cut off at
+`max_length` missing some phrases follow, those missing the fewest constraint tokens first,
+then by score. Any number of phrases works
+with any width (more phrases than the width is allowed: the striping still gives the deepest
+bank the first slot), though a narrow beam then finds worse outputs.
+
 Example:
 
 >>> from keras_s2s.decoding import Beam, Sample
@@ -84,7 +111,7 @@ class Strategy:
         return dataclasses.replace(self, seed=None) if self.random else self
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None):
+               start_id=None, end_id=None, prefix=None, constraints=None):
         """Decode `source_ids` `(B, S)` int ids into at most `max_length` tokens per output.
 
         Args:
@@ -96,6 +123,12 @@ class Strategy:
                 deterministic ones ignore it). Default: from the strategy's own seed.
             start_id, end_id: the ids that start and end an output; None (the default): the
                 model's own (`keras_s2s.models.base.special_ids`).
+            prefix: `(B, P)` int ids each output starts with, padded at the end with the
+                model's padding id (a row of padding: no prefix), or None. Decoding goes on
+                after them; the score counts their log-probabilities (it is the whole output's).
+            constraints: `(B, C, L)` int ids, C phrases per input of up to L tokens, padded
+                with the padding id (an all-padding phrase is none), or None: phrases every
+                output must contain (beam search only; see `Beam`).
 
         Returns:
             The dict of tensors described in `keras_s2s.decoding`.
@@ -115,10 +148,11 @@ class Greedy(Strategy):
     """Pick the most probable token at every step."""
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None):
+               start_id=None, end_id=None, prefix=None, constraints=None):
+        _refuse_constraints(self, constraints)
         return token_by_token(model, source_ids, max_length,
                               lambda log_probs, step: _most_probable(log_probs), attention,
-                              start_id, end_id)
+                              start_id, end_id, prefix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,19 +206,19 @@ class Sample(Strategy):
         return ops.convert_to_tensor([self.seed, stream], dtype="int32")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None):
+               start_id=None, end_id=None, prefix=None, constraints=None):
+        _refuse_constraints(self, constraints)
         if self.temperature == 0:  # the limit of the softmax: the most probable token
             return Greedy().decode(model, source_ids, max_length, attention, None, start_id,
-                                   end_id)
-        seed = ops.cast(self.seed_tensor() if seed is None else seed, "int32")
-        key = _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))  # (2,) → one int32 key
+                                   end_id, prefix)
+        key = _key(self.seed_tensor() if seed is None else seed)
 
         def choose_next(log_probs, step):
             logits = _filtered(log_probs / self.temperature, self.top_k, self.top_p)
             return ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
 
         return token_by_token(model, source_ids, max_length, choose_next, attention,
-                              start_id, end_id)
+                              start_id, end_id, prefix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,8 +256,55 @@ class Beam(Strategy):
                              f"{self.n_best}")
 
     def decode(self, model, source_ids, max_length, attention=False, seed=None,
-               start_id=None, end_id=None):
-        return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id)
+               start_id=None, end_id=None, prefix=None, constraints=None):
+        return _beam_search(model, source_ids, max_length, self, attention, start_id, end_id,
+                            prefix, constraints)
+
+
+def beam_search(model, source_ids, max_length, width, alpha, n_best, attention=False,
+                prefix=None, constraints=None):
+    """`Beam(width, alpha, n_best).decode` with the settings as scalar tensors (int32 `width`
+    and `n_best`, float32 `alpha`), so one traced function serves every setting (the export's
+    `beam` and `constrained` signatures), TensorFlow only; the outputs always have the
+    hypothesis axis. `prefix` and `constraints` are `Strategy.decode`'s. The caller checks the
+    bounds `Beam` checks in Python (`width` in [1, MAX_BEAM_WIDTH], ...)."""
+    return _beam_search(model, source_ids, max_length, _BeamSettings(width, alpha, n_best),
+                        attention, None, None, prefix, constraints)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BeamSettings:
+    """What `_beam_search` reads of a `Beam`, as tensors: no checks, no dropped axis."""
+
+    width: object
+    alpha: object
+    n_best: object
+
+
+def sample(model, source_ids, max_length, temperature, top_k, top_p, seed, attention=False):
+    """`Sample(temperature, top_k, top_p).decode(..., seed=seed)` with the settings as scalar
+    tensors (float32 `temperature` and `top_p`, int32 `top_k`), so one traced function serves
+    every setting (the export's `sample` signature), TensorFlow only. Temperature 0 picks the
+    most probable token, top_k 0 keeps every token and top_p 1 cuts none, as None does in
+    `Sample`. The caller checks the bounds `Sample` checks in Python."""
+    key = _key(seed)
+
+    def choose_next(log_probs, step):
+        vocab_size = ops.shape(log_probs)[-1]
+        kept = ops.where(top_k > 0, ops.minimum(top_k, vocab_size), vocab_size)
+        logits = log_probs / ops.maximum(temperature, MIN_TEMPERATURE)
+        kth_best = ops.top_k(logits, k=kept)[0][:, -1:]  # (B, 1)
+        logits = _filtered(ops.where(logits < kth_best, NEG_INF, logits), None, top_p)
+        drawn = ops.argmax(logits + _gumbel_noise(key, step, ops.shape(logits)), axis=-1)
+        return ops.where(temperature == 0, _most_probable(log_probs), drawn)
+
+    return token_by_token(model, source_ids, max_length, choose_next, attention)
+
+
+def _key(seed):
+    """The `(2,)` int32 seed of a sampling call → one int32 key of its random draws."""
+    seed = ops.cast(seed, "int32")
+    return _hash(ops.bitwise_xor(_hash(seed[0]), seed[1]))
 
 
 def _is_greedy_temperature(temperature):
@@ -334,11 +415,40 @@ def _prepare(model, source_ids, max_length, start_id, end_id):
     return ops.convert_to_tensor(source_ids, dtype="int32"), ids
 
 
+def check_constraints_allowed(strategy):
+    """One-line ValueError unless `strategy` is beam search, the one that takes constraints."""
+    if not isinstance(strategy, Beam):
+        raise ValueError(f"constraints need beam search (Beam(width)): {strategy!r} keeps one "
+                         f"hypothesis and cannot steer it towards the phrases")
+
+
+def _refuse_constraints(strategy, constraints):
+    """`check_constraints_allowed` when a strategy keeping one hypothesis gets constraints."""
+    if constraints is not None:
+        check_constraints_allowed(strategy)
+
+
+def _forced_tokens(prefix, batch_size, max_length, pad_id):
+    """`(B, max_length)` int32: the token each step must take (the `prefix`), else `pad_id`."""
+    prefix = ops.convert_to_tensor(prefix, dtype="int32")
+    if len(prefix.shape) != 2:
+        raise ValueError(f"prefix must be (batch, length) int ids, got shape {prefix.shape}")
+    free = ops.full((batch_size, max_length), pad_id, dtype="int32")
+    return ops.concatenate([prefix, free], axis=1)[:, :max_length]
+
+
+def _forced_now(forced, step, pad_id):
+    """`(B,)` the token of each row forced at `step` and `(B,)` whether one is."""
+    token = ops.take(forced, step, axis=1)
+    return token, ops.not_equal(token, pad_id)
+
+
 def token_by_token(model, source_ids, max_length, choose_next, attention=False,
-                   start_id=None, end_id=None):
+                   start_id=None, end_id=None, prefix=None):
     """The loop of greedy search and sampling, for any strategy keeping one hypothesis per
     input: `decode`'s arguments and outputs, with the choice of each token left to
     `choose_next(log_probs (B, V) float32, step () int32)` → `(B,)` int ids, in `keras.ops`.
+    While a row's `prefix` lasts its token is taken instead of the choice.
     """
     source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
                                                       end_id)
@@ -355,13 +465,18 @@ def token_by_token(model, source_ids, max_length, choose_next, attention=False,
     }
     if attention and model.has_attention:
         loop_vars["attention"] = ops.zeros((batch_size, max_length, source_length))
+    forced = None if prefix is None else _forced_tokens(prefix, batch_size, max_length, pad_id)
 
     def body(loop_vars):
         step, finished = loop_vars["step"], loop_vars["finished"]
         logits, state, step_attention = model.decode_step(
             loop_vars["previous"], memory, loop_vars["state"], step)
         log_probs = _next_token_log_probs(logits, pad_id, start_id)  # (B, V)
-        next_ids = ops.where(finished, pad_id, ops.cast(choose_next(log_probs, step), "int32"))
+        chosen = ops.cast(choose_next(log_probs, step), "int32")
+        if forced is not None:
+            forced_token, forcing = _forced_now(forced, step, pad_id)
+            chosen = ops.where(forcing, forced_token, chosen)
+        next_ids = ops.where(finished, pad_id, chosen)
         next_log_probs = ops.take_along_axis(log_probs, next_ids[:, None], axis=-1)[:, 0]
         new_vars = {
             "step": step + 1,
@@ -392,16 +507,20 @@ def length_penalty(lengths, alpha):
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
-def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_id):
+def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_id,
+                 prefix=None, constraints=None):
     """`Beam.decode`. Per step t the loop writes, at position t of `(B, max_length, k)` buffers,
     the live hypotheses' last tokens and their parents (the slot at step t − 1 they extend), and
     the attention of the k decoder rows of step t (`(B, max_length, k, S)`, by that parent
     slot). A finished hypothesis is its score, log-probability, end step and parent slot;
-    `_backtrack` reads the tokens back at the end."""
+    `_backtrack` reads the tokens back at the end. With constraints, `_Phrases` adds the
+    phrases' tokens to each step's candidates and allocates the beam among them."""
     source_ids, (pad_id, start_id, end_id) = _prepare(model, source_ids, max_length, start_id,
                                                       end_id)
     batch_size, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
     k, alpha = beam.width, beam.alpha
+    forced = None if prefix is None else _forced_tokens(prefix, batch_size, max_length, pad_id)
+    phrases = None if constraints is None else _Phrases(constraints, pad_id, end_id, k)
 
     memory = keras.tree.map_structure(lambda tensor: ops.repeat(tensor, k, axis=0),
                                       model.encode(source_ids, training=False))  # (B·k, ...)
@@ -412,7 +531,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
         "step": ops.convert_to_tensor(0, dtype="int32"),
         "previous": ops.full((batch_size * k,), start_id, dtype="int32"),
         "state": model.initial_state(memory, max_length),
-        "log_probs": initial_log_probs,  # (B, k) live hypotheses, best first
+        "log_probs": initial_log_probs,  # (B, k) live hypotheses
         "tokens": ops.zeros((batch_size, max_length, k), dtype="int32"),
         "parents": ops.zeros((batch_size, max_length, k), dtype="int32"),
         "pool": {  # (B, k) finished hypotheses, best first; empty entries score NEG_INF
@@ -424,12 +543,14 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     }
     if attention and model.has_attention:
         loop_vars["attention"] = ops.zeros((batch_size, max_length, k, source_length))
+    if phrases is not None:
+        loop_vars["matched"] = phrases.initial_state()
     best_possible_penalty = length_penalty(max_length, alpha)
 
     def done(loop_vars):
         """(B,) no live hypothesis can still beat the worst one of a full pool."""
         worst_finished = loop_vars["pool"]["scores"][:, -1]
-        bound = loop_vars["log_probs"][:, 0] / best_possible_penalty
+        bound = ops.max(loop_vars["log_probs"], axis=1) / best_possible_penalty
         return ops.logical_and(worst_finished > NEG_INF / 2, bound <= worst_finished)
 
     def body(loop_vars):
@@ -439,23 +560,47 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
         vocab_size = ops.shape(logits)[-1]
         step_log_probs = ops.reshape(_next_token_log_probs(logits, pad_id, start_id),
                                      (batch_size, k, vocab_size))
-        candidate_log_probs, indices = ops.top_k(ops.reshape(
-            loop_vars["log_probs"][..., None] + step_log_probs, (batch_size, k * vocab_size)),
-            k=2 * k)
-        candidate_parents = ops.cast(indices // vocab_size, "int32")  # (B, 2k)
+        vocab_ids = ops.arange(vocab_size, dtype="int32")
+        if forced is not None:  # every other token is ruled out while the prefix lasts
+            forced_token, forcing = _forced_now(forced, step, pad_id)
+            step_log_probs = ops.where(ops.logical_and(
+                forcing[:, None, None], ops.not_equal(vocab_ids, forced_token[:, None, None])),
+                NEG_INF, step_log_probs)
+        if phrases is not None:  # END is ruled out until every phrase is met
+            step_log_probs = ops.where(ops.logical_and(
+                phrases.unmet(loop_vars["matched"])[..., None], ops.equal(vocab_ids, end_id)),
+                NEG_INF, step_log_probs)
+        totals = ops.reshape(loop_vars["log_probs"][..., None] + step_log_probs,
+                             (batch_size, k * vocab_size))
+        if phrases is None:
+            candidate_log_probs, indices = ops.top_k(totals, k=2 * k)
+        else:
+            candidate_log_probs, indices = phrases.candidates(totals, loop_vars["matched"],
+                                                              vocab_size)
+        candidate_parents = ops.cast(indices // vocab_size, "int32")  # (B, N)
         candidate_tokens = ops.cast(indices % vocab_size, "int32")
         ends = ops.equal(candidate_tokens, end_id)
+        valid = candidate_log_probs > NEG_INF / 2
 
-        finished_scores = ops.where(
-            ops.logical_and(ends, candidate_log_probs > NEG_INF / 2),
-            candidate_log_probs / length_penalty(step + 1, alpha), NEG_INF)
+        finished_scores = ops.where(ops.logical_and(ends, valid),
+                                    candidate_log_probs / length_penalty(step + 1, alpha),
+                                    NEG_INF)
         pool = _best_of(loop_vars["pool"], {
             "scores": finished_scores, "log_probs": candidate_log_probs,
             "end_steps": ops.full(ops.shape(candidate_parents), step, dtype="int32"),
             "parents": candidate_parents}, k)
-        # At most k of the 2k candidates end (one per parent), so k live ones remain.
-        live_log_probs, live = ops.top_k(
-            ops.where(ends, float("-inf"), candidate_log_probs), k=k)
+        if phrases is None:
+            # At most k of the 2k candidates end (one per parent), so k live ones remain.
+            live_log_probs, live = ops.top_k(
+                ops.where(ends, float("-inf"), candidate_log_probs), k=k)
+        else:
+            matched, banks = phrases.advance(loop_vars["matched"], candidate_parents,
+                                             candidate_tokens)
+            continuing = ops.logical_and(valid, ops.logical_not(ends))
+            live = phrases.allocate(continuing, candidate_log_probs, banks)
+            live_log_probs = ops.where(ops.take_along_axis(continuing, live, axis=1),
+                                       ops.take_along_axis(candidate_log_probs, live, axis=1),
+                                       NEG_INF)
         live_parents = ops.take_along_axis(candidate_parents, live, axis=1)
         live_tokens = ops.take_along_axis(candidate_tokens, live, axis=1)
         flat_parents = ops.reshape(live_parents + ops.arange(batch_size)[:, None] * k, (-1,))
@@ -474,6 +619,8 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
                 loop_vars["attention"], ops.reshape(ops.cast(step_attention, "float32"),
                                                     (batch_size, 1, k, source_length)),
                 step, axis=1)
+        if phrases is not None:
+            new_vars["matched"] = phrases.select(matched, live)
         return (new_vars,)
 
     (result,) = ops.while_loop(_unfinished(max_length, done), body, (loop_vars,),
@@ -489,21 +636,162 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
         "last_tokens": ops.take(result["tokens"], last_step, axis=1),
     }
     pool = {**result["pool"], "last_tokens": ops.full((batch_size, k), end_id, dtype="int32")}
+    if phrases is not None:  # every finished hypothesis meets every phrase
+        pool["unmet"] = ops.zeros((batch_size, k), dtype="int32")
+        cut_off["unmet"] = phrases.unmet_tokens(result["matched"])
     best = _best_of(pool, cut_off, beam.n_best)
     tokens, step_attention = _backtrack(best, result, max_length, pad_id)
     outputs = {"tokens": tokens, "scores": best["scores"], "lengths": best["end_steps"] + 1}
     if step_attention is not None:
         outputs["attention"] = step_attention
-    if beam.n_best == 1:
+    if isinstance(beam, Beam) and beam.n_best == 1:
         outputs = {name: value[:, 0] for name, value in outputs.items()}
     return outputs
 
 
 def _best_of(first, second, n):
-    """The `n` best by "scores" of two dicts of `(B, ·)` tensors with the same keys, sorted."""
+    """The `n` best by "scores" of two dicts of `(B, ·)` tensors with the same keys, sorted.
+
+    With an "unmet" key (constraint tokens a hypothesis misses) the order is by fewest unmet,
+    then by score; empty entries (score NEG_INF) come last either way.
+    """
     merged = {name: ops.concatenate([first[name], second[name]], axis=1) for name in first}
-    _, order = ops.top_k(merged["scores"], k=n)
+    scores = merged["scores"]
+    if "unmet" in merged:
+        size = ops.shape(scores)[1]
+        _, by_score = ops.top_k(scores, k=size)
+        rank = ops.cast(ops.argsort(by_score, axis=1), "int32")  # position by score
+        unmet = ops.where(scores > NEG_INF / 2, merged["unmet"], size)
+        scores = -ops.cast(unmet * size + rank, "float32")
+    _, order = ops.top_k(scores, k=n)
     return {name: ops.take_along_axis(value, order, axis=1) for name, value in merged.items()}
+
+
+class _Phrases:
+    """The lexical constraints of a beam search, as fixed-shape tensors in `keras.ops`.
+
+    Each hypothesis carries, per phrase c, `partial` `(·, C, L)` bool: whether the output ends
+    with the phrase's first i + 1 tokens, for every i at once (the Shift-And string matcher, so
+    a phrase whose start repeats inside it, such as "a a b" after "a a a", is still found), and
+    `met` `(·, C)`: whether the phrase appeared already. Its bank is the constraint tokens it
+    holds: every token of the phrases met, plus the longest partial match of the others.
+    """
+
+    def __init__(self, constraints, pad_id, end_id, width):
+        phrases = ops.convert_to_tensor(constraints, dtype="int32")
+        if len(phrases.shape) != 3:
+            raise ValueError(f"constraints must be (batch, phrases, length) int ids, got shape "
+                             f"{phrases.shape}")
+        self.phrases, self.end_id, self.width = phrases, end_id, width
+        self.lengths = ops.sum(ops.cast(ops.not_equal(phrases, pad_id), "int32"), axis=-1)
+        self.positions = ops.arange(ops.shape(phrases)[-1], dtype="int32")  # (L,)
+        self.last = ops.equal(self.positions, self.lengths[..., None] - 1)  # (B, C, L)
+        # The deepest bank: every token of every phrase.
+        self.max_bank = ops.shape(phrases)[1] * ops.shape(phrases)[2]
+
+    def _per_hypothesis(self, tensor, count):
+        """`(B, ...)` → `(B·count, ...)`: each row repeated for its `count` hypotheses."""
+        return ops.repeat(tensor, count, axis=0)
+
+    def initial_state(self):
+        """`partial` all false and `met` for the empty phrases, for the `(B·k)` hypotheses."""
+        shape = ops.shape(self.phrases)
+        return {"partial": ops.zeros((shape[0] * self.width, shape[1], shape[2]), dtype="bool"),
+                "met": self._per_hypothesis(ops.equal(self.lengths, 0), self.width)}
+
+    def unmet(self, matched):
+        """`(B, k)`: whether a live hypothesis still misses a phrase (it may not end)."""
+        return ops.reshape(ops.logical_not(ops.all(matched["met"], axis=-1)), (-1, self.width))
+
+    def unmet_tokens(self, matched):
+        """`(B, k)` the tokens of the phrases each live hypothesis misses."""
+        lengths = self._per_hypothesis(self.lengths, self.width)
+        return ops.reshape(ops.sum(ops.where(matched["met"], 0, lengths), axis=-1),
+                           (-1, self.width))
+
+    def candidates(self, totals, matched, vocab_size):
+        """A step's candidates `(B, N)`: scores and indices into the `(B, k·V)` `totals`.
+
+        As Post & Vilar (2018) and fairseq: the 2k best continuations, the next token of every
+        unmet phrase for every hypothesis (where its longest partial match goes on, or the
+        phrase's first token) and each hypothesis's own best token; and END for every
+        hypothesis, so that one meeting every phrase (END is ruled out for the others) finishes
+        even where END is unlikely. A candidate that repeats an earlier one, or extends a met
+        phrase, scores 2·NEG_INF (none).
+        """
+        k = self.width
+        top_log_probs, top = ops.top_k(totals, k=2 * k)
+        partial = matched["partial"]
+        longest = ops.max(ops.where(partial, self.positions + 1, 0), axis=-1)  # (B·k, C)
+        phrases = self._per_hypothesis(self.phrases, k)
+        next_tokens = ops.take_along_axis(
+            phrases, ops.minimum(longest, ops.shape(phrases)[-1] - 1)[..., None], axis=-1)[..., 0]
+        slots = ops.reshape(ops.arange(ops.shape(totals)[0] * k, dtype="int32") % k, (-1, 1))
+        phrase_indices = ops.reshape(slots * vocab_size + next_tokens, (ops.shape(totals)[0], -1))
+        own_best = ops.top_k(ops.reshape(totals, (-1, vocab_size)), k=1)[1]  # (B·k, 1)
+        own_indices = ops.reshape(slots * vocab_size + ops.concatenate(
+            [ops.cast(own_best, "int32"), ops.full(ops.shape(slots), self.end_id, "int32")],
+            axis=1), (ops.shape(totals)[0], 2 * k))
+        indices = ops.concatenate([ops.cast(top, "int32"), phrase_indices, own_indices], axis=1)
+        log_probs = ops.take_along_axis(totals, indices, axis=1)
+        extends_met = ops.concatenate([
+            ops.zeros_like(top, dtype="bool"),
+            ops.reshape(matched["met"], ops.shape(phrase_indices)),
+            ops.zeros_like(own_indices, dtype="bool")], axis=1)
+        real = ops.logical_and(log_probs > NEG_INF / 2, ops.logical_not(extends_met))
+        count = ops.shape(indices)[1]
+        earlier = ops.arange(count)[None, :] < ops.arange(count)[:, None]  # [i, j]: j < i
+        repeats = ops.any(ops.logical_and(ops.logical_and(
+            ops.equal(indices[:, :, None], indices[:, None, :]), earlier), real[:, None, :]),
+            axis=-1)
+        keep = ops.logical_and(real, ops.logical_not(repeats))
+        return ops.where(keep, log_probs, 2 * NEG_INF), indices
+
+    def advance(self, matched, parents, tokens):
+        """The phrase state of each candidate `(parent, token)` `(B, N)`, flat `(B·N, ...)`,
+        and its bank `(B, N)`."""
+        batch_size, count = ops.shape(parents)[0], ops.shape(parents)[1]
+        flat_parents = ops.reshape(parents + ops.arange(batch_size)[:, None] * self.width,
+                                   (-1,))
+        partial = ops.take(matched["partial"], flat_parents, axis=0)  # (B·N, C, L)
+        extended = ops.concatenate(
+            [ops.ones_like(partial[..., :1]), partial[..., :-1]], axis=-1)
+        phrases = self._per_hypothesis(self.phrases, count)
+        partial = ops.logical_and(extended, ops.equal(
+            phrases, ops.reshape(tokens, (-1, 1, 1))))
+        met = ops.logical_or(ops.take(matched["met"], flat_parents, axis=0), ops.any(
+            ops.logical_and(partial, self._per_hypothesis(self.last, count)), axis=-1))
+        longest = ops.max(ops.where(partial, self.positions + 1, 0), axis=-1)
+        banks = ops.sum(ops.where(met, self._per_hypothesis(self.lengths, count), longest),
+                        axis=-1)
+        return {"partial": partial, "met": met}, ops.reshape(banks, (batch_size, count))
+
+    def allocate(self, continuing, log_probs, banks):
+        """`(B, k)` indices of the candidates that stay live: dynamic beam allocation by
+        striping across banks (Hu et al., 2019; fairseq's `LexicallyConstrainedBeamSearch`).
+
+        Each candidate ranks within its bank by score; the beam takes the best of every bank,
+        deepest bank first, then the second best of every bank, and so on, so that hypotheses
+        that hold more constraint tokens are never all pushed out by likelier ones.
+        """
+        count = ops.shape(log_probs)[1]
+        order = ops.arange(count)
+        better = ops.logical_or(
+            log_probs[:, None, :] > log_probs[:, :, None],
+            ops.logical_and(ops.equal(log_probs[:, None, :], log_probs[:, :, None]),
+                            order[None, :] < order[:, None]))  # [b, i, j]: j before i
+        same_bank = ops.equal(banks[:, None, :], banks[:, :, None])
+        rank = ops.sum(ops.cast(ops.logical_and(ops.logical_and(better, same_bank),
+                                                continuing[:, None, :]), "int32"), axis=-1)
+        stripes = rank * (self.max_bank + 1) + (self.max_bank - banks)
+        key = ops.where(continuing, stripes, count * (self.max_bank + 1))
+        return ops.top_k(-ops.cast(key, "float32"), k=self.width)[1]
+
+    def select(self, matched, live):
+        """The phrase state `(B·k, ...)` of the candidates `live` `(B, k)` keeps."""
+        count = ops.shape(matched["met"])[0] // ops.shape(live)[0]
+        flat = ops.reshape(live + ops.arange(ops.shape(live)[0])[:, None] * count, (-1,))
+        return {name: ops.take(value, flat, axis=0) for name, value in matched.items()}
 
 
 def _backtrack(hypotheses, buffers, max_length, pad_id):

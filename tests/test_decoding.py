@@ -462,3 +462,133 @@ def test_a_command_that_ran_tensorflow_ops_fails_with_one_line_on_stderr(seq2seq
         f"keras-s2s translate: error: the model in {seq2seq_run} has no attention to plot "
         f"(its family, seq2seq, decodes without attention)"]
     assert len(result.stdout.splitlines()) == 2  # both translated before the error
+
+
+def contains(tokens, phrase):
+    """Whether `phrase` appears contiguous in `tokens`."""
+    tokens, phrase = list(tokens), list(phrase)
+    return any(tokens[start:start + len(phrase)] == phrase
+               for start in range(len(tokens) - len(phrase) + 1))
+
+
+def padded(rows, width):
+    """Lists of ids → an int32 array padded with PAD_ID to `width` columns."""
+    return np.array([list(row) + [PAD_ID] * (width - len(row)) for row in rows], "int32")
+
+
+@pytest.fixture(scope="module")
+def random_bigrams():
+    """Eight random bigram models (one per input row) over 6 tokens, three of them free (UNK,
+    4, 5), their log tables, and every output of up to 4 tokens."""
+    vocab_size, count = 6, 8
+    tables = np.maximum(np.random.default_rng(3).dirichlet(
+        np.full(vocab_size, 0.5), size=(count, vocab_size)), 1e-6)
+    return (BigramTables(tables), np.arange(count, dtype="int32")[:, None],
+            [log_table_without_forbidden(table) for table in tables],
+            list(all_outputs(vocab_size, 4)))
+
+
+#: The prefix of each of the eight rows (some empty).
+PREFIXES = [(4,), (5, 5), (), (1, 4, 5), (5,), (), (4, 4), (1,)]
+
+
+def test_greedy_and_sampling_continue_after_the_prefix(random_bigrams):
+    model, source, log_tables, _ = random_bigrams
+    prefix = padded(PREFIXES, 3)
+    result = Greedy().decode(model, source, 4, prefix=prefix)
+    for row, log_table in enumerate(log_tables):
+        expected, previous = list(PREFIXES[row]), START_ID
+        for token in expected:
+            previous = token
+        while len(expected) < 4 and previous != END_ID:  # step-by-step argmax after the prefix
+            previous = int(np.argmax(log_table[previous]))
+            expected.append(previous)
+        tokens = list(numpy(result["tokens"])[row])
+        assert tokens[:len(expected)] == expected and not any(tokens[len(expected):])
+        assert float(numpy(result["scores"])[row]) == pytest.approx(  # the prefix counts
+            score(log_table, expected, 0.0, 4), abs=1e-4)
+    sampled = numpy(Sample(seed=5).decode(model, source, 4, prefix=prefix)["tokens"])
+    for row, tokens in enumerate(sampled):
+        assert list(tokens[:len(PREFIXES[row])]) == list(PREFIXES[row])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_wide_beam_returns_the_best_continuation_of_the_prefix(alpha, random_bigrams):
+    model, source, log_tables, outputs = random_bigrams
+    result = Beam(width=len(outputs), alpha=alpha).decode(
+        model, source, 4, prefix=padded(PREFIXES, 3))
+    for row, log_table in enumerate(log_tables):
+        continuations = [output for output in outputs
+                         if output[:len(PREFIXES[row])] == PREFIXES[row]]
+        scores = [score(log_table, output, alpha, 4) for output in continuations]
+        best = continuations[int(np.argmax(scores))]
+        assert float(numpy(result["scores"])[row]) == pytest.approx(max(scores), abs=1e-4)
+        assert list(numpy(result["tokens"])[row][:len(best)]) == list(best)
+
+
+#: Two phrases per row (an all-padding phrase is none).
+CONSTRAINTS = [[(4, 4), (5,)], [(5, 4), ()], [(1,), (4,)], [(4, 5, 4), ()],
+               [(5, 5), (5,)], [(), ()], [(1, 4), (4, 1)], [(4,), (4,)]]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_wide_constrained_beam_returns_the_best_output_holding_every_phrase(
+        alpha, random_bigrams):
+    model, source, log_tables, outputs = random_bigrams
+    constraints = np.stack([padded(row, 3) for row in CONSTRAINTS])
+    n_best = 3
+    result = {name: numpy(value) for name, value in Beam(
+        width=len(outputs), alpha=alpha, n_best=n_best).decode(
+        model, source, 4, constraints=constraints).items()}
+    for row, log_table in enumerate(log_tables):
+        allowed = [output for output in outputs
+                   if all(contains(output, phrase) for phrase in CONSTRAINTS[row])]
+        scores = sorted((score(log_table, output, alpha, 4) for output in allowed),
+                        reverse=True)
+        np.testing.assert_allclose(result["scores"][row], scores[:n_best], atol=1e-4)
+        for rank in range(n_best):
+            tokens = result["tokens"][row, rank, :result["lengths"][row, rank]]
+            assert all(contains(tokens, phrase) for phrase in CONSTRAINTS[row])
+
+
+def test_phrases_that_do_not_fit_give_the_cut_off_outputs_missing_the_fewest_tokens(
+        random_bigrams):
+    """max_length 2 holds "4 4" or "5" with END, never both: END stays forbidden, and the
+    outputs cut off at max_length rank by the constraint tokens they miss, then by score."""
+    model, source, log_tables, _ = random_bigrams
+    phrases = [(4, 4), (5,)]
+    constraints = np.stack([padded(phrases, 2)] * len(log_tables))
+    result = Beam(width=16, alpha=0.0, n_best=3).decode(model, source, 2,
+                                                        constraints=constraints)
+    cut_off = [output for output in itertools.product((1, 4, 5), repeat=2)]
+    for row, log_table in enumerate(log_tables):
+        ranked = sorted(cut_off, key=lambda output: (
+            sum(len(phrase) for phrase in phrases if not contains(output, phrase)),
+            -score(log_table, output, 0.0, 2)))
+        np.testing.assert_array_equal(numpy(result["tokens"])[row], ranked[:3])
+
+
+@pytest.mark.parametrize("strategy", [Greedy(), Sample(seed=1)])
+def test_greedy_search_and_sampling_refuse_constraints(strategy):
+    with pytest.raises(ValueError, match=r"^constraints need beam search \(Beam\(width\)\): "
+                                         r"(Greedy|Sample)\(.*\) keeps one hypothesis"):
+        strategy.decode(BigramModel(uniform_table()), np.ones((1, 2), "int32"), 4,
+                        constraints=np.full((1, 1, 1), 4, "int32"))
+
+
+def test_constrained_beam_with_a_prefix_scores_its_outputs_on_a_real_model(source):
+    """Every hypothesis starts with the prefix and holds the phrases, though an untrained
+    model rarely ends an output; its score is the model's log-probability of the whole output,
+    prefix included."""
+    model = MODELS["seq2seq"]()
+    prefixes = [(7, 8), (), (9,)]
+    phrases = np.stack([padded([(5, 6), (11,)], 2)] * 3)
+    result = {name: numpy(value) for name, value in Beam(width=3, alpha=0.0, n_best=2).decode(
+        model, source, 8, prefix=padded(prefixes, 2), constraints=phrases).items()}
+    tokens, lengths = result["tokens"].reshape(6, 8), result["lengths"].reshape(-1)
+    for row in range(6):
+        output, prefix = tokens[row, :lengths[row]], prefixes[row // 2]
+        assert tuple(output[:len(prefix)]) == prefix
+        assert contains(output, (5, 6)) and contains(output, (11,))
+    np.testing.assert_allclose(result["scores"].reshape(-1), teacher_forced_log_probs(
+        model, np.repeat(source, 2, axis=0), tokens, lengths), atol=1e-3)

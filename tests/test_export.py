@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,3 +313,48 @@ def test_export_of_n_best_gives_every_hypothesis(tiny_runs, translators, tmp_pat
     assert [[text.decode("utf-8") for text in row] for row in outputs] == [
         [t.text] + [a.text for a in t.alternatives] if t.alternatives else [t.text, ""]
         for t in expected]
+
+
+def test_the_constrained_signature_answers_like_the_translator(exports, translators):
+    """Every export's `constrained` signature: the Translator's outputs for the same prefixes,
+    phrases ("" = none) and settings, each width a request chooses; bounds checked in the
+    graph, with one line."""
+    import tensorflow as tf
+
+    texts, prefixes = TEXTS[:3] + [""], ["q", "", "a b", "c"]
+    constraints = [["x y", ""], ["", ""], ["z", "b"], ["a", ""]]
+    signature = tf.saved_model.load(exports["luong"]).signatures["constrained"]
+
+    def request(beam_width=3, alpha=0.3, n_best=2, **changes):
+        arguments = {"inputs": texts, "prefixes": prefixes, "constraints": constraints,
+                     **changes}
+        return signature(**{name: tf.constant(value) for name, value in arguments.items()},
+                         beam_width=tf.constant(beam_width), alpha=tf.constant(alpha),
+                         n_best=tf.constant(n_best))
+
+    for width, n_best in ((3, 2), (1, 1)):
+        answer = request(width, n_best=n_best)
+        expected = translators["luong"].translate(
+            texts, Beam(width, alpha=0.3, n_best=n_best), attention=False, prefixes=prefixes,
+            constraints=[[phrase for phrase in row if phrase] for row in constraints])
+        hypotheses = [[t, *t.alternatives] for t in expected]
+        assert answer["outputs"].numpy().astype(str).tolist() == [
+            [h.text for h in row] + [""] * (n_best - len(row)) for row in hypotheses]
+        np.testing.assert_allclose(answer["scores"].numpy(), [
+            [h.score for h in row] + [0.0] * (n_best - len(row)) for row in hypotheses],
+            atol=1e-4)
+    for changes, message in (
+            ({"beam_width": 10_000}, "beam_width must be an int in [1, 256], got 10000"),
+            ({"alpha": float("nan")}, "alpha must be a number in [0, 10.0], got nan"),
+            ({"n_best": 4}, "n_best must be an int in [1, beam_width], got 4"),
+            ({"prefixes": prefixes[:2]}, "the rows of prefixes must be one per input, got 2"),
+            ({"constraints": constraints[:1]},
+             "the rows of constraints must be one per input, got 1"),
+            ({"prefixes": ["a " * 10] * 4}, "the tokens of a prefix must be at most 9 "
+                                            "(max_target_length 10 less END), got 10"),
+            ({"constraints": [["a b c d e", "f g h i j"]] * 4},
+             "the tokens of the constraints of an input must be at most 9 (max_target_length "
+             "10 less END), got 10")):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"\nassertion failed: \[{re.escape(message)}\]\n"):
+            request(**changes)

@@ -17,6 +17,22 @@ Signatures:
   `[batch]`) and, for attention models, `attention` (float32 `[batch, max_target_length,
   time]`). A row with END alone gives no output ids, length 0 and score 0.0.
 
+- `beam`: `inputs` (string `[batch]`), `beam_width` (int32 scalar in [1, 256]), `alpha`
+  (float32 scalar in [0, 10]) and `n_best` (int32 scalar in [1, beam_width]) → `outputs`
+  (string `[batch, n_best]`) and `scores` (float32 `[batch, n_best]`), best first: beam search
+  with the settings of each request.
+- `sample`: `inputs`, `temperature` (float32 scalar: 0, greedy search, or in [1e-3, 100]),
+  `top_k` (int32 scalar >= 0; 0 keeps every token), `top_p` (float32 scalar in (0, 1]; 1 cuts
+  none) and `seed` (int32 scalar; the same seed gives the same outputs, a negative one draws
+  afresh) → `outputs` and `scores` (`[batch]`): sampling with the settings of each request.
+- `constrained`: `beam`'s inputs and outputs, and `prefixes` (string `[batch]`, "" for none)
+  and `constraints` (string `[batch, C]`, "" for none): beam search whose translations start
+  with their prefix and contain their phrases (`keras_s2s.decoding`).
+
+A setting out of its bounds (or a prefix or phrases leaving no room for the end token) fails
+the call with INVALID_ARGUMENT and a message naming it (checked in the graph before any buffer
+is allocated, so a beam width of 10,000 costs nothing).
+
 With `Beam(n_best=N)`, N > 1, every output has an axis of N hypotheses after the batch axis
 (`outputs` string `[batch, N]`, ...), best first. A `Sample` strategy with a seed gives the same
 output for the same input on every call; without one, each call draws afresh.
@@ -43,7 +59,9 @@ import tensorflow as tf
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Greedy, check_strategy
+from keras_s2s import decoding
+from keras_s2s.decoding import (MAX_ALPHA, MAX_BEAM_WIDTH, MAX_SEED, MAX_TEMPERATURE,
+                                MIN_TEMPERATURE, Greedy, check_strategy)
 from keras_s2s.inference.translator import Translator, blank_empty_sources
 from keras_s2s.serving.warmup import write_warmup_requests
 from keras_s2s.special_tokens import SPECIAL_TOKENS
@@ -58,7 +76,8 @@ class TranslationModule(tf.Module):
     Args:
         translator: a `keras_s2s.inference.translator.Translator` (model, tokenizers, maximum
             lengths).
-        strategy: the `keras_s2s.decoding` strategy of both signatures (default `Greedy()`).
+        strategy: the `keras_s2s.decoding` strategy of `serving_default` and `translate_ids`
+            (default `Greedy()`).
     """
 
     def __init__(self, translator, strategy=Greedy()):
@@ -72,36 +91,146 @@ class TranslationModule(tf.Module):
         self.max_target_length = translator.max_target_length
 
     def _search(self, source_ids, attention):
-        """Decode `source_ids`; empty rows (END alone) get zeros: no ids, length, score 0."""
+        """Decode `source_ids` with the strategy chosen at export."""
         seed = None  # a seeded strategy's own seed
         if self.strategy.random and self.strategy.seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
-        return blank_empty_sources(self.strategy.decode(
-            self.model, source_ids, self.max_target_length, attention=attention, seed=seed),
-            source_ids, self.source_tokenizer.pad_id)
+        return self.strategy.decode(self.model, source_ids, self.max_target_length,
+                                    attention=attention, seed=seed)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
-        result = self._search(source_ids, attention=True)
+        """Empty rows (END alone) get zeros: no ids, length, score 0."""
+        result = blank_empty_sources(self._search(source_ids, attention=True), source_ids,
+                                     self.source_tokenizer.pad_id)
         return {"output_ids": result.pop("tokens"), **result}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def serving_default(self, inputs):
+        return self._translate_texts(inputs, lambda source_ids: self._search(source_ids, False))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([], tf.int32, name="beam_width"),
+                                  tf.TensorSpec([], tf.float32, name="alpha"),
+                                  tf.TensorSpec([], tf.int32, name="n_best")])
+    def beam(self, inputs, beam_width, alpha, n_best):
+        return self._beam_search(inputs, beam_width, alpha, n_best, checks=[])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([None], tf.string, name="prefixes"),
+                                  tf.TensorSpec([None, None], tf.string, name="constraints"),
+                                  tf.TensorSpec([], tf.int32, name="beam_width"),
+                                  tf.TensorSpec([], tf.float32, name="alpha"),
+                                  tf.TensorSpec([], tf.int32, name="n_best")])
+    def constrained(self, inputs, prefixes, constraints, beam_width, alpha, n_best):
+        room, pad_id = self.max_target_length - 1, self.target_tokenizer.pad_id
+        no_room = f"at most {room} (max_target_length {self.max_target_length} less END)"
+        prefix_ids = self.target_tokenizer.tokenize(prefixes).to_tensor(pad_id)
+        phrase_ids = self.target_tokenizer.tokenize(tf.reshape(constraints, [-1]))
+        phrase_tokens = tf.reduce_sum(tf.reshape(phrase_ids.row_lengths(), tf.shape(
+            constraints)), axis=1)
+        rows = tf.shape(inputs)[0]
+        checks = [
+            _check("the rows of prefixes", tf.shape(prefixes)[0],
+                   tf.equal(tf.shape(prefixes)[0], rows), "one per input"),
+            _check("the rows of constraints", tf.shape(constraints)[0],
+                   tf.equal(tf.shape(constraints)[0], rows), "one per input"),
+            _check("the tokens of a prefix", tf.shape(prefix_ids)[1],
+                   tf.shape(prefix_ids)[1] <= room, no_room),
+            _check("the tokens of the constraints of an input", tf.reduce_max(phrase_tokens),
+                   tf.reduce_all(phrase_tokens <= room), no_room)]
+        phrases = tf.reshape(phrase_ids.to_tensor(pad_id), tf.concat(
+            [tf.shape(constraints), [-1]], axis=0))
+        return self._beam_search(inputs, beam_width, alpha, n_best, checks, prefix=prefix_ids,
+                                 constraints=phrases)
+
+    def _beam_search(self, inputs, beam_width, alpha, n_best, checks, **guides):
+        """The `beam` and `constrained` signatures' beam search (`decoding.beam_search`,
+        `guides` its prefix and constraints) after the bound checks of the settings and the
+        signature's own `checks`."""
+        checks = [
+            _check("beam_width", beam_width, (beam_width >= 1) & (beam_width <= MAX_BEAM_WIDTH),
+                   f"an int in [1, {MAX_BEAM_WIDTH}]"),
+            _check("alpha", alpha, (alpha >= 0.0) & (alpha <= MAX_ALPHA),
+                   f"a number in [0, {MAX_ALPHA}]"),
+            _check("n_best", n_best, (n_best >= 1) & (n_best <= beam_width),
+                   "an int in [1, beam_width]"), *checks]
+        with tf.control_dependencies(checks):  # before any buffer of that width is allocated
+            beam_width, alpha, n_best = (tf.identity(value) for value in (beam_width, alpha,
+                                                                          n_best))
+        return self._translate_texts(inputs, lambda source_ids: decoding.beam_search(
+            self.model, source_ids, self.max_target_length, beam_width, alpha, n_best,
+            **guides))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
+                                  tf.TensorSpec([], tf.float32, name="temperature"),
+                                  tf.TensorSpec([], tf.int32, name="top_k"),
+                                  tf.TensorSpec([], tf.float32, name="top_p"),
+                                  tf.TensorSpec([], tf.int32, name="seed")])
+    def sample(self, inputs, temperature, top_k, top_p, seed):
+        checks = [
+            _check("temperature", temperature, (temperature == 0.0) | (
+                (temperature >= MIN_TEMPERATURE) & (temperature <= MAX_TEMPERATURE)),
+                f"0 (greedy search) or a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]"),
+            _check("top_k", top_k, top_k >= 0, "an int >= 0 (0: every token)"),
+            _check("top_p", top_p, (top_p > 0.0) & (top_p <= 1.0), "a number in (0, 1]")]
+        with tf.control_dependencies(checks):
+            temperature, top_k, top_p = (tf.identity(value) for value in (temperature, top_k,
+                                                                          top_p))
+        seeds = tf.where(seed < 0, tf.random.uniform([2], maxval=MAX_SEED, dtype=tf.int32),
+                         tf.stack([seed, 0]))  # a negative seed draws afresh per call
+        return self._translate_texts(inputs, lambda source_ids: decoding.sample(
+            self.model, source_ids, self.max_target_length, temperature, top_k, top_p, seeds))
+
+    def _translate_texts(self, inputs, search):
+        """Tokenize `inputs`, `search(source_ids)` → a decoding result, detokenize: the text
+        signatures' `outputs` (string, the shape of `scores`) and `scores`."""
         source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
-        result = self._search(source_ids, attention=False)
+        result = blank_empty_sources(search(source_ids), source_ids,
+                                     self.source_tokenizer.pad_id)
         tokens = result["tokens"]
         texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
         return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": result["scores"]}
 
     def signatures(self):
-        return {"serving_default": self.serving_default.get_concrete_function(),
-                "translate_ids": self.translate_ids.get_concrete_function()}
+        """{signature name: `tf.function` with its input signature}: what
+        `tf.saved_model.save` exports. Given as functions rather than concrete functions, they
+        are traced once, in the saving context (concrete functions traced before would be
+        traced again there, doubling the export time)."""
+        return {name: getattr(self, name) for name in (
+            "serving_default", "translate_ids", "beam", "sample", "constrained")}
 
     def warmup_inputs(self, signature_name, batch_size, length):
         """{input alias: numpy array} for the inputs of `signature_name`'s warm-up requests
-        that need values other than `warmup_requests`' generic ones (e.g. a signature whose
-        valid settings are not 1); none of these signatures has such inputs."""
-        return {}
+        that need values other than `warmup_requests`' generic ones: typical settings, no
+        prefix, and a target word as every input's one constraint."""
+        settings = {
+            "beam": {"beam_width": 2, "alpha": 0.6, "n_best": 1},
+            "sample": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0},
+            "constrained": {"beam_width": 2, "alpha": 0.6, "n_best": 1,
+                            "prefixes": [""] * batch_size,
+                            "constraints": [[self._warmup_constraint]] * batch_size},
+        }.get(signature_name, {})
+        specs = {spec.name: spec for spec in tf.nest.flatten(
+            getattr(self, signature_name).input_signature)}
+        return {name: np.array(value, dtype=object if specs[name].dtype == tf.string
+                               else specs[name].dtype.as_numpy_dtype)
+                for name, value in settings.items()}
+
+    @property
+    def _warmup_constraint(self):
+        """A word of the target vocabulary (one token), so the phrase always fits."""
+        words = [token.lstrip("#\u2581") for token in
+                 self.target_tokenizer.vocabulary[len(SPECIAL_TOKENS):]]
+        words = [word for word in words if word.isalnum()]
+        return words[0] if words else ""
+
+
+def _check(name, value, valid, expected):
+    """An assertion that fails the call with INVALID_ARGUMENT and the one-line message
+    "`name` must be `expected`, got `value`" unless the scalar `valid` holds."""
+    return tf.debugging.Assert(valid, [tf.strings.format(f"{name} must be {expected}, got {{}}",
+                                                          value)])
 
 
 def existing_versions(model_dir):
@@ -121,8 +250,8 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
         base_path: the directory holding one subdirectory per model.
         version: a non-negative int; default: one more than the highest existing version (1
             for the first). An existing version is an error, never overwritten.
-        strategy: the `keras_s2s.decoding` strategy of the exported signatures (default
-            `Greedy()`).
+        strategy: the `keras_s2s.decoding` strategy of `serving_default` and
+            `translate_ids` (default `Greedy()`).
     """
     if not model_name or model_name in (".", "..") or os.sep in model_name or (
             os.altsep and os.altsep in model_name):
@@ -184,8 +313,15 @@ def warmup_requests(module, signatures):
             requests.append((name, {
                 spec.name: chosen[spec.name] if spec.name in chosen else
                 _warmup_input(spec, batch, length, words, tokenizer)
-                for spec in tf.nest.flatten(function.structured_input_signature)}))
+                for spec in _input_specs(function)}))
     return requests
+
+
+def _input_specs(function):
+    """The input TensorSpecs of a signature given as a `tf.function` or a concrete function."""
+    if isinstance(function, tf.types.experimental.ConcreteFunction):
+        return tf.nest.flatten(function.structured_input_signature)
+    return function.input_signature
 
 
 def _warmup_input(spec, batch, length, words, tokenizer):

@@ -10,7 +10,9 @@ from keras import ops
 
 from keras_s2s.run import Run
 from keras_s2s.data.pipeline import encode_source
-from keras_s2s.decoding import Beam, Greedy, check_strategy, length_penalty
+from keras_s2s.decoding import (Beam, Greedy, check_constraints_allowed, check_strategy,
+                                 length_penalty)
+from keras_s2s.inference.alignment import replace_unknowns, word_alignments, word_ids
 from keras_s2s.special_tokens import PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ class Translation:
     `source_tokens` end with END. `attention` is `(len(output_tokens), len(source_tokens))`
     when asked for and the model has attention, else None. `alternatives` holds the next best
     hypotheses of a `Beam(n_best=N)` search, best first (N - 1 of them; each without
-    alternatives of its own), and is empty otherwise.
+    alternatives of its own), and is empty otherwise. `alignments` links each output word to
+    the source word it attends to most, `[(source_word, target_word), ...]` in output order
+    (`keras_s2s.inference.alignment`), when there is `attention`, else None.
 
     An empty input (no token once tokenized: "" or only whitespace) is not decoded: its text is
     "", its score 0.0 (the log-probability of the one, certain, empty output), and it has no
@@ -37,6 +41,19 @@ class Translation:
     output_tokens: list
     attention: np.ndarray | None
     alternatives: list = dataclasses.field(default_factory=list)
+    alignments: list | None = None
+
+
+#: The rank of each guide of `Strategy.decode`: (batch, length), (batch, phrases, length).
+GUIDE_RANKS = {"prefix": 2, "constraints": 3}
+
+
+def _padded(rows, pad_id, width=None):
+    """Lists of ids → an int32 array `(len(rows), width)` padded with `pad_id` (default width:
+    the longest row, at least 1)."""
+    width = width or max([len(row) for row in rows] + [1])
+    return np.array([row + [pad_id] * (width - len(row)) for row in rows], "int32").reshape(
+        len(rows), width)
 
 
 def empty_sources(source_ids, pad_id=PAD_ID):
@@ -86,21 +103,22 @@ class _TranslatorBase:
         translations = [None] * len(texts)
         for number, start in enumerate(range(0, len(texts), batch_size)):
             rows = order[start:start + batch_size]
-            batch = self._translate_batch([texts[row] for row in rows],
-                                          all_ids[rows, :lengths[rows].max()],
-                                          lambda ids: decode(ids, number), strategy.n_best,
-                                          bool(attention))
+            batch = self._translate_batch(
+                [texts[row] for row in rows], all_ids[rows, :lengths[rows].max()],
+                lambda ids, picked, rows=rows: decode(ids, number, rows[picked]),
+                strategy.n_best, bool(attention))
             for row, translation in zip(rows, batch):
                 translations[row] = translation
         return translations
 
     def _translate_batch(self, texts, source_ids, decode, n_best, attention):
-        """`texts` and their ids `(n, S)` as `encode_source` lays them out → `Translation`s."""
+        """`texts` and their ids `(n, S)` as `encode_source` lays them out → `Translation`s.
+        `decode(ids, picked)` decodes the rows `picked` of them (the non-empty ones)."""
         pad_id = self.source_tokenizer.pad_id
         decoded = np.flatnonzero(~empty_sources(source_ids, pad_id).numpy())  # rows to decode
         result = {}
         if len(decoded):
-            result = decode(tf.gather(source_ids, decoded))
+            result = decode(tf.gather(source_ids, decoded), decoded)
             shape = result["tokens"].shape
             result["texts"] = self.target_tokenizer.detokenize(
                 result["tokens"].reshape(-1, shape[-1])).numpy().reshape(shape[:2])
@@ -129,7 +147,19 @@ class _TranslatorBase:
                     if attention else None))
             hypotheses[0].alternatives = hypotheses[1:]
             translations.append(hypotheses[0])
+        if attention:
+            for translation in translations:
+                for hypothesis in [translation, *translation.alternatives]:
+                    hypothesis.alignments = word_alignments(
+                        hypothesis.attention,
+                        word_ids(hypothesis.source_tokens, self.source_tokenizer),
+                        word_ids(hypothesis.output_tokens, self.target_tokenizer))
         return translations
+
+    def replace_unknowns(self, translation):
+        """`translation.text` with each unknown output token replaced by the source word it
+        attends to most (`keras_s2s.inference.alignment.replace_unknowns`)."""
+        return replace_unknowns(translation, self.source_tokenizer, self.target_tokenizer)
 
 
 class Translator(_TranslatorBase):
@@ -181,19 +211,67 @@ class Translator(_TranslatorBase):
         """
         return cls.from_run(Run.open(path), jit_compile=jit_compile)
 
-    def _decoder(self, strategy, attention):
-        """A compiled decoding function `(source_ids, seed)` per strategy and attention flag;
-        a sampling strategy's seed is an input, so one function serves every seed."""
-        key = (strategy, attention)
+    def _decoder(self, strategy, attention, guides=()):
+        """A compiled decoding function `(source_ids, seed, *guides)` per strategy, attention
+        flag and the names of the guides given ("prefix", "constraints": `decode`'s
+        arguments); a sampling strategy's seed is an input, so one function serves every
+        seed."""
+        key = (strategy, attention, guides)
         if key not in self._decoders:
             self._decoders[key] = tf.function(
-                lambda source_ids, seed: strategy.decode(
+                lambda source_ids, seed, *values: strategy.decode(
                     self.model, source_ids, self.max_target_length, attention=attention,
-                    seed=seed),
+                    seed=seed, **dict(zip(guides, values))),
                 input_signature=[tf.TensorSpec([None, None], tf.int32),
-                                 tf.TensorSpec([2], tf.int32)],
+                                 tf.TensorSpec([2], tf.int32)] + [
+                    tf.TensorSpec([None] * GUIDE_RANKS[name], tf.int32) for name in guides],
                 reduce_retracing=True, jit_compile=self.jit_compile)
         return self._decoders[key]
+
+    def _target_ids(self, texts, what):
+        """Target-side `texts` → lists of ids (no end token); a one-line ValueError naming one
+        that leaves no room for the end token."""
+        room = self.max_target_length - 1
+        ids = self.target_tokenizer.tokenize(list(texts)).to_list() if texts else []
+        for text, row in zip(texts, ids):
+            if len(row) > room:
+                raise ValueError(f"the {what} {text!r} has {len(row)} tokens; at most {room} fit "
+                                 f"before the end token (max_target_length "
+                                 f"{self.max_target_length})")
+        return ids
+
+    def _guides(self, count, strategy, prefixes, constraints):
+        """The prefixes and constraints of `count` texts as `decode`'s int32 arrays, by name,
+        padded with the target padding id; checked, with one-line errors."""
+        guides, pad_id = {}, self.target_tokenizer.pad_id
+        for name, given in (("prefixes", prefixes), ("constraints", constraints)):
+            if given is not None and (isinstance(given, str) or len(given) != count):
+                raise ValueError(f"{name} must be a list with one entry per text ({count}), got "
+                                 f"{given!r}")
+        if prefixes is not None:
+            guides["prefix"] = _padded(self._target_ids(prefixes, "prefix"), pad_id)
+        if constraints is not None:
+            check_constraints_allowed(strategy)
+            phrases = []
+            for row in constraints:
+                if isinstance(row, str):
+                    raise ValueError(f"constraints must be lists of phrases, one list per text, "
+                                     f"got {row!r}")
+                ids = self._target_ids(row, "constraint")
+                for text, phrase in zip(row, ids):
+                    if not phrase:
+                        raise ValueError(f"the constraint {text!r} is empty: it holds no token")
+                total = sum(map(len, ids))
+                if total > self.max_target_length - 1:
+                    raise ValueError(f"the constraints {list(row)!r} hold {total} tokens; at most "
+                                     f"{self.max_target_length - 1} fit before the end token "
+                                     f"(max_target_length {self.max_target_length})")
+                phrases.append(ids)
+            width = max([len(phrase) for row in phrases for phrase in row] + [1])
+            most = max([len(row) for row in phrases] + [1])  # phrases of one text
+            guides["constraints"] = np.stack([_padded(row + [[]] * (most - len(row)), pad_id, width)
+                                              for row in phrases])
+        return guides
 
     def _padded_for_compilation(self, source_ids):
         """`source_ids` padded to one of few shapes, so XLA compiles a handful of programs:
@@ -206,7 +284,8 @@ class Translator(_TranslatorBase):
         return tf.concat([source_ids, tf.repeat(source_ids[:1], target_rows - rows, axis=0)],
                          axis=0)
 
-    def translate(self, texts, strategy=Greedy(), attention=True, batch_size=64):
+    def translate(self, texts, strategy=Greedy(), attention=True, batch_size=64,
+                  prefixes=None, constraints=None):
         """Translate a list of strings → list[Translation], one per text, in order.
 
         Args:
@@ -218,22 +297,39 @@ class Translator(_TranslatorBase):
             attention: record the attention weights (`Translation.attention`); turn it off
                 when they are not needed, to save the decoder's attention buffers.
             batch_size: texts decoded at once.
+            prefixes: None, or one string per text ("" for none) its translation starts
+                with (tokenized by the target tokenizer, without the end token); the
+                translation goes on from there and its score counts the prefix.
+            constraints: None, or one list of phrases per text (an empty list for none) its
+                translation must contain; beam search only (`keras_s2s.decoding` says how, and
+                what comes back when a phrase does not fit). An empty input is not decoded,
+                whatever its prefix or constraints.
         """
         check_strategy(strategy)
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        texts = list(texts)
+        if not texts:
+            return []
+        guides = self._guides(len(texts), strategy, prefixes, constraints)
         seed = None
         if strategy.random:  # the seed goes in as a tensor
             seed = strategy.seed if strategy.seed is not None else int(
                 np.random.default_rng().integers(2 ** 31 - 1))
             strategy = strategy.without_seed()
-        decoder = self._decoder(strategy, bool(attention))
+        decoder = self._decoder(strategy, bool(attention), tuple(guides))
 
-        def decode(rows, number):
+        def decode(rows, number, text_rows):
             seeds = tf.constant([seed or 0, number], tf.int32)  # one stream per batch
+            values = [guides[name][text_rows] for name in guides]
             if self.jit_compile:
-                padded = decoder(self._padded_for_compilation(rows), seeds)
+                padded_rows = self._padded_for_compilation(rows)
+                padded = decoder(padded_rows, seeds, *[np.concatenate(
+                    [value, np.repeat(value[:1], len(padded_rows) - len(rows), axis=0)])
+                    for value in values])
                 result = {name: value[:len(rows)] for name, value in padded.items()}
             else:
-                result = decoder(rows, seeds)
+                result = decoder(rows, seeds, *values)
             return {name: value.numpy() if strategy.n_best > 1 else value.numpy()[:, None]
                     for name, value in result.items()}  # (rows, n_best, ...)
 
@@ -308,7 +404,7 @@ class CTranslate2Translator(_TranslatorBase):
                        max_input_length=0, return_scores=True, return_end_token=True,
                        return_attention=bool(attention))
 
-        def decode(rows, number):
+        def decode(rows, number, text_rows):
             sources = [[self._source_vocabulary[i] for i in
                         row[:np.count_nonzero(row != self.source_tokenizer.pad_id)]]
                        for row in rows.numpy()]  # END included

@@ -100,11 +100,14 @@ class Client:
         """Regress examples (dicts of features); returns `results`: one float per example."""
         return self._examples_request("regress", examples, context, signature_name)
 
-    def translate(self, texts):
-        """Translates a list of strings with the model's serving_default signature.
+    def translate(self, texts, signature_name=None, **settings):
+        """Translates a list of strings with the model's serving_default signature, or with
+        `signature_name` and its scalar `settings` (a keras-s2s export's `beam`: beam_width,
+        alpha, n_best; `sample`: temperature, top_k, top_p, seed).
 
         Returns, per text, {"translation": str, "score": float} when the model also outputs
-        `scores`, else the translated string.
+        `scores`, else the translated string. With several hypotheses per text (`beam` with
+        n_best > 1) the next best follow, best first, in the first's "alternatives".
         """
         if isinstance(texts, str):
             raise TypeError(
@@ -114,6 +117,11 @@ class Client:
         texts = list(texts)
         if not texts:
             return []
+        if signature_name is not None:
+            outputs = self.predict(inputs={"inputs": texts, **settings},
+                                   signature_name=signature_name)
+            return [_hypotheses(translations, scores)
+                    for translations, scores in zip(outputs["outputs"], outputs["scores"])]
         results = []
         for prediction in self.predict(instances=texts):
             if isinstance(prediction, dict) and "scores" in prediction:
@@ -184,3 +192,12 @@ class Client:
             raise ServingRequestError(
                 None, f"cannot reach the server: {getattr(error, 'reason', error)}", url
             ) from None
+
+
+def _hypotheses(translations, scores):
+    """One text's outputs and scores (one each, or lists best first) → its result dict."""
+    if not isinstance(translations, list):
+        return {"translation": translations, "score": scores}
+    best, *alternatives = [{"translation": translation, "score": score}
+                           for translation, score in zip(translations, scores)]
+    return {**best, "alternatives": alternatives}

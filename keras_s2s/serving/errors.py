@@ -60,6 +60,9 @@ _TF_PREAMBLE = re.compile(
     r"^(Graph execution error:|Detected at node .* defined at \(most recent call last\):)$"
 )
 _STACK_FRAME = re.compile(r'^\s+File "[^"]*", line \d+, in ')
+# The node and function names TensorFlow appends to an op's message (a graph's assertion), and
+# the placeholder of a stack it did not record: nothing a client can act on.
+_NODE_TRAILER = re.compile(r"^\s*\[\[\{\{.*\}\}\]\]( \[Op:\S+\])?$|^<stack traces unavailable>$")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/\"':,;()\[\]{}]+){2,}/?")
 _MAX_MESSAGE_CHARS = 4096
 
@@ -77,6 +80,8 @@ def public_message(message):
     lines = message.splitlines()
     kept, skipping_frame = [], False
     for line in lines:
+        if _NODE_TRAILER.match(line):
+            continue
         if _TF_PREAMBLE.match(line.strip()) or _STACK_FRAME.match(line):
             skipping_frame = True
             continue

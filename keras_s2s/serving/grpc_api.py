@@ -174,7 +174,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._rpcs.answer("Predict", request, context, self._predict(request))
 
     async def GetModelMetadata(self, request, context):  # noqa: N802
-        return await self._rpcs.answer("GetModelMetadata", request, context, self._metadata(request))
+        return await self._rpcs.answer("GetModelMetadata", request, context,
+                                       self._metadata(request))
 
     async def _predict(self, request):
         rpcs = self._rpcs
