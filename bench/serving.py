@@ -704,24 +704,18 @@ def main():
         write_result("serving_hardening_quick" if args.quick else "serving_hardening", args,
                      {"hardening": hardening_figures(args)})
         return
-    if part == "overload":
+    # The parts measured on one quickly trained export each: {part: its figures}.
+    export_parts = {
+        "overload": lambda export_dir: overload_figures(export_dir, args),
+        "protocols": lambda export_dir: protocol_figures(export_dir, [
+            s for s, _ in synthetic.generate("dates", 500, seed=4242)], args),
+        "warmup": lambda export_dir: warmup_figures(export_dir, args),
+    }
+    if part in export_parts:
         with tempfile.TemporaryDirectory() as workdir:
             _, export_dir = train_and_export(workdir, quick=True)
-            write_result("serving_overload_quick" if args.quick else "serving_overload", args,
-                         {"overload": overload_figures(export_dir, args)})
-        return
-    if part == "protocols":
-        with tempfile.TemporaryDirectory() as workdir:
-            _, export_dir = train_and_export(workdir, quick=True)
-            sentences = [s for s, _ in synthetic.generate("dates", 500, seed=4242)]
-            write_result("serving_protocols_quick" if args.quick else "serving_protocols", args,
-                         {"protocols": protocol_figures(export_dir, sentences, args)})
-        return
-    if part == "warmup":
-        with tempfile.TemporaryDirectory() as workdir:
-            _, export_dir = train_and_export(workdir, quick=True)
-            write_result("serving_warmup_quick" if args.quick else "serving_warmup", args,
-                         {"warmup": warmup_figures(export_dir, args)})
+            write_result(f"serving_{part}_quick" if args.quick else f"serving_{part}", args,
+                         {part: export_parts[part](export_dir)})
         return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
