@@ -46,7 +46,10 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    """Two replicas train what one device does: the loss is the batch's token mean, not the sum
+    of each replica's mean (which doubled it)."""
     script = textwrap.dedent(f"""
+        import dataclasses
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -57,16 +60,21 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
                              distribute="mirrored", data="reverse", num_pairs=200,
                              batch_size=32, vocab_size=60, task_options={{"max_length": 5}},
                              model={{"num_layers": 1, "d_model": 16, "num_heads": 2,
-                                     "d_ff": 32}})
+                                     "d_ff": 32, "dropout": 0.0}})
         print("replicas", _strategy(config).num_replicas_in_sync)
-        history = train(config, verbose=0)
-        print("loss", history["loss"][0])
+        print("loss", train(config, verbose=0)["loss"][0])
+        one_device = dataclasses.replace(config, out={str(tmp_path / "one")!r},
+                                         distribute="off")
+        print("one_device_loss", train(one_device, verbose=0)["loss"][0])
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
     assert (tmp_path / "run" / "model.keras").exists()
+    losses = dict(line.split() for line in result.stdout.splitlines()
+                  if line.startswith(("loss", "one_device_loss")))
+    assert float(losses["loss"]) == pytest.approx(float(losses["one_device_loss"]), rel=0.05)
 
 
 def test_bad_configuration_is_refused():
