@@ -52,9 +52,10 @@ def _add_train_parser(subparsers):
 def _train(args):
     from keras_s2s.training.loop import train
 
-    from keras_s2s.training.config import from_arguments, inherit
+    from keras_s2s.training.config import from_arguments, given_options, inherit
 
-    config = inherit(from_arguments(args))  # with --init-from, that run's architecture
+    # with --init-from, that run's architecture
+    config = inherit(from_arguments(args), given_options(args))
     history = train(config, verbose=2 if not sys.stdout.isatty() else "auto")
     best = min(history.get("val_loss", [float("nan")]))
     accuracy = max(history.get("val_masked_accuracy", [float("nan")]))

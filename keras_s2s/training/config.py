@@ -267,9 +267,13 @@ FREE_MODEL_ARGUMENTS = ("dropout",)
 INHERITED_DEFAULTS = ("max_source_length", "max_target_length")
 
 
-def inherit(config):
+def inherit(config, given=None):
     """`config` with the model, tokenizer and length options of the run `config.init_from`
     (a copy; `config` itself when it starts from no run).
+
+    `given` names the options set explicitly (`given_options` of the command line): one of
+    them that differs from the run's is refused even at its default value. Without it (the
+    Python API) an option at its default value counts as not set.
 
     Raises:
         ValueError: one line naming the flag whose value would change the model's shape or
@@ -284,6 +288,7 @@ def inherit(config):
     start = TrainConfig.load(run_files.config_path(config.init_from))
     fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
     values = {name: getattr(start, name) for name in INHERITED + INHERITED_DEFAULTS}
+    explicit = given or set()
     for name in INHERITED:
         given, default = getattr(config, name), fields[name].default
         if name == "model":
@@ -292,7 +297,8 @@ def inherit(config):
             what = f"--model-arg {changed[0]}" if changed else None
             values["model"] = {**start.model, **given}
         else:
-            changed = given not in (default, values[name])
+            changed = given != values[name] if name in explicit else given not in (
+                default, values[name])
             what = _flag(fields[name])
         if changed:
             raise ValueError(f"{what} cannot be given with --init-from: the model and its "
@@ -308,6 +314,30 @@ def _flag(field):
     return field.metadata["flag"] or "--" + field.name.replace("_", "-")
 
 
+#: The namespace attribute where `add_arguments`' flags note that they were given.
+GIVEN = "given_options"
+
+
+def _noting(action, parser):
+    """The argparse action class named `action` (None: store), also noting in the namespace
+    that its flag was given: a flag given at its default value is then told from one not
+    given."""
+    base = parser._registry_get("action", action, action)
+
+    class Noting(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            given = getattr(namespace, GIVEN, None) or set()
+            setattr(namespace, GIVEN, given | {self.dest.partition(".")[0]})
+
+    return Noting
+
+
+def given_options(args):
+    """The names of the `TrainConfig` options whose flags the command line gave."""
+    return getattr(args, GIVEN, None) or set()
+
+
 def add_arguments(parser):
     """Add a flag to `parser` for every `TrainConfig` option."""
     for field in dataclasses.fields(TrainConfig):
@@ -317,7 +347,7 @@ def add_arguments(parser):
         if keys:  # one flag a key of a dict option
             for key, help in keys.items():
                 parser.add_argument("--" + key.replace("_", "-"), dest=f"{field.name}.{key}",
-                                    help=help, type=_flag_type(meta["check"], key),
+                                    action=_noting(None, parser), help=help, type=_flag_type(meta["check"], key),
                                     metavar=key.upper())
             continue
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
@@ -330,6 +360,7 @@ def add_arguments(parser):
         flag = _flag(field)
         if options.get("action") not in ("store_true", "store_const") and not choices:
             options.setdefault("metavar", flag[2:].replace("-", "_").upper())
+        options["action"] = _noting(options.get("action"), parser)
         parser.add_argument(flag, dest=field.name, help=meta["help"], **options)
 
 

@@ -83,6 +83,8 @@ def test_fine_tuning_learns_the_task_and_keeps_the_tokenizers(imported_run, tmp_
     (["--vocab-size", "500"], "--vocab-size"),
     (["--lowercase"], "--lowercase"),
     (["--arch", "luong"], "--arch"),
+    (["--arch", "bahdanau"], "--arch"),  # the default value, given: still not the run's
+    (["--tokenizer", "wordpiece"], "--tokenizer"),  # the default, too
     (["--model-arg", "share_embeddings=false"], "--model-arg share_embeddings"),
 ])
 def test_flags_changing_the_model_are_refused(imported_run, tmp_path, capsys, flags, named):
