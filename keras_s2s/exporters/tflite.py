@@ -11,8 +11,9 @@ when converting. Its one signature, `serving_default`, has:
   `max_source_length`. Padding is masked, so it does not change the result.
 - input `prefix_ids`: int32 `[batch_size, max_target_length]`, each row the target ids its
   output starts with (tokenized by the target vocabulary, no END), padded with its padding
-  id (0 for the package's own tokenizers); a row of padding is no prefix (plain search). The prefix is forced during the first steps, as
-  `Translator.translate(prefixes=...)` and the SavedModel force it, and the score counts it.
+  id (0 for the package's own tokenizers); a row of padding is no prefix (plain search).
+  The prefix is forced during the first steps, as `Translator.translate(prefixes=...)` and
+  the SavedModel force it, and the score counts it.
 - outputs `output_ids` int32 `[batch_size, max_target_length]` (END included, then 0),
   `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability; beam
   search: over the GNMT length penalty). With `n_best` N > 1, each has an axis of N
