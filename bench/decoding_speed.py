@@ -30,12 +30,16 @@ exactly N tokens.
      of the whole batch, and at batch 32 also 32 concurrent clients of one sentence each
      (`rest_32_clients`, `rest_32_clients_batching`), where server-side batching matters.
    - TFLite (`keras_s2s.exporters.tflite.convert`, float32 and dynamic-range, one model per batch
-     size) run by LiteRT's `Interpreter` on all cores: greedy rows only, since the TFLite
-     model is greedy search by design.
+     size and search, no prefix) run by LiteRT's `Interpreter` on all cores: greedy rows, and
+     beam 4 at batch 1 (a phone translates one sentence at a time); the size of each model
+     is in `tflite.bytes`.
    Each row gives the share of each deployed path's tokens equal to our graph loop's. The
-   quick mode serves the greedy export alone and converts float32 alone.
+   quick mode serves the greedy export alone and converts float32 alone. `--batch-1-only`
+   measures the batch 1 rows alone, without REST (our graph loop, CTranslate2 and TFLite
+   greedy and beam 4; a few minutes) → `decoding_speed_batch1.json`, float32 alone with
+   `--quick`.
 
-Usage: python bench/decoding_speed.py [--quick] [--repeats N]
+Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only]
 """
 
 import concurrent.futures
@@ -161,6 +165,8 @@ SEARCHES = (("greedy", Greedy(), 1), (f"beam{BEAM_WIDTH}", Beam(BEAM_WIDTH), BEA
 #: size, and the TFLite weight types.
 REST_CLIENTS = max(CT2_BATCH_SIZES)
 TFLITE_QUANTIZATIONS = ("none", "dynamic")
+#: The batch sizes each search's TFLite model is converted for.
+TFLITE_BATCH_SIZES = {"greedy": CT2_BATCH_SIZES, f"beam{BEAM_WIDTH}": (1,)}
 
 
 def ctranslate2_translators(model):
@@ -218,17 +224,27 @@ def rest_servers(run_dir, directory, searches):
         yield servers
 
 
-def tflite_runners(run_dir, directory, quantizations):
-    """`{(quantization, batch size): signature runner}`: the run converted to TFLite for each
-    batch size, run by LiteRT on all cores (as CTranslate2 is)."""
-    runners = {}
-    for quantize in quantizations:
-        for batch_size in CT2_BATCH_SIZES:
-            path = os.path.join(directory, f"{quantize}-{batch_size}.tflite")
-            tflite.convert(run_dir, path, quantize=quantize, batch_size=batch_size)
-            runners[quantize, batch_size] = Interpreter(
-                model_path=path, num_threads=os.cpu_count()).get_signature_runner()
-    return runners
+def tflite_runners(run_dir, directory, quantizations, batch_sizes):
+    """`{(search, quantization, batch size): signature runner}` and `{"<search>_<weights>":
+    bytes}` (at batch 1): the run converted to TFLite for each search's `TFLITE_BATCH_SIZES`
+    among `batch_sizes`, run by LiteRT on all cores (as CTranslate2 is)."""
+    runners, sizes = {}, {}
+    for search, strategy, _ in SEARCHES:
+        for quantize in quantizations:
+            for batch_size in set(TFLITE_BATCH_SIZES[search]) & set(batch_sizes):
+                path = os.path.join(directory, f"{search}-{quantize}-{batch_size}.tflite")
+                size = tflite.convert(run_dir, path, quantize=quantize, batch_size=batch_size,
+                                      strategy=strategy)
+                if batch_size == 1:
+                    sizes[f"{search}_{tflite_weights(quantize)}"] = size
+                runners[search, quantize, batch_size] = Interpreter(
+                    model_path=path, num_threads=os.cpu_count()).get_signature_runner()
+    return runners, sizes
+
+
+def tflite_weights(quantize):
+    """The name of a TFLite model's weight type in the results: float32, dynamic."""
+    return "float32" if quantize == "none" else quantize
 
 
 def rest_translate_ids(server, model_name, source_ids):
@@ -246,8 +262,9 @@ def one_request_a_row(pool, translate, source_ids):
 
 
 def tflite_translate_ids(runner, source_ids):
-    """(output ids, lengths) of a TFLite signature runner on `source_ids`."""
-    outputs = runner(source_ids=source_ids)
+    """(output ids, lengths) of a TFLite signature runner on `source_ids`, with no prefix."""
+    prefix_shape = runner.get_input_details()["prefix_ids"]["shape"]
+    outputs = runner(source_ids=source_ids, prefix_ids=np.zeros(prefix_shape, np.int32))
     return outputs["output_ids"], outputs["lengths"]
 
 
@@ -262,11 +279,10 @@ def deployed_contenders(search, source_ids, servers, runners, pool):
             if batch_size == REST_CLIENTS:
                 contenders[f"rest_{REST_CLIENTS}_clients{suffix}"] = functools.partial(
                     one_request_a_row, pool, translate, source_ids)
-    if search == "greedy":  # the TFLite model decodes greedily only
-        for (quantize, size), runner in runners.items():
-            if size == batch_size:
-                contenders[f"tflite_{'float32' if quantize == 'none' else quantize}"] = (
-                    functools.partial(tflite_translate_ids, runner, source_ids))
+    for (name, quantize, size), runner in runners.items():
+        if name == search and size == batch_size:
+            contenders[f"tflite_{tflite_weights(quantize)}"] = functools.partial(
+                tflite_translate_ids, runner, source_ids)
     return contenders
 
 
@@ -309,17 +325,18 @@ def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary
 
 
 def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
-                             tflite_quantizations):
+                             tflite_quantizations, batch_sizes=CT2_BATCH_SIZES):
     """`side_by_side_row` per batch size and search, every output exactly CT2_OUTPUT_LENGTH
-    tokens; REST rows for `rest_searches`, TFLite ones of `tflite_quantizations`."""
+    tokens; REST rows for `rest_searches`, TFLite ones of `tflite_quantizations`. Returns the
+    rows and the TFLite models' sizes (`tflite_runners`)."""
     translators, vocabulary = ctranslate2_translators(model)
     rows = {}
     with (tempfile.TemporaryDirectory() as directory,
           concurrent.futures.ThreadPoolExecutor(REST_CLIENTS) as pool):
         run_dir = write_run(model, vocabulary, os.path.join(directory, "run"), source_length)
-        runners = tflite_runners(run_dir, directory, tflite_quantizations)
+        runners, sizes = tflite_runners(run_dir, directory, tflite_quantizations, batch_sizes)
         with rest_servers(run_dir, os.path.join(directory, "export"), rest_searches) as servers:
-            for batch_size in CT2_BATCH_SIZES:
+            for batch_size in batch_sizes:
                 source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE,
                                                tf.int32)
                 for search, strategy, width in SEARCHES:
@@ -328,16 +345,44 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                     rows[f"batch{batch_size}_{search}"] = side_by_side_row(
                         model, source_ids, strategy, width, translators, vocabulary, deployed,
                         repeats, xla)
-    return rows
+    return rows, sizes
+
+
+def tflite_figures(quantizations, sizes, batch_sizes=CT2_BATCH_SIZES):
+    """The `tflite` entry of the results: what was converted and each model's size."""
+    return {"quantizations": quantizations, "threads": os.cpu_count(),
+            "batch_sizes": {search: [size for size in converted if size in batch_sizes]
+                            for search, converted in TFLITE_BATCH_SIZES.items()},
+            "bytes": sizes}
+
+
+def batch_one_rows(model, source_length, repeats, tflite_quantizations):
+    """`--batch-1-only`: the batch 1 rows of our graph loop, CTranslate2 and TFLite (greedy and
+    beam 4, of `tflite_quantizations`), and the TFLite models' sizes."""
+    rule_out_end(model)
+    rows, sizes = ctranslate2_side_by_side(model, source_length, repeats, xla=False,
+                                           rest_searches=[],
+                                           tflite_quantizations=tflite_quantizations,
+                                           batch_sizes=(1,))
+    return {"output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count(),
+            "tflite": tflite_figures(tflite_quantizations, sizes, batch_sizes=(1,)),
+            "by_batch_size": rows}
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], lambda parser: parser.add_argument(
+        "--batch-1-only", action="store_true",
+        help="the batch 1 rows of CTranslate2, TFLite and our graph loop alone"))
     batch_size, source_length = 8, 24
     output_lengths = (16,) if args.quick else (16, 32, 64)
     keras.utils.set_random_seed(0)
     ours = Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=128, **CONFIG)
     ours.build()
+    tflite_quantizations = ["none"] if args.quick else list(TFLITE_QUANTIZATIONS)
+    if args.batch_1_only:
+        write_result("decoding_speed_batch1", args, batch_one_rows(
+            ours, source_length, args.repeats, tflite_quantizations))
+        return
     hub = KerasHubTransformer(VOCAB_SIZE, **CONFIG)
     source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE, tf.int32)
     hub((source_ids, source_ids[:, :2]))
@@ -385,18 +430,18 @@ def main():
             "greedy_ms_per_token": 1000 * cached / num_tokens,
         }
     rest_searches = ["greedy"] if args.quick else [search for search, _, _ in SEARCHES]
-    tflite_quantizations = ["none"] if args.quick else list(TFLITE_QUANTIZATIONS)
     rule_out_end(ours)  # for the deployed paths, which stop at END; our loops ignore it
     figures["ctranslate2"] = {
         "output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count(),
         "rest": {"server": "keras-s2s serve, a subprocess on 127.0.0.1",
                  "signature": "translate_ids", "searches": rest_searches,
                  "concurrent_clients": REST_CLIENTS, "batching_parameters": shown(BATCHING_FILE)},
-        "tflite": {"quantizations": tflite_quantizations, "threads": os.cpu_count(),
-                   "searches": ["greedy"], "why": "the TFLite model decodes greedily only"},
-        "by_batch_size": ctranslate2_side_by_side(
-            ours, source_length, args.repeats, xla=not args.quick, rest_searches=rest_searches,
-            tflite_quantizations=tflite_quantizations)}
+    }
+    rows, sizes = ctranslate2_side_by_side(
+        ours, source_length, args.repeats, xla=not args.quick, rest_searches=rest_searches,
+        tflite_quantizations=tflite_quantizations)
+    figures["ctranslate2"].update(tflite=tflite_figures(tflite_quantizations, sizes),
+                                  by_batch_size=rows)
     batch32 = figures["ctranslate2"]["by_batch_size"][f"batch{max(CT2_BATCH_SIZES)}_greedy"]
     figures["goal_ours_best_ge_half_ctranslate2_float32_at_batch32"] = (
         batch32["ours_best_vs_ctranslate2_float32"] >= 0.5)

@@ -240,7 +240,8 @@ def tflite_figures(run_dir, export_dir, workdir, args):
         runners[mode] = Interpreter(model_path=path).get_signature_runner("serving_default")
 
     def tflite_ids(mode, row):
-        return runners[mode](source_ids=row)["output_ids"]
+        return runners[mode](source_ids=row, prefix_ids=np.zeros(  # no prefix
+            (len(row), MAX_TARGET_LENGTH), np.int32))["output_ids"]
 
     def texts(decode):
         rows = np.concatenate([decode(ids[i:i + 1]) for i in range(len(ids))])

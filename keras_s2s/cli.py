@@ -484,8 +484,9 @@ def _export_ctranslate2(args):
 def _add_tflite_parser(subparsers):
     parser = subparsers.add_parser(
         "tflite", help="convert a run or an export to TensorFlow Lite",
-        description="Write a builtin-ops-only .tflite model (token ids in, greedy token ids "
-                    "out, fixed lengths) and its vocabularies beside it.")
+        description="Write a builtin-ops-only .tflite model (token ids and a target prefix in, "
+                    "token ids out by greedy or beam search, fixed lengths) and its "
+                    "vocabularies beside it.")
     parser.add_argument("path", help="run directory or export version directory")
     parser.add_argument("--out", required=True, metavar="MODEL.tflite")
     parser.add_argument("--quantize", choices=TFLITE_QUANTIZATIONS, default="none",
@@ -495,15 +496,20 @@ def _add_tflite_parser(subparsers):
     parser.add_argument("--max-target-length", type=positive_int,
                         help="fixed output length (default: the run's)")
     parser.add_argument("--batch-size", type=positive_int, default=1, help="fixed batch size")
+    _add_decoding_arguments(parser)
     parser.set_defaults(handler=_tflite)
 
 
 def _tflite(args):
     from keras_s2s.exporters.tflite import convert
+    from keras_s2s.run import Run
 
-    size = convert(args.path, args.out, quantize=args.quantize,
+    # Beam search's alpha defaults to the run's tuned one; without --beam the run opens later.
+    run = Run.open(args.path) if args.beam is not None else None
+    size = convert(run or args.path, args.out, quantize=args.quantize,
                    max_source_length=args.max_source_length,
-                   max_target_length=args.max_target_length, batch_size=args.batch_size)
+                   max_target_length=args.max_target_length, batch_size=args.batch_size,
+                   strategy=_strategy(args, run))
     print(f"wrote {args.out} ({args.quantize}, {size} bytes)")
 
 

@@ -28,8 +28,10 @@ def _source_ids(run_dir):
 
 
 def _run_tflite(path, source_ids):
+    """The model's outputs on `source_ids`, with no prefix (a `prefix_ids` of padding)."""
     runner = Interpreter(model_path=path).get_signature_runner("serving_default")
-    return runner(source_ids=source_ids)
+    prefix_shape = runner.get_input_details()["prefix_ids"]["shape"]
+    return runner(source_ids=source_ids, prefix_ids=np.zeros(prefix_shape, np.int32))
 
 
 @pytest.mark.parametrize("arch", RUNS)

@@ -1,19 +1,33 @@
-"""Convert a trained model to TensorFlow Lite: token ids in, greedy-decoded token ids out.
+"""Convert a trained model to TensorFlow Lite: token ids and a target prefix in, token ids out,
+by greedy search or beam search.
 
 The `.tflite` model holds builtin ops only (TF 2.20+'s Python interpreters have no Flex
-delegate, and phones rarely ship it), so its shapes are fixed when converting. Its one
-signature, `serving_default`, has:
+delegate, and phones rarely ship it), so its shapes, and its search (`Greedy()`, or
+`Beam(width, alpha, n_best)`: `keras-s2s tflite --beam WIDTH --alpha A --n-best N`), are fixed
+when converting. Its one signature, `serving_default`, has:
 
 - input `source_ids`: int32 `[batch_size, max_source_length]`, each row the source ids with
   END appended (as `keras_s2s.data.pipeline.encode_source` makes them), padded with 0 up to
   `max_source_length`. Padding is masked, so it does not change the result.
+- input `prefix_ids`: int32 `[batch_size, max_target_length]`, each row the target ids its
+  output starts with (tokenized by the target vocabulary, no END), padded with its padding
+  id (0 for the package's own tokenizers); a row of padding is no prefix (plain search).
+  The prefix is forced during the first steps, as `Translator.translate(prefixes=...)` and
+  the SavedModel force it, and the score counts it.
 - outputs `output_ids` int32 `[batch_size, max_target_length]` (END included, then 0),
-  `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability). A row
-  with END alone (an empty text) gives no ids, length 0 and score 0.0, as the `Translator`.
+  `lengths` int32 `[batch_size]` and `scores` float32 `[batch_size]` (log-probability; beam
+  search: over the GNMT length penalty). With `n_best` N > 1, each has an axis of N
+  hypotheses after the batch axis, best first. A row with END alone (an empty text) gives no
+  ids, length 0 and score 0.0, as the `Translator`.
 
-The decoding loop is `keras_s2s.decoding`'s greedy loop over the model contract: a while loop
-whose variables all have fixed shapes (the RNN state, or the Transformer's key/value cache for
-`max_target_length` steps), which the converter turns into a builtin WHILE. The batch size
+One model serves both plain and prefixed decoding: the prefix costs a few ops per step (on
+a tiny Transformer, 1.9 kB of 149 kB; its time was lost in the noise of a loaded machine).
+
+The decoding loop is `keras_s2s.decoding`'s loop over the model contract (greedy search's,
+or beam search's and its backtracking loop): a while loop whose variables all have fixed
+shapes (the RNN state, or the Transformer's key/value cache for `max_target_length` steps,
+times the beam width), which the converter turns into a builtin WHILE; beam search's
+ranking is TOPK_V2 and its reordering GATHER. The batch size
 is fixed too: the Keras RNN encoders' loops become builtin ops only with static shapes. The
 weights are frozen into constants first, since the converter leaves variables read inside a
 loop body as uninitialised resource variables.
@@ -39,7 +53,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice, check_positive_int
-from keras_s2s.decoding import Greedy
+from keras_s2s.decoding import Beam, Greedy, check_strategy
 from keras_s2s.exporters import TFLITE_QUANTIZATIONS
 from keras_s2s.inference.translator import Translator, blank_empty_sources, check_length_limit
 from keras_s2s.models.base import special_ids
@@ -54,34 +68,46 @@ _UNLOWERABLE_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex 
                              r"|failed to legalize operation '(tf\.\w+)'")
 
 
-def greedy_ids_function(model, max_source_length, max_target_length, batch_size=1):
-    """A frozen (weights as constants) greedy decoder of fixed shapes, ready to convert.
+def decoding_function(model, strategy, max_source_length, max_target_length, batch_size=1):
+    """A frozen (weights as constants) decoder of fixed shapes, ready to convert: `strategy`
+    (`Greedy()` or a `Beam`) with a target prefix.
 
     Returns:
-        A `tf.function` concrete function: `source_ids` `[batch_size, max_source_length]` →
-        {"output_ids", "lengths", "scores"}.
+        A `tf.function` concrete function: `source_ids` `[batch_size, max_source_length]` and
+        `prefix_ids` `[batch_size, max_target_length]` → {"output_ids", "lengths", "scores"}.
     """
-    spec = tf.TensorSpec([batch_size, max_source_length], tf.int32, name="source_ids")
+    check_tflite_strategy(strategy)
+    specs = [tf.TensorSpec([batch_size, max_source_length], tf.int32, name="source_ids"),
+             tf.TensorSpec([batch_size, max_target_length], tf.int32, name="prefix_ids")]
 
-    @tf.function(input_signature=[spec])
-    def decode(source_ids):
-        result = blank_empty_sources(Greedy().decode(model, source_ids, max_target_length),
-                                     source_ids, special_ids(model)[0])
+    @tf.function(input_signature=specs)
+    def decode(source_ids, prefix_ids):
+        result = blank_empty_sources(
+            strategy.decode(model, source_ids, max_target_length, prefix=prefix_ids),
+            source_ids, special_ids(model)[0])
         return {"output_ids": result["tokens"], "lengths": result["lengths"],
                 "scores": result["scores"]}
 
     traced = decode.get_concrete_function()
     frozen = convert_variables_to_constants_v2(traced)  # returns a flat list of outputs
 
-    @tf.function(input_signature=[spec])
-    def translate_ids(source_ids):
-        return tf.nest.pack_sequence_as(traced.structured_outputs, frozen(source_ids))
+    @tf.function(input_signature=specs)
+    def translate_ids(source_ids, prefix_ids):
+        return tf.nest.pack_sequence_as(traced.structured_outputs, frozen(source_ids, prefix_ids))
 
     return translate_ids.get_concrete_function()
 
 
+def check_tflite_strategy(strategy):
+    """One-line ValueError unless `strategy` is one the TFLite model decodes with."""
+    check_strategy(strategy)
+    if not isinstance(strategy, (Greedy, Beam)):
+        raise ValueError(f"a TFLite model decodes with Greedy() or Beam(...), not {strategy!r} "
+                         f"(sampling draws random numbers the model would have to take in)")
+
+
 def convert(path, out_path, quantize="none", max_source_length=None, max_target_length=None,
-            batch_size=1):
+            batch_size=1, strategy=Greedy()):
     """Convert the model of a run directory (or export version directory) to `out_path`.
 
     Args:
@@ -91,6 +117,7 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         quantize: "none" (float32), "dynamic" (int8 weights) or "float16" (float16 weights).
         max_source_length, max_target_length: the fixed lengths; default: the run's.
         batch_size: the fixed batch size of the input.
+        strategy: `Greedy()` or `Beam(width, alpha, n_best)`, fixed in the model.
 
     Returns:
         The size of the written model in bytes.
@@ -99,6 +126,7 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         FileExistsError: `out_path` or a vocabulary beside it exists (never overwritten).
     """
     check_choice("quantize", quantize, QUANTIZATIONS)
+    check_tflite_strategy(strategy)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     stem = os.path.splitext(os.path.basename(out_path))[0]
     vocabularies = [run_files.vocabulary_path(out_dir, f"{stem}.{side}")
@@ -120,8 +148,8 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         check_positive_int(name, value)
     check_length_limit(translator.model, max_source_length, max_target_length)
 
-    function = greedy_ids_function(translator.model, max_source_length, max_target_length,
-                                   batch_size)
+    function = decoding_function(translator.model, strategy, max_source_length,
+                                 max_target_length, batch_size)
     with tempfile.TemporaryDirectory() as saved_model:
         # Converted from a SavedModel, the model keeps its signature. Saved without custom
         # gradients: a frozen swish (Marian's activation) captures its beta in one, which
@@ -144,9 +172,9 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     for output, proto in models.items():
         with open(output, "xb") as file:
             file.write(proto)
-    logger.info("wrote %s (%s, %d bytes; source ids [%d, %d] → output ids [%d, %d])", out_path,
-                quantize, len(flatbuffer), batch_size, max_source_length, batch_size,
-                max_target_length)
+    logger.info("wrote %s (%s, %r, %d bytes; source ids [%d, %d] → output ids [%d, %d])",
+                out_path, quantize, strategy, len(flatbuffer), batch_size, max_source_length,
+                batch_size, max_target_length)
     return len(flatbuffer)
 
 

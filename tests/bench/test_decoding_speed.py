@@ -19,14 +19,16 @@ def test_decoding_speed_quick(results):
 
 
 def test_deployed_paths_beside_ours(results):
-    """REST (batching off and on, one request and 32 clients) and TFLite stand in the rows of
-    the side by side, and the float32 ones give our graph loop's tokens exactly."""
+    """REST (batching off and on, one request and 32 clients) and TFLite (greedy, and beam 4 at
+    batch 1) stand in the rows of the side by side, and the float32 ones give our graph loop's
+    tokens exactly."""
     side_by_side = load(results, "decoding_speed")["ctranslate2"]
     assert side_by_side["rest"]["searches"] == ["greedy"]
     assert side_by_side["tflite"]["quantizations"] == ["none"]
     rest = ["rest", "rest_batching"]
     clients = ["rest_32_clients", "rest_32_clients_batching"]
-    expected = {"batch1_greedy": [*rest, "tflite_float32"], "batch1_beam4": [],
+    assert sorted(side_by_side["tflite"]["bytes"]) == ["beam4_float32", "greedy_float32"]
+    expected = {"batch1_greedy": [*rest, "tflite_float32"], "batch1_beam4": ["tflite_float32"],
                 "batch32_greedy": [*rest, *clients, "tflite_float32"], "batch32_beam4": []}
     for name, row in side_by_side["by_batch_size"].items():
         deployed = expected.pop(name)

@@ -62,8 +62,10 @@ def test_tflite_gives_the_runs_outputs(deployed, tmp_path, quantize):
     ids = encode_source(TEXTS, translator.source_tokenizer, MAX_LENGTH).numpy()
     pad = translator.source_tokenizer.pad_id
     ids = np.pad(ids, [(0, 0), (0, MAX_LENGTH - ids.shape[1])], constant_values=pad)
+    no_prefix = np.full((len(TEXTS), translator.max_target_length),
+                        translator.target_tokenizer.pad_id, np.int32)
     result = Interpreter(model_path=str(path)).get_signature_runner("serving_default")(
-        source_ids=ids)
+        source_ids=ids, prefix_ids=no_prefix)
     vocabulary = translator.target_tokenizer.vocabulary
     outputs = [[vocabulary[i] for i in row[:length]]
                for row, length in zip(result["output_ids"], result["lengths"])]
