@@ -91,7 +91,7 @@ def server(exports, tmp_path_factory):  # noqa: F811
     base_path = tmp_path_factory.mktemp("served") / "transformer"
     shutil.copytree(exports["transformer"], base_path / "1")
     options = ServerOptions(models=[ModelConfig("transformer", str(base_path))],
-                            rest_api_port=0)
+                            rest_api_port=0, port=0)
     with ModelServer(options) as running:
         yield running
 
@@ -152,9 +152,10 @@ def test_translate_through_the_server_takes_the_local_decoding_flags(
         server, tiny_runs, capsys):  # noqa: F811
     texts = TEXTS[:3]
     printed = {}
-    for where in ("local", "server"):
-        target = ([tiny_runs["transformer"]] if where == "local"
-                  else ["--server", server.url, "--model", "transformer"])
+    targets = {"local": [tiny_runs["transformer"]],
+               "server": ["--server", server.url, "--model", "transformer"],
+               "grpc": ["--server", f"grpc://127.0.0.1:{server.grpc_port}/transformer"]}
+    for where, target in targets.items():
         for flags in (["--beam", "4", "--n-best", "2"],
                       ["--temperature", "0.7", "--top-k", "5", "--seed", "2"],
                       ["--beam", "2", "--prefix", "p", "--constraint", "i", "--constraint", "k"]):
@@ -162,9 +163,9 @@ def test_translate_through_the_server_takes_the_local_decoding_flags(
                          *flags, "--scores"]) == 0
             printed[where, tuple(flags)] = [line.split("\t") for line in
                                             capsys.readouterr().out.splitlines()]
-    for flags in {flags for _, flags in printed}:
-        local, served = printed["local", flags], printed["server", flags]
-        assert [text for _, text in served] == [text for _, text in local], flags
+    for where, flags in printed:
+        local, served = printed["local", flags], printed[where, flags]
+        assert [text for _, text in served] == [text for _, text in local], (where, flags)
         np.testing.assert_allclose([float(score) for score, _ in served],
                                    [float(score) for score, _ in local], atol=2e-4)
 

@@ -7,14 +7,20 @@ JSON API:
 - `GET /api/runs` → `{"runs": [{"name", "arch", "has_attention"}], "hangul_font": family or
   null, "max_characters": 5000}`.
 - `POST /api/translate` with `{"text", "strategy": "greedy" | "beam" | "sample", "beam_width",
-  "alpha", "n_best", "temperature", "seed"}` (all but "text" optional) → `{"text" (as
-  translated), "notes": [...], "results": [one per run, in order]}`; each result holds
+  "alpha", "n_best", "temperature", "seed", "prefix", "constraints"}` (all but "text"
+  optional; "prefix" a string the translation starts with, "constraints" a list of phrases it
+  must contain, beam search only: `Translator.translate`'s `prefixes` and `constraints` for
+  this one text, with its checks) → `{"text" (as translated), "notes": [...], "results": [one
+  per run, in order]}`; each result holds
   "translation", "score", "log_probability", "length_penalty" (beam search), "seconds" (of
   decoding; a strategy's first use, which traces its decoder, is decoded once beforehand),
   "source_tokens", "target_tokens", "attention" (`(layers, heads, outputs, sources)` nested
   lists, from `Translator.attention_heads`, or null with the reason in "attention_note"),
-  "notes" and "alternatives" (the next best beam hypotheses, the same fields without
-  attention).
+  "alignments" (`Translation.alignments` in the Pharaoh format of `translate --alignments`,
+  "0-0 1-2 ...", from the last layer's attention averaged over heads; null without
+  attention), "source_words" and "target_words" (the word index of each token, null for one
+  of no word, so that the page marks the heat map's cells of each aligned pair), "notes" and
+  "alternatives" (the next best beam hypotheses, the same fields without attention).
 
 Every error is `{"error": "one line"}` JSON, for every path and method: 400 (a bad request, or
 one the HTTP parser refuses), 404, 405, 408 (a body that stops arriving), 413, 503 (too many
@@ -44,6 +50,7 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 
 from keras_s2s.checks import check_choice, check_int
+from keras_s2s.inference.alignment import pharaoh, word_ids
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +69,8 @@ MAX_WAITING = 64
 #: Connections the kernel queues before the server accepts them (it caps this at somaxconn).
 BACKLOG = 1024
 STRATEGIES = ("greedy", "beam", "sample")
-_FIELDS = ("text", "strategy", "beam_width", "alpha", "n_best", "temperature", "seed")
+_FIELDS = ("text", "strategy", "beam_width", "alpha", "n_best", "temperature", "seed", "prefix",
+           "constraints")
 _STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 _POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
            "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -88,6 +96,26 @@ def strategy_of(request):
         return strategy_from_options(temperature=request.get("temperature", Sample.temperature),
                                      seed=request.get("seed"))
     return strategy_from_options()
+
+
+def guides_of(request):
+    """The `Translator.translate` keyword arguments of a translate request's "prefix" (a string;
+    "" is none) and "constraints" (a list of phrases; [] is none), for its one text; the
+    Translator checks the phrases themselves, and that the strategy is a beam search."""
+    guides = {}
+    prefix = request.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise ValueError(f"prefix must be a string, got {prefix!r:.40}")
+    if prefix:
+        guides["prefixes"] = [prefix]
+    constraints = request.get("constraints", [])
+    if not (isinstance(constraints, list) and all(isinstance(phrase, str)
+                                                  for phrase in constraints)):
+        raise ValueError(f"constraints must be a list of strings (phrases), got "
+                         f"{constraints!r:.60}")
+    if constraints:
+        guides["constraints"] = [constraints]
+    return guides
 
 
 def _number(value):
@@ -139,6 +167,7 @@ class Explorer:
         if not isinstance(text, str):
             raise ValueError(f"text must be a string, got {text!r:.40}")
         strategy = strategy_of(request)
+        guides = guides_of(request)
         notes = []
         if len(text) > MAX_CHARACTERS:
             notes.append(f"The text was cut to its first {MAX_CHARACTERS:,} characters "
@@ -147,23 +176,30 @@ class Explorer:
         if not text.strip():
             notes.append("The text is empty: there is nothing to translate.")
         with self._lock:
-            results = [self._translate(run, text, strategy) for run in self.runs]
+            results = [self._translate(run, text, strategy, guides) for run in self.runs]
         return {"text": text, "notes": notes, "results": results}
 
-    def _translate(self, run, text, strategy):
+    def _translate(self, run, text, strategy, guides):
         translator = run["translator"]
-        if (run["name"], strategy) not in self._traced:
-            translator.translate(["1"], strategy=strategy)  # traces this strategy's decoder
-            self._traced.add((run["name"], strategy))
+        traced = (run["name"], strategy, tuple(guides))  # a decoder per strategy and guides
+        if traced not in self._traced:
+            translator.translate(["1"], strategy=strategy, **guides)  # traces that decoder
+            self._traced.add(traced)
         start = time.perf_counter()
-        (translation,) = translator.translate([text], strategy=strategy)
+        (translation,) = translator.translate([text], strategy=strategy, **guides)
         seconds = time.perf_counter() - start
         heads = translator.attention_heads(translation)  # (layers, heads, T, S) or None
+        alignments = translation.alignments
         result = {"run": run["name"], "arch": run["arch"], "seconds": round(seconds, 4),
                   **self._hypothesis(translation, strategy),
                   "source_tokens": translation.source_tokens,
                   "attention": None if heads is None else heads.astype(float).round(4).tolist(),
                   "attention_note": None if translator.model.has_attention else NO_ATTENTION,
+                  "alignments": None if alignments is None else pharaoh(alignments),
+                  "source_words": word_ids(translation.source_tokens,
+                                           translator.source_tokenizer),
+                  "target_words": word_ids(translation.output_tokens,
+                                           translator.target_tokenizer),
                   "notes": [],
                   "alternatives": [self._hypothesis(alternative, strategy)
                                    for alternative in translation.alternatives]}

@@ -12,11 +12,18 @@ import pytest
 from keras_s2s.cli import main
 from keras_s2s.decoding import Beam, Greedy, Sample
 from keras_s2s.explore.server import MAX_CHARACTERS, ExplorerServer
+from keras_s2s.inference.alignment import pharaoh
 from tests.explore.conftest import ARCHS, post
 
 TEXT = "a b c d"
 #: The beam search of the tests (the browser test's too, so each run traces one beam search).
 BEAM = {"beam_width": 3, "alpha": 0.8, "n_best": 3}
+#: A target prefix and phrases (target-side letters of the tiny runs' vocabulary).
+PREFIX, CONSTRAINTS = "p", ["k", "i p"]
+#: A beam search guided by both (the decoders it traces are shared by the tests using it).
+GUIDED = {"text": TEXT, "strategy": "beam", **BEAM, "prefix": PREFIX, "constraints": CONSTRAINTS}
+#: The heat map's weights are rounded to this many decimals.
+DECIMALS = 4
 
 
 def translators(explorer):
@@ -83,6 +90,82 @@ def test_sampling_with_a_seed_is_the_translators(explorer, explorer_url):
         assert result["length_penalty"] is None
 
 
+def contains(tokens, phrase):
+    return any(tokens[i:i + len(phrase)] == phrase for i in range(len(tokens)))
+
+
+def test_prefix_and_constraints_are_honoured_as_the_translators(explorer, explorer_url):
+    status, answer = post(explorer_url, GUIDED)
+    assert status == 200
+    for result, translator in zip(answer["results"], translators(explorer)):
+        (expected,) = translator.translate([TEXT], strategy=Beam(3, alpha=0.8, n_best=3),
+                                           prefixes=[PREFIX], constraints=[CONSTRAINTS])
+        assert [h["translation"] for h in [result, *result["alternatives"]]] == [
+            h.text for h in [expected, *expected.alternatives]]
+        assert result["target_tokens"][0] == PREFIX
+        for phrase in CONSTRAINTS:
+            assert contains(result["target_tokens"], phrase.split()), (phrase, result)
+
+
+def wordpiece_words(tokens):
+    """The word of each WordPiece token: "##" continues the word before; START, END and padding
+    are no word."""
+    words, word = [], -1
+    for token in tokens:
+        if token in ("[START]", "[END]", "[PAD]"):
+            words.append(None)
+            continue
+        word += word < 0 or not token.startswith("##")
+        words.append(word)
+    return words
+
+
+def merged_argmax_pairs(weights, source_words, target_words):
+    """Pharaoh pairs of a `(T, S)` heat map, with numpy: each target word's rows summed, then
+    each source word's columns, and the largest sum taken; also each pair's margin to the
+    runner-up and how far rounding could move the sums apart."""
+    def membership(words):
+        count = max([word for word in words if word is not None], default=-1) + 1
+        return np.array([[word == k for k in range(count)] for word in words], float)
+
+    sources, targets = membership(source_words), membership(target_words)
+    merged = targets.T @ weights @ sources
+    ordered = np.sort(merged, axis=1)
+    margins = ordered[:, -1] - ordered[:, -2] if merged.shape[1] > 1 else np.inf
+    cells = targets.sum(axis=0)[:, None] * sources.sum(axis=0)[None, :]
+    # Two sums of rounded weights, each off by half a unit per cell at most (and a
+    # Transformer's recomputed weights by ~1e-6 more).
+    return (" ".join(f"{s}-{t}" for t, s in enumerate(merged.argmax(axis=1))), margins,
+            (10.0 ** -DECIMALS + 1e-5) * cells.max())
+
+
+@pytest.mark.parametrize("request_", [{"text": TEXT}, GUIDED])
+def test_alignments_are_the_translators_and_the_heat_maps_argmax(explorer, explorer_url,
+                                                                 request_):
+    status, answer = post(explorer_url, request_)
+    assert status == 200
+    guided = "prefix" in request_
+    for result, translator in zip(answer["results"], translators(explorer)):
+        (expected,) = translator.translate(
+            [TEXT], strategy=Beam(3, alpha=0.8, n_best=3) if guided else Greedy(),
+            prefixes=[PREFIX] if guided else None, constraints=[CONSTRAINTS] if guided else None)
+        if expected.alignments is None:  # no attention
+            assert result["alignments"] is None
+            continue
+        assert result["alignments"] == pharaoh(expected.alignments) != ""
+        # The heat map the page draws first: the last layer, averaged over the heads.
+        weights = np.array(result["attention"])[-1].mean(axis=0)
+        pairs, margins, rounding = merged_argmax_pairs(
+            weights, result["source_words"], result["target_words"])
+        clear = margins > rounding  # the pairs rounding cannot have changed
+        assert clear.any()
+        assert np.array(pairs.split())[clear].tolist() == np.array(
+            result["alignments"].split())[clear].tolist()
+        for tokens, words in ((result["source_tokens"], result["source_words"]),
+                              (result["target_tokens"], result["target_words"])):
+            assert words == wordpiece_words(tokens)
+
+
 @pytest.mark.parametrize("body, message", [
     (b"{not json", "not JSON"),
     (b"\xff\xfe", "not JSON in UTF-8"),
@@ -107,6 +190,18 @@ def test_sampling_with_a_seed_is_the_translators(explorer, explorer_url):
      "temperature must be 0 (greedy search) or a number in [0.001, 100.0], got 1e-300"),
     ({"text": TEXT, "strategy": "sample", "temperature": float("-inf")}, "got -inf"),
     ({"text": TEXT, "strategy": "sample", "seed": 2 ** 40}, "seed must be an int in [0, "),
+    # Guides: their types here, the rest as the Translator checks them.
+    ({"text": TEXT, "prefix": 3}, "prefix must be a string, got 3"),
+    ({"text": TEXT, "strategy": "beam", "constraints": "k"},
+     "constraints must be a list of strings (phrases), got 'k'"),
+    ({"text": TEXT, "strategy": "beam", "constraints": [["k"]]}, "constraints must be a list"),
+    ({"text": TEXT, "constraints": ["k"]}, "constraints need beam search (Beam(width)): Greedy"),
+    ({"text": TEXT, "strategy": "sample", "constraints": ["k"]}, "constraints need beam search"),
+    ({"text": TEXT, "strategy": "beam", "constraints": ["k", " "]},
+     "the constraint ' ' is empty: it holds no token"),
+    ({"text": TEXT, "prefix": "p " * 12}, "has 12 tokens; at most 9 fit before the end token"),
+    ({"text": TEXT, "strategy": "beam", "constraints": ["k p i"] * 4},
+     "hold 12 tokens; at most 9 fit before the end token"),
 ])
 def test_bad_requests_get_400_and_one_line(explorer_url, body, message):
     status, answer = post(explorer_url, body)

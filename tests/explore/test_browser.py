@@ -1,6 +1,7 @@
 """The explorer in a real headless Chromium (Debian's `chromium`, driven by Playwright): a
 shared link translates, hovering lights the source token an output token attended to most (and
-the reverse), beam search lists its n best, and markup in texts or tokens stays text. Skips,
+the reverse), the word alignments are listed and framed in the heat map, beam search with a
+prefix and constraints lists its n best, and markup in texts or tokens stays text. Skips,
 saying why, where Chromium or Playwright is missing."""
 
 import json
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.explore.conftest import ARCHS, post
-from tests.explore.test_api import BEAM
+from tests.explore.test_api import BEAM, CONSTRAINTS, GUIDED, PREFIX
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TEXT = "a b c d e"
@@ -76,6 +77,16 @@ def test_a_link_translates_and_hover_shows_where_each_token_looked(page, explore
     bahdanau.locator("th.src").nth(column).hover()
     assert index_of(bahdanau.locator("th.out"), "argmax") == int(np.argmax(weights[:, column]))
 
+    result = answer["results"][1]
+    pairs = result["alignments"].split()
+    assert bahdanau.locator(".alignments .pair").all_text_contents() == pairs
+    framed = [(i, j) for i, target in enumerate(result["target_words"])
+              for j, source in enumerate(result["source_words"]) if f"{source}-{target}" in pairs]
+    cells = bahdanau.locator("tbody tr")
+    assert framed and bahdanau.locator("td.aligned").count() == len(framed)
+    assert all("aligned" in cells.nth(i).locator("td").nth(j).get_attribute("class")
+               for i, j in framed)
+
     transformer.locator("select").nth(1).select_option("1")  # the second head alone
     weights = np.array(answer["results"][2]["attention"])[-1, 1]
     row = clearest_argmax(weights, axis=1)
@@ -87,11 +98,18 @@ def test_a_link_translates_and_hover_shows_where_each_token_looked(page, explore
     page.check("input[value=beam]")
     for name, value in BEAM.items():
         page.fill(f"#{name}", str(value))
+    page.fill("#prefix", PREFIX)
+    page.fill("#constraints", "\n".join(["", *CONSTRAINTS, "  "]))  # blank lines are dropped
     page.click("#translate")
     page.locator("ol.nbest").first.wait_for()
-    assert [cards.nth(i).locator("ol.nbest li").count() for i in range(len(ARCHS))] == [
-        BEAM["n_best"]] * len(ARCHS)
-    assert "strategy=beam" in page.url and f"n_best={BEAM['n_best']}" in page.url
+    status, answer = post(explorer_url, GUIDED)
+    assert status == 200
+    for i, result in enumerate(answer["results"]):
+        assert cards.nth(i).locator("ol.nbest .hypothesis").all_text_contents() == [
+            h["translation"] or "(empty)" for h in [result, *result["alternatives"]]]
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    assert query["strategy"] == ["beam"] and query["n_best"] == [str(BEAM["n_best"])]
+    assert query["prefix"] == [PREFIX] and query["constraints"] == ["\n".join(CONSTRAINTS)]
 
 
 def test_markup_in_the_text_and_in_tokens_stays_text(page, explorer_url):
@@ -102,6 +120,8 @@ def test_markup_in_the_text_and_in_tokens_stays_text(page, explorer_url):
               "score": -1.0, "log_probability": -1.0, "length_penalty": None,
               "source_tokens": tokens, "target_tokens": tokens,
               "attention": [[np.eye(3).tolist()]], "attention_note": None,
+              "alignments": "0-0 1-1", "source_words": [0, 1, None],
+              "target_words": [0, 1, None],
               "notes": ["<i>a note</i>"], "alternatives": []}
     page.route("**/api/translate", lambda route: route.fulfill(
         content_type="application/json",

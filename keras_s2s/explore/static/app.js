@@ -3,7 +3,7 @@
 // tokens, notes) is set with textContent, never parsed as HTML.
 "use strict";
 
-const FIELDS = ["beam_width", "alpha", "n_best", "temperature", "seed"];
+const FIELDS = ["beam_width", "alpha", "n_best", "temperature", "seed", "prefix"];
 const $ = (id) => document.getElementById(id);
 
 /** A new element; `props` are DOM properties (className, title, ...); strings become text. */
@@ -28,13 +28,22 @@ function showStrategyFields() {
   $("form").className = strategy();
 }
 
-/** The translate request of the form: only the fields of the chosen strategy. */
+/** The constraints field's phrases: its non-blank lines. */
+function phrases(text) {
+  return text.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+}
+
+/** The translate request of the form: the fields of the chosen strategy, and the guides given
+ * (constraints whatever the strategy: the server says when they need beam search). */
 function request() {
   const body = { text: $("text").value, strategy: strategy() };
   const fields = { beam: ["beam_width", "alpha", "n_best"], sample: ["temperature", "seed"] };
   for (const name of fields[body.strategy] || []) {
     if ($(name).value !== "") body[name] = Number($(name).value);
   }
+  if ($("prefix").value !== "") body.prefix = $("prefix").value;
+  const constraints = phrases($("constraints").value);
+  if (constraints.length > 0) body.constraints = constraints;
   return body;
 }
 
@@ -42,7 +51,8 @@ function request() {
 function linkTo(body) {
   const query = new URLSearchParams();
   for (const [name, value] of Object.entries(body)) {
-    if (!(name === "strategy" && value === "greedy")) query.set(name, String(value));
+    if (name === "constraints") query.set(name, value.join("\n"));
+    else if (!(name === "strategy" && value === "greedy")) query.set(name, String(value));
   }
   return "/?" + query.toString();
 }
@@ -55,6 +65,7 @@ function readLink() {
     if (choice) choice.checked = true;
   }
   for (const name of FIELDS) if (query.has(name)) $(name).value = query.get(name);
+  if (query.has("constraints")) $("constraints").value = query.get("constraints");
   $("temperature_value").value = Number($("temperature").value).toFixed(2);
   showStrategyFields();
   if (query.has("text")) {
@@ -166,7 +177,37 @@ function attentionView(result) {
   }
   view.append(table);
   draw();
+  if (result.alignments !== null) view.append(alignmentsView(result, table));
   return view;
+}
+
+/** The word alignment pairs "source-target" of a result's Pharaoh string. */
+function alignmentPairs(result) {
+  return result.alignments.split(" ").filter((pair) => pair !== "");
+}
+
+/** The pair "s-t" whose words hold source token j and output token i, or null. */
+function pairOfCell(result, pairs, i, j) {
+  const pair = `${result.source_words[j]}-${result.target_words[i]}`;
+  return result.source_words[j] !== null && result.target_words[i] !== null &&
+    pairs.has(pair) ? pair : null;
+}
+
+/** The word alignments under the heat map; hovering a pair lights its framed cells. */
+function alignmentsView(result, table) {
+  const line = el("p", { className: "alignments",
+    title: "each output word linked to the source word it attends to most (the last layer's " +
+      "attention averaged over the heads), as translate --alignments prints them" },
+  "word alignments (source-target): ");
+  for (const pair of alignmentPairs(result)) {
+    const span = el("span", { className: "pair" }, pair);
+    const cells = () => table.querySelectorAll(`td[data-pair="${pair}"]`);
+    span.addEventListener("mouseenter", () => cells().forEach((c) => c.classList.add("pair-lit")));
+    span.addEventListener("mouseleave",
+      () => cells().forEach((c) => c.classList.remove("pair-lit")));
+    line.append(span);
+  }
+  return line;
 }
 
 function argmax(values) {
@@ -174,6 +215,7 @@ function argmax(values) {
 }
 
 function drawHeatmap(table, result, weights) {
+  const pairs = new Set(result.alignments === null ? [] : alignmentPairs(result));
   const sources = result.source_tokens.map((token) =>
     el("th", { className: "src", scope: "col", dir: "auto", title: token }, token));
   const outputs = result.target_tokens.map((token) =>
@@ -184,6 +226,12 @@ function drawHeatmap(table, result, weights) {
       const cell = el("td", { title: `${result.target_tokens[i]} → ${result.source_tokens[j]}: ` +
         weight.toFixed(3) });
       cell.style.backgroundColor = `rgba(37, 99, 235, ${weight})`;
+      const pair = pairOfCell(result, pairs, i, j);
+      if (pair !== null) {
+        cell.classList.add("aligned");
+        cell.dataset.pair = pair;
+        cell.title += ` (aligned: ${pair})`;
+      }
       cell.addEventListener("mouseenter", () => highlightOutput(i));
       tr.append(cell);
     });
