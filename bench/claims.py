@@ -242,8 +242,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         if "length" not in args.skip:
             figures["claim_1_context_vector_vs_length"] = claim_length(
-                budget, 1 if args.quick else 50, workdir, args.tag,
-                num_pairs=500 if args.quick else 20000)
+                budget, 3 if args.quick else 50, workdir, args.tag,
+                num_pairs=2000 if args.quick else 20000)
         if "corpus" not in args.skip:
             figures["claim_1_bleu_vs_length_kor_eng"] = claim_length_corpus(
                 args.corpus_minutes or (0.05 if args.quick else 6.0), workdir,
