@@ -68,12 +68,21 @@ from keras_s2s.serving.config import parse_batching_parameters  # noqa: E402
 from keras_s2s.training.loop import train  # noqa: E402
 
 MODEL = {"num_layers": 2, "d_model": 64, "num_heads": 4, "d_ff": 256}
+#: The quick mode's model: its figures mean nothing, every path runs on it once.
+QUICK_MODEL = {"num_layers": 1, "d_model": 32, "num_heads": 2, "d_ff": 64}
 MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH = 32, 16
 BATCHING_FILE = REPO_ROOT / "serving" / "batching_parameters.txt"
 CONCURRENCY = (1, 32)
+#: The quick mode's client counts: one client and several at once, each path run once.
+QUICK_CONCURRENCY = (1, 4)
 
 
-def train_and_export(workdir, quick):
+def concurrency(args):
+    """The client counts of the load tests: CONCURRENCY, or QUICK_CONCURRENCY in quick mode."""
+    return QUICK_CONCURRENCY if args.quick else CONCURRENCY
+
+
+def train_and_export(workdir, quick, model=MODEL):
     """A small Transformer trained on dates, exported; returns (run_dir, export version dir).
 
     The quick mode's model learns little: its latencies, not its translations, are the figure.
@@ -83,7 +92,7 @@ def train_and_export(workdir, quick):
                          epochs=1 if quick else 3, num_pairs=1000 if quick else 5000,
                          warmup_steps=200, learning_rate=0.5,
                          max_source_length=MAX_SOURCE_LENGTH,
-                         max_target_length=MAX_TARGET_LENGTH, model=MODEL)
+                         max_target_length=MAX_TARGET_LENGTH, model=model)
     train(config, verbose=0)
     return run_dir, export_run(run_dir, "dates", base_path=os.path.join(workdir, "export"))
 
@@ -124,7 +133,7 @@ def rest_figures(export_dir, sentences, args):
                                    batching=parameters)
                for name, parameters in (("batching_off", None), ("batching_on", batching))}
     saved_model = tf.saved_model.load(export_dir).signatures["serving_default"]
-    requests_per_client = 5 if args.quick else 20
+    requests_per_client = 2 if args.quick else 20
     rounds = args.repeats
     with ModelServer(options["batching_off"]) as off, ModelServer(options["batching_on"]) as on:
         servers = {"batching_off": off, "batching_on": on}
@@ -134,9 +143,10 @@ def rest_figures(export_dir, sentences, args):
             **{f"rest_{name}": (lambda url=server.url: Client(url, "dates").predict(
                 instances=sentences[:1])) for name, server in servers.items()},
         }, repeats=10 * args.repeats, warmup=3)
-        samples = {(name, clients): ([], []) for name in servers for clients in CONCURRENCY}
+        samples = {(name, clients): ([], [])
+                   for name in servers for clients in concurrency(args)}
         for _ in range(rounds):
-            for clients in CONCURRENCY:
+            for clients in concurrency(args):
                 for name, server in servers.items():
                     latencies, seconds = load_test(server.url, sentences, clients,
                                                    requests_per_client, max_seconds=60)
@@ -154,7 +164,7 @@ def rest_figures(export_dir, sentences, args):
     ratios = {f"batching_on_over_off_throughput/clients_{clients}": round(
         load[f"batching_on/clients_{clients}"]["requests_per_second"]
         / load[f"batching_off/clients_{clients}"]["requests_per_second"], 2)
-        for clients in CONCURRENCY}
+        for clients in concurrency(args)}
     return {
         "single_request_median_ms": {name: round(1000 * value, 2)
                                      for name, value in single.items()},
@@ -168,10 +178,10 @@ def rest_figures(export_dir, sentences, args):
     }
 
 
-def protocol_figures(export_dir, sentences, args):
+def protocol_figures(export_dir, sentences, args, client_counts=CONCURRENCY):
     """gRPC against REST on one server (batching off): the median one-sentence predict,
-    interleaved, and p50/p99 latency and throughput from 1 and 32 clients, the protocols taking
-    turns round by round."""
+    interleaved, and p50/p99 latency and throughput from each of `client_counts` clients (1
+    and 32), the protocols taking turns round by round."""
     options = ServerOptions(models=[ModelConfig("dates", os.path.dirname(export_dir))],
                             rest_api_port=0, port=0)
     requests_per_client = 5 if args.quick else 20
@@ -182,9 +192,9 @@ def protocol_figures(export_dir, sentences, args):
             {name: (lambda client=client: client.predict(instances=sentences[:1]))
              for name, client in clients.items()},
             repeats=10 * args.repeats, warmup=3)
-        samples = {(name, count): ([], []) for name in urls for count in CONCURRENCY}
+        samples = {(name, count): ([], []) for name in urls for count in client_counts}
         for _ in range(args.repeats):
-            for count in CONCURRENCY:
+            for count in client_counts:
                 for name, url in urls.items():
                     latencies, seconds = load_test(url, sentences, count, requests_per_client,
                                                    max_seconds=60, warm=True)
@@ -201,7 +211,7 @@ def protocol_figures(export_dir, sentences, args):
         "grpc_over_rest_throughput": {
             f"clients_{count}": round(load[f"grpc/clients_{count}"]["requests_per_second"]
                                       / load[f"rest/clients_{count}"]["requests_per_second"], 2)
-            for count in CONCURRENCY},
+            for count in client_counts},
         "requests_per_client_per_round": requests_per_client,
         "rounds": args.repeats,
     }
@@ -220,10 +230,12 @@ def share_equal(outputs, expected):
 
 
 def tflite_figures(run_dir, export_dir, workdir, args):
-    """Size, latency and exact match of each quantization against the SavedModel."""
+    """Size, latency and exact match of each quantization against the SavedModel (quick mode:
+    float32 alone, on fewer sentences)."""
     source_tokenizer = load_tokenizer(run_dir, "source")
     target_tokenizer = load_tokenizer(run_dir, "target")
-    pairs = synthetic.generate("dates", 200, seed=20261123)
+    pairs = synthetic.generate("dates", 20 if args.quick else 200, seed=20261123)
+    quantizations = ("none",) if args.quick else tflite.QUANTIZATIONS
     ids = encode_source([s for s, _ in pairs], source_tokenizer, MAX_SOURCE_LENGTH).numpy()
     ids = np.pad(ids, [(0, 0), (0, MAX_SOURCE_LENGTH - ids.shape[1])]).astype(np.int32)
     translate_ids = tf.saved_model.load(export_dir).signatures["translate_ids"]
@@ -232,7 +244,7 @@ def tflite_figures(run_dir, export_dir, workdir, args):
         return translate_ids(source_ids=tf.constant(row))["output_ids"].numpy()
 
     runners, sizes = {}, {}
-    for mode in tflite.QUANTIZATIONS:
+    for mode in quantizations:
         path = os.path.join(workdir, f"dates-{mode}.tflite")
         sizes[mode] = tflite.convert(export_dir, path, quantize=mode,
                                      max_source_length=MAX_SOURCE_LENGTH,
@@ -250,12 +262,12 @@ def tflite_figures(run_dir, export_dir, workdir, args):
     one = ids[:1]
     latency = interleaved_medians(
         {"savedmodel": lambda: saved_model_ids(one),
-         **{mode: (lambda mode=mode: tflite_ids(mode, one)) for mode in tflite.QUANTIZATIONS}},
+         **{mode: (lambda mode=mode: tflite_ids(mode, one)) for mode in quantizations}},
         repeats=20 * args.repeats, warmup=3)
     reference = [t for _, t in pairs]
     float32 = texts(saved_model_ids)
     modes = {"savedmodel": {"bytes": saved_model_bytes(export_dir), "outputs": float32}}
-    for mode in tflite.QUANTIZATIONS:
+    for mode in quantizations:
         modes[f"tflite_{mode}"] = {"bytes": sizes[mode],
                                    "outputs": texts(lambda row, mode=mode: tflite_ids(mode, row))}
     figures = {}
@@ -720,14 +732,15 @@ def main():
         return
     with tempfile.TemporaryDirectory() as workdir:
         started = time.perf_counter()
-        run_dir, export_dir = train_and_export(workdir, args.quick)
+        model = QUICK_MODEL if args.quick else MODEL
+        run_dir, export_dir = train_and_export(workdir, args.quick, model)
         train_seconds = time.perf_counter() - started
         sentences = [s for s, _ in synthetic.generate("dates", 500, seed=4242)]
         figures = {
-            "model": {"arch": "transformer", **MODEL,
+            "model": {"arch": "transformer", **model,
                       "train_and_export_seconds": round(train_seconds, 1)},
             "rest": rest_figures(export_dir, sentences, args),
-            "protocols": protocol_figures(export_dir, sentences, args),
+            "protocols": protocol_figures(export_dir, sentences, args, concurrency(args)),
             "tflite": tflite_figures(run_dir, export_dir, workdir, args),
             "hardening": hardening_figures(args),
             "overload": overload_figures(export_dir, args),

@@ -35,6 +35,10 @@ VOCAB_SIZE = 1000
 SMALL_TRANSFORMER = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
 LSTM_CONFIG = dict(embedding_dim=256, units=512, cell="lstm", num_layers=1, dropout=0.1)
 EFFICIENCY_TRANSFORMER = dict(num_layers=2, d_model=512, num_heads=8, d_ff=2048, dropout=0.1)
+#: The quick mode's models in parts 2 to 4 (part 1 keeps its own: the quick test checks that a
+#: backward pass takes longer than the forward one, which a tiny model's noise can hide).
+QUICK_TRANSFORMER = dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, dropout=0.1)
+QUICK_LSTM = dict(embedding_dim=32, units=32, cell="lstm", num_layers=1, dropout=0.1)
 MATMUL_SIZE = 2048
 JIT_NAMES = {False: "graph", True: "xla"}
 
@@ -131,13 +135,14 @@ def ours_against_keras_hub(repeats, jit_modes, batch_size=32, length=32):
     }
 
 
-def tokens_per_second_by_length(repeats, lengths, tokens_per_batch):
+def tokens_per_second_by_length(repeats, lengths, tokens_per_batch, lstm_config=LSTM_CONFIG,
+                                transformer_config=SMALL_TRANSFORMER):
     """Part 2: tokens/s of an LSTM Seq2Seq and a Transformer by length, plotted to a PNG."""
     keras.utils.set_random_seed(0)
     models = {
-        "LSTM Seq2Seq": Seq2Seq(VOCAB_SIZE, VOCAB_SIZE, **LSTM_CONFIG),
+        "LSTM Seq2Seq": Seq2Seq(VOCAB_SIZE, VOCAB_SIZE, **lstm_config),
         "Transformer": Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=max(lengths),
-                                   **SMALL_TRANSFORMER),
+                                   **transformer_config),
     }
     for model in models.values():
         model.build()
@@ -155,7 +160,7 @@ def tokens_per_second_by_length(repeats, lengths, tokens_per_batch):
                plot_path, "sequence length (source = target)", "training target tokens / s",
                f"Training throughput, {tokens_per_batch} target tokens per batch, CPU")
     return {
-        "configs": {"LSTM Seq2Seq": LSTM_CONFIG, "Transformer": SMALL_TRANSFORMER,
+        "configs": {"LSTM Seq2Seq": lstm_config, "Transformer": transformer_config,
                     "vocab_size": VOCAB_SIZE, "tokens_per_batch": tokens_per_batch},
         "params": {name: count_params(model) for name, model in models.items()},
         "target_tokens_per_second": by_length,
@@ -193,11 +198,11 @@ def matmuls_alone(matmuls):
     return lambda: run()
 
 
-def cpu_efficiency(repeats, batch_size, length):
+def cpu_efficiency(repeats, batch_size, length, config=EFFICIENCY_TRANSFORMER):
     """Part 3: achieved training FLOP/s ÷ FLOP/s of a 2048×2048 matmul, timed interleaved."""
     keras.utils.set_random_seed(0)
-    model = compiled(Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=length,
-                                 **EFFICIENCY_TRANSFORMER), jit_compile=False)
+    model = compiled(Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=length, **config),
+                     jit_compile=False)
     batch = random_batch(batch_size, length)
     step = train_step_function(model, batch)
     matrix = tf.random.normal((MATMUL_SIZE, MATMUL_SIZE))
@@ -205,11 +210,11 @@ def cpu_efficiency(repeats, batch_size, length):
     seconds = interleaved_medians({"train_step": step,
                                    "matmul": lambda: matmul(matrix).numpy()},
                                   repeats, warmup=2)
-    flops = flops_of(step_matmuls(EFFICIENCY_TRANSFORMER, batch_size, length, VOCAB_SIZE))
+    flops = flops_of(step_matmuls(config, batch_size, length, VOCAB_SIZE))
     achieved = flops / seconds["train_step"]
     peak = 2 * MATMUL_SIZE ** 3 / seconds["matmul"]
     return {
-        "config": {**EFFICIENCY_TRANSFORMER, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
+        "config": {**config, "vocab_size": VOCAB_SIZE, "batch_size": batch_size,
                    "length": length, "jit_compile": False},
         "params": count_params(model),
         "training_step_gflop": flops / 1e9,
@@ -221,9 +226,11 @@ def cpu_efficiency(repeats, batch_size, length):
     }
 
 
-def precision(repeats, batch_size, length, vocab_size):
-    """Part 4: tokens/s of the corpus Transformer recipe under float32 and mixed_bfloat16."""
-    config = {**CORPUS_MODELS["transformer"], "share_embeddings": True}  # three-way tied
+def precision(repeats, batch_size, length, vocab_size, shrink=None):
+    """Part 4: tokens/s of the corpus Transformer recipe under float32 and mixed_bfloat16
+    (`shrink`: model fields to override, for the quick mode)."""
+    config = {**CORPUS_MODELS["transformer"], "share_embeddings": True,  # three-way tied
+              **(shrink or {})}
     models = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
@@ -246,18 +253,22 @@ def precision(repeats, batch_size, length, vocab_size):
 
 def main():
     args = parse_args(__doc__.splitlines()[0])
-    lengths = (16, 32) if args.quick else (16, 32, 64, 128)
+    lengths = (16,) if args.quick else (16, 32, 64, 128)
     figures = {
         "ours_vs_keras_hub": ours_against_keras_hub(
             args.repeats, jit_modes=(False,) if args.quick else (False, True),
             batch_size=8 if args.quick else 32),
         "by_sequence_length": tokens_per_second_by_length(
-            args.repeats, lengths, tokens_per_batch=256 if args.quick else 4096),
-        "cpu_efficiency": cpu_efficiency(args.repeats, batch_size=4 if args.quick else 32,
-                                         length=16 if args.quick else 32),
+            args.repeats, lengths, tokens_per_batch=256 if args.quick else 4096,
+            lstm_config=QUICK_LSTM if args.quick else LSTM_CONFIG,
+            transformer_config=QUICK_TRANSFORMER if args.quick else SMALL_TRANSFORMER),
+        "cpu_efficiency": cpu_efficiency(
+            args.repeats, batch_size=4 if args.quick else 32, length=16 if args.quick else 32,
+            config=QUICK_TRANSFORMER if args.quick else EFFICIENCY_TRANSFORMER),
         "precision": precision(args.repeats, batch_size=4 if args.quick else 32,
                                length=8 if args.quick else 16,
-                               vocab_size=VOCAB_SIZE if args.quick else 8000),
+                               vocab_size=VOCAB_SIZE if args.quick else 8000,
+                               shrink=QUICK_TRANSFORMER if args.quick else None),
     }
     figures["goal_speedup_vs_keras_hub_ge_1_2"] = {
         mode: speedup >= 1.2

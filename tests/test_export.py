@@ -1,5 +1,6 @@
 """SavedModel export: parity with the Translator in a process without keras_s2s, versions."""
 
+import collections.abc
 import functools
 import json
 import os
@@ -73,14 +74,38 @@ def _tiny_runs(base_temp):
     return runs
 
 
+#: The shared exports: one greedy export per run, and a beam-search one of luong.
+EXPORTS = [*RUNS, "luong_beam"]
+
+
 @functools.cache
-def _exports(base_temp):
+def _export(base_temp, name):
     runs, base_path = _tiny_runs(base_temp), str(base_temp / "export")
-    paths = {arch: export_run(run_dir, arch, base_path=base_path)
-             for arch, run_dir in runs.items()}
-    paths["luong_beam"] = export_run(runs["luong"], "luong_beam", base_path=base_path,
-                                     strategy=Beam(3))
-    return paths
+    if name == "luong_beam":
+        return export_run(runs["luong"], name, base_path=base_path, strategy=Beam(3))
+    return export_run(runs[name], name, base_path=base_path)
+
+
+class _Exports(collections.abc.Mapping):
+    """Version directories of EXPORTS, each exported on first use: a module that reads one
+    export (test_export_signatures.py, serving/test_warmup.py) waits for that one alone."""
+
+    def __init__(self, base_temp):
+        self.base_temp = base_temp
+
+    def __getitem__(self, name):
+        if name not in EXPORTS:
+            raise KeyError(name)
+        return _export(self.base_temp, name)
+
+    def __contains__(self, name):
+        return name in EXPORTS
+
+    def __iter__(self):
+        return iter(EXPORTS)
+
+    def __len__(self):
+        return len(EXPORTS)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +117,7 @@ def tiny_runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory):
     """Version directories: one greedy export per architecture, and a beam-search one."""
-    return _exports(tmp_path_factory.getbasetemp())
+    return _Exports(tmp_path_factory.getbasetemp())
 
 
 #: Loads each export with tensorflow and tensorflow_text only (keras_s2s cannot be imported),
