@@ -1,7 +1,8 @@
 """The self-attention cache write of a decoding step: `write_at`'s select against a scatter.
 
-`MultiHeadAttention` writes each step's keys and values into its `(B, 2, max_length, H, d/H)`
-cache with `keras_s2s.tensor_ops.write_at`, a select that reads and rewrites the whole cache.
+`MultiHeadAttention` writes each step's keys and values into its cache, two
+`(B, H, max_length, d/H)` tensors, with `keras_s2s.tensor_ops.write_at`, a select that reads and
+rewrites the whole cache.
 The alternative measured here writes one position only: `tf.tensor_scatter_nd_update`, the one
 single-position write that both the plain TensorFlow runtime (TensorFlow Serving without XLA)
 and TFLite's builtin ops run. (`ops.slice_update` lowers to XlaDynamicUpdateSlice: TFLite's
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from common import parse_args, write_result
+from common import materialize, parse_args, write_result
 from decoding_speed import (BEAM_WIDTH, CONFIG, CT2_OUTPUT_LENGTH, NEVER, SEARCHES, VOCAB_SIZE,
                             rule_out_end, write_run)
 from keras_s2s.exporters.savedmodel import export_run
@@ -50,7 +51,13 @@ WRITE_ROWS = (1, 32, 128)
 
 def scatter_write(buffer, values, index, axis):
     """`write_at` for one position (`values` of size 1 along `axis`, `index` inside `buffer`)
-    as a `tf.tensor_scatter_nd_update` of the `(N, L, ...)` view, N the leading axes' product."""
+    as a `tf.tensor_scatter_nd_update` of the `(N, L, ...)` view, N the leading axes' product;
+    each tensor of a structure (keys and values) apart."""
+    return keras.tree.map_structure(
+        lambda buffer, values: _scatter_one(buffer, values, index, axis), buffer, values)
+
+
+def _scatter_one(buffer, values, index, axis):
     shape = tf.shape(buffer)
     slices = tf.reduce_prod(shape[:axis])
     rows = tf.reshape(buffer, tf.concat([[slices], shape[axis:]], axis=0))
@@ -99,25 +106,27 @@ def timings(contenders, repeats):
 
 
 def writes_alone(repeats):
-    """CPU µs per write of each contender on `(rows, 2, L, H, d/H)` caches (L the exports'
-    output length + 1), 32 writes in a `tf.while_loop`, the loop's own cost (`no_write`)
-    included."""
+    """CPU µs per write of each contender on caches of `rows` (keys and values, each
+    `(rows, H, L, d/H)`, L the exports' output length + 1), 32 writes in a `tf.while_loop`, the
+    loop's own cost (`no_write`) included."""
     heads = CONFIG["num_heads"]
     figures = {}
     for rows in WRITE_ROWS:
-        shape = (rows, 2, CT2_OUTPUT_LENGTH + 1, heads, CONFIG["d_model"] // heads)
-        new = tf.random.normal((rows, 2, 1, *shape[3:]))
+        shape = (rows, heads, CT2_OUTPUT_LENGTH + 1, CONFIG["d_model"] // heads)
+        new = tf.random.normal((rows, heads, 1, shape[3]))
 
         def loop_of(write):
             @tf.function
             def loop(new):
-                def body(step, cache):
-                    return step + 1, write(cache, new + tf.cast(step, tf.float32), step, axis=2)
+                def body(step, keys, values):
+                    new_step = new + tf.cast(step, tf.float32)
+                    return (step + 1, *write((keys, values), (new_step, -new_step), step,
+                                             axis=2))
 
-                return tf.while_loop(lambda step, cache: step < CT2_OUTPUT_LENGTH, body,
-                                     (tf.constant(0), tf.zeros(shape)))[1]
+                return tf.while_loop(lambda step, *cache: step < CT2_OUTPUT_LENGTH, body,
+                                     (tf.constant(0), tf.zeros(shape), tf.zeros(shape)))[1:]
 
-            return lambda: loop(new).numpy()
+            return lambda: materialize(loop(new))
 
         measured = timings({name: loop_of(write) for name, write in WRITES.items()}, repeats)
         figures[f"rows{rows}"] = {name: {"cpu_us_per_write": {
@@ -141,10 +150,10 @@ def step_ops(model, write):
 
 
 def tflite_ops(write):
-    """TFLite builtin ops of `write` on a `(B, 2, L, H, d)` cache, and whether LiteRT's result
-    equals numpy's slice assignment."""
-    cache = np.random.default_rng(0).normal(size=(3, 2, 7, 2, 4)).astype("float32")
-    new = np.ones((3, 2, 1, 2, 4), "float32")
+    """TFLite builtin ops of `write` on a `(B, H, L, d)` tensor of a cache, and whether LiteRT's
+    result equals numpy's slice assignment."""
+    cache = np.random.default_rng(0).normal(size=(3, 2, 7, 4)).astype("float32")
+    new = np.ones((3, 2, 1, 4), "float32")
     function = tf.function(lambda cache, new, index: write(cache, new, index, axis=2),
                            input_signature=[tf.TensorSpec(cache.shape), tf.TensorSpec(new.shape),
                                             tf.TensorSpec([], tf.int32)])

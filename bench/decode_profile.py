@@ -9,7 +9,9 @@ run, the rate of a single `tf.matmul` of the step's largest shape and of a large
     overhead per op = (step time − FLOPs ÷ matmul rate of the step's shapes) ÷ ops per step
 
 is how long an op costs beyond its arithmetic. It explains why batch 1 is slow per token (the
-same ops, 1/32 of the work) and sets the bar for "fewer ops per step".
+same ops, 1/32 of the work) and sets the bar for "fewer ops per step". The step's CPU time
+(median, min, max, all threads) is written beside its wall time: on a shared machine it is the
+figure other processes disturb least.
 
 Where the time goes by op type: the step's graph, its weights frozen into constants, run by a
 `tf.compat.v1.Session` that traces each op's start and end (`RunOptions.FULL_TRACE`): the µs of
@@ -25,6 +27,7 @@ import keras
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from cache_write import timings
 from common import interleaved_medians, materialize, parse_args, write_result
 from decoding_speed import CONFIG, VOCAB_SIZE
 from keras_s2s.models import Transformer
@@ -119,7 +122,10 @@ def profile_step(model, batch_size, repeats):
     kinds = collections.Counter(op.type for op in operations)
     compute = {kind: count for kind, count in kinds.items()
                if kind not in ("Placeholder", "Const", "NoOp", "Identity", "ReadVariableOp")}
-    seconds = timed(step, repeats, tokens, memory, state)
+    # Wall and CPU time of the same calls: on a shared machine the CPU time (all threads) is
+    # the step's own work, the wall time also what other processes took.
+    measured = timings({"step": lambda: materialize(step(tokens, memory, state))}, repeats)
+    seconds = measured["step"]["wall_ms"]["median"] / 1000
     flops = step_flops(batch_size, CONFIG, SOURCE_LENGTH, STEP, VOCAB_SIZE)
     # The step's largest matmul: the output logits (B, d) · (d, V).
     shape_rate = matmul_rate(batch_size, CONFIG["d_model"], VOCAB_SIZE, repeats)
@@ -127,6 +133,7 @@ def profile_step(model, batch_size, repeats):
     ops_per_step = sum(compute.values())
     return {
         "step_ms": 1000 * seconds,
+        "step_cpu_ms": measured["step"]["cpu_ms"],
         "ops_per_step": ops_per_step,
         "graph_ops_all": len(operations),
         "matmul_ops": sum(count for kind, count in compute.items() if "MatMul" in kind

@@ -36,12 +36,14 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_mask: `(B, Tq, Tv)` boolean, True where attention is allowed.
         use_causal_mask: query `i` attends only to positions `<= i` (+ `cache_update_index`).
         return_attention_scores: also return the weights `(B, H, Tq, Tv)`.
-        cache: `(B, 2, T_cache, H, key_dim)` stacked keys and values. With
-            `cache_update_index`, the new keys/values of `query`'s positions are written at
-            that index (self-attention, one step at a time) and attention runs over the whole
-            cache — mask the unwritten tail with `attention_mask` or `use_causal_mask`. Without
-            it the cache is used as precomputed keys/values (cross-attention; see
-            `compute_cache`). The layout is keras-hub's `CachedMultiHeadAttention`'s.
+        cache: `(keys, values)`, two `(B, H, T_cache, key_dim)` tensors, heads before
+            positions: the layout both attention products read as they lie, so a step copies
+            neither (a stacked `(B, 2, T, H, d)` cache, keras-hub's, costs a slice copy of each
+            half and a transpose inside each product). With `cache_update_index`, the new
+            keys/values of `query`'s positions are written at that index (self-attention, one
+            step at a time) and attention runs over the whole cache — mask the unwritten tail
+            with `attention_mask` or `use_causal_mask`. Without it the cache is used as
+            precomputed keys/values (cross-attention; see `compute_cache`).
 
     Returns:
         `output (B, Tq, output_dim)`, then the scores if asked for, then the updated cache if a
@@ -109,17 +111,17 @@ class MultiHeadAttention(keras.layers.Layer):
         return 1.0 / math.sqrt(self.key_dim)
 
     def _project(self, inputs, name):
-        """(B, T, D) → (B, T, H, d) with the `name` projection."""
-        outputs = ops.einsum("btd,dhk->bthk", inputs, getattr(self, f"{name}_kernel"))
+        """(B, T, D) → (B, H, T, d) with the `name` projection (heads before positions)."""
+        outputs = ops.einsum("btd,dhk->bhtk", inputs, getattr(self, f"{name}_kernel"))
         if self.use_bias:
-            outputs = outputs + getattr(self, f"{name}_bias")
+            outputs = outputs + ops.expand_dims(getattr(self, f"{name}_bias"), 1)  # (H, 1, d)
         return outputs
 
     def compute_cache(self, value, key=None):
-        """Precompute `(B, 2, Tv, H, key_dim)` keys and values, e.g. of an encoder output."""
+        """Precompute `(keys, values)`, each `(B, H, Tv, key_dim)`, e.g. of an encoder output."""
         self._check_cacheable()
         key = value if key is None else key
-        return ops.stack([self._project(key, "key"), self._project(value, "value")], axis=1)
+        return self._project(key, "key"), self._project(value, "value")
 
     def _check_cacheable(self):
         if self.value_dim != self.key_dim:
@@ -132,20 +134,20 @@ class MultiHeadAttention(keras.layers.Layer):
              attention_mask=None, return_attention_scores=False, training=None,
              use_causal_mask=False, cache=None, cache_update_index=None):
         key = value if key is None else key
-        query_heads = self._project(query, "query")  # (B, Tq, H, dk)
+        query_heads = self._project(query, "query")  # (B, H, Tq, dk)
         if cache is None:
             if cache_update_index is not None:
                 raise ValueError("cache_update_index was given without a cache")
-            key_heads = self._project(key, "key")  # (B, Tv, H, dk)
-            value_heads = self._project(value, "value")  # (B, Tv, H, dv)
-        elif cache_update_index is None:
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
+            key_heads = self._project(key, "key")  # (B, H, Tv, dk)
+            value_heads = self._project(value, "value")  # (B, H, Tv, dv)
         else:
-            self._check_cacheable()
-            # One write of the stacked new keys and values: half the ops of two writes.
-            new = ops.stack([self._project(key, "key"), self._project(value, "value")], axis=1)
-            cache = write_at(cache, new, cache_update_index, axis=2)
-            key_heads, value_heads = cache[:, 0], cache[:, 1]
+            key_heads, value_heads = _keys_and_values(cache)
+            if cache_update_index is not None:
+                self._check_cacheable()
+                cache = write_at((key_heads, value_heads), (
+                    self._project(key, "key"), self._project(value, "value")),
+                    cache_update_index, axis=2)  # one position mask for both
+                key_heads, value_heads = cache
 
         if key_mask is not None:
             value_mask = key_mask if value_mask is None else ops.logical_and(
@@ -153,7 +155,7 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = merge_masks(
             query_mask=query_mask, value_mask=value_mask, attention_mask=attention_mask,
             causal=use_causal_mask, query_length=ops.shape(query)[1],
-            value_length=ops.shape(key_heads)[1],
+            value_length=ops.shape(key_heads)[2],
             query_offset=0 if cache_update_index is None else cache_update_index,
         )
         if mask is not None:
@@ -161,8 +163,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
         context, scores = self._compute_attention(
             query_heads, key_heads, value_heads, attention_mask=mask, training=training,
-            return_attention_scores=return_attention_scores)  # (B, Tq, H, dv), (B, H, Tq, Tv)
-        output = ops.einsum("bthv,hvo->bto", context, self.output_kernel)
+            return_attention_scores=return_attention_scores)  # (B, H, Tq, dv), (B, H, Tq, Tv)
+        output = ops.einsum("bhtv,hvo->bto", context, self.output_kernel)
         if self.use_bias:
             output = output + self.output_bias
 
@@ -178,30 +180,32 @@ class MultiHeadAttention(keras.layers.Layer):
         """softmax(Q Kᵀ / √d_k) V over every head: the hook to override.
 
         Args:
-            query: `(B, Tq, H, dk)`, key: `(B, Tv, H, dk)`, value: `(B, Tv, H, dv)` — the
-                projected heads, in the layout of `keras.ops.dot_product_attention`.
+            query: `(B, H, Tq, dk)`, key: `(B, H, Tv, dk)`, value: `(B, H, Tv, dv)` — the
+                projected heads, heads before positions (the cache's layout, and
+                `torch.nn.functional.scaled_dot_product_attention`'s): both products are
+                matmuls batched over `(B, H)` that read the keys and values as they lie.
             attention_mask: boolean, broadcastable to `(B, H, Tq, Tv)`, True where a query may
                 attend; None for no mask.
             training: whether attention dropout applies.
             return_attention_scores: whether the caller needs the weights.
 
         Returns:
-            `(context (B, Tq, H, dv), weights (B, H, Tq, Tv) or None)`. When nobody asks for
-            the weights, no dropout applies and `value_dim == key_dim`, they are never
-            materialised outside the fused `keras.ops.dot_product_attention`. (On a GPU under
-            JAX, Keras tries cuDNN's fused attention first, which refuses a mask that
-            broadcasts over queries, `(B, 1, 1, Tv)`, and falls back to XLA's, logging the
-            refusal: seen on an H200 with JAX 0.11.2, docs/RESULTS.md §9.)
+            `(context (B, H, Tq, dv), weights (B, H, Tq, Tv) or None)`; the weights are 0
+            where masked.
         """
-        fused = self.value_dim == self.key_dim  # what jax.nn.dot_product_attention takes
-        if fused and not return_attention_scores and not (training and self.dropout):
-            return ops.dot_product_attention(query, key, value, mask=attention_mask,
-                                             scale=self._scale), None
-        scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * self._scale
-        weights = masked_softmax(scores, attention_mask)  # (B, H, Tq, Tv), 0 where masked
-        context = ops.einsum("bhqk,bkhd->bqhd",
+        scores = ops.einsum("bhqd,bhkd->bhqk", query, key) * self._scale
+        if return_attention_scores or (training and self.dropout):
+            weights = masked_softmax(scores, attention_mask)
+        else:
+            # masked_softmax's weights wherever a query may attend somewhere, in fewer ops (a
+            # decoding step's queries always may): no mask broadcast, no zeroing select.
+            logits = ops.cast(scores, "float32")
+            if attention_mask is not None:
+                logits = ops.where(attention_mask, logits, -1e9)
+            weights = ops.cast(ops.softmax(logits, axis=-1), scores.dtype)
+        context = ops.einsum("bhqk,bhkd->bhqd",
                              self._dropout_layer(weights, training=training), value)
-        return context, weights
+        return context, weights if return_attention_scores else None
 
     def compute_output_spec(self, query, value, key=None, query_mask=None, value_mask=None,
                             key_mask=None, attention_mask=None, return_attention_scores=False,
@@ -211,11 +215,11 @@ class MultiHeadAttention(keras.layers.Layer):
         results = (keras.KerasTensor((batch, query_length, self.output_dim or query.shape[-1]),
                                      dtype=self.compute_dtype),)
         if return_attention_scores:
-            value_length = (value if cache is None else cache).shape[1 if cache is None else 2]
+            value_length = value.shape[1] if cache is None else cache[0].shape[2]
             results += (keras.KerasTensor((batch, self.num_heads, query_length, value_length),
                                           dtype=self.compute_dtype),)
         if cache is not None:
-            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+            results += (tuple(keras.KerasTensor(part.shape, dtype=part.dtype) for part in cache),)
         return results[0] if len(results) == 1 else results
 
     def get_config(self):
@@ -229,3 +233,16 @@ class MultiHeadAttention(keras.layers.Layer):
             "output_dim": self.output_dim,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
+
+
+def _keys_and_values(cache):
+    """The `(keys, values)` of `cache`, or a one-line error naming what it got instead."""
+    parts = tuple(cache) if isinstance(cache, (tuple, list)) else (cache,)
+    shapes = [tuple(part.shape) if hasattr(part, "shape") else type(part).__name__
+              for part in parts]
+    if len(parts) != 2 or any(not isinstance(shape, tuple) or len(shape) != 4
+                              for shape in shapes):
+        raise ValueError(f"cache must be a (keys, values) pair of (B, H, T, key_dim) tensors, "
+                         f"got {len(parts)} of shape{'s' if len(parts) > 1 else ''} "
+                         f"{', '.join(map(str, shapes))}")
+    return parts

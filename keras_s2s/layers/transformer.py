@@ -203,11 +203,13 @@ class TransformerDecoderLayer(_TransformerLayer):
             cross-attention. keras-hub's names; a step-by-step decoder builds them once a step
             for every layer (with `use_causal_mask=False`) instead of each layer rebuilding
             them from the padding masks.
-        self_attention_cache: `(B, 2, T_max, H, d_model/H)` keys/values of earlier steps;
-            with `self_attention_cache_update_index` the step's keys/values are written there
-            and the causal mask is offset by that index (step-by-step decoding).
-        cross_attention_cache: `(B, 2, S, H, d_model/H)` from `compute_cross_attention_cache`,
-            so the encoder output is projected once per sentence, not once per step.
+        self_attention_cache: `(keys, values)`, each `(B, H, T_max, d_model/H)`, of earlier
+            steps (`MultiHeadAttention`'s cache); with `self_attention_cache_update_index` the
+            step's keys/values are written there and the causal mask is offset by that index
+            (step-by-step decoding).
+        cross_attention_cache: `(keys, values)`, each `(B, H, S, d_model/H)`, from
+            `compute_cross_attention_cache`, so the encoder output is projected once per
+            sentence, not once per step.
         use_causal_mask: mask future positions in self-attention (default True).
         return_attention_scores: also return the cross-attention weights (default False: they
             are then never materialised outside the fused attention).
@@ -250,7 +252,7 @@ class TransformerDecoderLayer(_TransformerLayer):
             layer.build(decoder_sequence_shape)
 
     def compute_cross_attention_cache(self, encoder_sequence):
-        """`(B, S, d_model)` → `(B, 2, S, H, d_model/H)` cross-attention keys and values."""
+        """`(B, S, d_model)` → cross-attention `(keys, values)`, each `(B, H, S, d_model/H)`."""
         if not self.built:
             self.build(encoder_sequence.shape, encoder_sequence.shape)
         return self.cross_attention.compute_cache(encoder_sequence)
@@ -308,9 +310,9 @@ class TransformerDecoderLayer(_TransformerLayer):
         results = (self._spec(decoder_sequence.shape),)
         if return_attention_scores:
             source_length = (encoder_sequence.shape[1] if cross_attention_cache is None
-                             else cross_attention_cache.shape[2])
+                             else cross_attention_cache[0].shape[2])
             results += (self._spec((batch, self.num_heads, length, source_length)),)
         if self_attention_cache is not None:
-            results += (keras.KerasTensor(self_attention_cache.shape,
-                                          dtype=self_attention_cache.dtype),)
+            results += (tuple(keras.KerasTensor(part.shape, dtype=part.dtype)
+                              for part in self_attention_cache),)
         return results[0] if len(results) == 1 else results

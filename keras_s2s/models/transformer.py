@@ -62,10 +62,11 @@ class Transformer(Seq2SeqModel):
 
     Inputs `((B, S), (B, T))` int ids → logits `(B, T, target_vocab_size)`.
 
-    Memory: `{"outputs": (B, S, d), "source_mask": (B, S), "cross_cache": L × (B, 2, S, H, d/H)}`.
-    State: `{"self_cache": L × (B, 2, max_length, H, d/H)}` (a tuple with one cache per decoder
-    layer, so that a decoding step reads and writes each layer's cache without copying the
-    others).
+    Memory: `{"outputs": (B, S, d), "source_mask": (B, S), "cross_cache": L × (keys, values)}`,
+    keys and values each `(B, H, S, d/H)`.
+    State: `{"self_cache": L × (keys, values)}`, each `(B, H, max_length, d/H)` (one pair per
+    decoder layer, so that a decoding step reads and writes each layer's cache without copying
+    the others; heads before positions, so that attention reads them without copying either).
     `decode_step` returns the last layer's cross-attention weights averaged over heads, (B, S).
 
     Example:
@@ -196,7 +197,7 @@ class Transformer(Seq2SeqModel):
         if self.normalize_first:
             x = self.encoder_norm(x)
         cross_cache = tuple(layer.compute_cross_attention_cache(x)
-                            for layer in self.decoder_layers)  # L × (B, 2, S, H, d/H)
+                            for layer in self.decoder_layers)  # L × 2 × (B, H, S, d/H)
         return {"outputs": x, "source_mask": source_mask, "cross_cache": cross_cache}
 
     def _decode_all(self, target_in_ids, memory, training=None, return_weights=False):
@@ -232,8 +233,9 @@ class Transformer(Seq2SeqModel):
                 f"max_length={max_length} exceeds the model's max_length={self.max_length}")
         batch_size = ops.shape(memory["outputs"])[0]
         head_dim = self.d_model // self.num_heads
-        shape = (batch_size, 2, max_length, self.num_heads, head_dim)
-        return {"self_cache": tuple(ops.zeros(shape, dtype=memory["outputs"].dtype)
+        shape = (batch_size, self.num_heads, max_length, head_dim)
+        dtype = memory["outputs"].dtype
+        return {"self_cache": tuple((ops.zeros(shape, dtype), ops.zeros(shape, dtype))
                                     for _ in range(self.num_layers))}
 
     def decode_step(self, token_ids, memory, state, step, training=None):
@@ -241,7 +243,8 @@ class Transformer(Seq2SeqModel):
                         training=training)  # (B, 1, d)
         # The masks of this step, built once for every layer: the cache positions written so
         # far (1, 1, T_max), and the real source tokens (B, 1, S).
-        written = causal_mask(1, ops.shape(state["self_cache"][0])[2], query_offset=step)
+        keys, _ = state["self_cache"][0]
+        written = causal_mask(1, ops.shape(keys)[2], query_offset=step)
         source = ops.expand_dims(memory["source_mask"], 1)
         caches = []
         for index, layer in enumerate(self.decoder_layers):

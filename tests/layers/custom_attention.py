@@ -36,6 +36,6 @@ class SharpenedAttention(MultiHeadAttention):
 
     def _compute_attention(self, query, key, value, attention_mask=None, training=None,
                            return_attention_scores=False):
-        scores = ops.einsum("bqhd,bkhd->bhqk", query, key) * (2.0 / math.sqrt(self.key_dim))
+        scores = ops.einsum("bhqd,bhkd->bhqk", query, key) * (2.0 / math.sqrt(self.key_dim))
         weights = masked_softmax(scores, attention_mask)
-        return ops.einsum("bhqk,bkhd->bqhd", weights, value), weights
+        return ops.einsum("bhqk,bhkd->bhqd", weights, value), weights

@@ -71,7 +71,7 @@ def test_incremental_cache_reproduces_full_causal_attention(tensors):
     query, _, _ = tensors
     layer = MultiHeadAttention(HEADS, KEY_DIM)
     full = np.asarray(layer(query, query, use_causal_mask=True))
-    cache = np.zeros((B, 2, TQ, HEADS, KEY_DIM), "float32")
+    cache = (np.zeros((B, HEADS, TQ, KEY_DIM), "float32"),) * 2  # keys, values
     steps = []
     for t in range(TQ):
         x = query[:, t:t + 1]
@@ -102,11 +102,15 @@ def test_bad_arguments_raise(tensors):
         MultiHeadAttention(2, 4, value_dim=3).compute_cache(value)
     with pytest.raises(ValueError, match="without a cache"):
         MultiHeadAttention(2, 4)(query, value, cache_update_index=0)
+    stacked = np.zeros((B, 2, TV, 2, 4), "float32")  # keras-hub's layout, not this layer's
+    with pytest.raises(ValueError, match=r"cache must be a \(keys, values\) pair .* got "
+                                         r"1 of shape \(2, 2, 6, 2, 4\)"):
+        MultiHeadAttention(2, 4)(query, value, cache=stacked, cache_update_index=0)
 
 
 @pytest.mark.parametrize("masks", ["padding", "causal", "none"])
 def test_output_is_the_same_whether_or_not_the_weights_are_asked_for(tensors, masks):
-    """Without the weights the layer takes the fused `keras.ops.dot_product_attention`."""
+    """Asking for the weights does not change the output."""
     query, value, padding = tensors
     if masks == "causal":
         value = query

@@ -90,7 +90,7 @@ def test_decoder_cached_steps_reproduce_full_pass(sequences, normalize_first):
     layer = TransformerDecoderLayer(D, HEADS, FF, normalize_first=normalize_first)
     full = layer(decoder_sequence, encoder_sequence, encoder_padding_mask=encoder_mask)
     cross_cache = layer.compute_cross_attention_cache(encoder_sequence)
-    cache = np.zeros((B, 2, T, HEADS, D // HEADS), "float32")
+    cache = (np.zeros((B, HEADS, T, D // HEADS), "float32"),) * 2  # keys, values
     steps = []
     for t in range(T):
         output, cache = layer(
