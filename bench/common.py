@@ -27,9 +27,12 @@ RESULTS_DIR = Path(os.environ.get("KERAS_S2S_BENCH_RESULTS") or REPO_ROOT / "doc
 _STARTED = time.perf_counter()
 
 
-def parse_args(description):
-    """`--quick` (small sizes, few repeats, for CI and `run_all.py --quick`) and `--repeats`."""
+def parse_args(description, switches=()):
+    """`--quick` (small sizes, few repeats, for CI and `run_all.py --quick`), `--repeats` and
+    the benchmark's own on/off `switches`, (flag, help) pairs."""
     parser = argparse.ArgumentParser(description=description)
+    for flag, help_text in switches:
+        parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument("--quick", action="store_true",
                         help="fewer sizes and repeats; minutes instead of tens of minutes")
     parser.add_argument("--repeats", type=int, default=None,
