@@ -45,6 +45,14 @@ version is never overwritten. The run's configuration, weights and tokenizers ar
 `assets.extra/tf_serving_warmup_requests` holds warm-up requests for every signature (a few
 batch sizes and lengths, see `warmup_requests`), which TF Serving and `keras-s2s serve` replay
 before serving the version, so its first request is not slowed by TensorFlow's one-time work.
+
+With `xla=True` (`keras-s2s export --xla`), the decoding loops of every signature but
+`constrained` are compiled with XLA: strings → ids (graph) → ids → ids (`jit_compile`) → ids
+→ strings (graph), since tensorflow-text ops have no XLA kernels. The ids are padded to buckets
+of batch size and source length first (`bucketed_source_ids`), so a server compiles one program
+per bucket, and the warm-up requests cover every bucket up to `XLA_WARMUP_BATCH_SIZES` rows,
+so loading compiles them. TF Serving runs such an export only with
+`--xla_cpu_compilation_enabled` (serving/README.md).
 """
 
 import itertools
