@@ -223,15 +223,20 @@ def write_run(model, vocabulary, directory, source_length):
     return run_files.save_run(directory, config, model, tokenizer, tokenizer)
 
 
-def keep_warmup_of(version_dir, signatures):
-    """Cut the warm-up records of the export at `version_dir` to those of `signatures`."""
+def keep_warmup_of(version_dir, shapes):
+    """Cut the warm-up records of the export at `version_dir` to one per (signature name, batch
+    size) of `shapes`, the longest source's (the last written), so that its load compiles
+    the programs the rows call and no others."""
     path = os.path.join(version_dir, WARMUP_PATH)
-    records = [record.numpy() for record in tf.data.TFRecordDataset(path)]
+    kept = {}
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        batch = next(iter(request.inputs.values())).tensor_shape.dim[0].size
+        if (request.model_spec.signature_name, batch) in shapes:
+            kept[request.model_spec.signature_name, batch] = record.numpy()
     with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            log = prediction_log_pb2.PredictionLog.FromString(record)
-            if log.predict_log.request.model_spec.signature_name in signatures:
-                writer.write(record)
+        for record in kept.values():
+            writer.write(record)
 
 
 @contextlib.contextmanager
@@ -256,8 +261,9 @@ def rest_servers(run_dir, directory, searches, batching=True, xla=False):
                     directory, suffix or "graph"), strategy=strategy, xla=compiled,
                     warmup_batch_sizes=CT2_BATCH_SIZES if compiled else None)
                 if compiled:
-                    keep_warmup_of(version_dir, {"translate_ids", "serving_default"}
-                                   if search == "greedy" else {"translate_ids"})
+                    keep_warmup_of(version_dir, {("translate_ids", size) for size in
+                                                 CT2_BATCH_SIZES} | (
+                        {("serving_default", 1)} if search == "greedy" else set()))
                 server = ServerProcess(str(REPO_ROOT), os.path.dirname(version_dir), *flags,
                                        model_name=search, start_seconds=XLA_START_SECONDS)
                 stack.callback(server.stop)
@@ -329,7 +335,7 @@ def latency_row(servers, translators, vocabulary, repeats, xla_base_path):
             for (search, suffix), server in servers.items() if search == "greedy"}
     first_request = {name: _seconds(function) for name, function in rest.items()}
     cold = ServerProcess(str(REPO_ROOT), xla_base_path, XLA_FLAG, "--enable_model_warmup=false",
-                         model_name="greedy")
+                         model_name="greedy", start_seconds=XLA_START_SECONDS)
     try:
         first_request["rest_xla_without_warmup"] = _seconds(functools.partial(
             Client(cold.url, "greedy").translate, [sentence]))
@@ -414,6 +420,7 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                 serving["latency"] = latency_row(servers, translators, vocabulary,
                                               max(repeats, LATENCY_CALLS),
                                               os.path.join(export_dir, "_xla", "greedy"))
+                print("latency", serving, flush=True)
             for batch_size in CT2_BATCH_SIZES:
                 source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE,
                                                tf.int32)
@@ -423,6 +430,8 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                     rows[f"batch{batch_size}_{search}"] = side_by_side_row(
                         model, source_ids, strategy, width, translators, vocabulary, deployed,
                         repeats, xla)
+                    print(f"batch{batch_size}_{search}", rows[f"batch{batch_size}_{search}"],
+                          flush=True)  # a long run's rows, as they come
     return rows, serving
 
 

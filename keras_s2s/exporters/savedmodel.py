@@ -108,6 +108,7 @@ class TranslationModule(tf.Module):
         return self._decode(lambda ids: self.strategy.decode(
             self.model, ids, self.max_target_length, attention=attention, seed=seed), source_ids)
 
+    @tf.autograph.experimental.do_not_convert  # Python control flow only
     def _decode(self, search, source_ids):
         """`search(source_ids)`, a decoding result; in an XLA export compiled with XLA on
         `source_ids` padded to its bucket (`bucketed_source_ids`), then cut back."""
