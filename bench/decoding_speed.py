@@ -231,7 +231,8 @@ def keep_warmup_of(version_dir, shapes):
     kept = {}
     for record in tf.data.TFRecordDataset(path):
         request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-        batch = next(iter(request.inputs.values())).tensor_shape.dim[0].size
+        texts_or_ids = "source_ids" if "source_ids" in request.inputs else "inputs"
+        batch = request.inputs[texts_or_ids].tensor_shape.dim[0].size
         if (request.model_spec.signature_name, batch) in shapes:
             kept[request.model_spec.signature_name, batch] = record.numpy()
     with tf.io.TFRecordWriter(path) as writer:
