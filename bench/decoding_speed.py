@@ -257,10 +257,16 @@ def rest_servers(run_dir, directory, searches, batching=True, xla=False):
         for search, strategy, _ in SEARCHES:
             if search not in searches:
                 continue
+            version_dirs = {}  # one export per kind, served by each of its servers
             for suffix, flags, compiled in variants:
-                version_dir = export_run(run_dir, search, base_path=os.path.join(
-                    directory, suffix or "graph"), strategy=strategy, xla=compiled,
-                    warmup_batch_sizes=CT2_BATCH_SIZES if compiled else None)
+                if compiled in version_dirs:
+                    version_dir = version_dirs[compiled]
+                else:
+                    version_dir = version_dirs[compiled] = export_run(
+                        run_dir, search, base_path=os.path.join(directory, "_xla" if compiled
+                                                                else "graph"),
+                        strategy=strategy, xla=compiled,
+                        warmup_batch_sizes=CT2_BATCH_SIZES if compiled else None)
                 if compiled:
                     keep_warmup_of(version_dir, {("translate_ids", size) for size in
                                                  CT2_BATCH_SIZES} | (
