@@ -368,8 +368,9 @@ def warmup_requests(module, signatures, batch_sizes=None):
     `WARMUP_BATCH_SIZES`) and length (an XLA export's: every `source_length_buckets` up to
     its max_source_length, so that each compiled program is). The module's
     `warmup_inputs(name, batch_size, length)` gives the inputs it chooses; the others are built
-    from the signature's input specs: strings are sentences of source vocabulary words, integer matrices token-id rows ending with END, scalars 1 (a valid
-    beam width, temperature, top-p, length penalty or seed), anything else zeros.
+    from the signature's input specs: strings are sentences of source vocabulary words, integer
+    matrices token-id rows ending with END, scalars 1 (a valid beam width, temperature, top-p,
+    length penalty or seed), anything else zeros.
     They are not run here (that would cost each export TensorFlow's one-time work too): the
     server replays them at load, and a record that fails fails the load with its reason."""
     tokenizer = module.source_tokenizer
