@@ -33,13 +33,25 @@ exactly N tokens.
      size and search, no prefix) run by LiteRT's `Interpreter` on all cores: greedy rows, and
      beam 4 at batch 1 (a phone translates one sentence at a time); the size of each model
      is in `tflite.bytes`.
+   - REST, XLA (`rest_xla`, `--rest-rows` or full mode): the run exported with `--xla`
+     (`export_run(xla=True)`) and served with `--xla_cpu_compilation_enabled`, its warm-up
+     cut to the batch sizes and signatures the rows call, so that its load compiles those
+     programs and no request does.
    Each row gives the share of each deployed path's tokens equal to our graph loop's. The
    quick mode serves the greedy export alone and converts float32 alone. `--batch-1-only`
    measures the batch 1 rows alone, without REST (our graph loop, CTranslate2 and TFLite
    greedy and beam 4; a few minutes) → `decoding_speed_batch1.json`, float32 alone with
    `--quick`.
+   Latency (`latency`, with the XLA rows): one sentence of LATENCY_WORDS words through REST,
+   greedy (`serving_default` of the graph and the XLA export), against CTranslate2 float32's
+   `translate_batch` of it, median of at least LATENCY_CALLS calls; and each server's first
+   request after its load, also of the XLA export served without its warm-up.
 
-Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only]
+`--rest-rows` runs the CTranslate2 rows with REST (graph and XLA) only: no recomputation
+baselines, no TFLite, no server-side batching, no in-process XLA loop; it writes
+`decoding_speed_rest_xla.json`.
+
+Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only | --rest-rows]
 """
 
 import concurrent.futures
@@ -47,6 +59,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import time
 
 import keras
 import keras_hub
@@ -66,8 +79,10 @@ from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.exporters.savedmodel import export_run
 from keras_s2s.models import Transformer
 from keras_s2s.serving import Client
+from keras_s2s.serving.warmup import WARMUP_PATH
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID
 from serving import BATCHING_FILE, ServerProcess
+from tensorflow_serving.apis import prediction_log_pb2
 
 CONFIG = dict(num_layers=2, d_model=256, num_heads=4, d_ff=1024, dropout=0.1)
 #: The quick mode's model: every row and path once, at a fraction of the tracing and compiling.
@@ -75,6 +90,7 @@ QUICK_CONFIG = dict(num_layers=1, d_model=32, num_heads=2, d_ff=64, dropout=0.1)
 VOCAB_SIZE = 1000
 NEVER = -1  # an end id no step can produce, so every loop runs its full length
 BEAM_WIDTH = 4
+SOURCE_LENGTH = 24
 
 
 def forbidden_ids_bias(vocab_size):
@@ -169,6 +185,13 @@ REST_CLIENTS = max(CT2_BATCH_SIZES)
 TFLITE_QUANTIZATIONS = ("none", "dynamic")
 #: The batch sizes each search's TFLite model is converted for.
 TFLITE_BATCH_SIZES = {"greedy": CT2_BATCH_SIZES, f"beam{BEAM_WIDTH}": (1,)}
+#: TF Serving's flag that lets a server run an XLA export.
+XLA_FLAG = "--xla_cpu_compilation_enabled"
+#: An XLA export's load compiles its warm-up's programs: minutes on 2 busy cores.
+XLA_START_SECONDS = 1800
+#: The latency row: words of its one sentence, and the fewest calls its median is of.
+LATENCY_WORDS = 20
+LATENCY_CALLS = 20
 
 
 def ctranslate2_translators(model):
@@ -208,21 +231,58 @@ def write_run(model, vocabulary, directory, source_length):
     return run_files.save_run(directory, config, model, tokenizer, tokenizer)
 
 
+def keep_warmup_of(version_dir, shapes):
+    """Cut the warm-up records of the export at `version_dir` to one per (signature name, batch
+    size) of `shapes`, the longest source's (the last written), so that its load compiles
+    the programs the rows call and no others."""
+    path = os.path.join(version_dir, WARMUP_PATH)
+    kept = {}
+    for record in tf.data.TFRecordDataset(path):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        texts_or_ids = "source_ids" if "source_ids" in request.inputs else "inputs"
+        batch = request.inputs[texts_or_ids].tensor_shape.dim[0].size
+        if (request.model_spec.signature_name, batch) in shapes:
+            kept[request.model_spec.signature_name, batch] = record.numpy()
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in kept.values():
+            writer.write(record)
+
+
 @contextlib.contextmanager
-def rest_servers(run_dir, directory, searches):
+def rest_servers(run_dir, directory, searches, batching=True, xla=False):
     """`{(search, suffix): ServerProcess}`: `keras-s2s serve` of the run exported with each of
-    `searches`, batching off (suffix "") and on ("_batching"); stopped on leaving."""
-    batching = ("--enable_batching=true", f"--batching_parameters_file={BATCHING_FILE}")
+    `searches`, batching off (suffix "") and on ("_batching", with `batching`), and its XLA
+    export ("_xla", with `xla`: warm-up of the signatures and batch sizes of the rows, and
+    of the latency row for greedy search); stopped on leaving."""
+    variants = [("", (), False)]
+    if batching:
+        variants.append(("_batching", ("--enable_batching=true",
+                                       f"--batching_parameters_file={BATCHING_FILE}"), False))
+    if xla:
+        variants.append(("_xla", (XLA_FLAG,), True))
     with contextlib.ExitStack() as stack:
         servers = {}
         for search, strategy, _ in SEARCHES:
-            if search in searches:
-                version_dir = export_run(run_dir, search, base_path=directory, strategy=strategy)
-                for suffix, flags in (("", ()), ("_batching", batching)):
-                    server = ServerProcess(str(REPO_ROOT), os.path.dirname(version_dir), *flags,
-                                           model_name=search)
-                    stack.callback(server.stop)
-                    servers[search, suffix] = server
+            if search not in searches:
+                continue
+            version_dirs = {}  # one export per kind, served by each of its servers
+            for suffix, flags, compiled in variants:
+                if compiled in version_dirs:
+                    version_dir = version_dirs[compiled]
+                else:
+                    version_dir = version_dirs[compiled] = export_run(
+                        run_dir, search, base_path=os.path.join(directory, "_xla" if compiled
+                                                                else "graph"),
+                        strategy=strategy, xla=compiled,
+                        warmup_batch_sizes=CT2_BATCH_SIZES if compiled else None)
+                if compiled:
+                    keep_warmup_of(version_dir, {("translate_ids", size) for size in
+                                                 CT2_BATCH_SIZES} | (
+                        {("serving_default", 1)} if search == "greedy" else set()))
+                server = ServerProcess(str(REPO_ROOT), os.path.dirname(version_dir), *flags,
+                                       model_name=search, start_seconds=XLA_START_SECONDS)
+                stack.callback(server.stop)
+                servers[search, suffix] = server
         yield servers
 
 
@@ -288,6 +348,40 @@ def deployed_contenders(search, source_ids, servers, runners, pool):
     return contenders
 
 
+def latency_row(servers, translators, vocabulary, repeats, xla_base_path):
+    """Median seconds of one LATENCY_WORDS-word sentence through REST, greedy (the graph and
+    XLA exports' `serving_default`), and through CTranslate2 float32, over at least
+    LATENCY_CALLS interleaved calls (`repeats` in quick mode); and the first request of each
+    server, and of the XLA export at `xla_base_path` served again without its warm-up."""
+    sentence = " ".join(vocabulary[len(SPECIAL_TOKENS):][:LATENCY_WORDS])
+    length = CT2_OUTPUT_LENGTH
+    rest = {f"rest{suffix}": functools.partial(Client(server.url, "greedy").translate,
+                                               [sentence])
+            for (search, suffix), server in servers.items() if search == "greedy"}
+    first_request = {name: _seconds(function) for name, function in rest.items()}
+    cold = ServerProcess(str(REPO_ROOT), xla_base_path, XLA_FLAG, "--enable_model_warmup=false",
+                         model_name="greedy", start_seconds=XLA_START_SECONDS)
+    try:
+        first_request["rest_xla_without_warmup"] = _seconds(functools.partial(
+            Client(cold.url, "greedy").translate, [sentence]))
+    finally:
+        cold.stop()
+    ctranslate2 = translators["none"]
+    seconds = interleaved_medians({**rest, "ctranslate2_float32": lambda: (
+        ctranslate2.translate_batch([sentence.split()], beam_size=1, min_decoding_length=length,
+                                    max_decoding_length=length))}, repeats)
+    return {"words": LATENCY_WORDS, "calls": repeats, "p50_seconds": seconds,
+            "p50_vs_ctranslate2_float32": {name: seconds[name] / seconds["ctranslate2_float32"]
+                                           for name in rest},
+            "first_request_seconds": first_request}
+
+
+def _seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
 def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary, deployed,
                      repeats, xla):
     """Seconds, target tokens/s and sentences/s of our loops, CTranslate2's and the `deployed`
@@ -322,22 +416,37 @@ def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary
         "sentences_per_second": {name: batch_size / value for name, value in seconds.items()},
         "ours_best_vs_ctranslate2_float32": seconds["ctranslate2_float32"] / ours_best,
         "ctranslate2_int8_vs_ours_graph": seconds["ours_graph"] / seconds["ctranslate2_int8"],
+        "rest_speed_vs_ctranslate2": {
+            name: {quantize: seconds[f"ctranslate2_{quantize}"] / seconds[name]
+                   for quantize in ("float32", "int8")}
+            for name in seconds if name in ("rest", "rest_xla")},
         "share_of_tokens_equal_to_ours_graph": agreement,
     }
 
 
 def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
-                             tflite_quantizations, batch_sizes=CT2_BATCH_SIZES):
+                             tflite_quantizations, batch_sizes=CT2_BATCH_SIZES, batching=True,
+                             rest_xla=False):
     """`side_by_side_row` per batch size and search, every output exactly CT2_OUTPUT_LENGTH
-    tokens; REST rows for `rest_searches`, TFLite ones of `tflite_quantizations`. Returns the
-    rows and the TFLite models' sizes (`tflite_runners`)."""
+    tokens; REST rows for `rest_searches` (`rest_servers`' `batching` and `xla`: `rest_xla`),
+    TFLite ones of `tflite_quantizations`. Returns the rows by name, the servers' figures (their
+    start (load and warm-up) seconds and, with `rest_xla`, the `latency_row`, measured first)
+    and the TFLite models' sizes (`tflite_runners`)."""
     translators, vocabulary = ctranslate2_translators(model)
-    rows = {}
+    rows, serving = {}, {}
     with (tempfile.TemporaryDirectory() as directory,
           concurrent.futures.ThreadPoolExecutor(REST_CLIENTS) as pool):
         run_dir = write_run(model, vocabulary, os.path.join(directory, "run"), source_length)
         runners, sizes = tflite_runners(run_dir, directory, tflite_quantizations, batch_sizes)
-        with rest_servers(run_dir, os.path.join(directory, "export"), rest_searches) as servers:
+        export_dir = os.path.join(directory, "export")
+        with rest_servers(run_dir, export_dir, rest_searches, batching, rest_xla) as servers:
+            serving["start_seconds"] = {f"{search}{suffix}": server.start_seconds
+                                        for (search, suffix), server in servers.items()}
+            if rest_xla:
+                serving["latency"] = latency_row(servers, translators, vocabulary,
+                                              max(repeats, LATENCY_CALLS),
+                                              os.path.join(export_dir, "_xla", "greedy"))
+                print("latency", serving, flush=True)
             for batch_size in batch_sizes:
                 source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE,
                                                tf.int32)
@@ -347,7 +456,9 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                     rows[f"batch{batch_size}_{search}"] = side_by_side_row(
                         model, source_ids, strategy, width, translators, vocabulary, deployed,
                         repeats, xla)
-    return rows, sizes
+                    print(f"batch{batch_size}_{search}", rows[f"batch{batch_size}_{search}"],
+                          flush=True)  # a long run's rows, as they come
+    return rows, serving, sizes
 
 
 def tflite_figures(quantizations, sizes, batch_sizes=CT2_BATCH_SIZES):
@@ -362,7 +473,7 @@ def batch_one_rows(model, source_length, repeats, tflite_quantizations):
     """`--batch-1-only`: the batch 1 rows of our graph loop, CTranslate2 and TFLite (greedy and
     beam 4, of `tflite_quantizations`), and the TFLite models' sizes."""
     rule_out_end(model)
-    rows, sizes = ctranslate2_side_by_side(model, source_length, repeats, xla=False,
+    rows, _, sizes = ctranslate2_side_by_side(model, source_length, repeats, xla=False,
                                            rest_searches=[],
                                            tflite_quantizations=tflite_quantizations,
                                            batch_sizes=(1,))
@@ -371,11 +482,20 @@ def batch_one_rows(model, source_length, repeats, tflite_quantizations):
             "by_batch_size": rows}
 
 
+def _options(parser):
+    """The benchmark's own flags: the parts measured alone."""
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument("--batch-1-only", action="store_true",
+                       help="the batch 1 rows of CTranslate2, TFLite and our graph loop alone")
+    parts.add_argument("--rest-rows", action="store_true",
+                       help="only the CTranslate2 rows, with REST on the graph and the XLA export")
+
+
 def main():
-    args = parse_args(__doc__.splitlines()[0], lambda parser: parser.add_argument(
-        "--batch-1-only", action="store_true",
-        help="the batch 1 rows of CTranslate2, TFLite and our graph loop alone"))
-    batch_size, source_length = 8, 24
+    args = parse_args(__doc__.splitlines()[0], _options)
+    if args.rest_rows:
+        return rest_rows(args)
+    batch_size, source_length = 8, SOURCE_LENGTH
     output_lengths = (16,) if args.quick else (16, 32, 64)
     keras.utils.set_random_seed(0)
     config = QUICK_CONFIG if args.quick else CONFIG
@@ -440,11 +560,12 @@ def main():
                  "signature": "translate_ids", "searches": rest_searches,
                  "concurrent_clients": REST_CLIENTS, "batching_parameters": shown(BATCHING_FILE)},
     }
-    rows, sizes = ctranslate2_side_by_side(
+    rows, serving, sizes = ctranslate2_side_by_side(
         ours, source_length, args.repeats, xla=not args.quick, rest_searches=rest_searches,
-        tflite_quantizations=tflite_quantizations)
+        tflite_quantizations=tflite_quantizations, rest_xla=not args.quick)
     figures["ctranslate2"].update(tflite=tflite_figures(tflite_quantizations, sizes),
                                   by_batch_size=rows)
+    figures["ctranslate2"]["rest"].update(serving)
     batch32 = figures["ctranslate2"]["by_batch_size"][f"batch{max(CT2_BATCH_SIZES)}_greedy"]
     figures["goal_ours_best_ge_half_ctranslate2_float32_at_batch32"] = (
         batch32["ours_best_vs_ctranslate2_float32"] >= 0.5)
@@ -456,6 +577,31 @@ def main():
         for baseline in ("recompute_encoder_and_decoder", "recompute_decoder",
                          "recompute_keras_io")}
     write_result("decoding_speed", args, figures)
+
+
+def rest_rows(args):
+    """`--rest-rows`: the CTranslate2 rows with our graph loop and REST (graph and XLA export)
+    alone, the latency row, and the goals of REST against CTranslate2."""
+    keras.utils.set_random_seed(0)
+    ours = Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=128, **CONFIG)
+    ours.build()
+    rule_out_end(ours)
+    searches = ["greedy"] if args.quick else [search for search, _, _ in SEARCHES]
+    rows, serving, _ = ctranslate2_side_by_side(
+        ours, SOURCE_LENGTH, args.repeats, xla=False, rest_searches=searches,
+        tflite_quantizations=[], batching=False, rest_xla=True)
+    speeds = {name: row["rest_speed_vs_ctranslate2"]["rest_xla"] for name, row in rows.items()
+              if "rest_xla" in row["rest_speed_vs_ctranslate2"]}
+    latency = serving["latency"]["p50_vs_ctranslate2_float32"]["rest_xla"]
+    write_result("decoding_speed_rest_xla", args, {
+        "config": {**CONFIG, "vocab_size": VOCAB_SIZE, "source_length": SOURCE_LENGTH,
+                   "output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count()},
+        "by_batch_size": rows, "serving": serving,
+        "goal_rest_xla_ge_ctranslate2_float32": {name: speed["float32"] >= 1.0
+                                                 for name, speed in speeds.items()},
+        "goal_rest_xla_ge_half_ctranslate2_int8": {name: speed["int8"] >= 0.5
+                                                   for name, speed in speeds.items()},
+        "goal_rest_xla_p50_le_1_2x_ctranslate2_float32": latency <= 1.2})
 
 
 if __name__ == "__main__":

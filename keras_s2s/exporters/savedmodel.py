@@ -45,6 +45,14 @@ version is never overwritten. The run's configuration, weights and tokenizers ar
 `assets.extra/tf_serving_warmup_requests` holds warm-up requests for every signature (a few
 batch sizes and lengths, see `warmup_requests`), which TF Serving and `keras-s2s serve` replay
 before serving the version, so its first request is not slowed by TensorFlow's one-time work.
+
+With `xla=True` (`keras-s2s export --xla`), the decoding loops of every signature but
+`constrained` are compiled with XLA: strings → ids (graph) → ids → ids (`jit_compile`) → ids
+→ strings (graph), since tensorflow-text ops have no XLA kernels. The ids are padded to buckets
+of batch size and source length first (`bucketed_source_ids`), so a server compiles one program
+per bucket, and the warm-up requests cover every bucket up to `XLA_WARMUP_BATCH_SIZES` rows,
+so loading compiles them. TF Serving runs such an export only with
+`--xla_cpu_compilation_enabled` (serving/README.md).
 """
 
 import itertools
@@ -78,12 +86,14 @@ class TranslationModule(tf.Module):
             lengths).
         strategy: the `keras_s2s.decoding` strategy of `serving_default` and `translate_ids`
             (default `Greedy()`).
+        xla: compile the decoding loops with XLA (`compiled_decoding`).
     """
 
-    def __init__(self, translator, strategy=Greedy()):
+    def __init__(self, translator, strategy=Greedy(), xla=False):
         super().__init__(name="translation")
         check_strategy(strategy)
         self.strategy = strategy
+        self.xla = bool(xla)
         self.model = translator.model
         self.source_tokenizer = translator.source_tokenizer
         self.target_tokenizer = translator.target_tokenizer
@@ -95,8 +105,20 @@ class TranslationModule(tf.Module):
         seed = None  # a seeded strategy's own seed
         if self.strategy.random and self.strategy.seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
-        return self.strategy.decode(self.model, source_ids, self.max_target_length,
-                                    attention=attention, seed=seed)
+        return self._decode(lambda ids: self.strategy.decode(
+            self.model, ids, self.max_target_length, attention=attention, seed=seed), source_ids)
+
+    @tf.autograph.experimental.do_not_convert  # Python control flow only
+    def _decode(self, search, source_ids):
+        """`search(source_ids)`, a decoding result; in an XLA export compiled with XLA on
+        `source_ids` padded to its bucket (`bucketed_source_ids`), then cut back."""
+        if not self.xla:
+            return search(source_ids)
+        result = tf.function(search, jit_compile=True)(
+            bucketed_source_ids(source_ids, self.max_source_length, self.source_tokenizer.pad_id))
+        rows, columns = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
+        return {name: value[:rows, ..., :columns] if name == "attention" else value[:rows]
+                for name, value in result.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")])
     def translate_ids(self, source_ids):
@@ -160,7 +182,7 @@ class TranslationModule(tf.Module):
                                                                           n_best))
         return self._translate_texts(inputs, lambda source_ids: decoding.beam_search(
             self.model, source_ids, self.max_target_length, beam_width, alpha, n_best,
-            **guides))
+            **guides), compiled=not guides)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
                                   tf.TensorSpec([], tf.float32, name="temperature"),
@@ -182,11 +204,13 @@ class TranslationModule(tf.Module):
         return self._translate_texts(inputs, lambda source_ids: decoding.sample(
             self.model, source_ids, self.max_target_length, temperature, top_k, top_p, seeds))
 
-    def _translate_texts(self, inputs, search):
-        """Tokenize `inputs`, `search(source_ids)` → a decoding result, detokenize: the text
-        signatures' `outputs` (string, the shape of `scores`) and `scores`."""
+    def _translate_texts(self, inputs, search, compiled=True):
+        """Tokenize `inputs`, `search(source_ids)` → a decoding result (`compiled`: by
+        `_decode`), detokenize: the text signatures' `outputs` (string, the shape of `scores`)
+        and `scores`."""
         source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
-        result = blank_empty_sources(search(source_ids), source_ids,
+        result = blank_empty_sources(self._decode(search, source_ids) if compiled else
+                                     search(source_ids), source_ids,
                                      self.source_tokenizer.pad_id)
         tokens = result["tokens"]
         texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
@@ -226,6 +250,41 @@ class TranslationModule(tf.Module):
         return words[0] if words else ""
 
 
+#: The fewest source columns an XLA export compiles for (`source_length_buckets`).
+MIN_SOURCE_BUCKET = 16
+#: The batch sizes whose programs an XLA export's warm-up compiles; larger batches compile on
+#: their first request.
+XLA_WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def batch_buckets():
+    """The batch sizes XLA programs are compiled for: 0 and the powers of two."""
+    return [0] + [1 << power for power in range(31)]
+
+
+def source_length_buckets(max_source_length):
+    """The source lengths XLA programs are compiled for: powers of two from
+    `MIN_SOURCE_BUCKET`, and `max_source_length`, the longest text inputs get."""
+    return sorted({max_source_length} | {MIN_SOURCE_BUCKET << power for power in range(27)})
+
+
+def bucketed_source_ids(source_ids, max_source_length, pad_id):
+    """`source_ids` grown to the next of `batch_buckets` (copies of the first row, which finish
+    when it does) and of `source_length_buckets` (`pad_id` columns), so that XLA compiles one
+    program per bucket rather than per request shape. Graph ops: the compiled part then sees
+    the bucket's shape."""
+    rows, columns = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
+
+    def bucket(size, buckets):
+        buckets = tf.constant(buckets, tf.int32)
+        return tf.gather(buckets, tf.searchsorted(buckets, size[None]))[0]
+
+    padded = tf.pad(source_ids, [[0, 0], [0, bucket(columns, source_length_buckets(
+        max_source_length)) - columns]], constant_values=pad_id)
+    return tf.concat([padded, tf.gather(padded, tf.zeros([bucket(rows, batch_buckets()) - rows],
+                                                         tf.int32))], axis=0)
+
+
 def _check(name, value, valid, expected):
     """An assertion that fails the call with INVALID_ARGUMENT and the one-line message
     "`name` must be `expected`, got `value`" unless the scalar `valid` holds."""
@@ -241,7 +300,8 @@ def existing_versions(model_dir):
                   if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
 
 
-def export_run(run, model_name, base_path="export", version=None, strategy=Greedy()):
+def export_run(run, model_name, base_path="export", version=None, strategy=Greedy(),
+               xla=False, warmup_batch_sizes=None):
     """Export a trained run to `base_path/model_name/<version>/`; returns that path.
 
     Args:
@@ -252,6 +312,12 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
             for the first). An existing version is an error, never overwritten.
         strategy: the `keras_s2s.decoding` strategy of `serving_default` and
             `translate_ids` (default `Greedy()`).
+        xla: compile the decoding loops with XLA, one program per bucket of batch size and
+            source length (`bucketed_source_ids`); TF Serving then needs
+            `--xla_cpu_compilation_enabled`.
+        warmup_batch_sizes: the batch sizes of the warm-up requests, default
+            `XLA_WARMUP_BATCH_SIZES` with `xla` (their programs compile at load, not on a
+            first request), else `WARMUP_BATCH_SIZES`.
     """
     if not model_name or model_name in (".", "..") or os.sep in model_name or (
             os.altsep and os.altsep in model_name):
@@ -266,7 +332,7 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
                               f"overwritten; choose another version or leave it out")
     check_strategy(strategy)
     run = run_files.Run.of(run)
-    module = TranslationModule(Translator.from_run(run), strategy)
+    module = TranslationModule(Translator.from_run(run), strategy, xla=xla)
     signatures = module.signatures()
 
     os.makedirs(model_dir, exist_ok=True)
@@ -274,7 +340,8 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
     try:
         tf.saved_model.save(module, staging_dir, signatures=signatures)
         _copy_run_files(run.directory, os.path.join(staging_dir, run_files.EXPORT_RUN_FILES))
-        write_warmup_requests(staging_dir, warmup_requests(module, signatures))
+        write_warmup_requests(staging_dir, warmup_requests(module, signatures,
+                                                           warmup_batch_sizes))
         os.chmod(staging_dir, 0o755)  # mkdtemp makes it private; servers run as other users
         try:
             os.rename(staging_dir, version_dir)
@@ -284,7 +351,8 @@ def export_run(run, model_name, base_path="export", version=None, strategy=Greed
     except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)
         raise
-    logger.info("exported %s as %s (%s)", run.directory, version_dir, strategy)
+    logger.info("exported %s as %s (%s%s)", run.directory, version_dir, strategy,
+                ", XLA" if xla else "")
     return version_dir
 
 
@@ -294,20 +362,31 @@ WARMUP_BATCH_SIZES = (1, 8)
 WARMUP_LENGTHS = (4, None)  # None: the run's max_source_length
 
 
-def warmup_requests(module, signatures):
+def warmup_requests(module, signatures, batch_sizes=None):
     """(signature name, {input alias: numpy array}) for every signature of the export, batch size
-    and length. The module's `warmup_inputs(name, batch_size, length)` gives the inputs it
-    chooses; the others are built from the signature's input specs: strings are sentences of
-    source vocabulary words, integer matrices token-id rows ending with END, scalars 1 (a valid
-    beam width, temperature, top-p, length penalty or seed), anything else zeros.
+    (`batch_sizes`, default: `XLA_WARMUP_BATCH_SIZES` for an XLA export, else
+    `WARMUP_BATCH_SIZES`) and length (an XLA export's: every `source_length_buckets` up to
+    its max_source_length, so that each compiled program is). The module's
+    `warmup_inputs(name, batch_size, length)` gives the inputs it chooses; the others are built
+    from the signature's input specs: strings are sentences of source vocabulary words, integer
+    matrices token-id rows ending with END, scalars 1 (a valid beam width, temperature, top-p,
+    length penalty or seed), anything else zeros.
     They are not run here (that would cost each export TensorFlow's one-time work too): the
     server replays them at load, and a record that fails fails the load with its reason."""
     tokenizer = module.source_tokenizer
     words = [token.lstrip("#\u2581") for token in tokenizer.vocabulary[len(SPECIAL_TOKENS):]]
     words = [word for word in words if word] or ["a"]
+    one_token = tokenizer.tokenize(words).row_lengths().numpy() == 1
+    words = [word for word, single in zip(words, one_token) if single] or words  # exact lengths
+    lengths = WARMUP_LENGTHS
+    if module.xla:
+        lengths = [length for length in source_length_buckets(module.max_source_length)
+                   if length <= module.max_source_length]
+    if batch_sizes is None:
+        batch_sizes = XLA_WARMUP_BATCH_SIZES if module.xla else WARMUP_BATCH_SIZES
     requests = []
     for name, function in signatures.items():
-        for batch, length in itertools.product(WARMUP_BATCH_SIZES, WARMUP_LENGTHS):
+        for batch, length in itertools.product(batch_sizes, lengths):
             length = length or module.max_source_length
             chosen = module.warmup_inputs(name, batch, length)
             requests.append((name, {

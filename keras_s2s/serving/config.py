@@ -430,6 +430,11 @@ class ServerOptions:
     num_request_iterations_for_warmup: int = _option(
         1, "Number of times each warm-up request is replayed.", minimum=1
     )
+    xla_cpu_compilation_enabled: bool = _option(
+        False,
+        "Run SavedModels that compile with XLA (keras-s2s export --xla); without it their calls "
+        "fail with INTERNAL \"XLA compilation disabled\", so their warm-up fails their load.",
+    )
     monitoring_config_file: str = _option(
         "",
         "Text MonitoringConfig; prometheus_config { enable: true } serves Prometheus metrics on "

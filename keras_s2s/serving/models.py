@@ -10,7 +10,11 @@ retries (`max_num_load_retries`, `load_retry_interval_seconds` apart) are schedu
 for, so one corrupt version delays no other model. A version's warm-up requests
 (`keras_s2s.serving.warmup`) run before it becomes AVAILABLE; one that fails fails its load.
 TF1 SavedModels (no object graph; reference variables such as `float_ref`) run in a
-`tf.compat.v1.Session`, as TF Serving runs every model.
+`tf.compat.v1.Session`, as TF Serving runs every model. A SavedModel whose graph must compile
+with XLA (`tf.function(jit_compile=True)`, `keras-s2s export --xla`) runs only with
+`--xla_cpu_compilation_enabled`; without it, as in tensorflow_model_server, its calls fail with
+INTERNAL "XLA compilation disabled", so its warm-up fails its load. (TF Serving fails only the
+signatures that reach a compiled function; here every signature of such a version fails.)
 """
 
 import dataclasses
@@ -170,10 +174,15 @@ def _read_meta_graph(path):
     )
 
 
-def load_servable(name, version, path):
+def load_servable(name, version, path, xla_cpu_compilation_enabled=True):
     """Loads the "serve" MetaGraph of the SavedModel at `path`: TF2 ones with tf.saved_model.load,
-    TF1 ones (no object graph) into a `tf.compat.v1.Session`, as TF Serving does."""
+    TF1 ones (no object graph) into a `tf.compat.v1.Session`, as TF Serving does. Unless
+    `xla_cpu_compilation_enabled`, the signatures of one that must compile with XLA fail."""
     meta_graph = _read_meta_graph(path)
+    if not xla_cpu_compilation_enabled and must_compile_with_xla(meta_graph):
+        return _servable(name, version, path, meta_graph, dict.fromkeys(
+            (key for key in meta_graph.signature_def if not key.startswith("__")),
+            _xla_compilation_disabled), loaded=None)
     if meta_graph.object_graph_def.nodes:
         loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         functions = {
@@ -187,6 +196,10 @@ def load_servable(name, version, path):
             for key, signature_def in meta_graph.signature_def.items()
             if not key.startswith("__")
         }  # "__saved_model_init_op" is no signature
+    return _servable(name, version, path, meta_graph, functions, loaded)
+
+
+def _servable(name, version, path, meta_graph, functions, loaded):
     signatures = {
         key: Signature(
             name=key,
@@ -198,6 +211,19 @@ def load_servable(name, version, path):
         for key, function in functions.items()
     }
     return Servable(name, version, path, meta_graph.signature_def, signatures, loaded)
+
+
+def must_compile_with_xla(meta_graph):
+    """Whether a function of `meta_graph` must be compiled with XLA (`_XlaMustCompile`, which
+    `tf.function(jit_compile=True)` sets)."""
+    return any(function.attr["_XlaMustCompile"].b
+               for function in meta_graph.graph_def.library.function)
+
+
+def _xla_compilation_disabled(inputs):
+    """The signature function of a version that needs XLA, served without it."""
+    raise ServingError("INTERNAL", "XLA compilation disabled: this SavedModel compiles with "
+                                   "XLA; serve it with --xla_cpu_compilation_enabled")
 
 
 def _dtypes(tensor_infos):
@@ -261,6 +287,7 @@ class ModelManager:
         config_reader=None,
         config_poll_wait_seconds=0.0,
         warmup_iterations=1,
+        xla_cpu_compilation_enabled=False,
     ):
         self._poll_wait_seconds = poll_wait_seconds
         self._max_num_load_retries = max_num_load_retries
@@ -269,6 +296,7 @@ class ModelManager:
         self._config_reader = config_reader
         self._config_poll_wait_seconds = config_poll_wait_seconds
         self._warmup_iterations = warmup_iterations  # 0: no warm-up
+        self._xla_cpu_compilation_enabled = xla_cpu_compilation_enabled
         self._models = {config.name: _Model(config.name, config) for config in models}
         self._lock = threading.Lock()  # guards _models and their VersionStatus entries
         self._reconcile_lock = (
@@ -496,7 +524,7 @@ class ModelManager:
         self._set_status(model, number, state=LOADING)
         logger.info("Loading servable version {name: %s version: %d} from %s", name, number, path)
         try:
-            servable = load_servable(name, number, path)
+            servable = load_servable(name, number, path, self._xla_cpu_compilation_enabled)
             servable.metadata_json  # noqa: B018  (computed here, not by the first request)
             if self._warmup_iterations:
                 replay_warmup_requests(servable, self._warmup_iterations)

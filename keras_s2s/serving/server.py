@@ -301,6 +301,7 @@ class ModelServer:
             warmup_iterations=(
                 options.num_request_iterations_for_warmup if options.enable_model_warmup else 0
             ),
+            xla_cpu_compilation_enabled=options.xla_cpu_compilation_enabled,
         )
         self._metrics_path = (
             read_monitoring_config_file(options.monitoring_config_file)
