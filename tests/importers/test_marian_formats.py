@@ -234,6 +234,25 @@ def test_h5_with_separate_or_untied_embeddings_is_refused_in_one_line(runs, tmp_
     assert not out.exists()
 
 
+def test_marian_vocabularies_of_different_sizes_are_refused_in_one_line(separate_untied,
+                                                                        tmp_path, capsys):
+    """One `<pad>` id (after the last token) pads and starts both sides, as in transformers'
+    converter, which also refuses them."""
+    native = tmp_path / "native"
+    shutil.copytree(separate_untied[1]["native"].parent / "native", native)
+    vocabulary = native / "opus.trg.vocab.yml"
+    tokens = yaml.safe_load(vocabulary.read_text(encoding="utf-8"))
+    tokens.pop(max(tokens, key=tokens.get))
+    vocabulary.write_text(yaml.safe_dump(tokens, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["import", str(native), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1, error
+    assert f"have {len(tokens) + 1} and {len(tokens)} tokens" in error, error
+    assert not out.exists()
+
+
 def test_a_directory_without_a_checkpoint_lists_what_was_looked_for(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["import", str(tmp_path), "--out", str(out)]) == 2
