@@ -28,6 +28,7 @@ Figures, each step's peak resident memory (`ru_maxrss` of its child process) bes
 - `bench_peak_rss_gib`: this process (the PyTorch model, ours, CTranslate2's, XLA's programs).
 
 Usage: python bench/marian.py [--quick] [--size base|big|tiny] [--repeats N]
+                              [--no-fine-tune]
 """
 
 import argparse
@@ -74,6 +75,8 @@ def parse_args():
     parser.add_argument("--size", choices=list(SIZES), default="base")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds at batch 1 (default: 1 quick, 3 full)")
+    parser.add_argument("--no-fine-tune", action="store_true",
+                        help="leave the fine-tuning step out (minutes at the big size)")
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -293,7 +296,8 @@ def main():
         figures["bench_peak_rss_gib"] = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / GIB, 2)
         record()  # what is measured so far stays, should fine-tuning not finish
-        figures["fine_tune"] = fine_tune(run, directory)
+        if not args.no_fine_tune:
+            figures["fine_tune"] = fine_tune(run, directory)
     record()
 
 
