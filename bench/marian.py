@@ -140,9 +140,12 @@ def keras_s2s_child(*arguments):
     process.returncode = os.waitstatus_to_exitcode(status)
     figures = {"seconds": round(time.perf_counter() - start, 1),
                "peak_rss_gib": round(usage.ru_maxrss / GIB, 2)}
-    if process.returncode:
-        figures["failed"] = (f"killed after {STEP_TIMEOUT} s" if process.returncode < 0
-                             else errors[-1] if errors else f"exit {process.returncode}")
+    if process.returncode < 0:  # a signal: the time limit's, or the kernel's out of memory
+        figures["failed"] = (f"killed at the {STEP_TIMEOUT} s limit"
+                             if figures["seconds"] >= STEP_TIMEOUT
+                             else f"killed by signal {-process.returncode}")
+    elif process.returncode:
+        figures["failed"] = errors[-1] if errors else f"exit {process.returncode}"
     return figures
 
 
