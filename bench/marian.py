@@ -283,8 +283,8 @@ def main():
                 translator.max_source_length, translator.max_target_length, jit_compile=True)
             try:
                 server = ServerProcess(str(REPO_ROOT), str(directory / "export" / "marian"),
-                                       model_name="marian")
-            except RuntimeError as error:  # it did not answer within ServerProcess's limit
+                                       model_name="marian", start_seconds=STEP_TIMEOUT)
+            except RuntimeError as error:  # it did not answer within the limit
                 figures["serve_failed"] = str(error)
         try:
             decoders = contenders(translators, checkpoint, hf_model, directory, server)

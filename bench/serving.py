@@ -294,7 +294,7 @@ class ServerProcess:
     """`python -m keras_s2s.serving.server` in a subprocess, importing keras_s2s from `pythonpath`
     (the working tree, or an older commit's extracted package), serving `model_name`."""
 
-    def __init__(self, pythonpath, base_path, *flags, model_name="half"):
+    def __init__(self, pythonpath, base_path, *flags, model_name="half", start_seconds=120):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "keras_s2s.serving.server", f"--model_name={model_name}",
@@ -307,7 +307,7 @@ class ServerProcess:
         env = dict(os.environ, PYTHONPATH=pythonpath, TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(command, env=env, cwd=pythonpath, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_seconds
         while time.monotonic() < deadline:
             try:
                 if _get(f"{self.url}/v1/models/{model_name}", timeout=2)[0] == 200:
