@@ -1,24 +1,38 @@
-"""A base-size Marian checkpoint through keras-s2s: import, sizes, loading, fine-tuning memory
-and greedy decoding speed.
+"""Full-size Marian checkpoints through keras-s2s: import, sizes, loading, memory and greedy
+decoding speed against CTranslate2 and PyTorch.
 
-The checkpoint is made here: transformers' `MarianConfig` at OPUS-MT's base size (d_model 512,
-6 + 6 layers, 8 heads, feed-forward 2048, swish, a shared 60k vocabulary) with random weights,
-saved by `save_pretrained`, with a small SentencePiece model and a `vocab.json` padded to 60k
-tokens. Figures:
+The checkpoint is made here with random weights: transformers' `MarianConfig` at OPUS-MT's
+base size (`--size base`: d_model 512, 6 + 6 layers, 8 heads, feed-forward 2048, one shared
+60k vocabulary) or transformer-big as the OPUS-MT tc-big checkpoints (`--size big`: d_model
+1024, 6 + 6 layers, 16 heads, feed-forward 4096, separate 60k source and target vocabularies),
+swish, saved by `save_pretrained` with a small SentencePiece model and vocabularies padded to
+60k tokens. (`--size tiny` runs every step on a small model in a minute or two.)
 
-- `import_seconds` (`keras-s2s import`), `run_megabytes`, `load_seconds` (`Translator.load`,
+END's output bias is -1e9 in the checkpoint, so that every decoder (ours, the SavedModel,
+CTranslate2 converted from the same checkpoint, PyTorch's `generate`) gives exactly
+`NEW_TOKENS` output tokens: checked for each, and for the server by its texts equal to ours.
+
+Figures, each step's peak resident memory (`ru_maxrss` of its child process) beside it:
+
+- `import` (`keras-s2s import`, seconds), `run_megabytes`, `load_seconds` (`Translator.load`,
   which reads `model.keras`);
-- `fine_tune_peak_rss_gib`: the peak resident memory (`ru_maxrss`) of a `keras-s2s train
-  --init-from` child process fine-tuning one epoch at batch 32 on generated sentences;
-- `tflite_megabytes` (float32 and dynamic range; not with `--quick`);
-- greedy decoding tokens/s at batch 1 and 32 of ours (graph mode), CTranslate2 float32 and
-  int8 (its converter, from the same checkpoint) and Hugging Face's PyTorch `generate`; each
-  decodes to 32 tokens at most (random weights rarely end earlier), the end token
-  included.
+- `fine_tune`: a child running `keras-s2s train --init-from` for one epoch at batch 32 on
+  generated sentences;
+- full mode: `tflite_float32` and `tflite_dynamic` (`keras-s2s tflite`: seconds, megabytes, or
+  why it failed), `export` (`keras-s2s export`) and the server's peak memory;
+- greedy decoding tokens/s at batch 1 and 32 of ours (graph mode; full mode: also XLA and the
+  SavedModel served by `keras-s2s serve` over REST on 127.0.0.1), CTranslate2 float32 and int8
+  (its own `TransformersConverter`, 2 threads) and Hugging Face's PyTorch `generate(num_beams=1)`
+  (2 threads), timed in interleaved rounds: `--repeats` at batch 1 (default 3 in full mode),
+  one at batch 32, after one warm-up call each;
+- `bench_peak_rss_gib`: this process (the PyTorch model, ours, CTranslate2's, XLA's programs).
 
-Usage: python bench/marian.py [--quick]
+Usage: python bench/marian.py [--quick] [--size base|big|tiny] [--repeats N]
+                              [--no-fine-tune]
 """
 
+import argparse
+import functools
 import io
 import json
 import os
@@ -27,23 +41,51 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from common import parse_args, write_result
+from common import REPO_ROOT, interleaved_medians, write_result
 
-CONFIG = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-              decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
-              activation_function="swish", scale_embedding=True,
-              share_encoder_decoder_embeddings=True, max_position_embeddings=512)
-VOCABULARY_SIZE = 60_000
+#: The Marian configuration of each size (`MarianConfig` arguments), and its vocabulary size.
+SIZES = {
+    "base": dict(d_model=512, encoder_attention_heads=8, decoder_attention_heads=8,
+                 encoder_ffn_dim=2048, decoder_ffn_dim=2048, encoder_layers=6, decoder_layers=6,
+                 share_encoder_decoder_embeddings=True),
+    "big": dict(d_model=1024, encoder_attention_heads=16, decoder_attention_heads=16,
+                encoder_ffn_dim=4096, decoder_ffn_dim=4096, encoder_layers=6, decoder_layers=6,
+                share_encoder_decoder_embeddings=False),
+    "tiny": dict(d_model=64, encoder_attention_heads=2, decoder_attention_heads=2,
+                 encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_layers=2, decoder_layers=2,
+                 share_encoder_decoder_embeddings=False),
+}
+VOCABULARY_SIZES = {"base": 60_000, "big": 60_000, "tiny": 2_000}
 WORDS = "the a school home friend went ate rice today we they I you go come see".split()
-NEW_TOKENS = 32  # the most output tokens, the end token included (the run's max length)
+NEW_TOKENS = 32  # output tokens of every decoder (the run's max length)
 FINE_TUNE_PAIRS = 128
+THREADS = 2  # CTranslate2's and PyTorch's
+STEP_TIMEOUT = 900  # seconds a child step (conversion, fine-tuning) may take
+GIB = 2**20  # ru_maxrss is in KiB on Linux
 
 
-def write_checkpoint(directory):
-    """A random base-size Marian checkpoint in Hugging Face's layout, in `directory`."""
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="no TFLite, XLA or REST, one timed round at batch 1")
+    parser.add_argument("--size", choices=list(SIZES), default="base")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds at batch 1 (default: 1 quick, 3 full)")
+    parser.add_argument("--no-fine-tune", action="store_true",
+                        help="leave the fine-tuning step out (minutes at the big size)")
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    return args
+
+
+def write_checkpoint(directory, size):
+    """A random Marian checkpoint of `size` in Hugging Face's layout, in `directory`; END's
+    output bias -1e9."""
     import sentencepiece
     import torch
     import transformers
@@ -56,19 +98,26 @@ def write_checkpoint(directory):
     processor = sentencepiece.SentencePieceProcessor(model_proto=proto.getvalue())
     pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())
               if not (processor.is_control(i) or processor.is_unknown(i))]
+    vocabulary_size = VOCABULARY_SIZES[size]
     tokens = ["</s>", "<unk>", *pieces]
-    tokens += [f"<filler{i}>" for i in range(len(tokens), VOCABULARY_SIZE - 1)] + ["<pad>"]
+    tokens += [f"<filler{i}>" for i in range(len(tokens), vocabulary_size - 1)] + ["<pad>"]
     vocabulary = {token: index for index, token in enumerate(tokens)}
     config = transformers.MarianConfig(
-        vocab_size=VOCABULARY_SIZE, decoder_vocab_size=VOCABULARY_SIZE,
-        pad_token_id=VOCABULARY_SIZE - 1, decoder_start_token_id=VOCABULARY_SIZE - 1,
-        eos_token_id=0, forced_eos_token_id=None, **CONFIG)
+        vocab_size=vocabulary_size, decoder_vocab_size=vocabulary_size,
+        pad_token_id=vocabulary_size - 1, decoder_start_token_id=vocabulary_size - 1,
+        eos_token_id=0, forced_eos_token_id=None, activation_function="swish",
+        scale_embedding=True, max_position_embeddings=512, **SIZES[size])
     torch.manual_seed(0)
     model = transformers.MarianMTModel(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias[0, config.eos_token_id] = -1e9
     model.save_pretrained(directory)
     for name in ("source.spm", "target.spm"):
         (directory / name).write_bytes(proto.getvalue())
-    (directory / "vocab.json").write_text(json.dumps(vocabulary))
+    separate = not config.share_encoder_decoder_embeddings
+    for name in ("vocab.json", *(["target_vocab.json"] if separate else [])):
+        (directory / name).write_text(json.dumps(vocabulary))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": separate}))
     return model
 
 
@@ -76,114 +125,183 @@ def directory_megabytes(directory):
     return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file()) / 1e6
 
 
-def fine_tune_peak_rss(run, directory):
-    """Peak RSS (GiB) of a child fine-tuning `run` for one epoch at batch 32."""
+def keras_s2s_child(*arguments):
+    """`{"seconds", "peak_rss_gib"}` of `keras-s2s ARGUMENTS` in a child process, and
+    `"failed"` (its last line of error, or the time limit) if it did not succeed."""
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "keras_s2s.cli", *map(str, arguments)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    killer = threading.Timer(STEP_TIMEOUT, process.kill)
+    killer.start()
+    errors = process.stderr.read().decode(errors="replace").strip().splitlines()
+    _, status, usage = os.wait4(process.pid, 0)
+    killer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    figures = {"seconds": round(time.perf_counter() - start, 1),
+               "peak_rss_gib": round(usage.ru_maxrss / GIB, 2)}
+    if process.returncode < 0:  # a signal: the time limit's, or the kernel's out of memory
+        figures["failed"] = (f"killed at the {STEP_TIMEOUT} s limit"
+                             if figures["seconds"] >= STEP_TIMEOUT
+                             else f"killed by signal {-process.returncode}")
+    elif process.returncode:
+        figures["failed"] = errors[-1] if errors else f"exit {process.returncode}"
+    return figures
+
+
+def fine_tune(run, directory):
+    """The figures of a child fine-tuning `run` for one epoch at batch 32."""
     rng = random.Random(1)
     sentences = [" ".join(rng.choices(WORDS, k=rng.randint(3, 10)))
                  for _ in range(FINE_TUNE_PAIRS)]
     data = directory / "pairs.tsv"
     data.write_text("".join(f"{s}\t{s}\n" for s in sentences))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "keras_s2s.cli", "train", "--init-from", str(run),
-                    "--data", str(data), "--out", str(directory / "tuned"), "--epochs", "1",
-                    "--batch-size", "32", "--xla", "off", "--mixed-precision", "off"],
-                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        raise RuntimeError("the fine-tuning child's peak RSS is not above an earlier child's")
-    return peak / 2**20  # ru_maxrss is in KiB on Linux
+    return keras_s2s_child("train", "--init-from", run, "--data", data, "--out",
+                           directory / "tuned", "--epochs", 1, "--batch-size", 32, "--xla", "off",
+                           "--mixed-precision", "off")
 
 
-def tokens_per_second(decode, batches):
-    """Output tokens per second of `decode(texts) → list of token lists` over `batches`."""
-    decode(batches[0])  # warm-up: tracing, loading
-    start, tokens = time.perf_counter(), 0
-    for texts in batches:
-        tokens += sum(len(row) for row in decode(texts))
-    return tokens / (time.perf_counter() - start)
+def tflite_sizes(run, directory):
+    """`{"tflite_float32", "tflite_dynamic"}`: each conversion's figures and megabytes."""
+    figures = {}
+    for quantize, name in (("none", "float32"), ("dynamic", "dynamic")):
+        path = directory / f"{name}.tflite"
+        figures[f"tflite_{name}"] = step = keras_s2s_child("tflite", run, "--out", path,
+                                                           "--quantize", quantize)
+        if "failed" not in step:
+            step["megabytes"] = round(path.stat().st_size / 1e6, 1)
+    return figures
 
 
-def decoding_speeds(translator, checkpoint, hf_model, directory, quick):
-    """Greedy tokens/s at batch 1 and 32 of each implementation."""
+def fixed_length(rows):
+    """`rows` (token lists), checked to hold `NEW_TOKENS` tokens each."""
+    lengths = {len(row) for row in rows}
+    if lengths != {NEW_TOKENS}:
+        raise AssertionError(f"output lengths {sorted(lengths)}, not all {NEW_TOKENS}")
+    return rows
+
+
+def contenders(translators, checkpoint, hf_model, directory, server):
+    """`{name: texts → output token lists (or texts, for the server)}` of every decoder."""
     import ctranslate2
     import torch
     import transformers
 
     from keras_s2s.decoding import Greedy
+    from keras_s2s.serving import Client
 
-    rng = random.Random(2)
-    sentences = [" ".join(rng.choices(WORDS, k=rng.randint(4, 12))) for _ in range(64)]
-    shapes = {1: [[s] for s in sentences[:4 if quick else 16]], 32: [sentences[:32]]}
+    torch.set_num_threads(THREADS)
     tokenizer = transformers.MarianTokenizer(
         str(checkpoint / "source.spm"), str(checkpoint / "target.spm"),
         str(checkpoint / "vocab.json"))
-    converted = {}
-    for quantization in ("float32", "int8"):
-        converted[quantization] = directory / f"ct2-{quantization}"
-        ctranslate2.converters.TransformersConverter(str(checkpoint)).convert(
-            str(converted[quantization]), quantization=quantization)
 
-    def ours(texts):
+    def ours(translator, texts):
         return [t.output_tokens for t in translator.translate(texts, Greedy(),
                                                               attention=False)]
 
-    def ct2(quantization):
-        engine = ctranslate2.Translator(str(converted[quantization]), intra_threads=2)
-
-        def decode(texts):
-            sources = [tokenizer.convert_ids_to_tokens(ids)
-                       for ids in tokenizer(texts)["input_ids"]]
-            return [result.hypotheses[0] for result in engine.translate_batch(
-                sources, beam_size=1, max_decoding_length=NEW_TOKENS, return_end_token=True)]
-        return decode
+    def ct2(engine, texts):
+        sources = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(texts)["input_ids"]]
+        return [result.hypotheses[0] for result in engine.translate_batch(
+            sources, beam_size=1, max_decoding_length=NEW_TOKENS, return_end_token=True)]
 
     def hugging_face(texts):
         batch = tokenizer(texts, return_tensors="pt", padding=True)
         with torch.no_grad():
             output = hf_model.generate(**batch, max_new_tokens=NEW_TOKENS, num_beams=1,
                                        do_sample=False)
-        rows = [row[1:] for row in output.tolist()]  # without the start token
-        end = hf_model.config.eos_token_id
-        return [row[:row.index(end) + 1] if end in row else row for row in rows]
+        return [row[1:] for row in output.tolist()]  # without the start token
 
-    contenders = {"ours": ours, "ctranslate2_float32": ct2("float32"),
-                  "ctranslate2_int8": ct2("int8"), "hugging_face_pytorch": hugging_face}
-    return {f"{name}_batch_{size}": round(tokens_per_second(decode, batches), 1)
-            for name, decode in contenders.items() for size, batches in shapes.items()}
+    decoders = {f"ours_{name}": functools.partial(ours, translator)
+                for name, translator in translators.items()}
+    if server is not None:
+        client = Client(server.url, "marian", timeout=STEP_TIMEOUT)
+        decoders["rest"] = lambda texts: [r["translation"] for r in client.translate(texts)]
+    for quantization in ("float32", "int8"):
+        converted = directory / f"ct2-{quantization}"
+        ctranslate2.converters.TransformersConverter(str(checkpoint)).convert(
+            str(converted), quantization=quantization)
+        engine = ctranslate2.Translator(str(converted), intra_threads=THREADS)
+        decoders[f"ctranslate2_{quantization}"] = functools.partial(ct2, engine)
+    decoders["hugging_face_pytorch"] = hugging_face
+    return decoders
+
+
+def decoding_speeds(decoders, translator, repeats):
+    """`{name_batch_N: tokens/s}` at batch 1 (`repeats` rounds) and 32 (one round), each
+    decoder called once first (warm-up and the length check)."""
+    rng = random.Random(2)
+    sentences = [" ".join(rng.choices(WORDS, k=rng.randint(4, 12))) for _ in range(32)]
+    speeds = {}
+    for texts, rounds in ((sentences[:1], repeats), (sentences, 1)):
+        expected = [t.text for t in translator.translate(texts, attention=False)]
+        for name, decode in decoders.items():
+            outputs = decode(texts)
+            if name == "rest":
+                assert outputs == expected, "the server's texts are not ours"
+            else:
+                fixed_length(outputs)
+        seconds = interleaved_medians({name: functools.partial(decode, texts)
+                                       for name, decode in decoders.items()}, rounds, warmup=0)
+        speeds.update({f"{name}_batch_{len(texts)}": round(len(texts) * NEW_TOKENS / value, 1)
+                       for name, value in seconds.items()})
+    return speeds
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0])
-    from keras_s2s.importers.marian import import_marian
+    args = parse_args()
     from keras_s2s.inference.translator import Translator
+    from serving import ServerProcess
 
-    figures = {"load_average_at_start": list(os.getloadavg())}
+    figures = {"size": args.size, "load_average_at_start": list(os.getloadavg())}
+
+    def record():
+        figures["load_average_at_end"] = list(os.getloadavg())
+        write_result("marian" if args.quick else f"marian_{args.size}", args, figures)
+
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        checkpoint = directory / "checkpoint"
+        checkpoint, run = directory / "checkpoint", directory / "run"
         checkpoint.mkdir()
-        hf_model = write_checkpoint(checkpoint)
+        hf_model = write_checkpoint(checkpoint, args.size)
         figures["parameters"] = sum(p.numel() for p in hf_model.parameters())
+        figures["import"] = keras_s2s_child("import", checkpoint, "--out", run,
+                                            "--max-length", NEW_TOKENS)
+        record()
+        figures["run_megabytes"] = round(directory_megabytes(run), 1)
         start = time.perf_counter()
-        import_marian(str(checkpoint), str(directory / "run"), max_length=NEW_TOKENS)
-        figures["import_seconds"] = round(time.perf_counter() - start, 1)
-        figures["run_megabytes"] = round(directory_megabytes(directory / "run"), 1)
-        start = time.perf_counter()
-        translator = Translator.load(str(directory / "run"))
+        translator = Translator.load(str(run))
         figures["load_seconds"] = round(time.perf_counter() - start, 1)
-        figures["fine_tune_peak_rss_gib"] = round(fine_tune_peak_rss(directory / "run",
-                                                                     directory), 2)
+        translators = {"graph": translator}
+        server = None
         if not args.quick:
-            from keras_s2s.exporters.tflite import convert
-
-            for quantize in ("none", "dynamic"):
-                size = convert(str(directory / "run"), str(directory / f"{quantize}.tflite"),
-                               quantize=quantize)
-                figures[f"tflite_megabytes_{quantize}"] = round(size / 1e6, 1)
-        figures["greedy_tokens_per_second"] = decoding_speeds(
-            translator, checkpoint, hf_model, directory, args.quick)
-    figures["load_average_at_end"] = list(os.getloadavg())
-    write_result("marian", args, figures)
+            figures.update(tflite_sizes(run, directory))
+            record()
+            figures["export"] = keras_s2s_child("export", run, "--model-name", "marian",
+                                                "--base-path", directory / "export")
+            translators["xla"] = Translator(
+                translator.model, translator.source_tokenizer, translator.target_tokenizer,
+                translator.max_source_length, translator.max_target_length, jit_compile=True)
+            try:
+                server = ServerProcess(str(REPO_ROOT), str(directory / "export" / "marian"),
+                                       model_name="marian", start_seconds=STEP_TIMEOUT)
+            except RuntimeError as error:  # it did not answer within the limit
+                figures["serve_failed"] = str(error)
+        try:
+            decoders = contenders(translators, checkpoint, hf_model, directory, server)
+            figures["greedy_tokens_per_second"] = decoding_speeds(decoders, translator,
+                                                                  args.repeats)
+            if server is not None:
+                figures["serve_peak_rss_gib"] = round(
+                    server.memory_mb()["peak_rss_mb"] / 1024, 2)
+        finally:
+            if server is not None:
+                server.stop()
+        figures["bench_peak_rss_gib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / GIB, 2)
+        record()  # what is measured so far stays, should fine-tuning not finish
+        if not args.no_fine_tune:
+            figures["fine_tune"] = fine_tune(run, directory)
+    record()
 
 
 if __name__ == "__main__":

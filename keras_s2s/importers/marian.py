@@ -145,7 +145,10 @@ def _read_checkpoint(directory):
     id})]` of the source and target vocabularies."""
     if os.path.exists(os.path.join(directory, "config.json")):
         config = _read_config(directory)
-        return config, _read_weights(directory), _hugging_face_vocabularies(directory, config)
+        weights = _read_weights(directory)
+        if weights.file == "tf_model.h5":
+            _check_one_embedding(config, weights.path)
+        return config, weights, _hugging_face_vocabularies(directory, config)
     if os.path.exists(os.path.join(directory, NATIVE_DECODER_CONFIG)):
         from keras_s2s.importers import marian_native
 
@@ -154,6 +157,16 @@ def _read_checkpoint(directory):
     raise ValueError(f"{directory} holds no Marian checkpoint: looked for config.json with "
                      f"{' or '.join(WEIGHT_FILES)} (Hugging Face's layout), or "
                      f"{NATIVE_DECODER_CONFIG} with its model .npz (Marian's)")
+
+
+def _check_one_embedding(config, path):
+    """`TFMarianMTModel` (the writer of `tf_model.h5`) holds one embedding, shared by both
+    vocabularies and the output layer: a `config` with separate ones cannot be in `path`."""
+    for name in ("share_encoder_decoder_embeddings", "tie_word_embeddings"):
+        if not config[name]:
+            raise ValueError(f"{path}: config.json has {name}=false, but TFMarianMTModel's "
+                             f"weights hold one embedding shared by both vocabularies and the "
+                             f"output layer; import the checkpoint's model.safetensors instead")
 
 
 def _read_config(directory):

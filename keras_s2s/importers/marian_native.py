@@ -60,6 +60,11 @@ def read(directory):
     shared = bool(options.get("tied-embeddings-all") or options.get("tied-embeddings-src"))
     tied = bool(options.get("tied-embeddings-all") or options.get("tied-embeddings"))
     sizes = [len(ids) for _, ids in vocabularies]
+    if sizes[0] != sizes[1]:
+        raise ValueError(f"{os.path.join(directory, 'decoder.yml')}: its vocabularies "
+                         f"{vocabs[0]} and {vocabs[1]} have {sizes[0] - 1} and {sizes[1] - 1} "
+                         f"tokens; only equal sizes are supported (one <pad> id, after the "
+                         f"last token, pads and starts both sides)")
     config = {
         "model_type": "marian", "vocab_size": sizes[0], "decoder_vocab_size": sizes[1],
         "d_model": options["dim-emb"], "encoder_layers": options["enc-depth"],

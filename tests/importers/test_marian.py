@@ -69,9 +69,11 @@ def _vocabulary(*protos, drop=()):
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _checkpoint(directory, activation, scale_embedding, shared, seed, weight_std=WEIGHT_STD):
+def _checkpoint(directory, activation, scale_embedding, shared, seed, weight_std=WEIGHT_STD,
+                tied=True):
     """Write a random tiny Marian checkpoint with its tokenizer files into `directory` (its
-    weights drawn with the standard deviation `weight_std`)."""
+    weights drawn with the standard deviation `weight_std`; `tied`: the output projection is
+    the target embedding, else its own `lm_head`)."""
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=6)) for _ in range(300)]
     source_proto, target_proto = _spm(texts, 80), _spm(texts[::-1] + ["xyz qrs"] * 20, 70)
@@ -92,7 +94,7 @@ def _checkpoint(directory, activation, scale_embedding, shared, seed, weight_std
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
         max_position_embeddings=64, activation_function=activation,
         scale_embedding=scale_embedding, share_encoder_decoder_embeddings=shared,
-        pad_token_id=len(source_vocab) - 1, decoder_start_token_id=len(target_vocab) - 1,
+        tie_word_embeddings=tied, pad_token_id=len(source_vocab) - 1, decoder_start_token_id=len(target_vocab) - 1,
         eos_token_id=0, forced_eos_token_id=None)
     torch.manual_seed(seed)
     model = transformers.MarianMTModel(config).eval()

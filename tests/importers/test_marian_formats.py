@@ -16,6 +16,7 @@ import pytest
 
 from tests.importers.test_marian import _checkpoint
 
+torch = pytest.importorskip("torch")
 h5py = pytest.importorskip("h5py")
 yaml = pytest.importorskip("yaml")
 
@@ -78,12 +79,22 @@ def _write_tf_h5(state, path):
                 group.create_dataset(name, data=value)
 
 
-def _write_marian_release(state, config, vocabulary, directory):
+def _write_marian_release(state, config, vocabularies, directory):
     """An OPUS-MT release of `state`: the `.npz` under Marian's names (without `<pad>`, the
-    last token), its `special:model.yml`, `decoder.yml` and the vocabulary `.yml`."""
+    last token), its `special:model.yml`, `decoder.yml` and the vocabulary `.yml`s
+    (`vocabularies`: the source's and the target's `{token: id}`). One shared embedding is
+    `Wemb`, separate ones `encoder_Wemb` and `decoder_Wemb`; an output projection not tied to
+    the target embedding is `decoder_ff_logit_out_W`, `(d_model, vocabulary)`."""
     pad = config["pad_token_id"]
-    arrays = {"Wemb": state["model.shared.weight"][:pad],
-              "decoder_ff_logit_out_b": state["final_logits_bias"][:, :pad]}
+    shared, tied = config["share_encoder_decoder_embeddings"], config["tie_word_embeddings"]
+    arrays = {"decoder_ff_logit_out_b": state["final_logits_bias"][:, :pad]}
+    if shared:
+        arrays["Wemb"] = state["model.shared.weight"][:pad]
+    else:
+        for stack in ("encoder", "decoder"):
+            arrays[f"{stack}_Wemb"] = state[f"model.{stack}.embed_tokens.weight"][:pad]
+    if not tied:
+        arrays["decoder_ff_logit_out_W"] = state["lm_head.weight"][:pad].T
     for stack in ("encoder", "decoder"):
         for index in range(config[f"{stack}_layers"]):
             for marian, torch_name in BART_CONVERTER.items():
@@ -98,18 +109,39 @@ def _write_marian_release(state, config, vocabulary, directory):
                "transformer-dim-ffn": config["encoder_ffn_dim"],
                "transformer-ffn-activation": config["activation_function"],
                "transformer-preprocess": "", "transformer-postprocess": "dan",
-               "transformer-postprocess-emb": "d", "tied-embeddings-all": True,
+               "transformer-postprocess-emb": "d", "tied-embeddings-all": shared and tied,
+               "tied-embeddings-src": shared, "tied-embeddings": tied,
                "transformer-train-position-embeddings": False, "dim-vocabs": [pad, pad]}
     text = yaml.safe_dump(options) + "\0"
     arrays["special:model.yml"] = np.frombuffer(text.encode(), "uint8")
     np.savez(directory / "opus.spm-spm.transformer-align.npz", **arrays)
-    tokens = {token: index for token, index in vocabulary.items() if index < pad}
-    (directory / "opus.spm-spm.vocab.yml").write_text(
-        yaml.safe_dump(tokens, allow_unicode=True), encoding="utf-8")
+    names = (["opus.spm-spm.vocab.yml"] * 2 if shared
+             else ["opus.src.vocab.yml", "opus.trg.vocab.yml"])
+    for name, vocabulary in zip(names, vocabularies):
+        tokens = {token: index for token, index in vocabulary.items() if index < pad}
+        (directory / name).write_text(yaml.safe_dump(tokens, allow_unicode=True),
+                                      encoding="utf-8")
     (directory / "decoder.yml").write_text(yaml.safe_dump({
-        "models": ["opus.spm-spm.transformer-align.npz"],
-        "vocabs": ["opus.spm-spm.vocab.yml", "opus.spm-spm.vocab.yml"],
-        "beam-size": 4, "relative-paths": True}))
+        "models": ["opus.spm-spm.transformer-align.npz"], "vocabs": names, "beam-size": 4,
+        "relative-paths": True}))
+
+
+def _write_native(checkpoint, model, directory):
+    """The OPUS-MT release of the Hugging Face `checkpoint` directory holding `model`."""
+    directory.mkdir()
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(checkpoint / name, directory)
+    vocabularies = [json.loads((checkpoint / name).read_text(encoding="utf-8")) for name in (
+        "vocab.json", "vocab.json" if model.config.share_encoder_decoder_embeddings
+        else "target_vocab.json")]
+    state = {name: value.numpy() for name, value in model.state_dict().items()}
+    _write_marian_release(state, model.config.to_dict(), vocabularies, directory)
+    return state
+
+
+def _import(layout, run):
+    assert main(["import", str(layout), "--out", str(run), "--max-length", str(MAX_LENGTH)]) == 0
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -119,23 +151,12 @@ def runs(tmp_path_factory):
     checkpoint = root / "safetensors"
     checkpoint.mkdir()
     model, _ = _checkpoint(checkpoint, "swish", True, True, seed=0)
-    state = {name: value.numpy() for name, value in model.state_dict().items()}
-    spm = [checkpoint / name for name in ("source.spm", "target.spm")]
+    state = _write_native(checkpoint, model, root / "native")
     h5 = root / "h5"
     shutil.copytree(checkpoint, h5, ignore=shutil.ignore_patterns("*.safetensors"))
     _write_tf_h5(state, h5 / "tf_model.h5")
-    native = root / "native"
-    native.mkdir()
-    for path in spm:
-        shutil.copy(path, native)
-    _write_marian_release(state, model.config.to_dict(),
-                          json.loads((checkpoint / "vocab.json").read_text()), native)
-    runs = {}
-    for layout in (checkpoint, h5, native):
-        runs[layout.name] = root / f"run-{layout.name}"
-        assert main(["import", str(layout), "--out", str(runs[layout.name]), "--max-length",
-                     str(MAX_LENGTH)]) == 0
-    return runs
+    return {layout.name: _import(layout, root / f"run-{layout.name}")
+            for layout in (checkpoint, h5, root / "native")}
 
 
 def _logits(run, source, target):
@@ -155,6 +176,81 @@ def test_h5_and_marian_npz_give_the_safetensors_logits(runs):
     native = _logits(runs["native"], source, target)
     np.testing.assert_allclose(np.delete(native, pad, axis=-1),
                                np.delete(expected, pad, axis=-1), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def separate_untied(tmp_path_factory):
+    """`(PyTorch model, {layout: imported run})` of a checkpoint laid out as OPUS-MT's tc-big
+    ones: separate source and target vocabularies and embeddings, and an output projection of
+    its own, written by `save_pretrained` and as an OPUS-MT release."""
+    root = tmp_path_factory.mktemp("separate-untied")
+    checkpoint = root / "safetensors"
+    checkpoint.mkdir()
+    model, _ = _checkpoint(checkpoint, "swish", True, False, seed=1, tied=False)
+    _write_native(checkpoint, model, root / "native")
+    return model, {layout.name: _import(layout, root / f"run-{layout.name}")
+                   for layout in (checkpoint, root / "native")}
+
+
+def test_separate_vocabularies_and_untied_output_give_pytorch_logits(separate_untied):
+    model, runs = separate_untied
+    pad = model.config.pad_token_id
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, pad, (6, 9)).astype("int32")
+    target = np.concatenate([np.full((6, 1), pad), rng.integers(0, pad, (6, 5))],
+                            axis=1).astype("int32")
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor(source),
+                         decoder_input_ids=torch.tensor(target)).logits.numpy()
+    logits = {}
+    for layout, run in runs.items():
+        translator = Translator.load(str(run))
+        assert (translator.source_tokenizer.vocabulary
+                != translator.target_tokenizer.vocabulary)
+        logits[layout] = np.asarray(translator.model((source, target)))
+    ours = logits["safetensors"]
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    # Marian has no `<pad>` token: its logit gets the weights and bias 0 there.
+    native = np.delete(logits["native"], pad, axis=-1)
+    np.testing.assert_allclose(native, np.delete(expected, pad, axis=-1), atol=1e-4)
+    np.testing.assert_allclose(native, np.delete(ours, pad, axis=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("option", ["share_encoder_decoder_embeddings", "tie_word_embeddings"])
+def test_h5_with_separate_or_untied_embeddings_is_refused_in_one_line(runs, tmp_path, capsys,
+                                                                     option):
+    """`TFMarianMTModel` holds one embedding for both vocabularies and the output layer: its
+    `tf_model.h5` cannot hold a checkpoint whose `config.json` says otherwise."""
+    h5 = tmp_path / "h5"
+    shutil.copytree(runs["h5"].parent / "h5", h5)
+    config = json.loads((h5 / "config.json").read_text())
+    (h5 / "config.json").write_text(json.dumps({**config, option: False}))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["import", str(h5), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1, error
+    assert f"{option}=false" in error and "model.safetensors" in error, error
+    assert not out.exists()
+
+
+def test_marian_vocabularies_of_different_sizes_are_refused_in_one_line(separate_untied,
+                                                                        tmp_path, capsys):
+    """One `<pad>` id (after the last token) pads and starts both sides, as in transformers'
+    converter, which also refuses them."""
+    native = tmp_path / "native"
+    shutil.copytree(separate_untied[1]["native"].parent / "native", native)
+    vocabulary = native / "opus.trg.vocab.yml"
+    tokens = yaml.safe_load(vocabulary.read_text(encoding="utf-8"))
+    tokens.pop(max(tokens, key=tokens.get))
+    vocabulary.write_text(yaml.safe_dump(tokens, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["import", str(native), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1, error
+    assert f"have {len(tokens) + 1} and {len(tokens)} tokens" in error, error
+    assert not out.exists()
 
 
 def test_a_directory_without_a_checkpoint_lists_what_was_looked_for(tmp_path, capsys):
