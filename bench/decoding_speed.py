@@ -33,7 +33,7 @@ exactly N tokens.
      size and search, no prefix) run by LiteRT's `Interpreter` on all cores: greedy rows, and
      beam 4 at batch 1 (a phone translates one sentence at a time); the size of each model
      is in `tflite.bytes`.
-   - REST, XLA (`rest_xla`, `--rest-rows` or full mode): the run exported with `--xla`
+   - REST, XLA (`rest_xla`, `--rest-rows` or full mode): the run exported with `--xla on`
      (`export_run(xla=True)`) and served with `--xla_cpu_compilation_enabled`, its warm-up
      cut to the batch sizes and signatures the rows call, so that its load compiles those
      programs and no request does.

@@ -446,7 +446,7 @@ def _add_export_parser(subparsers):
     parser.add_argument("--out", metavar="DIR", help="ctranslate2: the directory to create")
     parser.add_argument("--quantize", choices=CTRANSLATE2_QUANTIZATIONS, default="none",
                         help="ctranslate2: weight type (none: float32)")
-    parser.add_argument("--xla", dest="xla_export", action="store_true",
+    parser.add_argument("--xla", dest="xla_export", choices=["on", "off"], default="off",
                         help="savedmodel: decoding compiled with XLA per bucket of batch size "
                              "and source length, compiled at load by the warm-up; faster, "
                              "served with --xla_cpu_compilation_enabled only "
@@ -469,13 +469,13 @@ def _export(args):
 
     run = Run.open(args.run_dir)
     print(export_run(run, args.model_name, base_path=args.base_path, version=args.version,
-                     strategy=_strategy(args, run), xla=args.xla_export))
+                     strategy=_strategy(args, run), xla=args.xla_export == "on"))
 
 
 def _export_ctranslate2(args):
     misplaced = [flag for flag, name in [*DECODING_FLAGS.items(), ("--model-name", "model_name"),
                                         ("--version", "version")]
-                 if getattr(args, name) is not None] + ["--xla"] * args.xla_export
+                 if getattr(args, name) is not None] + ["--xla on"] * (args.xla_export == "on")
     if misplaced:
         raise ValueError(f"--format ctranslate2 does not take {', '.join(misplaced)}: the "
                          f"decoding is chosen when translating")

@@ -196,6 +196,8 @@ def test_an_existing_directory_is_never_overwritten(dates_transformer, tmp_path,
 @pytest.mark.parametrize("argv, message", [
     (["export", "{run}", "--format", "ctranslate2", "--out", "{tmp}/x", "--beam", "4"],
      "does not take --beam"),
+    (["export", "{run}", "--format", "ctranslate2", "--out", "{tmp}/x", "--xla", "on"],
+     "does not take --xla on"),
     (["export", "{run}", "--format", "ctranslate2"], "needs --out DIR"),
     (["export", "{run}", "--model-name", "m", "--quantize", "int8"], "apply to --format"),
     (["translate", "{export}", "hi", "--temperature", "0.5"], "Greedy() or Beam(...)"),

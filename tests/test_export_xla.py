@@ -1,4 +1,4 @@
-"""`keras-s2s export --xla`: decoding compiled with XLA per bucket, served by `keras-s2s serve`
+"""`keras-s2s export --xla on`: decoding compiled with XLA per bucket, served by `keras-s2s serve`
 only with `--xla_cpu_compilation_enabled`, as tensorflow_model_server serves it."""
 
 import os
@@ -22,10 +22,10 @@ DATES = [source for source, _ in synthetic.generate("dates", 5, seed=4321)]
 
 @pytest.fixture(scope="module")
 def xla_export(dates_transformer, tmp_path_factory):
-    """The dates Transformer exported with `--xla`: (model base path, version directory)."""
+    """The dates Transformer exported with `--xla on`: (model base path, version directory)."""
     base_path = tmp_path_factory.mktemp("xla")
     assert main(["export", dates_transformer, "--model-name", "dates", "--base-path",
-                 str(base_path), "--xla"]) == 0
+                 str(base_path), "--xla", "on"]) == 0
     return str(base_path / "dates"), str(base_path / "dates" / "1")
 
 

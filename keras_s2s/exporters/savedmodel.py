@@ -46,7 +46,7 @@ version is never overwritten. The run's configuration, weights and tokenizers ar
 batch sizes and lengths, see `warmup_requests`), which TF Serving and `keras-s2s serve` replay
 before serving the version, so its first request is not slowed by TensorFlow's one-time work.
 
-With `xla=True` (`keras-s2s export --xla`), the decoding loops of every signature but
+With `xla=True` (`keras-s2s export --xla on`), the decoding loops of every signature but
 `constrained` are compiled with XLA: strings → ids (graph) → ids → ids (`jit_compile`) → ids
 → strings (graph), since tensorflow-text ops have no XLA kernels. The ids are padded to buckets
 of batch size and source length first (`bucketed_source_ids`), so a server compiles one program

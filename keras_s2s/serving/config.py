@@ -432,7 +432,7 @@ class ServerOptions:
     )
     xla_cpu_compilation_enabled: bool = _option(
         False,
-        "Run SavedModels that compile with XLA (keras-s2s export --xla); without it their calls "
+        "Run SavedModels that compile with XLA (keras-s2s export --xla on); without it their calls "
         "fail with INTERNAL \"XLA compilation disabled\", so their warm-up fails their load.",
     )
     monitoring_config_file: str = _option(

@@ -11,7 +11,7 @@ for, so one corrupt version delays no other model. A version's warm-up requests
 (`keras_s2s.serving.warmup`) run before it becomes AVAILABLE; one that fails fails its load.
 TF1 SavedModels (no object graph; reference variables such as `float_ref`) run in a
 `tf.compat.v1.Session`, as TF Serving runs every model. A SavedModel whose graph must compile
-with XLA (`tf.function(jit_compile=True)`, `keras-s2s export --xla`) runs only with
+with XLA (`tf.function(jit_compile=True)`, `keras-s2s export --xla on`) runs only with
 `--xla_cpu_compilation_enabled`; without it, as in tensorflow_model_server, its calls fail with
 INTERNAL "XLA compilation disabled", so its warm-up fails its load. (TF Serving fails only the
 signatures that reach a compiled function; here every signature of such a version fails.)
