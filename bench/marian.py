@@ -117,7 +117,9 @@ def write_checkpoint(directory, size):
     separate = not config.share_encoder_decoder_embeddings
     for name in ("vocab.json", *(["target_vocab.json"] if separate else [])):
         (directory / name).write_text(json.dumps(vocabulary))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"separate_vocabs": separate}))
+    from keras_s2s.importers.marian import TOKENIZER_SETTINGS
+
+    (directory / TOKENIZER_SETTINGS).write_text(json.dumps({"separate_vocabs": separate}))
     return model
 
 

@@ -44,9 +44,11 @@ UNSUPPORTED = {"normalize_before": False, "add_bias_logits": False, "normalize_e
                "layernorm_embedding": False, "add_final_layer_norm": False,
                "static_position_embeddings": True}
 
+#: A Hugging Face Marian checkpoint's tokenizer settings (`separate_vocabs`).
+TOKENIZER_SETTINGS = "tokenizer_config.json"
 #: The files read from a Hugging Face checkpoint (what a hub download fetches).
 FILES = ("config.json", "model.safetensors", "source.spm", "target.spm", "vocab.json",
-         "target_vocab.json", "tokenizer_config.json")
+         "target_vocab.json", TOKENIZER_SETTINGS)
 
 #: The default longest source and output of the run, in tokens (at most the checkpoint's
 #: `max_position_embeddings`).
@@ -321,7 +323,7 @@ NATIVE_DECODER_CONFIG = "decoder.yml"
 def _hugging_face_vocabularies(directory, config):
     """`[(file name, {token: id})]` of the source and target vocabularies."""
     separate = not config["share_encoder_decoder_embeddings"]
-    tokenizer_config = os.path.join(directory, "tokenizer_config.json")
+    tokenizer_config = os.path.join(directory, TOKENIZER_SETTINGS)
     if os.path.exists(tokenizer_config):
         separate = bool(_read_json(tokenizer_config, "the tokenizer settings").get(
             "separate_vocabs", separate))

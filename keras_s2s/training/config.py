@@ -347,8 +347,8 @@ def add_arguments(parser):
         if keys:  # one flag a key of a dict option
             for key, help in keys.items():
                 parser.add_argument("--" + key.replace("_", "-"), dest=f"{field.name}.{key}",
-                                    action=_noting(None, parser), help=help, type=_flag_type(meta["check"], key),
-                                    metavar=key.upper())
+                                    action=_noting(None, parser), help=help,
+                                    type=_flag_type(meta["check"], key), metavar=key.upper())
             continue
         choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
         if field.type is bool:

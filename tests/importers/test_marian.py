@@ -94,7 +94,8 @@ def _checkpoint(directory, activation, scale_embedding, shared, seed, weight_std
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
         max_position_embeddings=64, activation_function=activation,
         scale_embedding=scale_embedding, share_encoder_decoder_embeddings=shared,
-        tie_word_embeddings=tied, pad_token_id=len(source_vocab) - 1, decoder_start_token_id=len(target_vocab) - 1,
+        tie_word_embeddings=tied, pad_token_id=len(source_vocab) - 1,
+        decoder_start_token_id=len(target_vocab) - 1,
         eos_token_id=0, forced_eos_token_id=None)
     torch.manual_seed(seed)
     model = transformers.MarianMTModel(config).eval()

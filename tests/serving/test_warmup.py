@@ -55,6 +55,7 @@ class _SettingsModule(tf.Module):
         super().__init__()
         self.source_tokenizer = source_tokenizer
         self.max_source_length = 6
+        self.xla = False  # a graph-mode export's lengths and batch sizes
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids"),
                                   tf.TensorSpec([], tf.int32, name="beam_width"),
