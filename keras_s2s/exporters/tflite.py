@@ -40,6 +40,7 @@ library on a phone loads to turn text into the same ids.
 """
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -133,29 +134,12 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
                     for side in run_files.SIDES]
     _check_absent([out_path, *vocabularies])
     run = Run.of(path)
-    translator = Translator.from_run(run)
-    tokenizers = dict(zip(run_files.SIDES, (translator.source_tokenizer,
-                                            translator.target_tokenizer)))
-    models = {os.path.join(out_dir, f"{stem}.{side}.model"): tokenizer.proto
-              for side, tokenizer in tokenizers.items() if hasattr(tokenizer, "proto")}
-    _check_absent(models)
-    if max_source_length is None:
-        max_source_length = translator.max_source_length
-    if max_target_length is None:
-        max_target_length = translator.max_target_length
-    for name, value in (("max_source_length", max_source_length),
-                        ("max_target_length", max_target_length), ("batch_size", batch_size)):
-        check_positive_int(name, value)
-    check_length_limit(translator.model, max_source_length, max_target_length)
-
-    function = decoding_function(translator.model, strategy, max_source_length,
-                                 max_target_length, batch_size)
     with tempfile.TemporaryDirectory() as saved_model:
-        # Converted from a SavedModel, the model keeps its signature. Saved without custom
-        # gradients: a frozen swish (Marian's activation) captures its beta in one, which
-        # SavedModel refuses, and the converter would then silently drop the signature.
-        tf.saved_model.save(tf.Module(), saved_model, signatures={"serving_default": function},
-                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        models, shapes = _save_decoder(run, saved_model, out_dir, stem, strategy,
+                                       max_source_length, max_target_length, batch_size)
+        # The model and its frozen copy are gone by now: the converter, which needs several
+        # times the weights' size, has the memory to itself.
+        gc.collect()
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize != "none":
@@ -173,9 +157,41 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
         with open(output, "xb") as file:
             file.write(proto)
     logger.info("wrote %s (%s, %r, %d bytes; source ids [%d, %d] → output ids [%d, %d])",
-                out_path, quantize, strategy, len(flatbuffer), batch_size, max_source_length,
-                batch_size, max_target_length)
+                out_path, quantize, strategy, len(flatbuffer), *shapes)
     return len(flatbuffer)
+
+
+def _save_decoder(run, saved_model, out_dir, stem, strategy, max_source_length,
+                  max_target_length, batch_size):
+    """Save the run's frozen decoder as a SavedModel in `saved_model`, for the converter.
+
+    Returns:
+        The SentencePiece models to write beside the `.tflite` file ({path: bytes}), and the
+        input and output shapes (batch, source length, batch, target length).
+    """
+    translator = Translator.from_run(run)
+    tokenizers = dict(zip(run_files.SIDES, (translator.source_tokenizer,
+                                            translator.target_tokenizer)))
+    models = {os.path.join(out_dir, f"{stem}.{side}.model"): tokenizer.proto
+              for side, tokenizer in tokenizers.items() if hasattr(tokenizer, "proto")}
+    _check_absent(models)
+    if max_source_length is None:
+        max_source_length = translator.max_source_length
+    if max_target_length is None:
+        max_target_length = translator.max_target_length
+    for name, value in (("max_source_length", max_source_length),
+                        ("max_target_length", max_target_length), ("batch_size", batch_size)):
+        check_positive_int(name, value)
+    check_length_limit(translator.model, max_source_length, max_target_length)
+
+    function = decoding_function(translator.model, strategy, max_source_length,
+                                 max_target_length, batch_size)
+    # Converted from a SavedModel, the model keeps its signature. Saved without custom
+    # gradients: a frozen swish (Marian's activation) captures its beta in one, which
+    # SavedModel refuses, and the converter would then silently drop the signature.
+    tf.saved_model.save(tf.Module(), saved_model, signatures={"serving_default": function},
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    return models, (batch_size, max_source_length, batch_size, max_target_length)
 
 
 def _run_converter(converter):
