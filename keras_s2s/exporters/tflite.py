@@ -29,8 +29,11 @@ shapes (the RNN state, or the Transformer's key/value cache for `max_target_leng
 times the beam width), which the converter turns into a builtin WHILE; beam search's
 ranking is TOPK_V2 and its reordering GATHER. The batch size
 is fixed too: the Keras RNN encoders' loops become builtin ops only with static shapes. The
-weights are frozen into constants first, since the converter leaves variables read inside a
-loop body as uninitialised resource variables.
+SavedModel handed to the converter tracks the model's variables, which the converter freezes
+into constants itself (a SavedModel that does not track them gives a model whose loop reads
+uninitialised variables). Frozen this way, converting needs about 4× the weights' size in
+memory over the process's own; freezing first in Python
+(`convert_variables_to_constants_v2`) needed about 20×.
 
 Tokenizing stays outside (the tensorflow-text ops are not TFLite builtins): the source and
 target vocabularies are copied beside the model, `<stem>.source_vocab.txt` and
@@ -50,7 +53,6 @@ import tempfile
 
 import tensorflow as tf
 from tensorflow.lite.python.convert_phase import ConverterError
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from keras_s2s import run as run_files
 from keras_s2s.checks import check_choice, check_positive_int
@@ -70,8 +72,8 @@ _UNLOWERABLE_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex 
 
 
 def decoding_function(model, strategy, max_source_length, max_target_length, batch_size=1):
-    """A frozen (weights as constants) decoder of fixed shapes, ready to convert: `strategy`
-    (`Greedy()` or a `Beam`) with a target prefix.
+    """A decoder of fixed shapes, ready to convert: `strategy` (`Greedy()` or a `Beam`) with a
+    target prefix.
 
     Returns:
         A `tf.function` concrete function: `source_ids` `[batch_size, max_source_length]` and
@@ -82,19 +84,12 @@ def decoding_function(model, strategy, max_source_length, max_target_length, bat
              tf.TensorSpec([batch_size, max_target_length], tf.int32, name="prefix_ids")]
 
     @tf.function(input_signature=specs)
-    def decode(source_ids, prefix_ids):
+    def translate_ids(source_ids, prefix_ids):
         result = blank_empty_sources(
             strategy.decode(model, source_ids, max_target_length, prefix=prefix_ids),
             source_ids, special_ids(model)[0])
         return {"output_ids": result["tokens"], "lengths": result["lengths"],
                 "scores": result["scores"]}
-
-    traced = decode.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(traced)  # returns a flat list of outputs
-
-    @tf.function(input_signature=specs)
-    def translate_ids(source_ids, prefix_ids):
-        return tf.nest.pack_sequence_as(traced.structured_outputs, frozen(source_ids, prefix_ids))
 
     return translate_ids.get_concrete_function()
 
@@ -137,8 +132,8 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
     with tempfile.TemporaryDirectory() as saved_model:
         models, shapes = _save_decoder(run, saved_model, out_dir, stem, strategy,
                                        max_source_length, max_target_length, batch_size)
-        # The model and its frozen copy are gone by now: the converter, which needs several
-        # times the weights' size, has the memory to itself.
+        # The model is gone by now: the converter, which needs several times the weights'
+        # size, has the memory to itself.
         gc.collect()
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -163,7 +158,7 @@ def convert(path, out_path, quantize="none", max_source_length=None, max_target_
 
 def _save_decoder(run, saved_model, out_dir, stem, strategy, max_source_length,
                   max_target_length, batch_size):
-    """Save the run's frozen decoder as a SavedModel in `saved_model`, for the converter.
+    """Save the run's decoder as a SavedModel in `saved_model`, for the converter.
 
     Returns:
         The SentencePiece models to write beside the `.tflite` file ({path: bytes}), and the
@@ -186,10 +181,14 @@ def _save_decoder(run, saved_model, out_dir, stem, strategy, max_source_length,
 
     function = decoding_function(translator.model, strategy, max_source_length,
                                  max_target_length, batch_size)
-    # Converted from a SavedModel, the model keeps its signature. Saved without custom
-    # gradients: a frozen swish (Marian's activation) captures its beta in one, which
-    # SavedModel refuses, and the converter would then silently drop the signature.
-    tf.saved_model.save(tf.Module(), saved_model, signatures={"serving_default": function},
+    # Converted from a SavedModel, the model keeps its signature; the module tracks the
+    # model's TensorFlow variables (Keras variables hold them as `.value`), so the SavedModel
+    # holds their values. Saved without custom gradients: swish (Marian's activation) captures
+    # its beta in one, which SavedModel refuses, and the converter would then silently drop
+    # the signature.
+    module = tf.Module()
+    module.weights = [weight.value for weight in translator.model.weights]
+    tf.saved_model.save(module, saved_model, signatures={"serving_default": function},
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     return models, (batch_size, max_source_length, batch_size, max_target_length)
 
@@ -197,9 +196,6 @@ def _save_decoder(run, saved_model, out_dir, stem, strategy, max_source_length,
 def _run_converter(converter):
     """`converter.convert()`, with its C++ diagnostics logged (debug level) rather than printed
     on stderr; an op that cannot become a TFLite builtin op is a one-line ValueError naming it.
-
-    The usual cause is a decoding step that runs a Keras RNN layer (its own while loop over
-    tensor lists) on a one-token sequence, where it should step the layer's cell.
     """
     with _stderr_logged():
         try:
@@ -210,9 +206,9 @@ def _run_converter(converter):
                 raise
             raise ValueError(
                 f"the model's decoding loop holds {match.group(1) or match.group(2)!r}, which "
-                f"cannot be lowered to TFLite builtin ops: make decode_step step a cell (e.g. "
-                f"keras.layers.GRUCell) rather than run an RNN layer on one token (see the "
-                f"plug-in guide, docs/plugins.md)") from error
+                f"cannot be lowered to TFLite builtin ops: write the model's encode and "
+                f"decode_step with ops TFLite has (see the plug-in guide, docs/plugins.md)"
+            ) from error
 
 
 @contextlib.contextmanager
