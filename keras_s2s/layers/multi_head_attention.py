@@ -49,8 +49,8 @@ class MultiHeadAttention(keras.layers.Layer):
             position: the queries are beams of k consecutive rows, and row r reads cache
             position t from the row of its beam that `cache_ancestry[r, t]` picks, its
             ancestor's (a beam search that leaves each cache row in place instead of copying
-            the whole cache to the surviving hypotheses every step). Keras's attention, not
-            `_compute_attention`, computes it.
+            the whole cache to the surviving hypotheses every step). Plain scaled dot-product
+            attention computes it, never an overriding `_compute_attention`.
 
     Returns:
         `output (B, Tq, output_dim)`, then the scores if asked for, then the updated cache if a
