@@ -49,9 +49,11 @@ exactly N tokens.
 
 `--rest-rows` runs the CTranslate2 rows with REST (graph and XLA) only: no recomputation
 baselines, no TFLite, no server-side batching, no in-process XLA loop; it writes
-`decoding_speed_rest_xla.json`.
+`decoding_speed_rest_xla.json`. With `--row batch32_beam4` (or another row) it runs that row
+alone (the latency row only with greedy search) → `decoding_speed_rest_xla_batch32_beam4.json`.
 
-Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only | --rest-rows]
+Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only |
+--rest-rows [--row ROW]]
 """
 
 import concurrent.futures
@@ -426,10 +428,11 @@ def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary
 
 def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                              tflite_quantizations, batch_sizes=CT2_BATCH_SIZES, batching=True,
-                             rest_xla=False):
+                             rest_xla=False, searches=None):
     """`side_by_side_row` per batch size and search, every output exactly CT2_OUTPUT_LENGTH
     tokens; REST rows for `rest_searches` (`rest_servers`' `batching` and `xla`: `rest_xla`),
-    TFLite ones of `tflite_quantizations`. Returns the rows by name, the servers' figures (their
+    TFLite ones of `tflite_quantizations`; rows of `searches` alone (None: every search; the
+    latency row needs greedy search). Returns the rows by name, the servers' figures (their
     start (load and warm-up) seconds and, with `rest_xla`, the `latency_row`, measured first)
     and the TFLite models' sizes (`tflite_runners`)."""
     translators, vocabulary = ctranslate2_translators(model)
@@ -442,7 +445,7 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
         with rest_servers(run_dir, export_dir, rest_searches, batching, rest_xla) as servers:
             serving["start_seconds"] = {f"{search}{suffix}": server.start_seconds
                                         for (search, suffix), server in servers.items()}
-            if rest_xla:
+            if rest_xla and "greedy" in rest_searches:
                 serving["latency"] = latency_row(servers, translators, vocabulary,
                                               max(repeats, LATENCY_CALLS),
                                               os.path.join(export_dir, "_xla", "greedy"))
@@ -451,6 +454,8 @@ def ctranslate2_side_by_side(model, source_length, repeats, xla, rest_searches,
                 source_ids = tf.random.uniform((batch_size, source_length), 4, VOCAB_SIZE,
                                                tf.int32)
                 for search, strategy, width in SEARCHES:
+                    if searches is not None and search not in searches:
+                        continue
                     deployed = deployed_contenders(search, source_ids.numpy(), servers, runners,
                                                    pool)
                     rows[f"batch{batch_size}_{search}"] = side_by_side_row(
@@ -489,6 +494,9 @@ def _options(parser):
                        help="the batch 1 rows of CTranslate2, TFLite and our graph loop alone")
     parts.add_argument("--rest-rows", action="store_true",
                        help="only the CTranslate2 rows, with REST on the graph and the XLA export")
+    parser.add_argument("--row", choices=[f"batch{size}_{search}" for size in CT2_BATCH_SIZES
+                                          for search, _, _ in SEARCHES],
+                        help="with --rest-rows: that row alone (no latency row unless greedy)")
 
 
 def main():
@@ -587,13 +595,18 @@ def rest_rows(args):
     ours.build()
     rule_out_end(ours)
     searches = ["greedy"] if args.quick else [search for search, _, _ in SEARCHES]
+    batch_sizes = CT2_BATCH_SIZES
+    if args.row:  # "batch<size>_<search>"
+        size, search = args.row.removeprefix("batch").split("_")
+        batch_sizes, searches = (int(size),), [search]
     rows, serving, _ = ctranslate2_side_by_side(
         ours, SOURCE_LENGTH, args.repeats, xla=False, rest_searches=searches,
-        tflite_quantizations=[], batching=False, rest_xla=True)
+        tflite_quantizations=[], batch_sizes=batch_sizes, batching=False, rest_xla=True,
+        searches=searches)
     speeds = {name: row["rest_speed_vs_ctranslate2"]["rest_xla"] for name, row in rows.items()
               if "rest_xla" in row["rest_speed_vs_ctranslate2"]}
-    latency = serving["latency"]["p50_vs_ctranslate2_float32"]["rest_xla"]
-    write_result("decoding_speed_rest_xla", args, {
+    latency = serving.get("latency", {}).get("p50_vs_ctranslate2_float32", {}).get("rest_xla")
+    write_result("decoding_speed_rest_xla" + (f"_{args.row}" if args.row else ""), args, {
         "config": {**CONFIG, "vocab_size": VOCAB_SIZE, "source_length": SOURCE_LENGTH,
                    "output_length": CT2_OUTPUT_LENGTH, "threads": os.cpu_count()},
         "by_batch_size": rows, "serving": serving,
@@ -601,7 +614,8 @@ def rest_rows(args):
                                                  for name, speed in speeds.items()},
         "goal_rest_xla_ge_half_ctranslate2_int8": {name: speed["int8"] >= 0.5
                                                    for name, speed in speeds.items()},
-        "goal_rest_xla_p50_le_1_2x_ctranslate2_float32": latency <= 1.2})
+        "goal_rest_xla_p50_le_1_2x_ctranslate2_float32": None if latency is None
+        else latency <= 1.2})
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ import keras
 from keras import ops
 
 from keras_s2s.checks import check_int, check_number, check_positive_int
-from keras_s2s.models.base import special_ids
+from keras_s2s.models.base import beam_state, reorder_state, special_ids
 from keras_s2s.tensor_ops import write_at
 
 NEG_INF = -1e9
@@ -530,7 +530,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
     loop_vars = {
         "step": ops.convert_to_tensor(0, dtype="int32"),
         "previous": ops.full((batch_size * k,), start_id, dtype="int32"),
-        "state": model.initial_state(memory, max_length),
+        "state": beam_state(model, model.initial_state(memory, max_length), k),
         "log_probs": initial_log_probs,  # (B, k) live hypotheses
         "tokens": ops.zeros((batch_size, max_length, k), dtype="int32"),
         "parents": ops.zeros((batch_size, max_length, k), dtype="int32"),
@@ -607,8 +607,7 @@ def _beam_search(model, source_ids, max_length, beam, attention, start_id, end_i
         new_vars = {
             "step": step + 1,
             "previous": ops.reshape(live_tokens, (-1,)),
-            "state": keras.tree.map_structure(
-                lambda tensor: ops.take(tensor, flat_parents, axis=0), state),
+            "state": reorder_state(model, state, flat_parents),
             "log_probs": live_log_probs,
             "tokens": write_at(loop_vars["tokens"], live_tokens[:, None], step, axis=1),
             "parents": write_at(loop_vars["parents"], live_parents[:, None], step, axis=1),

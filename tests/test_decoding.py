@@ -21,7 +21,7 @@ from keras_s2s.decoding import (
     length_penalty,
     strategy_from_options,
 )
-from keras_s2s.layers import LuongAttention
+from keras_s2s.layers import LuongAttention, MultiHeadAttention
 from keras_s2s.models import AttentionSeq2Seq, Seq2Seq, Transformer
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID
 
@@ -274,6 +274,35 @@ def test_scores_are_log_probs_and_beam_is_at_least_greedy(family, source):
             assert numpy(result["attention"]).shape == (3, 7, 6)
         else:
             assert "attention" not in result
+
+
+class ReorderedCacheAttention(MultiHeadAttention):
+    """Keras's attention under a `_compute_attention` of its own: a beam search then reorders
+    the Transformer's whole self-attention cache every step instead of reading it in place."""
+
+    def _compute_attention(self, *args, **kwargs):
+        return super()._compute_attention(*args, **kwargs)
+
+
+def test_a_wide_beam_reads_the_cache_in_place_as_reordering_it_would(source):
+    settings = dict(num_layers=2, d_model=16, num_heads=2, d_ff=32, max_length=16)
+    in_place = MODELS["transformer"]()
+    reordered = built(Transformer(VOCAB, VOCAB, attention_class=ReorderedCacheAttention,
+                                  **settings))
+    reordered.set_weights(in_place.get_weights())
+    beam = Beam(width=4, alpha=0.6, n_best=3)
+    results = [beam.decode(model, source, max_length=9, attention=True)
+               for model in (in_place, reordered)]
+    for name in ("tokens", "lengths"):
+        np.testing.assert_array_equal(numpy(results[0][name]), numpy(results[1][name]))
+    for name in ("scores", "attention"):
+        np.testing.assert_allclose(numpy(results[0][name]), numpy(results[1][name]), atol=1e-5)
+    tokens, lengths = numpy(results[0]["tokens"]), numpy(results[0]["lengths"])
+    expected = teacher_forced_log_probs(model=in_place, sources=np.repeat(source, 3, axis=0),
+                                        tokens=tokens.reshape(9, -1),
+                                        lengths=lengths.reshape(-1))
+    np.testing.assert_allclose(numpy(results[0]["scores"]).reshape(-1), np.asarray(expected) /
+                               numpy(length_penalty(lengths.reshape(-1), 0.6)), atol=1e-4)
 
 
 def test_decoding_stops_at_end_token_and_pads_after_it():

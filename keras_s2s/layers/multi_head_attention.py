@@ -1,5 +1,6 @@
 """Multi-head attention with an incremental-decoding key/value cache."""
 
+import functools
 import math
 
 import keras
@@ -44,6 +45,12 @@ class MultiHeadAttention(keras.layers.Layer):
             step at a time) and attention runs over the whole cache — mask the unwritten tail
             with `attention_mask` or `use_causal_mask`. Without it the cache is used as
             precomputed keys/values (cross-attention; see `compute_cache`).
+        cache_ancestry: `(B, T_cache, k)` 0/1, with `cache_update_index` and one query
+            position: the queries are beams of k consecutive rows, and row r reads cache
+            position t from the row of its beam that `cache_ancestry[r, t]` picks, its
+            ancestor's (a beam search that leaves each cache row in place instead of copying
+            the whole cache to the surviving hypotheses every step). Plain scaled dot-product
+            attention computes it, never an overriding `_compute_attention`.
 
     Returns:
         `output (B, Tq, output_dim)`, then the scores if asked for, then the updated cache if a
@@ -132,7 +139,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
              attention_mask=None, return_attention_scores=False, training=None,
-             use_causal_mask=False, cache=None, cache_update_index=None):
+             use_causal_mask=False, cache=None, cache_update_index=None, cache_ancestry=None):
         key = value if key is None else key
         query_heads = self._project(query, "query")  # (B, H, Tq, dk)
         if cache is None:
@@ -161,7 +168,9 @@ class MultiHeadAttention(keras.layers.Layer):
         if mask is not None:
             mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv), broadcast over heads
 
-        context, scores = self._compute_attention(
+        attend = self._compute_attention if cache_ancestry is None else functools.partial(
+            self._attend_through_ancestry, cache_ancestry)
+        context, scores = attend(
             query_heads, key_heads, value_heads, attention_mask=mask, training=training,
             return_attention_scores=return_attention_scores)  # (B, H, Tq, dv), (B, H, Tq, Tv)
         output = ops.einsum("bhtv,hvo->bto", context, self.output_kernel)
@@ -207,10 +216,48 @@ class MultiHeadAttention(keras.layers.Layer):
                              self._dropout_layer(weights, training=training), value)
         return context, weights if return_attention_scores else None
 
+    def _attend_through_ancestry(self, ancestry, query, key, value, attention_mask=None,
+                                 training=None, return_attention_scores=False):
+        """`_compute_attention` of one query position per row, row r reading cache position t
+        from the row of its beam that `ancestry` `(B, Tv, k)` picks (see `call`).
+
+        Each cache row is read where it lies, by the queries of its whole beam: a `(k, Tv)`
+        product per row and head, k times the scores one row needs (a step's attention is a
+        small part of it), and the 0/1 ancestry keeps each query's own (an exact selection).
+        """
+        width = ops.shape(ancestry)[-1]
+        rows, heads, length = ops.shape(key)[0], ops.shape(key)[1], ops.shape(key)[2]
+        beams = rows // width
+
+        def by_beam(tensor):  # (B, H, 1, x) → (B / k, H, k, x): a beam's queries side by side
+            return ops.transpose(ops.reshape(tensor, (beams, width, heads, -1)), (0, 2, 1, 3))
+
+        def per_row(tensor):  # (B / k, H, k, x) → (B, H, 1, x)
+            return ops.reshape(ops.transpose(tensor, (0, 2, 1, 3)), (rows, heads, 1, -1))
+
+        # [beam, i, 1, j, t]: query j of the beam reads position t of the beam's row i.
+        picks = ops.transpose(ops.reshape(ancestry, (beams, width, length, width)),
+                              (0, 3, 1, 2))[:, :, None]
+        queries = ops.reshape(ops.broadcast_to(
+            by_beam(query)[:, None], (beams, width, heads, width, ops.shape(query)[-1])),
+            (rows, heads, width, -1))  # row (beam, i): the beam's k queries
+        scores = ops.reshape(ops.einsum("rhjd,rhtd->rhjt", queries, key),
+                             (beams, width, heads, width, length))
+        scores = per_row(ops.sum(scores * picks, axis=1)) * self._scale  # (B, H, 1, Tv)
+        logits = ops.cast(scores, "float32")
+        if attention_mask is not None:
+            logits = ops.where(attention_mask, logits, -1e9)
+        weights = self._dropout_layer(ops.cast(ops.softmax(logits, axis=-1), scores.dtype),
+                                      training=training)
+        spread = ops.reshape(by_beam(weights)[:, None] * picks, (rows, heads, width, length))
+        context = ops.sum(ops.reshape(ops.einsum("rhjt,rhtd->rhjd", spread, value),
+                                      (beams, width, heads, width, -1)), axis=1)
+        return per_row(context), weights if return_attention_scores else None
+
     def compute_output_spec(self, query, value, key=None, query_mask=None, value_mask=None,
                             key_mask=None, attention_mask=None, return_attention_scores=False,
                             training=None, use_causal_mask=False, cache=None,
-                            cache_update_index=None):
+                            cache_update_index=None, cache_ancestry=None):
         batch, query_length = query.shape[0], query.shape[1]
         results = (keras.KerasTensor((batch, query_length, self.output_dim or query.shape[-1]),
                                      dtype=self.compute_dtype),)

@@ -207,6 +207,9 @@ class TransformerDecoderLayer(_TransformerLayer):
             steps (`MultiHeadAttention`'s cache); with `self_attention_cache_update_index` the
             step's keys/values are written there and the causal mask is offset by that index
             (step-by-step decoding).
+        self_attention_cache_ancestry: `(B, T_max, k)` or None: with the cache, the row of
+            its beam each row reads each cache position from (`MultiHeadAttention`'s
+            `cache_ancestry`; a beam search's).
         cross_attention_cache: `(keys, values)`, each `(B, H, S, d_model/H)`, from
             `compute_cross_attention_cache`, so the encoder output is projected once per
             sentence, not once per step.
@@ -261,13 +264,15 @@ class TransformerDecoderLayer(_TransformerLayer):
              encoder_padding_mask=None, self_attention_cache=None,
              self_attention_cache_update_index=None, cross_attention_cache=None,
              use_causal_mask=True, return_attention_scores=False, training=None,
-             decoder_attention_mask=None, encoder_attention_mask=None):
+             decoder_attention_mask=None, encoder_attention_mask=None,
+             self_attention_cache_ancestry=None):
         if encoder_sequence is None and cross_attention_cache is None:
             raise ValueError("pass encoder_sequence or cross_attention_cache")
         self_attention_extras = {}
         if self_attention_cache is not None:
             self_attention_extras = dict(
-                cache=self_attention_cache, cache_update_index=self_attention_cache_update_index)
+                cache=self_attention_cache, cache_update_index=self_attention_cache_update_index,
+                cache_ancestry=self_attention_cache_ancestry)
         outputs, *new_cache = self._residual(
             decoder_sequence, self.self_attention_norm,
             lambda x: self.self_attention(
@@ -305,7 +310,8 @@ class TransformerDecoderLayer(_TransformerLayer):
                             self_attention_cache=None, self_attention_cache_update_index=None,
                             cross_attention_cache=None, use_causal_mask=True,
                             return_attention_scores=False, training=None,
-                            decoder_attention_mask=None, encoder_attention_mask=None):
+                            decoder_attention_mask=None, encoder_attention_mask=None,
+                            self_attention_cache_ancestry=None):
         batch, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
         results = (self._spec(decoder_sequence.shape),)
         if return_attention_scores:

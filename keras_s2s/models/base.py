@@ -14,7 +14,13 @@
 Decoding (greedy, beam, sampling), export and TFLite are written once against these four
 methods, and `max_decode_length`, the longest sequence a model can encode or decode. Every
 tensor in memory and state has the batch on axis 0, so a beam search can tile and reorder them
-without knowing the family.
+without knowing the family. Two optional methods let a family reorder less (the functions
+`beam_state` and `reorder_state` call them, or stand in for a family without them):
+
+- `beam_state(state, width)` → the state a beam search of `width` hypotheses per input
+  carries (rows `b·width + j`); the default: `state`.
+- `reorder_state(state, rows)` → the state of the hypotheses continuing `rows` `(N,)`; the
+  default takes those rows of every tensor (`take_rows`).
 
 The special ids (`pad_id`, `start_id`, `end_id`) are the model's configuration, defaults
 from `keras_s2s.special_tokens` (pad 0, start 2, end 3), so an imported checkpoint keeps its own
@@ -39,6 +45,23 @@ def special_ids(model):
     the contract without them."""
     return (getattr(model, "pad_id", PAD_ID), getattr(model, "start_id", START_ID),
             getattr(model, "end_id", END_ID))
+
+
+def take_rows(state, rows):
+    """`state` of the rows `rows` `(N,)`: every tensor's rows along axis 0."""
+    return keras.tree.map_structure(lambda tensor: ops.take(tensor, rows, axis=0), state)
+
+
+def beam_state(model, state, width):
+    """`model.beam_state(state, width)`, or `state` for a model without the method."""
+    method = getattr(model, "beam_state", None)
+    return state if method is None else method(state, width)
+
+
+def reorder_state(model, state, rows):
+    """`model.reorder_state(state, rows)`, or `take_rows` for a model without the method."""
+    method = getattr(model, "reorder_state", None)
+    return take_rows(state, rows) if method is None else method(state, rows)
 
 
 class Seq2SeqModel(keras.Model):

@@ -12,7 +12,8 @@ from keras_s2s.layers.transformer import (TransformerDecoderLayer, TransformerEn
                                           attention_class_from)
 from keras_s2s.checks import (check_bool, check_choice, check_dropout, check_heads,
                               check_positive_int)
-from keras_s2s.models.base import Seq2SeqModel
+from keras_s2s.models.base import Seq2SeqModel, take_rows
+from keras_s2s.tensor_ops import write_at
 
 
 #: The feed-forward activations a `Transformer` offers (Keras names; "silu" is swish).
@@ -67,6 +68,10 @@ class Transformer(Seq2SeqModel):
     State: `{"self_cache": L × (keys, values)}`, each `(B, H, max_length, d/H)` (one pair per
     decoder layer, so that a decoding step reads and writes each layer's cache without copying
     the others; heads before positions, so that attention reads them without copying either).
+    A beam search's state adds `"ancestry"` `(B·k, max_length, k)` (`beam_state`): the
+    cache rows stay where they were written, and each hypothesis reads position t from the
+    row of its beam that its ancestry picks; reordering the hypotheses reorders that alone,
+    not the whole cache every step.
     `decode_step` returns the last layer's cross-attention weights averaged over heads, (B, S).
 
     Example:
@@ -238,6 +243,21 @@ class Transformer(Seq2SeqModel):
         return {"self_cache": tuple((ops.zeros(shape, dtype), ops.zeros(shape, dtype))
                                     for _ in range(self.num_layers))}
 
+    def beam_state(self, state, width):
+        """`state` with `"ancestry"`, all zeros (see the class); unchanged for an attention
+        class with its own `_compute_attention`, which reads the cache reordered."""
+        if any(type(layer.self_attention)._compute_attention
+               is not MultiHeadAttention._compute_attention for layer in self.decoder_layers):
+            return state
+        keys = state["self_cache"][0][0]
+        return {**state, "ancestry": ops.zeros(
+            (ops.shape(keys)[0], ops.shape(keys)[2], width), keys.dtype)}
+
+    def reorder_state(self, state, rows):
+        if "ancestry" not in state:
+            return take_rows(state, rows)
+        return {**state, "ancestry": ops.take(state["ancestry"], rows, axis=0)}
+
     def decode_step(self, token_ids, memory, state, step, training=None):
         x = self._embed(self.target_embedding, ops.expand_dims(token_ids, 1), start_index=step,
                         training=training)  # (B, 1, d)
@@ -246,6 +266,12 @@ class Transformer(Seq2SeqModel):
         keys, _ = state["self_cache"][0]
         written = causal_mask(1, ops.shape(keys)[2], query_offset=step)
         source = ops.expand_dims(memory["source_mask"], 1)
+        ancestry = state.get("ancestry")
+        if ancestry is not None:  # this step's keys and values go to each hypothesis's own row
+            width = ops.shape(ancestry)[-1]
+            own = ops.equal(ops.arange(ops.shape(ancestry)[0])[:, None] % width,
+                            ops.arange(width)[None, :])
+            ancestry = write_at(ancestry, ops.cast(own, ancestry.dtype)[:, None], step, axis=1)
         caches = []
         for index, layer in enumerate(self.decoder_layers):
             last = index == self.num_layers - 1  # only the last layer's weights are returned
@@ -254,12 +280,16 @@ class Transformer(Seq2SeqModel):
                 use_causal_mask=False, self_attention_cache=state["self_cache"][index],
                 self_attention_cache_update_index=step,
                 cross_attention_cache=memory["cross_cache"][index],
+                self_attention_cache_ancestry=ancestry,
                 return_attention_scores=last, training=training)
             x, weights, cache = outputs if last else (outputs[0], None, outputs[1])
             caches.append(cache)
         logits = self._logits(x[:, 0])  # (B, V)
         attention = ops.mean(weights[:, :, 0, :], axis=1)  # (B, S), last layer, mean of heads
-        return logits, {"self_cache": tuple(caches)}, attention
+        new_state = {"self_cache": tuple(caches)}
+        if ancestry is not None:
+            new_state["ancestry"] = ancestry
+        return logits, new_state, attention
 
     @property
     def max_decode_length(self):
