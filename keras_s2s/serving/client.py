@@ -39,10 +39,9 @@ class Client:
     `version` or `label` pins the version used by predict/classify/regress/metadata; by default the
     server picks its latest. `timeout` is in seconds, per request.
 
-    Over REST each thread keeps one connection open to the server (HTTP keep-alive), as
-    TF Serving's clients do: a new TCP connection per request would cost every request a
-    handshake and the server a connection set-up. Through a proxy (`http_proxy`...) each
-    request goes through urllib instead.
+    Over REST each thread keeps one connection open to the server (HTTP keep-alive): a new
+    TCP connection per request would cost every request a handshake and the server a
+    connection set-up. Through a proxy (`http_proxy`...) each request goes through urllib.
     """
 
     def __init__(self, base_url, model_name, version=None, label=None, timeout=30.0):
