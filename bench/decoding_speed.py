@@ -52,8 +52,15 @@ baselines, no TFLite, no server-side batching, no in-process XLA loop; it writes
 `decoding_speed_rest_xla.json`. With `--row batch32_beam4` (or another row) it runs that row
 alone (the latency row only with greedy search) → `decoding_speed_rest_xla_batch32_beam4.json`.
 
-Usage: python bench/decoding_speed.py [--quick] [--repeats N] [--batch-1-only |
---rest-rows [--row ROW]]
+`--latency-only` runs the latency row alone (`decoding_speed_latency.json`, a few minutes), with
+where its time goes, in the same interleaved rounds: the XLA export's `serving_default` called
+in this process as the server calls it (strings in: tokenizer, compiled loop, detokenizer), and
+the compiled loop alone on the sentence's ids padded to the export's bucket
+(`ours_xla_ids`), at LATENCY_SHORT_OUTPUT tokens too, as CTranslate2 is: the two lengths give
+each path's time per decoding step and its fixed cost (encoder, calls).
+
+Usage: python bench/decoding_speed.py [--quick] [--repeats N]
+       [--batch-1-only | --rest-rows [--row ROW] | --latency-only]
 """
 
 import concurrent.futures
@@ -78,9 +85,11 @@ from keras_s2s.exporters import tflite
 from keras_s2s.training.config import TrainConfig
 from keras_s2s.data.tokenizers import SubwordTokenizer
 from keras_s2s.decoding import Beam, Greedy
-from keras_s2s.exporters.savedmodel import export_run
+from keras_s2s.data.pipeline import encode_source
+from keras_s2s.exporters.savedmodel import bucketed_source_ids, export_run
 from keras_s2s.models import Transformer
 from keras_s2s.serving import Client
+from keras_s2s.serving.models import load_servable
 from keras_s2s.serving.warmup import WARMUP_PATH
 from keras_s2s.special_tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID
 from serving import BATCHING_FILE, ServerProcess
@@ -194,6 +203,8 @@ XLA_START_SECONDS = 1800
 #: The latency row: words of its one sentence, and the fewest calls its median is of.
 LATENCY_WORDS = 20
 LATENCY_CALLS = 20
+#: The shorter output of `--latency-only`'s per-step split.
+LATENCY_SHORT_OUTPUT = 8
 
 
 def ctranslate2_translators(model):
@@ -350,12 +361,18 @@ def deployed_contenders(search, source_ids, servers, runners, pool):
     return contenders
 
 
-def latency_row(servers, translators, vocabulary, repeats, xla_base_path):
+def latency_sentence(vocabulary):
+    """The latency row's sentence: LATENCY_WORDS words of `vocabulary`, one token each."""
+    return " ".join(vocabulary[len(SPECIAL_TOKENS):][:LATENCY_WORDS])
+
+
+def latency_row(servers, translators, vocabulary, repeats, xla_base_path, in_process=None):
     """Median seconds of one LATENCY_WORDS-word sentence through REST, greedy (the graph and
     XLA exports' `serving_default`), and through CTranslate2 float32, over at least
-    LATENCY_CALLS interleaved calls (`repeats` in quick mode); and the first request of each
+    LATENCY_CALLS interleaved calls (`repeats` in quick mode), with the `in_process`
+    contenders (`{name: function}`) in the same rounds; and the first request of each
     server, and of the XLA export at `xla_base_path` served again without its warm-up."""
-    sentence = " ".join(vocabulary[len(SPECIAL_TOKENS):][:LATENCY_WORDS])
+    sentence = latency_sentence(vocabulary)
     length = CT2_OUTPUT_LENGTH
     rest = {f"rest{suffix}": functools.partial(Client(server.url, "greedy").translate,
                                                [sentence])
@@ -371,11 +388,77 @@ def latency_row(servers, translators, vocabulary, repeats, xla_base_path):
     ctranslate2 = translators["none"]
     seconds = interleaved_medians({**rest, "ctranslate2_float32": lambda: (
         ctranslate2.translate_batch([sentence.split()], beam_size=1, min_decoding_length=length,
-                                    max_decoding_length=length))}, repeats)
+                                    max_decoding_length=length)), **(in_process or {})}, repeats)
     return {"words": LATENCY_WORDS, "calls": repeats, "p50_seconds": seconds,
             "p50_vs_ctranslate2_float32": {name: seconds[name] / seconds["ctranslate2_float32"]
                                            for name in rest},
             "first_request_seconds": first_request}
+
+
+def latency_breakdown(model, translator, vocabulary, version_dir):
+    """`--latency-only`'s in-process contenders of the latency row: the XLA export at
+    `version_dir` (`serving_default`, as the server runs it), the compiled loop alone on the
+    sentence's bucketed ids, and it and CTranslate2 float32 (`translator`) at
+    LATENCY_SHORT_OUTPUT tokens."""
+    sentence = latency_sentence(vocabulary)
+    signature = load_servable("greedy", 1, version_dir).signature("serving_default")
+    tokenizer = SubwordTokenizer(vocabulary)
+    source_ids = bucketed_source_ids(encode_source(tf.constant([sentence]), tokenizer,
+                                                   SOURCE_LENGTH), SOURCE_LENGTH, PAD_ID)
+    contenders = {"savedmodel_xla_in_process": functools.partial(
+        signature.run, {"inputs": np.array([sentence], object)})}
+    for length in (CT2_OUTPUT_LENGTH, LATENCY_SHORT_OUTPUT):
+        suffix = "" if length == CT2_OUTPUT_LENGTH else f"_{length}_tokens"
+        loop = tf.function(lambda s, n=length: Greedy().decode(model, s, n)["tokens"],
+                           jit_compile=True)
+        contenders[f"ours_xla_ids{suffix}"] = lambda f=loop: materialize(f(source_ids))
+        if suffix:
+            contenders[f"ctranslate2_float32{suffix}"] = functools.partial(
+                translator.translate_batch, [sentence.split()], beam_size=1,
+                min_decoding_length=length, max_decoding_length=length)
+    return contenders
+
+
+def per_step(seconds, name):
+    """(seconds per decoding step, fixed seconds) of contender `name` of a latency row, from
+    its times at CT2_OUTPUT_LENGTH and LATENCY_SHORT_OUTPUT tokens."""
+    long, short = seconds[name], seconds[f"{name}_{LATENCY_SHORT_OUTPUT}_tokens"]
+    step = (long - short) / (CT2_OUTPUT_LENGTH - LATENCY_SHORT_OUTPUT)
+    return step, long - CT2_OUTPUT_LENGTH * step
+
+
+def latency_only(args):
+    """`--latency-only`: the latency row and `latency_breakdown`'s contenders, greedy export
+    alone."""
+    keras.utils.set_random_seed(0)
+    ours = Transformer(VOCAB_SIZE, VOCAB_SIZE, max_length=128,
+                       **(QUICK_CONFIG if args.quick else CONFIG))
+    ours.build()
+    rule_out_end(ours)
+    translators, vocabulary = ctranslate2_translators(ours)
+    with tempfile.TemporaryDirectory() as directory:
+        run_dir = write_run(ours, vocabulary, os.path.join(directory, "run"), SOURCE_LENGTH)
+        export_dir = os.path.join(directory, "export")
+        with rest_servers(run_dir, export_dir, ["greedy"], batching=False, xla=True) as servers:
+            xla_base_path = os.path.join(export_dir, "_xla", "greedy")
+            in_process = latency_breakdown(ours, translators["none"], vocabulary,
+                                           os.path.join(xla_base_path, "1"))
+            latency = latency_row(servers, translators, vocabulary,
+                                  max(args.repeats, LATENCY_CALLS), xla_base_path, in_process)
+    seconds = latency["p50_seconds"]
+    steps = {name: dict(zip(("seconds_per_step", "fixed_seconds"), per_step(seconds, name)))
+             for name in ("ours_xla_ids", "ctranslate2_float32")}
+    load = os.getloadavg()
+    write_result("decoding_speed_latency", args, {
+        "config": {**(QUICK_CONFIG if args.quick else CONFIG), "vocab_size": VOCAB_SIZE,
+                   "source_length": SOURCE_LENGTH, "output_length": CT2_OUTPUT_LENGTH,
+                   "threads": os.cpu_count()},
+        "latency": latency, "per_step": steps,
+        "rest_xla_over_savedmodel_in_process_seconds":
+            seconds["rest_xla"] - seconds["savedmodel_xla_in_process"],
+        "load_average_at_end": load[0],
+        "goal_rest_xla_p50_le_1_2x_ctranslate2_float32":
+            latency["p50_vs_ctranslate2_float32"]["rest_xla"] <= 1.2})
 
 
 def _seconds(function):
@@ -497,12 +580,16 @@ def _options(parser):
     parser.add_argument("--row", choices=[f"batch{size}_{search}" for size in CT2_BATCH_SIZES
                                           for search, _, _ in SEARCHES],
                         help="with --rest-rows: that row alone (no latency row unless greedy)")
+    parts.add_argument("--latency-only", action="store_true",
+                       help="only the latency row, with where its time goes")
 
 
 def main():
     args = parse_args(__doc__.splitlines()[0], _options)
     if args.rest_rows:
         return rest_rows(args)
+    if args.latency_only:
+        return latency_only(args)
     batch_size, source_length = 8, SOURCE_LENGTH
     output_lengths = (16,) if args.quick else (16, 32, 64)
     keras.utils.set_random_seed(0)

@@ -1,11 +1,13 @@
 """A small client for TF Serving's REST or gRPC API: works with tensorflow_model_server and
 keras-s2s serve.
 
-REST (http:// URLs) uses the standard library only (urllib), so it runs anywhere Python does;
-gRPC (grpc://HOST:PORT) needs `keras-s2s[serve]` (grpcio, tensorflow-serving-api).
+REST (http:// URLs) uses the standard library only (http.client, urllib), so it runs anywhere
+Python does; gRPC (grpc://HOST:PORT) needs `keras-s2s[serve]` (grpcio, tensorflow-serving-api).
 """
 
+import http.client
 import json
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +38,10 @@ class Client:
 
     `version` or `label` pins the version used by predict/classify/regress/metadata; by default the
     server picks its latest. `timeout` is in seconds, per request.
+
+    Over REST each thread keeps one connection open to the server (HTTP keep-alive): a new
+    TCP connection per request would cost every request a handshake and the server a
+    connection set-up. Through a proxy (`http_proxy`...) each request goes through urllib.
     """
 
     def __init__(self, base_url, model_name, version=None, label=None, timeout=30.0):
@@ -49,6 +55,7 @@ class Client:
         self.label = label
         self.timeout = timeout
         self._grpc = None
+        self._connections = threading.local()  # `connection`: this thread's, when open
         scheme, _, target = self.base_url.partition("://")
         if scheme == "grpc":
             from keras_s2s.serving.grpc_api import GrpcConnection
@@ -175,23 +182,56 @@ class Client:
 
     def _request(self, method, url, body=None):
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as error:
-            text = error.read().decode("utf-8", "replace")
-            try:
-                message = json.loads(text)["error"]
-            except (ValueError, KeyError, TypeError):
-                message = text.strip() or error.reason
-            raise ServingRequestError(error.code, message, url) from None
-        except (urllib.error.URLError, OSError) as error:
+            status, reason, text = self._send(method, url, data)
+        except (OSError, http.client.HTTPException) as error:
             raise ServingRequestError(
                 None, f"cannot reach the server: {getattr(error, 'reason', error)}", url
             ) from None
+        if status >= 400:
+            try:
+                message = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = text.strip() or reason
+            raise ServingRequestError(status, message, url)
+        return json.loads(text)
+
+    def _send(self, method, url, data):
+        """(status, reason, body text) of one request: on this thread's open connection to the
+        server (opened again if the server closed it while it was idle), or by urllib through
+        a proxy."""
+        parts = urllib.parse.urlsplit(url)
+        headers = {"Content-Type": "application/json"}
+        if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+                parts.hostname):
+            request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.status, response.reason, response.read().decode("utf-8")
+            except urllib.error.HTTPError as error:
+                return error.code, error.reason, error.read().decode("utf-8", "replace")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection = getattr(self._connections, "connection", None)
+        reused = connection is not None
+        if connection is None:
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else (
+                http.client.HTTPConnection)
+            connection = kind(parts.hostname, parts.port, timeout=self.timeout)
+        self._connections.connection = None  # until this request has its answer
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            answer = response.status, response.reason, response.read().decode("utf-8", "replace")
+        except (ConnectionError, http.client.BadStatusLine):
+            connection.close()
+            if reused:  # the server closed it while it was idle: once more on a new one
+                return self._send(method, url, data)
+            raise
+        except BaseException:
+            connection.close()
+            raise
+        self._connections.connection = connection
+        return answer
 
 
 def _hypotheses(translations, scores):

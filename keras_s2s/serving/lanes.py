@@ -1,9 +1,11 @@
 """Request lanes: which requests run, in which order, and which are refused at once.
 
 A request's work is several stages (inflate, parse JSON, build tensors, run the model, write JSON),
-each a job on a thread. On one FIFO pool the stages of all requests interleave: every request
-waits for everyone's stages, so under load they all finish together, late, and past their
-deadline every one of them fails while the server stays busy (throughput falls to zero).
+run as jobs on threads: one job for all of them without batching (a `Ticket.stage` each), or a
+job before and one after the batch with it. On one FIFO pool the jobs of all requests
+interleave: every request waits for everyone's, so under load they all finish together, late,
+and past their deadline every one of them fails while the server stays busy (throughput falls
+to zero).
 
 So requests are sorted by body size into lanes (small, regular, large), each with its own threads,
 so that large bodies never take the threads of small requests. Within a lane a job is run in the
@@ -54,6 +56,13 @@ class Ticket:
     lane: "Lane"
     started: bool = False
     released: bool = False
+
+    def stage(self, function, *args):
+        """`function(*args)`, one stage of a job of this request, unless the request was
+        answered meanwhile (past its deadline): stages that have not started never start."""
+        if self.released:
+            raise concurrent.futures.CancelledError
+        return function(*args)
 
 
 class Lane:

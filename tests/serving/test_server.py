@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from keras_s2s.serving.lanes import Lane
 from tests.serving.conftest import http
 
 
@@ -90,6 +91,24 @@ def test_version_and_label_routing(server):
 
 
 # Classify and regress.
+
+
+def test_a_request_is_one_job_of_its_lane_without_batching(server, monkeypatch):
+    """Parse, inputs, model run and JSON run back to back on one lane thread: each hand-off
+    to the event loop between them would cost the request two thread wake-ups."""
+    jobs = []
+    submit = Lane.submit
+
+    def counted(lane, ticket, function, *args):
+        jobs.append(function)
+        return submit(lane, ticket, function, *args)
+
+    monkeypatch.setattr(Lane, "submit", counted)
+    assert predict(server, {"instances": [1.0]}).json == {"predictions": [2.5]}
+    assert len(jobs) == 1
+    body = {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]}
+    response = http(server.url, "POST", "/v1/models/half_plus_two:regress", body)
+    assert response.json == {"results": [2.5]} and len(jobs) == 2
 
 
 def test_regress(server):
