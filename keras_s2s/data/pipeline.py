@@ -31,6 +31,10 @@ _TOKENIZE_BATCH_SIZE = 1024
 #: At most this many length buckets; fewer when the data has fewer distinct lengths.
 _NUM_BUCKETS = 8
 
+#: With fixed shapes, the buckets above the quantiles' grow by this factor (see
+#: `_bucket_boundaries`): a few more programs to compile, far less padding in the longest.
+_TAIL_GROWTH = 1.3
+
 #: Streamed pairs: the shuffle buffer, and the first pairs whose lengths set the buckets.
 STREAM_SHUFFLE_BUFFER = 20_000
 STREAM_LENGTH_SAMPLE = 10_000
@@ -64,7 +68,7 @@ class DatasetStats:
 
 def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_source_length,
                  max_target_length, shuffle=True, seed=0, bucket=True, cache=True, repeat=False,
-                 batch_tokens=None, word_dropout=0.0):
+                 batch_tokens=None, word_dropout=0.0, fixed_shapes=False):
     """Build the training dataset `((source_ids, target_in_ids), target_out_ids)` from pairs.
 
     Tokenizing runs as batched TF ops inside the pipeline. Pairs held in memory (a list) get one
@@ -96,6 +100,12 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
             END or START, never the labels `target_out_ids`) is replaced by [UNK], drawn anew
             every epoch from `seed`: word dropout, a regularizer for small corpora (Sennrich &
             Zhang, 2019; as token replacement, Bowman et al., 2016).
+        fixed_shapes: pad each batch to its bucket's longest length (each side capped by its
+            limit, or by the longest kept pair when the pairs are held) instead of its own
+            longest pair, and a bucket's last, partial batch to full size with rows of padding
+            (which the masked loss and accuracy leave out): one batch shape a bucket, for
+            backends that compile a program per shape (JAX, TensorFlow with XLA). Above the
+            length quantiles, buckets then grow by `_TAIL_GROWTH` up to the longest pair.
 
     Returns:
         `(dataset, stats)`: batches of int32 `((source_ids (B, S), target_in_ids (B, T)),
@@ -139,7 +149,10 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         source_lengths, target_lengths = _lengths(sequences)
         lengths = _kept_lengths(source_lengths, target_lengths, **limits)
         shuffle_buffer = len(lengths)
-    boundaries = _bucket_boundaries(lengths) if bucket else []
+    longest = (max(max_source_length, max_target_length) if isinstance(pairs, tf.data.Dataset)
+               else int(lengths.max()))
+    boundaries = (_bucket_boundaries(lengths, longest if fixed_shapes else None) if bucket
+                  else [])
     batch_sizes = _bucket_batch_sizes(boundaries, max(max_source_length, max_target_length),
                                       batch_size, batch_tokens)
     if not isinstance(pairs, tf.data.Dataset):
@@ -170,6 +183,10 @@ def make_dataset(pairs, source_tokenizer, target_tokenizer, batch_size, max_sour
         )
     else:
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
+    if fixed_shapes:
+        longest = ((stats.longest_source, stats.longest_target) if stats
+                   else (max_source_length, max_target_length))
+        dataset = dataset.map(_pad_to_bucket(boundaries, batch_sizes, *longest, padding))
     dataset = dataset.map(lambda source, target_in, target_out: ((source, target_in), target_out))
     if stats and not repeat:  # Keras then knows where an epoch ends, as with any sized input
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(stats.batches_per_pass))
@@ -298,6 +315,29 @@ def _lengths(sequences):
     return np.concatenate(source_lengths), np.concatenate(target_lengths)
 
 
+def _pad_to_bucket(boundaries, batch_sizes, longest_source, longest_target, padding):
+    """A map of batches `(source, target_in, target_out)` padded with `padding` to the longest
+    length of their bucket of `boundaries` (as `_bucket_counts` counts them; each side capped by
+    its `longest_*`) and to its `batch_sizes` rows: rows of padding only, which the masked loss
+    and accuracy leave out."""
+    lowers = tf.constant(boundaries, tf.int32, shape=[len(boundaries)])
+    uppers = tf.constant([bound - 1 for bound in boundaries]
+                         + [max(longest_source, longest_target)], tf.int32)
+    rows = tf.constant(batch_sizes, tf.int32)
+
+    def pad(*batch):
+        # A batch's pairs share one bucket, the one of its longest key (the longer side).
+        bucket = tf.reduce_sum(tf.cast(
+            lowers <= tf.maximum(tf.shape(batch[0])[1], tf.shape(batch[1])[1]), tf.int32))
+        bound = uppers[bucket]
+        lengths = (tf.minimum(bound, longest_source),) + (tf.minimum(bound, longest_target),) * 2
+        return tuple(tf.pad(ids, [[0, rows[bucket] - tf.shape(ids)[0]],
+                                  [0, length - tf.shape(ids)[1]]], constant_values=value)
+                     for ids, length, value in zip(batch, lengths, padding))
+
+    return pad
+
+
 def _bucket_batch_sizes(boundaries, longest, batch_size, batch_tokens):
     """Pairs per batch in each bucket: `batch_size`, or as many as fit `batch_tokens` padded
     tokens at the bucket's longest length (bucket i holds lengths below `boundaries[i]`)."""
@@ -328,7 +368,12 @@ def _bucket_counts(lengths, boundaries, num_buckets):
                        minlength=num_buckets)
 
 
-def _bucket_boundaries(lengths):
-    """Up to `_NUM_BUCKETS - 1` boundaries splitting `lengths` into buckets of similar size."""
+def _bucket_boundaries(lengths, longest=None):
+    """Up to `_NUM_BUCKETS - 1` boundaries splitting `lengths` into buckets of similar size;
+    with `longest`, more above them, `_TAIL_GROWTH` times apart up to `longest`, so that the
+    last bucket's rare long pairs do not set the padded length of all its pairs."""
     quantiles = np.quantile(lengths, np.linspace(0, 1, _NUM_BUCKETS + 1)[1:-1])
-    return sorted({int(q) + 1 for q in quantiles})
+    boundaries = sorted({int(q) + 1 for q in quantiles})
+    while longest and math.ceil(boundaries[-1] * _TAIL_GROWTH) < longest:
+        boundaries.append(math.ceil(boundaries[-1] * _TAIL_GROWTH))
+    return boundaries

@@ -170,8 +170,9 @@ class TrainConfig:
         "(repeatable; VALUE is JSON or a plain string)", flag="--model-arg", action="append",
         metavar="NAME=VALUE", convert=parse_assignments)
     mixed_precision: str = option("auto", choices=("auto", "on", "off"))
-    jit_compile: str = option("auto", "compile the training step with XLA (auto: on with a GPU)",
-                              flag="--xla", choices=("auto", "on", "off"))
+    jit_compile: str = option(
+        "auto", "compile the training step with XLA, batches padded to a few shapes (auto: on "
+        "with a GPU, and on Keras's JAX backend)", flag="--xla", choices=("auto", "on", "off"))
     distribute: str = option(
         "auto", "auto: mirrored over a machine's GPUs when it has several; multi-worker: one "
         "worker of the TF_CONFIG cluster (docs/scale_out.md)", choices=DISTRIBUTE_CHOICES)

@@ -87,14 +87,32 @@ class EpochHistory(keras.callbacks.Callback):
         os.replace(temporary, self.path)
 
 
-def _use_accelerator_defaults(config):
-    """Mixed precision and XLA default to on with a GPU, off on a CPU."""
+def accelerator_settings(config):
+    """`(mixed_precision, jit_compile)` of `config`: mixed precision defaults to on with a GPU,
+    and compiling the step with XLA too, or always on Keras's JAX backend, whose only compiled
+    path it is (without it JAX runs the step op by op)."""
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
 
-    def resolve(flag):
-        return has_gpu if flag == "auto" else flag == "on"
+    def resolve(flag, default):
+        return default if flag == "auto" else flag == "on"
 
-    return resolve(config.mixed_precision), resolve(config.jit_compile)
+    return (resolve(config.mixed_precision, has_gpu),
+            resolve(config.jit_compile, has_gpu or keras.backend.backend() == "jax"))
+
+
+def make_datasets(config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs,
+                  fixed_shapes):
+    """The run's training and validation datasets (`make_dataset`) and the training data's
+    stats. `fixed_shapes` pads batches to their length bucket's longest: a compiled step
+    (`jit_compile`) compiles a program per batch shape, and so only a few."""
+    dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
+                        batch_size=config.batch_size, batch_tokens=config.batch_tokens,
+                        max_source_length=config.max_source_length,
+                        max_target_length=config.max_target_length, fixed_shapes=fixed_shapes)
+    train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
+                                           word_dropout=config.word_dropout, **dataset_args)
+    validation_data, _ = make_dataset(validation_pairs, shuffle=False, **dataset_args)
+    return train_data, validation_data, train_stats
 
 
 def _strategy(config):
@@ -253,16 +271,11 @@ def _fit(config, source_tokenizer, target_tokenizer, train_pairs, validation_pai
     """Build, train and (on the chief, or without a cluster) save the model of `config`."""
     run_dir = config.out
     writes_run = cluster is None or cluster.is_chief
-    dataset_args = dict(source_tokenizer=source_tokenizer, target_tokenizer=target_tokenizer,
-                        batch_size=config.batch_size, batch_tokens=config.batch_tokens,
-                        max_source_length=config.max_source_length,
-                        max_target_length=config.max_target_length)
-    train_data, train_stats = make_dataset(train_pairs, shuffle=True, seed=config.seed,
-                                           word_dropout=config.word_dropout, **dataset_args)
-    validation_data, _ = make_dataset(validation_pairs, shuffle=False, **dataset_args)
+    mixed_precision, jit_compile = accelerator_settings(config)
+    train_data, validation_data, train_stats = make_datasets(
+        config, source_tokenizer, target_tokenizer, train_pairs, validation_pairs,
+        fixed_shapes=jit_compile)
     logger.info("training data: %s", train_stats or f"streamed from {config.data}")
-
-    mixed_precision, jit_compile = _use_accelerator_defaults(config)
     if cluster:
         multi_worker.check_same_everywhere(
             strategy, "vocabularies", [source_tokenizer.vocabulary,

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s.data.pipeline import DatasetStats, encode_source, make_dataset
+from keras_s2s.data.pipeline import (DatasetStats, _bucket_boundaries, encode_source,
+                                     make_dataset)
 from keras_s2s.data.synthetic import generate
 from keras_s2s.data.tokenizers import train_tokenizers
 from keras_s2s.special_tokens import END_ID, PAD_ID, START_ID, UNK_ID
@@ -79,6 +80,27 @@ def test_bucketing_groups_similar_lengths(tokenizer):
     bucketed, _ = build(tokenizer, bucket=True)
     plain, _ = build(tokenizer, bucket=False)
     assert mean_padding(bucketed) < mean_padding(plain) / 2
+
+
+@pytest.mark.parametrize("options", [dict(), dict(batch_tokens=160), dict(bucket=False)])
+def test_fixed_shapes_give_one_batch_shape_a_bucket(tokenizer, options):
+    """Each bucket's batches are padded to its longest length and full size (rows of padding
+    only), each side within its limit: a pass has no more shapes than buckets, every pair once."""
+    dataset, stats = build(tokenizer, fixed_shapes=True, max_source_length=20, **options)
+    shapes = {(source.shape, target_in.shape, target_out.shape)
+              for (source, target_in), target_out in dataset}
+    longest = np.maximum([len(s.split()) + 1 for s, t in PAIRS], [len(t.split()) + 1
+                                                                  for s, t in PAIRS])
+    buckets = 1 if options.get("bucket") is False else len(
+        _bucket_boundaries(longest[longest <= 20], longest=20)) + 1
+    assert len(shapes) <= buckets < stats.batches_per_pass
+    assert max(source[1] for source, _, _ in shapes) == stats.longest_source == 20
+    assert max(target[1] for _, target, _ in shapes) == stats.longest_target
+    kept = [pair for pair in PAIRS if len(pair[0].split()) < 20]
+    assert collections.Counter(row for row in examples(dataset) if row[0]) == collections.Counter(
+        expected_examples(tokenizer, kept))
+    variable, _ = build(tokenizer, max_source_length=20, **options)
+    assert len({source.shape for (source, _), _ in variable}) > len(shapes)
 
 
 def test_filters_overlong_pairs_and_reports_them(tokenizer, caplog):
