@@ -27,7 +27,10 @@ Figures, each step's peak resident memory (`ru_maxrss` of its child process) bes
   one at batch 32, after one warm-up call each;
 - `bench_peak_rss_gib`: this process (the PyTorch model, ours, CTranslate2's, XLA's programs).
 
-Usage: python bench/marian.py [--quick] [--size base|big|tiny] [--repeats N]
+`--tflite-only`: the import and the two TFLite conversions alone (minutes at base size) →
+`marian_<size>_tflite.json`.
+
+Usage: python bench/marian.py [--quick | --tflite-only] [--size base|big|tiny] [--repeats N]
                               [--no-fine-tune]
 """
 
@@ -75,6 +78,8 @@ def parse_args():
     parser.add_argument("--size", choices=list(SIZES), default="base")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds at batch 1 (default: 1 quick, 3 full)")
+    parser.add_argument("--tflite-only", action="store_true",
+                        help="the import and the TFLite conversions alone")
     parser.add_argument("--no-fine-tune", action="store_true",
                         help="leave the fine-tuning step out (minutes at the big size)")
     args = parser.parse_args()
@@ -258,7 +263,8 @@ def main():
 
     def record():
         figures["load_average_at_end"] = list(os.getloadavg())
-        write_result("marian" if args.quick else f"marian_{args.size}", args, figures)
+        name = "marian" if args.quick else f"marian_{args.size}"
+        write_result(f"{name}_tflite" if args.tflite_only else name, args, figures)
 
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
@@ -269,6 +275,10 @@ def main():
         figures["import"] = keras_s2s_child("import", checkpoint, "--out", run,
                                             "--max-length", NEW_TOKENS)
         record()
+        if args.tflite_only:
+            figures.update(tflite_sizes(run, directory))
+            record()
+            return
         figures["run_megabytes"] = round(directory_megabytes(run), 1)
         start = time.perf_counter()
         translator = Translator.load(str(run))
