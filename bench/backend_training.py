@@ -74,7 +74,7 @@ def _start(name, model_name, steps):
 
 def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import parse_args, write_result
+    from common import parse_args, take_turns, write_result
 
     args = parse_args(__doc__.splitlines()[0])
     steps = 1 if args.quick else 5
@@ -84,15 +84,7 @@ def main():
     try:
         for model, backend in names:
             workers[model, backend], params[f"{model}_{backend}"] = _start(backend, model, steps)
-        times = {key: [] for key in workers}
-        losses = {}
-        for _ in range(args.repeats):
-            for key, process in workers.items():
-                process.stdin.write("go\n")
-                process.stdin.flush()
-                reply = json.loads(process.stdout.readline())
-                times[key].append(reply["seconds"])
-                losses[key] = reply["loss"]
+        times, losses = take_turns(workers, args.repeats, "loss")
     finally:
         for process in workers.values():
             process.stdin.close()

@@ -100,7 +100,7 @@ def _start(name, pairs, data):
 
 def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import parse_args, shown, write_result
+    from common import parse_args, shown, take_turns, write_result
 
     from corpora import CORPORA
 
@@ -122,14 +122,7 @@ def main():
     try:
         for name in names:  # one at a time: each first epoch compiles on a machine of its own
             workers[name], ready[name] = _start(name, pairs, args.data)
-        times, losses = {name: [] for name in names}, {}
-        for _ in range(args.repeats):
-            for name, process in workers.items():
-                process.stdin.write("go\n")
-                process.stdin.flush()
-                reply = json.loads(process.stdout.readline())
-                times[name].append(reply["seconds"])
-                losses[name] = reply["val_loss"]
+        times, losses = take_turns(workers, args.repeats, "val_loss")
     finally:
         for process in workers.values():
             process.stdin.close()

@@ -61,6 +61,26 @@ def interleaved_medians(contenders, repeats, warmup=1):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def take_turns(workers, repeats, field):
+    """Worker processes timed in turns, so that machine noise falls on all of them round by
+    round (a process has one Keras backend, so contenders on different backends cannot share
+    one): `repeats` rounds in which every worker of `workers` (`{key: subprocess.Popen}` with
+    text pipes) is sent `go` and answers one JSON line `{"seconds": ..., field: ...}`.
+
+    Returns:
+        `({key: [seconds, ...]}, {key: reply[field] of the last round})`.
+    """
+    times, last = {key: [] for key in workers}, {}
+    for _ in range(repeats):
+        for key, process in workers.items():
+            process.stdin.write("go\n")
+            process.stdin.flush()
+            reply = json.loads(process.stdout.readline())
+            times[key].append(reply["seconds"])
+            last[key] = reply[field]
+    return times, last
+
+
 def materialize(outputs):
     """Force a result (nested tensors) to the host, so timing covers the whole computation."""
     return keras.tree.map_structure(lambda tensor: np.asarray(tensor), outputs)
