@@ -84,7 +84,7 @@ from keras_s2s import run as run_files
 from keras_s2s.exporters import tflite
 from keras_s2s.training.config import TrainConfig
 from keras_s2s.data.tokenizers import SubwordTokenizer
-from keras_s2s.decoding import Beam, Greedy
+from keras_s2s.decoding import Beam, Greedy, min_compiled_inputs
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.exporters.savedmodel import bucketed_source_ids, export_run
 from keras_s2s.models import Transformer
@@ -404,7 +404,8 @@ def latency_breakdown(model, translator, vocabulary, version_dir):
     signature = load_servable("greedy", 1, version_dir).signature("serving_default")
     tokenizer = SubwordTokenizer(vocabulary)
     source_ids = bucketed_source_ids(encode_source(tf.constant([sentence]), tokenizer,
-                                                   SOURCE_LENGTH), SOURCE_LENGTH, PAD_ID)
+                                                   SOURCE_LENGTH), SOURCE_LENGTH, PAD_ID,
+                                     min_compiled_inputs(Greedy().rows_per_input))
     contenders = {"savedmodel_xla_in_process": functools.partial(
         signature.run, {"inputs": np.array([sentence], object)})}
     for length in (CT2_OUTPUT_LENGTH, LATENCY_SHORT_OUTPUT):
@@ -467,6 +468,13 @@ def _seconds(function):
     return time.perf_counter() - start
 
 
+def compiled_rows(source_ids, strategy):
+    """`source_ids` with copies of its first row up to `decoding.min_compiled_inputs`, as the
+    Translator and an XLA export give a compiled loop."""
+    missing = max(0, min_compiled_inputs(strategy.rows_per_input) - len(source_ids))
+    return tf.concat([source_ids, tf.repeat(source_ids[:1], missing, axis=0)], axis=0)
+
+
 def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary, deployed,
                      repeats, xla):
     """Seconds, target tokens/s and sentences/s of our loops, CTranslate2's and the `deployed`
@@ -477,10 +485,12 @@ def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary
     def loop(s):
         return strategy.decode(model, s, length, end_id=NEVER)["tokens"]
 
-    contenders = {"ours_graph": tf.function(loop)}
-    if xla:
-        contenders["ours_xla"] = tf.function(loop, jit_compile=True)
-    contenders = {name: lambda f=f: materialize(f(source_ids)) for name, f in contenders.items()}
+    graph = tf.function(loop)
+    contenders = {"ours_graph": lambda: materialize(graph(source_ids))}
+    if xla:  # with the rows `keras-s2s translate --xla on` and an XLA export add to a batch of 1
+        compiled, padded = tf.function(loop, jit_compile=True), compiled_rows(source_ids,
+                                                                              strategy)
+        contenders["ours_xla"] = lambda: materialize(compiled(padded)[:batch_size])
     for quantize, translator in translators.items():
         contenders[f"ctranslate2_{'float32' if quantize == 'none' else quantize}"] = (
             lambda t=translator: t.translate_batch(

@@ -69,7 +69,7 @@ from keras_s2s.checks import check_non_negative_int
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s import decoding
 from keras_s2s.decoding import (MAX_ALPHA, MAX_BEAM_WIDTH, MAX_SEED, MAX_TEMPERATURE,
-                                MIN_TEMPERATURE, Greedy, check_strategy)
+                                MIN_COMPILED_ROWS, MIN_TEMPERATURE, Greedy, check_strategy)
 from keras_s2s.inference.translator import Translator, blank_empty_sources
 from keras_s2s.serving.warmup import write_warmup_requests
 from keras_s2s.special_tokens import SPECIAL_TOKENS
@@ -106,16 +106,19 @@ class TranslationModule(tf.Module):
         if self.strategy.random and self.strategy.seed is None:
             seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)  # per call
         return self._decode(lambda ids: self.strategy.decode(
-            self.model, ids, self.max_target_length, attention=attention, seed=seed), source_ids)
+            self.model, ids, self.max_target_length, attention=attention, seed=seed), source_ids,
+            self.strategy.rows_per_input)
 
     @tf.autograph.experimental.do_not_convert  # Python control flow only
-    def _decode(self, search, source_ids):
+    def _decode(self, search, source_ids, rows_per_input=1):
         """`search(source_ids)`, a decoding result; in an XLA export compiled with XLA on
-        `source_ids` padded to its bucket (`bucketed_source_ids`), then cut back."""
+        `source_ids` padded to its bucket (`bucketed_source_ids`, with at least
+        `decoding.MIN_COMPILED_ROWS` decoder rows of `rows_per_input` each), then cut back."""
         if not self.xla:
             return search(source_ids)
-        result = tf.function(search, jit_compile=True)(
-            bucketed_source_ids(source_ids, self.max_source_length, self.source_tokenizer.pad_id))
+        result = tf.function(search, jit_compile=True)(bucketed_source_ids(
+            source_ids, self.max_source_length, self.source_tokenizer.pad_id,
+            decoding.min_compiled_inputs(rows_per_input)))
         rows, columns = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
         return {name: value[:rows, ..., :columns] if name == "attention" else value[:rows]
                 for name, value in result.items()}
@@ -180,9 +183,11 @@ class TranslationModule(tf.Module):
         with tf.control_dependencies(checks):  # before any buffer of that width is allocated
             beam_width, alpha, n_best = (tf.identity(value) for value in (beam_width, alpha,
                                                                           n_best))
+        # The width is the request's: a program is compiled per width, and one of 2 or more
+        # has rows enough at batch 1 (`decoding.MIN_COMPILED_ROWS`).
         return self._translate_texts(inputs, lambda source_ids: decoding.beam_search(
             self.model, source_ids, self.max_target_length, beam_width, alpha, n_best,
-            **guides), compiled=not guides)
+            **guides), compiled=not guides, rows_per_input=MIN_COMPILED_ROWS)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs"),
                                   tf.TensorSpec([], tf.float32, name="temperature"),
@@ -204,14 +209,14 @@ class TranslationModule(tf.Module):
         return self._translate_texts(inputs, lambda source_ids: decoding.sample(
             self.model, source_ids, self.max_target_length, temperature, top_k, top_p, seeds))
 
-    def _translate_texts(self, inputs, search, compiled=True):
+    def _translate_texts(self, inputs, search, compiled=True, rows_per_input=1):
         """Tokenize `inputs`, `search(source_ids)` → a decoding result (`compiled`: by
-        `_decode`), detokenize: the text signatures' `outputs` (string, the shape of `scores`)
-        and `scores`."""
+        `_decode`, for `rows_per_input` decoder rows an input), detokenize: the text
+        signatures' `outputs` (string, the shape of `scores`) and `scores`."""
         source_ids = encode_source(inputs, self.source_tokenizer, self.max_source_length)
-        result = blank_empty_sources(self._decode(search, source_ids) if compiled else
-                                     search(source_ids), source_ids,
-                                     self.source_tokenizer.pad_id)
+        result = blank_empty_sources(
+            self._decode(search, source_ids, rows_per_input) if compiled else search(source_ids),
+            source_ids, self.source_tokenizer.pad_id)
         tokens = result["tokens"]
         texts = self.target_tokenizer.detokenize(tf.reshape(tokens, [-1, tokens.shape[-1]]))
         return {"outputs": tf.reshape(texts, tf.shape(tokens)[:-1]), "scores": result["scores"]}
@@ -268,11 +273,12 @@ def source_length_buckets(max_source_length):
     return sorted({max_source_length} | {MIN_SOURCE_BUCKET << power for power in range(27)})
 
 
-def bucketed_source_ids(source_ids, max_source_length, pad_id):
+def bucketed_source_ids(source_ids, max_source_length, pad_id, min_rows=1):
     """`source_ids` grown to the next of `batch_buckets` (copies of the first row, which finish
-    when it does) and of `source_length_buckets` (`pad_id` columns), so that XLA compiles one
-    program per bucket rather than per request shape. Graph ops: the compiled part then sees
-    the bucket's shape."""
+    when it does), of at least `min_rows` rows unless it has none, and of
+    `source_length_buckets` (`pad_id` columns), so that XLA compiles one program per bucket
+    rather than per request shape. Graph ops: the compiled part then sees the bucket's
+    shape."""
     rows, columns = tf.shape(source_ids)[0], tf.shape(source_ids)[1]
 
     def bucket(size, buckets):
@@ -281,8 +287,9 @@ def bucketed_source_ids(source_ids, max_source_length, pad_id):
 
     padded = tf.pad(source_ids, [[0, 0], [0, bucket(columns, source_length_buckets(
         max_source_length)) - columns]], constant_values=pad_id)
-    return tf.concat([padded, tf.gather(padded, tf.zeros([bucket(rows, batch_buckets()) - rows],
-                                                         tf.int32))], axis=0)
+    wanted = tf.where(rows > 0, tf.maximum(rows, min_rows), 0)
+    return tf.concat([padded, tf.gather(padded, tf.zeros(
+        [bucket(wanted, batch_buckets()) - rows], tf.int32))], axis=0)
 
 
 def _check(name, value, valid, expected):

@@ -11,7 +11,7 @@ from keras import ops
 from keras_s2s.run import Run
 from keras_s2s.data.pipeline import encode_source
 from keras_s2s.decoding import (Beam, Greedy, check_constraints_allowed, check_strategy,
-                                 length_penalty)
+                                 length_penalty, min_compiled_inputs)
 from keras_s2s.inference.alignment import replace_unknowns, word_alignments, word_ids
 from keras_s2s.special_tokens import PAD_ID
 
@@ -273,11 +273,13 @@ class Translator(_TranslatorBase):
                                               for row in phrases])
         return guides
 
-    def _padded_for_compilation(self, source_ids):
+    def _padded_for_compilation(self, source_ids, rows_per_input):
         """`source_ids` padded to one of few shapes, so XLA compiles a handful of programs:
-        rows to a power of two (copies of the first row), columns to a multiple of 16."""
+        rows to a power of two (copies of the first row) and to at least
+        `decoding.MIN_COMPILED_ROWS` decoder rows of `rows_per_input` each, columns to a
+        multiple of 16."""
         rows, columns = source_ids.shape
-        target_rows = 1 << (rows - 1).bit_length()
+        target_rows = max(1 << (rows - 1).bit_length(), min_compiled_inputs(rows_per_input))
         target_columns = max(columns, min(-(-columns // 16) * 16, self.max_source_length))
         source_ids = tf.pad(source_ids, [[0, 0], [0, target_columns - columns]],
                             constant_values=self.source_tokenizer.pad_id)
@@ -323,7 +325,7 @@ class Translator(_TranslatorBase):
             seeds = tf.constant([seed or 0, number], tf.int32)  # one stream per batch
             values = [guides[name][text_rows] for name in guides]
             if self.jit_compile:
-                padded_rows = self._padded_for_compilation(rows)
+                padded_rows = self._padded_for_compilation(rows, strategy.rows_per_input)
                 padded = decoder(padded_rows, seeds, *[np.concatenate(
                     [value, np.repeat(value[:1], len(padded_rows) - len(rows), axis=0)])
                     for value in values])
