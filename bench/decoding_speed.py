@@ -596,6 +596,8 @@ def _options(parser):
 
 def main():
     args = parse_args(__doc__.splitlines()[0], _options)
+    if args.row and not args.rest_rows:
+        raise SystemExit(f"--row {args.row} picks a row of --rest-rows; give both")
     if args.rest_rows:
         return rest_rows(args)
     if args.latency_only:

@@ -206,12 +206,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores or (training and self.dropout):
             weights = masked_softmax(scores, attention_mask)
         else:
-            # masked_softmax's weights wherever a query may attend somewhere, in fewer ops (a
-            # decoding step's queries always may): no mask broadcast, no zeroing select.
-            logits = ops.cast(scores, "float32")
-            if attention_mask is not None:
-                logits = ops.where(attention_mask, logits, -1e9)
-            weights = ops.cast(ops.softmax(logits, axis=-1), scores.dtype)
+            weights = _softmax_where_attending(scores, attention_mask)
         context = ops.einsum("bhqk,bhkd->bhqd",
                              self._dropout_layer(weights, training=training), value)
         return context, weights if return_attention_scores else None
@@ -244,10 +239,7 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = ops.reshape(ops.einsum("rhjd,rhtd->rhjt", queries, key),
                              (beams, width, heads, width, length))
         scores = per_row(ops.sum(scores * picks, axis=1)) * self._scale  # (B, H, 1, Tv)
-        logits = ops.cast(scores, "float32")
-        if attention_mask is not None:
-            logits = ops.where(attention_mask, logits, -1e9)
-        weights = self._dropout_layer(ops.cast(ops.softmax(logits, axis=-1), scores.dtype),
+        weights = self._dropout_layer(_softmax_where_attending(scores, attention_mask),
                                       training=training)
         spread = ops.reshape(by_beam(weights)[:, None] * picks, (rows, heads, width, length))
         context = ops.sum(ops.reshape(ops.einsum("rhjt,rhtd->rhjd", spread, value),
@@ -280,6 +272,15 @@ class MultiHeadAttention(keras.layers.Layer):
             "output_dim": self.output_dim,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
+
+
+def _softmax_where_attending(scores, attention_mask):
+    """`masked_softmax`'s weights wherever a query may attend somewhere, in fewer ops (a
+    decoding step's queries always may): no mask broadcast, no zeroing select."""
+    logits = ops.cast(scores, "float32")
+    if attention_mask is not None:
+        logits = ops.where(attention_mask, logits, -1e9)
+    return ops.cast(ops.softmax(logits, axis=-1), scores.dtype)
 
 
 def _keys_and_values(cache):

@@ -1,8 +1,11 @@
 """`bench/decoding_speed.py --quick` runs and writes sane timings."""
 
+import subprocess
+import sys
+
 import pytest
 
-from tests.bench.quick import load, run_quick
+from tests.bench.quick import REPO_ROOT, load, run_quick
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +41,13 @@ def test_deployed_paths_beside_ours(results):
             assert row["sentences_per_second"][contender] > 0
             assert row["share_of_tokens_equal_to_ours_graph"][contender] == 1.0
     assert not expected
+
+
+def test_a_row_without_rest_rows_is_refused_on_one_line():
+    """`--row` picks a row of `--rest-rows`; given alone it would be ignored silently."""
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "decoding_speed.py"), "--row",
+         "batch32_beam4"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "--row batch32_beam4 picks a row of --rest-rows; give both")
