@@ -93,8 +93,8 @@ MAX_SEED = 2 ** 31 - 1
 #: The fewest decoder rows a decoding loop compiled with XLA is given. With one row, XLA's CPU
 #: backend drops its unit dimensions and fuses each attention projection (a `(D, H, d)` kernel
 #: seen as `(D, H·d)`) into a loop of its own that walks the kernel column by column; from two
-#: rows it calls its matrix kernel. A greedy step at batch 1, d_model 256: 0.96 ms with one
-#: row, 0.36 ms with the row twice (`python bench/decoding_speed.py --latency-only`).
+#: rows it calls its matrix kernel. A greedy step at batch 1, d_model 256: 0.99 ms with one
+#: row, 0.41 ms with the row twice (`python bench/decoding_speed.py --latency-only`).
 MIN_COMPILED_ROWS = 2
 
 
