@@ -468,13 +468,6 @@ def _seconds(function):
     return time.perf_counter() - start
 
 
-def compiled_rows(source_ids, strategy):
-    """`source_ids` with copies of its first row up to `decoding.min_compiled_inputs`, as the
-    Translator and an XLA export give a compiled loop."""
-    missing = max(0, min_compiled_inputs(strategy.rows_per_input) - len(source_ids))
-    return tf.concat([source_ids, tf.repeat(source_ids[:1], missing, axis=0)], axis=0)
-
-
 def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary, deployed,
                      repeats, xla):
     """Seconds, target tokens/s and sentences/s of our loops, CTranslate2's and the `deployed`
@@ -487,9 +480,10 @@ def side_by_side_row(model, source_ids, strategy, width, translators, vocabulary
 
     graph = tf.function(loop)
     contenders = {"ours_graph": lambda: materialize(graph(source_ids))}
-    if xla:  # with the rows `keras-s2s translate --xla on` and an XLA export add to a batch of 1
-        compiled, padded = tf.function(loop, jit_compile=True), compiled_rows(source_ids,
-                                                                              strategy)
+    if xla:  # on the rows an XLA export gives its compiled loop (a batch of 1 grows to 2)
+        compiled = tf.function(loop, jit_compile=True)
+        padded = bucketed_source_ids(source_ids, source_ids.shape[1], PAD_ID,
+                                     min_compiled_inputs(strategy.rows_per_input))
         contenders["ours_xla"] = lambda: materialize(compiled(padded)[:batch_size])
     for quantize, translator in translators.items():
         contenders[f"ctranslate2_{'float32' if quantize == 'none' else quantize}"] = (

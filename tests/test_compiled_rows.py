@@ -24,25 +24,26 @@ def loop_fused_dots(hlo):
 
 
 def test_one_sentence_compiles_its_projections_as_matrix_products(dates_transformer):
-    """The Translator's compiled greedy loop for one sentence: no dot fused into a loop
-    fusion, where the same loop on the one row alone has them (the check can fail)."""
+    """The program `Translator(jit_compile=True).translate` compiles for one sentence: no dot
+    fused into a loop fusion, where the same decoder on the one row alone has them (the check
+    can fail)."""
     translator = Translator.load(dates_transformer, jit_compile=True)
-    ids = encode_source(tf.constant(["march 3, 1999"]), translator.source_tokenizer,
+    text = "march 3, 1999"
+    assert translator.translate([text])[0].text == Translator.load(
+        dates_transformer).translate([text])[0].text
+    ids = encode_source(tf.constant([text]), translator.source_tokenizer,
                         translator.max_source_length)
     padded = translator._padded_for_compilation(ids, Greedy().rows_per_input)
     assert padded.shape[0] == MIN_COMPILED_ROWS
     np.testing.assert_array_equal(padded[1], padded[0])
-
-    loop = tf.function(lambda source_ids: Greedy().decode(
-        translator.model, source_ids, translator.max_target_length)["tokens"], jit_compile=True)
+    decoder = translator._decoder(Greedy(), True)  # the function `translate` called
 
     def hlo(rows):
-        return loop.experimental_get_compiler_ir(rows)(stage="optimized_hlo")
+        return decoder.experimental_get_compiler_ir(rows, tf.constant([0, 0]))(
+            stage="optimized_hlo")
 
     assert loop_fused_dots(hlo(ids)), "one row: XLA no longer fuses its projections"
     assert loop_fused_dots(hlo(padded)) == []
-    assert translator.translate(["march 3, 1999"])[0].text == Translator.load(
-        dates_transformer).translate(["march 3, 1999"])[0].text
 
 
 def test_a_beam_search_has_rows_enough_at_batch_1(dates_transformer):
